@@ -1,0 +1,130 @@
+# Thin def wrappers over the nogil kernels, one per kernel, for the array functions, the
+# Dense layer and the tests.
+#
+# Each wrapper takes const memoryviews (read-only and memory-mapped inputs work), is written
+# once over `floating` (float32 and float64), checks nothing the Python layer in
+# src/fusedmlp/ has already checked, and releases the GIL around the arithmetic. Optional
+# arrays are passed as empty arrays (length 0) rather than None, so every signature stays
+# fully typed.
+#
+# The arithmetic itself lives in the .pxd files: _activations (activations, fused bias and
+# derivative passes), _losses (softmax, log-softmax, cross-entropy, MSE), _optim (updates),
+# _blas (row-major gemm). The whole-network step is in _network.pyx.
+
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+from _blas cimport gemm
+from _activations cimport apply_activation, bias_activation, activation_grad
+from _losses cimport (softmax_rows, log_softmax_rows, softmax_cross_entropy,
+                      mean_squared_error, all_finite as _all_finite)
+from _optim cimport optimizer_update as _optimizer_update
+
+
+def activation(const floating[::1] x, floating[::1] out, int kind):
+    """out := f(x) for the activation numbered `kind` (out may be x)."""
+    with nogil:
+        apply_activation(&x[0] if x.shape[0] else NULL, &out[0] if out.shape[0] else NULL,
+                         x.shape[0], kind)
+
+
+def softmax(const floating[:, ::1] x, floating[:, ::1] out, bint log):
+    """out := softmax (or log-softmax) of each row of x (out may be x)."""
+    cdef Py_ssize_t m = x.shape[0], n = x.shape[1]
+    if m == 0 or n == 0:
+        return
+    with nogil:
+        if log:
+            log_softmax_rows(&x[0, 0], &out[0, 0], m, n)
+        else:
+            softmax_rows(&x[0, 0], &out[0, 0], m, n)
+
+
+def all_finite(const floating[::1] x):
+    """True when x holds no NaN and no inf."""
+    cdef bint finite = True
+    if x.shape[0] != 0:
+        with nogil:
+            finite = _all_finite(&x[0], x.shape[0])
+    return finite
+
+
+def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
+                  int kind, floating[:, ::1] out):
+    """out := f(X @ W + b): one gemm, then one pass for the bias and the activation."""
+    cdef int m = X.shape[0], n_in = W.shape[0], n_out = W.shape[1]
+    if m == 0:
+        return
+    with nogil:
+        gemm(False, False, m, n_out, n_in, <floating>1, &X[0, 0], n_in, &W[0, 0], n_out,
+             <floating>0, &out[0, 0], n_out)
+        bias_activation(&out[0, 0], &b[0], m, n_out, kind)
+
+
+def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
+                   const floating[:, ::1] A, const floating[:, ::1] dA, int kind,
+                   floating[:, ::1] dZ, floating[:, ::1] dW, floating[::1] db,
+                   floating[:, ::1] dX, double[::1] scratch):
+    """Backward through A = f(X @ W + b).
+
+    dZ := dA * f'(A) and db := sum_rows(dZ) in one pass (scratch: n_out float64 sums),
+    dW := X^T @ dZ, and dX := dZ @ W^T unless dX is empty (the first layer needs none).
+    """
+    cdef int m = X.shape[0], n_in = W.shape[0], n_out = W.shape[1]
+    if m == 0:
+        dW[:, :] = 0
+        db[:] = 0
+        return
+    with nogil:
+        activation_grad(&dA[0, 0], &A[0, 0], &dZ[0, 0], &scratch[0], &db[0], m, n_out, kind)
+        gemm(True, False, n_in, n_out, m, <floating>1, &X[0, 0], n_in, &dZ[0, 0], n_out,
+             <floating>0, &dW[0, 0], n_out)
+        if dX.shape[0] != 0:
+            gemm(False, True, m, n_in, n_out, <floating>1, &dZ[0, 0], n_out, &W[0, 0], n_out,
+                 <floating>0, &dX[0, 0], n_in)
+
+
+def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
+                  const floating[:, ::1] targets, const floating[::1] weights,
+                  double total_weight, floating[:, ::1] dlogits):
+    """Mean softmax cross-entropy from logits and, in the same pass, its gradient.
+
+    Give either labels (targets empty) or targets (labels empty); weights may be empty.
+    """
+    cdef Py_ssize_t m = logits.shape[0], n = logits.shape[1]
+    cdef double loss
+    if m == 0:
+        return 0.0
+    with nogil:
+        loss = softmax_cross_entropy(
+            &logits[0, 0], &labels[0] if labels.shape[0] else NULL,
+            &targets[0, 0] if targets.shape[0] else NULL,
+            &weights[0] if weights.shape[0] else NULL, total_weight, &dlogits[0, 0], m, n)
+    return loss
+
+
+def squared_error(const floating[:, ::1] pred, const floating[:, ::1] target,
+                  const floating[::1] weights, double total_weight, floating[:, ::1] dpred):
+    """Mean squared error over all elements and, in the same pass, its gradient."""
+    cdef Py_ssize_t m = pred.shape[0], n = pred.shape[1]
+    cdef double loss
+    if m == 0 or n == 0:
+        return 0.0
+    with nogil:
+        loss = mean_squared_error(&pred[0, 0], &target[0, 0],
+                                  &weights[0] if weights.shape[0] else NULL, total_weight,
+                                  &dpred[0, 0], m, n)
+    return loss
+
+
+def optimizer_update(int kind, double[::1] hyper, floating[::1] params,
+                     const floating[::1] grads, floating[::1] state_a, floating[::1] state_b,
+                     Py_ssize_t n_decay):
+    """One in-place optimiser step over a flat parameter buffer (see _optim.pxd)."""
+    if params.shape[0] == 0:
+        return
+    with nogil:
+        _optimizer_update(kind, &hyper[0], &params[0], &grads[0],
+                          &state_a[0] if state_a.shape[0] else NULL,
+                          &state_b[0] if state_b.shape[0] else NULL,
+                          params.shape[0], n_decay)

@@ -1,0 +1,156 @@
+# Row-wise softmax, log-softmax and the two losses, each with its gradient in the same pass.
+#
+# Softmax of a row z: subtract the row maximum first, so every exponent is <= 0 and exp cannot
+# overflow (logits of 1e30 stay finite); entries of -inf get exactly 0; a NaN anywhere in a row
+# makes the whole row NaN (NumPy/SciPy behaviour). The denominator is summed in float64 for
+# both dtypes, so a float32 row of 10^6 entries loses no mass.
+#
+# Cross-entropy is computed from the logits by log-sum-exp:
+#     loss_i = log(sum_j exp(z_ij - max_i)) - (z_i,y_i - max_i)
+# never as log(p + eps), and nothing is clipped. Its gradient is (softmax - target) scaled by
+# the sample's weight over the total weight, written in the same pass over the row.
+#
+# Losses are the weighted mean over the batch (weights default to 1). Every loss is
+# accumulated in float64 and returned as a double.
+
+from cython cimport floating
+from libc.math cimport log, INFINITY
+from libc.stdint cimport int64_t
+from _activations cimport _exp
+
+
+cdef inline bint all_finite(const floating* x, Py_ssize_t size) noexcept nogil:
+    # x - x is 0 for finite x and NaN for inf/NaN, so one sum answers for the whole block
+    # (and the loop vectorises, unlike one isfinite() branch per element).
+    cdef Py_ssize_t i
+    cdef floating s = 0
+    for i in range(size):
+        s += x[i] - x[i]
+    return s == 0
+
+
+cdef inline floating row_max(const floating* z, Py_ssize_t n) noexcept nogil:
+    # NaN entries never win the comparison; they still reach z - max below and turn the
+    # row's sum, hence the whole row, into NaN.
+    cdef Py_ssize_t j
+    cdef floating mx = -INFINITY
+    for j in range(n):
+        if z[j] > mx:
+            mx = z[j]
+    return mx
+
+
+cdef inline double sum_exp_minus(const floating* z, floating mx, floating* e,
+                                 Py_ssize_t n) noexcept nogil:
+    """sum_j exp(z[j] - mx) in float64; stores each term in e unless e is NULL."""
+    cdef Py_ssize_t j
+    cdef double s = 0
+    cdef floating v
+    if e == NULL:
+        for j in range(n):
+            s += _exp(z[j] - mx)
+    else:
+        for j in range(n):
+            v = _exp(z[j] - mx)
+            e[j] = v
+            s += v
+    return s
+
+
+cdef inline void softmax_rows(const floating* z, floating* p, Py_ssize_t m,
+                              Py_ssize_t n) noexcept nogil:
+    """p := softmax of each row of the m x n block z (p may be z)."""
+    cdef Py_ssize_t i, j
+    cdef floating inv
+    cdef floating* row
+    for i in range(m):
+        row = p + i * n
+        inv = <floating>(1.0 / sum_exp_minus(z + i * n, row_max(z + i * n, n), row, n))
+        for j in range(n):
+            row[j] *= inv
+
+
+cdef inline void log_softmax_rows(const floating* z, floating* out, Py_ssize_t m,
+                                  Py_ssize_t n) noexcept nogil:
+    """out := z - max - log(sum(exp(z - max))) for each row (out may be z)."""
+    cdef Py_ssize_t i, j
+    cdef floating mx, shift
+    cdef const floating* zrow
+    cdef floating* row
+    for i in range(m):
+        zrow = z + i * n
+        row = out + i * n
+        mx = row_max(zrow, n)
+        shift = mx + <floating>log(sum_exp_minus(zrow, mx, NULL, n))
+        for j in range(n):
+            row[j] = zrow[j] - shift
+
+
+cdef inline double softmax_cross_entropy(const floating* z, const int64_t* labels,
+                                         const floating* targets, const floating* weights,
+                                         double total_weight, floating* dz,
+                                         Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """Mean softmax cross-entropy of logits z (m x n) and its gradient, one pass per row.
+
+    z        IN   logits
+    labels   IN   m class indices in [0, n)           } exactly one of the two is not NULL
+    targets  IN   m x n target probabilities          }
+    weights  IN   m sample weights, or NULL for all ones
+    total_weight  sum of the weights (m when weights is NULL), > 0
+    dz       OUT  m x n, d(loss)/dz = (softmax(z) * sum(t) - t) * w_i / total_weight
+    returns  sum_i w_i * loss_i / total_weight
+    """
+    cdef Py_ssize_t i, j
+    cdef const floating* zrow
+    cdef const floating* trow
+    cdef floating* grow
+    cdef floating mx, t
+    cdef double total = 0, s, log_s, row_loss, scale, t_sum
+    for i in range(m):
+        zrow = z + i * n
+        grow = dz + i * n
+        mx = row_max(zrow, n)
+        s = sum_exp_minus(zrow, mx, grow, n)      # grow[j] = exp(z_ij - max)
+        log_s = log(s)
+        scale = (weights[i] if weights != NULL else 1.0) / total_weight
+        if labels != NULL:
+            row_loss = log_s - (zrow[labels[i]] - mx)
+            for j in range(n):
+                grow[j] = <floating>(grow[j] * (scale / s))
+            grow[labels[i]] -= <floating>scale
+        else:
+            trow = targets + i * n
+            row_loss = 0
+            t_sum = 0
+            for j in range(n):
+                t = trow[j]
+                if t != 0:                       # 0 * (-inf logit) must add 0, not NaN
+                    row_loss += t * (log_s - (zrow[j] - mx))
+                    t_sum += t
+            for j in range(n):
+                grow[j] = <floating>((grow[j] / s * t_sum - trow[j]) * scale)
+        total += row_loss * scale
+    return total
+
+
+cdef inline double mean_squared_error(const floating* pred, const floating* target,
+                                      const floating* weights, double total_weight,
+                                      floating* dpred, Py_ssize_t m,
+                                      Py_ssize_t n) noexcept nogil:
+    """Weighted mean over all elements of (pred - target)^2 and its gradient.
+
+    loss  = sum_i w_i sum_j (pred_ij - target_ij)^2 / (total_weight * n)
+    dpred = 2 w_i (pred_ij - target_ij) / (total_weight * n)     (dpred may be NULL)
+    """
+    cdef Py_ssize_t i, j
+    cdef double total = 0, row_sum, scale, d
+    for i in range(m):
+        scale = (weights[i] if weights != NULL else 1.0) / (total_weight * n)
+        row_sum = 0
+        for j in range(n):
+            d = <double>pred[i * n + j] - <double>target[i * n + j]
+            row_sum += d * d
+            if dpred != NULL:
+                dpred[i * n + j] = <floating>(2 * scale * d)
+        total += row_sum * scale
+    return total

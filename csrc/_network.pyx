@@ -1,0 +1,317 @@
+# The whole network in one call: a training step (forward, loss, backward, optimiser update)
+# and batched inference, each with the GIL released and nothing allocated.
+#
+# Memory (all allocated by the Python layer, src/fusedmlp/model.py):
+#   params, grads   one flat buffer each, [W_0 .. W_{L-1}, b_0 .. b_{L-1}], W_l row-major
+#                   (n_l, n_{l+1}); the Dense layers' W, b, dW, db are views into them
+#   acts            the activations of every layer for the largest batch seen so far; a
+#                   batch of m rows uses the first m rows of each layer's block
+#   delta_a/_b      two ping-pong buffers for the backward pass (rows x widest layer)
+#   scratch         float64 sums for the bias gradients (widest layer)
+#
+# Training step for a batch X (m x n_0):
+#   forward   A_l = f_l(A_{l-1} @ W_l + b_l)             gemm + one fused bias/activation pass
+#   loss      dZ_L = d loss / d A_L                       one fused pass per row
+#   backward  dZ_l = dA_l * f_l'(A_l), db_l = sum(dZ_l)   one fused pass (in place)
+#             dW_l = A_{l-1}^T @ dZ_l                      gemm
+#             dA_{l-1} = dZ_l @ W_l^T                      gemm, skipped for the input layer
+#   update    one loop over the flat buffers (_optim.pxd)
+# The inputs are checked (finite, labels in range) before anything is written, and the update
+# is skipped when the loss is not finite, so a refused step leaves the model as it was.
+#
+# Entry points take plain objects and read their data pointers through the buffer protocol,
+# which also refuses non-contiguous, read-only-when-written or wrong-dtype buffers as a last
+# line of defence: a whole step costs a few microseconds, so per-call overhead matters here.
+
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS,
+                             PyBUF_WRITABLE, PyBUF_FORMAT)
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+from libc.math cimport isfinite
+
+from _blas cimport gemm
+from _activations cimport bias_activation, activation_grad, IDENTITY
+from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
+                      mean_squared_error)
+from _optim cimport optimizer_update
+
+# train_step / predict status codes (the Python layer turns them into exceptions)
+cdef enum:
+    OK = 0
+    BAD_INPUT = 1       # X holds NaN or inf
+    BAD_LABEL = 2       # a label outside [0, n_classes)
+    BAD_TARGET = 3      # targets hold NaN or inf
+    BAD_LOSS = 4        # the loss is NaN or inf: no update was applied
+
+# losses
+cdef enum:
+    SOFTMAX_CROSS_ENTROPY = 0
+    MEAN_SQUARED_ERROR = 1
+
+# inference outputs
+cdef enum:
+    SCORES = 0
+    PROBABILITIES = 1
+    LOG_PROBABILITIES = 2
+
+
+cdef char* address(object array, char kind, bint writable) except? NULL:
+    """Data pointer of a C-contiguous buffer of float32 ('f'), float64 ('d') or int64 ('q')."""
+    cdef Py_buffer view
+    cdef char* data
+    cdef char found
+    if array is None:
+        return NULL
+    PyObject_GetBuffer(array, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT
+                       | (PyBUF_WRITABLE if writable else 0))
+    found = view.format[0] if view.format[1] == 0 else view.format[1]
+    if found == b'l' and view.itemsize == 8:
+        found = b'q'
+    data = <char*>view.buf
+    PyBuffer_Release(&view)
+    if found != kind:
+        raise TypeError(f"expected a buffer of type code {chr(kind)!r}, got {chr(found)!r}")
+    return data
+
+
+cdef struct Net:
+    int n_layers
+    int loss
+    Py_ssize_t* sizes          # n_layers + 1
+    int* activations           # n_layers
+    Py_ssize_t* w_off          # offsets of W_l in params/grads
+    Py_ssize_t* b_off          # offsets of b_l in params/grads
+    Py_ssize_t* a_off          # offsets of A_l in acts, in rows of max_batch
+    Py_ssize_t n_params, n_weights, max_width, max_batch
+    void* params
+    void* grads
+    void* acts
+    void* delta_a
+    void* delta_b
+    double* scratch
+
+
+cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* acts,
+                            Py_ssize_t act_stride, floating* last) noexcept nogil:
+    """Forward pass of m rows. Layer l writes rows of width n_{l+1} into acts + l*act_stride,
+    except the last layer, which writes into `last`; act_stride < 0 means ping-pong between
+    two buffers at acts and acts + |act_stride|."""
+    cdef int l
+    cdef const floating* inp = X
+    cdef floating* out
+    cdef const floating* params = <const floating*>net.params
+    cdef Py_ssize_t n_in, n_out
+    for l in range(net.n_layers):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        if l == net.n_layers - 1:
+            out = last
+        elif act_stride >= 0:
+            out = acts + net.a_off[l] * act_stride
+        else:
+            out = acts + (l % 2) * (-act_stride)
+        gemm(False, False, <int>m, <int>n_out, <int>n_in, <floating>1, inp, <int>n_in,
+             params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
+        bias_activation(out, params + net.b_off[l], m, n_out, net.activations[l])
+        inp = out
+
+
+cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
+                        const floating* targets, const floating* weights, double total_weight,
+                        int opt_kind, double* hyper, floating* state_a, floating* state_b,
+                        double* loss_out) noexcept nogil:
+    cdef int L = net.n_layers, l
+    cdef Py_ssize_t i, n_in, n_out, n_classes = net.sizes[L]
+    cdef floating* params = <floating*>net.params
+    cdef floating* grads = <floating*>net.grads
+    cdef floating* acts = <floating*>net.acts
+    cdef floating* d = <floating*>net.delta_a
+    cdef floating* d_next = <floating*>net.delta_b
+    cdef floating* tmp
+    cdef floating* out_block = acts + net.a_off[L - 1] * net.max_batch
+    cdef const floating* a_prev
+    cdef double loss
+
+    if not all_finite(X, m * net.sizes[0]):
+        return BAD_INPUT
+    if labels != NULL:
+        for i in range(m):
+            if labels[i] < 0 or labels[i] >= n_classes:
+                return BAD_LABEL
+    if targets != NULL and not all_finite(targets, m * n_classes):
+        return BAD_TARGET
+
+    forward(net, X, m, acts, net.max_batch, out_block)
+
+    if net.loss == SOFTMAX_CROSS_ENTROPY:
+        loss = softmax_cross_entropy(out_block, labels, targets, weights, total_weight, d,
+                                     m, n_classes)
+    else:
+        loss = mean_squared_error(out_block, targets, weights, total_weight, d, m, n_classes)
+    loss_out[0] = loss
+    if not isfinite(loss):
+        return BAD_LOSS
+
+    for l in range(L - 1, -1, -1):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
+        # dZ_l = dA_l * f'(A_l) in place, and db_l, in one pass
+        activation_grad(d, acts + net.a_off[l] * net.max_batch, d, net.scratch,
+                        grads + net.b_off[l], m, n_out, net.activations[l])
+        gemm(True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev, <int>n_in,
+             d, <int>n_out, <floating>0, grads + net.w_off[l], <int>n_out)
+        if l > 0:
+            gemm(False, True, <int>m, <int>n_in, <int>n_out, <floating>1, d, <int>n_out,
+                 params + net.w_off[l], <int>n_out, <floating>0, d_next, <int>n_in)
+            tmp = d
+            d = d_next
+            d_next = tmp
+
+    optimizer_update(opt_kind, hyper, params, grads, state_a, state_b, net.n_params,
+                     net.n_weights)
+    return OK
+
+
+cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
+                         floating* buffers, Py_ssize_t chunk, int output) noexcept nogil:
+    cdef Py_ssize_t start = 0, rows, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
+    if not all_finite(X, m * n_in):
+        return BAD_INPUT
+    while start < m:
+        rows = min(chunk, m - start)
+        forward(net, X + start * n_in, rows, buffers, -(chunk * net.max_width),
+                out + start * n_out)
+        start += rows
+    if output == PROBABILITIES:
+        softmax_rows(out, out, m, n_out)
+    elif output == LOG_PROBABILITIES:
+        log_softmax_rows(out, out, m, n_out)
+    return OK
+
+
+cdef class Network:
+    """The compiled view of an MLP: its layout, parameter buffers and training workspace.
+
+    Built and owned by fusedmlp.MLP; every array it is given is kept alive here.
+    """
+    cdef Net net
+    cdef readonly bint is_double
+    cdef readonly double loss
+    cdef char kind
+    cdef object _keep
+
+    def __cinit__(self, sizes, activations, int loss, params, grads):
+        cdef int L = len(sizes) - 1, l
+        self.net.n_layers = L
+        self.net.loss = loss
+        self.net.sizes = <Py_ssize_t*>malloc((L + 1) * sizeof(Py_ssize_t))
+        self.net.activations = <int*>malloc(L * sizeof(int))
+        self.net.w_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
+        self.net.b_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
+        self.net.a_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
+        if (self.net.sizes == NULL or self.net.activations == NULL or self.net.w_off == NULL
+                or self.net.b_off == NULL or self.net.a_off == NULL):
+            raise MemoryError()
+        self.net.n_weights = 0
+        self.net.max_width = 0
+        for l in range(L + 1):
+            self.net.sizes[l] = sizes[l]
+        for l in range(L):
+            self.net.activations[l] = activations[l]
+            self.net.w_off[l] = self.net.n_weights
+            self.net.n_weights += self.net.sizes[l] * self.net.sizes[l + 1]
+            self.net.a_off[l] = 0 if l == 0 else self.net.a_off[l - 1] + self.net.sizes[l]
+            self.net.max_width = max(self.net.max_width, self.net.sizes[l + 1])
+        self.net.n_params = self.net.n_weights
+        for l in range(L):
+            self.net.b_off[l] = self.net.n_params
+            self.net.n_params += self.net.sizes[l + 1]
+        self.is_double = params.dtype.itemsize == 8
+        self.kind = b'd' if self.is_double else b'f'
+        if len(params) != self.net.n_params or len(grads) != self.net.n_params:
+            raise ValueError("params and grads must hold exactly the network's parameters")
+        self.net.params = address(params, self.kind, True)
+        self.net.grads = address(grads, self.kind, True)
+        self.net.max_batch = 0
+        self._keep = [params, grads, None]
+
+    def __dealloc__(self):
+        free(self.net.sizes)
+        free(self.net.activations)
+        free(self.net.w_off)
+        free(self.net.b_off)
+        free(self.net.a_off)
+
+    def set_workspace(self, Py_ssize_t max_batch, acts, delta_a, delta_b, scratch):
+        """Adopt a training workspace for batches of up to max_batch rows."""
+        cdef Py_ssize_t total = 0
+        cdef int l
+        for l in range(self.net.n_layers):
+            total += self.net.sizes[l + 1]
+        if (len(acts) != max_batch * total or len(delta_a) != max_batch * self.net.max_width
+                or len(delta_b) != len(delta_a) or len(scratch) != self.net.max_width):
+            raise ValueError("workspace buffers have the wrong sizes")
+        self.net.acts = address(acts, self.kind, True)
+        self.net.delta_a = address(delta_a, self.kind, True)
+        self.net.delta_b = address(delta_b, self.kind, True)
+        self.net.scratch = <double*>address(scratch, b'd', True)
+        self.net.max_batch = max_batch
+        self._keep[2] = (acts, delta_a, delta_b, scratch)
+
+    @property
+    def max_batch(self):
+        return self.net.max_batch
+
+    def train_step(self, X, labels, targets, weights, double total_weight, int opt_kind,
+                   hyper, state_a, state_b):
+        """One training step on the first len(X) rows of the workspace; returns a status.
+
+        X (m x n_0), targets (m x n_L, or None), weights (m, or None), state_a/_b (n_params
+        or None) are of the network's dtype; labels are int64 (m, or None); hyper is float64
+        (_optim.pxd). The loss is left in self.loss.
+        """
+        cdef Py_ssize_t m = len(X)
+        cdef int status
+        cdef double loss = 0
+        cdef char* x = address(X, self.kind, False)
+        cdef int64_t* y = <int64_t*>address(labels, b'q', False)
+        cdef char* t = address(targets, self.kind, False)
+        cdef char* w = address(weights, self.kind, False)
+        cdef double* h = <double*>address(hyper, b'd', True)
+        cdef char* sa = address(state_a, self.kind, True)
+        cdef char* sb = address(state_b, self.kind, True)
+        if m > self.net.max_batch:
+            raise ValueError(f"batch of {m} rows exceeds the workspace ({self.net.max_batch})")
+        with nogil:
+            if self.is_double:
+                status = step(&self.net, <double*>x, m, y, <double*>t, <double*>w,
+                              total_weight, opt_kind, h, <double*>sa, <double*>sb, &loss)
+            else:
+                status = step(&self.net, <float*>x, m, y, <float*>t, <float*>w,
+                              total_weight, opt_kind, h, <float*>sa, <float*>sb, &loss)
+        self.loss = loss
+        return status
+
+    def predict(self, X, out, buffers, Py_ssize_t chunk, int output):
+        """Forward pass of X into out (m x n_L), chunk rows at a time; returns a status.
+
+        buffers holds 2 * chunk * (widest layer) entries of scratch for this call alone, so
+        any number of threads may predict at once.
+        """
+        cdef Py_ssize_t m = len(X)
+        cdef int status
+        cdef char* x = address(X, self.kind, False)
+        cdef char* o = address(out, self.kind, True)
+        cdef char* buf = address(buffers, self.kind, True)
+        if len(buffers) < 2 * chunk * self.net.max_width or chunk < 1:
+            raise ValueError("inference buffers are too small")
+        if m == 0:
+            return OK
+        with nogil:
+            if self.is_double:
+                status = infer(&self.net, <double*>x, m, <double*>o, <double*>buf, chunk, output)
+            else:
+                status = infer(&self.net, <float*>x, m, <float*>o, <float*>buf, chunk, output)
+        return status
