@@ -1,0 +1,543 @@
+"""The multilayer perceptron: a stack of Dense layers trained by one compiled call per step."""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+
+import numpy as np
+
+from . import _network
+from ._validation import (
+    as_labels, as_matrix, as_model_dtype, as_positive_int, check_finite, describe,
+)
+from .functional import ACTIVATIONS
+from .layers import (Dense, MeanSquaredError, SoftmaxCrossEntropy, _sample_weight,
+                     check_activation)
+from .optim import make_optimizer, make_schedule
+
+__all__ = ["MLP"]
+
+_OUTPUTS = {"softmax": 0, "identity": 1}     # the loss each output trains with (_network.pyx)
+_SCORES, _PROBABILITIES, _LOG_PROBABILITIES = 0, 1, 2
+_INFERENCE_CHUNK = 256                       # rows per pass through the layers in predict
+_STATUS = {
+    1: (ValueError, "X contains NaN or infinity"),
+    2: (ValueError, "y holds a label outside [0, n_classes)"),
+    3: (ValueError, "y contains NaN or infinity"),
+    4: (FloatingPointError, "the loss is not finite (NaN or inf); no update was applied"),
+}
+
+
+def _raise_status(status, n_classes=None):
+    cls, message = _STATUS[status]
+    if n_classes is not None:
+        message = message.replace("n_classes", str(n_classes))
+    raise cls(message)
+
+
+class MLP:
+    """A multilayer perceptron ``X -> Dense -> ... -> Dense -> scores``.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Widths from input to output, e.g. ``[784, 128, 10]`` (at least two).
+    activation : str or sequence of str
+        The hidden layers' activation, or one per hidden layer (``"relu"`` by default).
+    output : {"softmax", "identity"}
+        ``"softmax"``: classification trained with softmax cross-entropy on integer labels or
+        target probabilities. ``"identity"``: regression trained with mean squared error.
+    dtype : float32 or float64
+    init : str
+        Weight initialisation (see ``fusedmlp.layers.initial_weights``).
+    seed : int, numpy Generator or None
+        Seeds the initial weights and ``fit``'s shuffling.
+
+    Notes
+    -----
+    All weights and biases live in one flat buffer (``[W_0, ..., b_0, ...]``) of which the
+    layers' ``W`` and ``b`` are views, so ``model.layers[0].W[...] = w`` changes the model.
+    A training step runs forward, loss, backward and the optimiser update in one compiled call
+    with the GIL released, on a workspace sized for the largest batch seen.
+
+    Thread safety: ``predict``/``predict_proba``/``forward`` may run from many threads at once
+    (each call has its own scratch buffers). Training steps on one model are serialised by a
+    lock; predicting while another thread trains the same model reads weights mid-update.
+
+    Examples
+    --------
+    >>> import numpy as np, fusedmlp
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 4)).astype(np.float32); y = (X[:, 0] > 0).astype(int)
+    >>> model = fusedmlp.MLP([4, 16, 2], seed=0)
+    >>> history = model.fit(X, y, epochs=20, batch_size=20, optimizer=fusedmlp.Adam(0.01))
+    >>> bool((model.predict(X) == y).mean() > 0.9)
+    True
+    """
+
+    def __init__(self, layer_sizes, *, activation="relu", output="softmax", dtype=np.float32,
+                 init="auto", seed=None):
+        try:
+            sizes = [as_positive_int(s, "layer_sizes entry") for s in layer_sizes]
+        except TypeError as exc:
+            raise TypeError(f"layer_sizes must be a sequence of positive integers: {exc}") from None
+        if len(sizes) < 2:
+            raise ValueError(f"layer_sizes needs at least an input and an output size, got {sizes}")
+        n_hidden = len(sizes) - 2
+        if isinstance(activation, str):
+            activations = [activation] * n_hidden
+        else:
+            activations = list(activation)
+            if len(activations) != n_hidden:
+                raise ValueError(
+                    f"activation must be one name or {n_hidden} names (one per hidden layer), "
+                    f"got {len(activations)}"
+                )
+        activations = [check_activation(a) for a in activations] + ["identity"]
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be 'softmax' or 'identity', got {output!r}")
+        self.layer_sizes = tuple(sizes)
+        self.output = output
+        self.dtype = as_model_dtype(dtype)
+        self.init = init
+        self._rng = np.random.default_rng(seed)
+
+        self.layers = [Dense(a, b, activation=f, init=init, dtype=self.dtype, seed=self._rng)
+                       for a, b, f in zip(sizes[:-1], sizes[1:], activations)]
+        self._n_weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        n_params = self._n_weights + sum(sizes[1:])
+        self._params = np.zeros(n_params, self.dtype)
+        self._grads = np.zeros(n_params, self.dtype)
+        w_at, b_at = 0, self._n_weights
+        for layer in self.layers:
+            n_w, n_b = layer.n_in * layer.n_out, layer.n_out
+            shape = (layer.n_in, layer.n_out)
+            layer._bind(self._params[w_at:w_at + n_w].reshape(shape), self._params[b_at:b_at + n_b],
+                        self._grads[w_at:w_at + n_w].reshape(shape), self._grads[b_at:b_at + n_b])
+            w_at, b_at = w_at + n_w, b_at + n_b
+        self._net = _network.Network(
+            sizes, [ACTIVATIONS[a] for a in activations], _OUTPUTS[output], self._params, self._grads
+        )
+        self._lock = threading.Lock()
+        self._workspace = None
+        self._no_update = np.zeros(8)        # hyper-parameters for a gradient-only step
+
+    # ------------------------------------------------------------------ description
+    @property
+    def n_features(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layer_sizes[-1]
+
+    @property
+    def activations(self) -> list:
+        return [layer.activation for layer in self.layers[:-1]]
+
+    @property
+    def n_parameters(self) -> int:
+        return self._params.size
+
+    def __repr__(self):
+        hidden = self.activations
+        act = hidden[0] if hidden and len(set(hidden)) == 1 else hidden
+        return (f"MLP({list(self.layer_sizes)}, activation={act!r}, output={self.output!r}, "
+                f"dtype={self.dtype.name})")
+
+    def summary(self) -> str:
+        """A table of the layers, their shapes and the parameter count."""
+        lines = [f"{'layer':<6} {'W':>14} {'b':>8} {'activation':>12} {'parameters':>11}"]
+        for i, layer in enumerate(self.layers):
+            act = "(" + self.output + ")" if i == len(self.layers) - 1 else layer.activation
+            lines.append(f"{i:<6} {str(layer.W.shape):>14} {str(layer.b.shape):>8} {act:>12} "
+                         f"{layer.W.size + layer.b.size:>11,}")
+        lines.append(f"total parameters: {self.n_parameters:,} ({self.dtype.name})")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ input handling
+    def _inputs(self, X) -> np.ndarray:
+        if (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2
+                and X.shape[1] == self.layer_sizes[0] and X.flags.c_contiguous):
+            return X
+        return as_matrix(X, "X", self.dtype, self.layer_sizes[0])
+
+    def _targets(self, y, m):
+        """(labels or None, targets or None) for m rows, checked against the output."""
+        n_out = self.layer_sizes[-1]
+        if self.output == "softmax":
+            if type(y) is np.ndarray and y.dtype == np.int64 and y.ndim == 1 and y.flags.c_contiguous:
+                labels = y
+            elif np.ndim(y) == 2:
+                targets = as_matrix(y, "y", self.dtype, n_out)
+                if len(targets) != m:
+                    raise ValueError(f"y must have {m} rows like X, got shape {targets.shape}")
+                return None, targets
+            else:
+                labels = as_labels(y, "y")
+            if labels.shape != (m,):
+                raise ValueError(f"y must have shape ({m},) like X's rows, got {labels.shape}")
+            return labels, None
+        targets = y if isinstance(y, np.ndarray) else np.asarray(y)
+        if targets.ndim == 1 and n_out == 1:
+            targets = targets[:, None]
+        targets = as_matrix(targets, "y", self.dtype, n_out)
+        if len(targets) != m:
+            raise ValueError(f"y must have {m} rows like X, got shape {targets.shape}")
+        return None, targets
+
+    def _ensure_workspace(self, m):
+        if m <= self._net.max_batch:
+            return
+        widths = self.layer_sizes[1:]
+        rows = max(m, 2 * self._net.max_batch)          # grow geometrically
+        self._workspace = (np.empty(rows * sum(widths), self.dtype),
+                           np.empty(rows * max(widths), self.dtype),
+                           np.empty(rows * max(widths), self.dtype),
+                           np.empty(max(widths), np.float64))
+        self._net.set_workspace(rows, *self._workspace)
+
+    # ------------------------------------------------------------------ training
+    def _step(self, X, y, opt_kind, hyper, state_a, state_b, sample_weight):
+        X = self._inputs(X)
+        m = X.shape[0]
+        if m == 0:
+            raise ValueError("X is empty: a training step needs at least one sample")
+        labels, targets = self._targets(y, m)
+        if sample_weight is None:
+            weights, total = None, float(m)
+        else:
+            weights, total = _sample_weight(sample_weight, m, self.dtype)
+        with self._lock:
+            self._ensure_workspace(m)
+            status = self._net.train_step(X, labels, targets, weights, total, opt_kind, hyper,
+                                          state_a, state_b)
+            loss = self._net.loss
+        if status:
+            _raise_status(status, self.layer_sizes[-1])
+        return loss
+
+    def train_step(self, X, y, optimizer, *, sample_weight=None) -> float:
+        """One step of `optimizer` on the batch (X, y); returns the batch's loss before the step.
+
+        Forward, loss, backward and update run in one compiled call. `y` holds integer labels
+        (or target probabilities, shape (batch, n_classes)) for ``output="softmax"``, targets
+        for ``output="identity"``. A refused batch (NaN/inf, bad labels, non-finite loss)
+        raises and leaves the model unchanged.
+        """
+        hyper, state_a, state_b = optimizer._buffers(self)
+        return self._step(X, y, optimizer.kind, hyper, state_a, state_b, sample_weight)
+
+    def loss_and_gradients(self, X, y, *, sample_weight=None):
+        """``(loss, [(dW, db), ...])`` for the batch, in layer order (copies); no update.
+
+        The loss is the mean over the batch (softmax cross-entropy or mean squared error);
+        regularisation is not included. The layers' ``dW``/``db`` hold the same values.
+        """
+        loss = self._step(X, y, 0, self._no_update, None, None, sample_weight)
+        return loss, [(layer.dW.copy(), layer.db.copy()) for layer in self.layers]
+
+    def loss(self, X, y, *, sample_weight=None) -> float:
+        """The mean loss on (X, y), through the inference path (no gradients, no update)."""
+        scores = self._infer(X, _SCORES)
+        labels, targets = self._targets(y, len(scores))
+        if len(scores) == 0:
+            raise ValueError("X is empty: the loss needs at least one sample")
+        if self.output == "softmax":
+            return SoftmaxCrossEntropy().forward(scores, labels if labels is not None else targets,
+                                                 sample_weight)
+        return MeanSquaredError().forward(scores, targets, sample_weight)
+
+    # ------------------------------------------------------------------ inference
+    def _infer(self, X, output):
+        X = self._inputs(X)
+        m = X.shape[0]
+        out = np.empty((m, self.layer_sizes[-1]), self.dtype)
+        chunk = max(1, min(m, _INFERENCE_CHUNK))
+        buffers = np.empty(2 * chunk * max(self.layer_sizes[1:]), self.dtype)
+        status = self._net.predict(X, out, buffers, chunk, output)
+        if status:
+            _raise_status(status)
+        return out
+
+    def forward(self, X) -> np.ndarray:
+        """Raw output scores ``(n_samples, n_outputs)`` (logits for ``output="softmax"``)."""
+        return self._infer(X, _SCORES)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (softmax of the scores); classification models only."""
+        self._need_classifier("predict_proba")
+        return self._infer(X, _PROBABILITIES)
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """Log class probabilities (log-softmax of the scores, computed directly)."""
+        self._need_classifier("predict_log_proba")
+        return self._infer(X, _LOG_PROBABILITIES)
+
+    def predict(self, X) -> np.ndarray:
+        """Class indices (argmax of the scores) for classification; outputs for regression
+        (shape ``(n,)`` when there is one output)."""
+        scores = self._infer(X, _SCORES)
+        if self.output == "softmax":
+            return np.argmax(scores, axis=1)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def score(self, X, y) -> float:
+        """Accuracy for classification, R^2 for regression."""
+        pred = self.predict(X)
+        y = np.asarray(y)
+        if self.output == "softmax":
+            if y.ndim == 2:
+                y = np.argmax(y, axis=1)
+            return float(np.mean(pred == y))
+        y = y.reshape(pred.shape).astype(np.float64)
+        residual = ((y - pred) ** 2).sum()
+        total = ((y - y.mean(axis=0)) ** 2).sum()
+        return float(1 - residual / total) if total > 0 else 0.0
+
+    def _need_classifier(self, what):
+        if self.output != "softmax":
+            raise AttributeError(f"{what} needs output='softmax'; this model is a regressor")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y, *, epochs=10, batch_size=32, optimizer="adam", validation_data=None,
+            validation_fraction=0.0, shuffle=True, verbose=0, sample_weight=None,
+            lr_schedule=None, weight_decay=None, clip_norm=None, patience=None, min_delta=0.0,
+            restore_best_weights=True, callbacks=()):
+        """Train for `epochs` passes over (X, y) in mini-batches; returns the history.
+
+        Parameters
+        ----------
+        epochs, batch_size : int
+            Each epoch visits every sample once, in a fresh random order when `shuffle`.
+        optimizer : Optimizer or str
+            An optimiser instance (``fusedmlp.Adam(1e-3)``) or a name (``"adam"``, ``"sgd"``).
+        validation_data : (X_val, y_val), optional
+            Held-out data scored after every epoch.
+        validation_fraction : float
+            Or hold out this fraction of (X, y) (a seeded random subset).
+        lr_schedule : None, "constant", "step", "cosine", "plateau" or callable
+            Sets the learning rate after each epoch; a callable gets
+            ``(epoch, lr0, lr, monitored_loss)`` and returns the next rate.
+        weight_decay, clip_norm : float, optional
+            Override the optimiser's L2 weight decay (weights only) and set a global
+            gradient-norm limit.
+        patience : int, optional
+            Early stopping: stop when the monitored loss (validation loss if there is
+            validation data, training loss otherwise) has not improved by `min_delta` for
+            `patience` epochs; with `restore_best_weights` the best epoch's weights are kept.
+        callbacks : sequence of callables
+            Each is called as ``callback(model, epoch, logs)`` after every epoch; returning
+            True stops training.
+        verbose : int
+            0 silent; 1 one line per epoch (a tqdm progress bar when tqdm is installed and the
+            output is a terminal).
+
+        Returns
+        -------
+        dict
+            Lists per epoch: ``loss``, ``val_loss`` (with validation), ``accuracy`` and
+            ``val_accuracy`` (classification), ``lr`` and ``time``; plus ``stopped_epoch``
+            and ``best_epoch``.
+
+        Raises
+        ------
+        FloatingPointError
+            When the loss becomes NaN or inf; the model keeps the weights of the last epoch
+            whose parameters were all finite.
+        """
+        epochs = as_positive_int(epochs, "epochs")
+        batch_size = as_positive_int(batch_size, "batch_size")
+        optimizer = make_optimizer(optimizer)
+        if weight_decay is not None:
+            optimizer.weight_decay = weight_decay
+        if clip_norm is not None:
+            optimizer.clip_norm = clip_norm
+        schedule = make_schedule(lr_schedule, epochs)
+        if patience is not None:
+            patience = as_positive_int(patience, "patience")
+
+        X = self._inputs(X)
+        if len(X) == 0:
+            raise ValueError("X is empty: fit needs at least one sample")
+        check_finite(X, "X")
+        labels, targets = self._targets(y, len(X))
+        y = labels if labels is not None else targets
+        if labels is not None and (labels.min() < 0 or labels.max() >= self.layer_sizes[-1]):
+            as_labels(labels, "y", self.layer_sizes[-1])          # raises with the details
+        if targets is not None:
+            check_finite(targets, "y")
+        weights = None
+        if sample_weight is not None:
+            weights, _ = _sample_weight(sample_weight, len(X), self.dtype)
+
+        if validation_data is not None:
+            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+                raise TypeError(f"validation_data must be a pair (X_val, y_val), got {describe(validation_data)}")
+            X_val = self._inputs(validation_data[0])
+            check_finite(X_val, "validation_data X")
+            labels_v, targets_v = self._targets(validation_data[1], len(X_val))
+            y_val = labels_v if labels_v is not None else targets_v
+        elif validation_fraction:
+            if not 0 < validation_fraction < 1:
+                raise ValueError(f"validation_fraction must lie in (0, 1), got {validation_fraction}")
+            n_val = int(round(len(X) * validation_fraction))
+            if not 0 < n_val < len(X):
+                raise ValueError(f"validation_fraction={validation_fraction} leaves no training or no validation data")
+            order = self._rng.permutation(len(X))
+            X_val, y_val = X[order[:n_val]], y[order[:n_val]]
+            keep = order[n_val:]
+            X, y = X[keep], y[keep]
+            weights = weights[keep] if weights is not None else None
+        else:
+            X_val = y_val = None
+
+        history = {"loss": [], "lr": [], "time": []}
+        classify = self.output == "softmax"
+        if classify:
+            history["accuracy"] = []
+        if X_val is not None:
+            history["val_loss"] = []
+            if classify:
+                history["val_accuracy"] = []
+        history["stopped_epoch"] = None
+        history["best_epoch"] = None
+
+        n = len(X)
+        lr0 = optimizer.lr
+        best_loss, best_params, wait = math.inf, None, 0
+        last_good = self._params.copy()
+        progress = _Progress(verbose, epochs)
+        hyper, state_a, state_b = optimizer._buffers(self)
+        kind = optimizer.kind
+        X_batch = np.empty((min(batch_size, n),) + X.shape[1:], X.dtype)   # reused batches
+        y_batch = np.empty((min(batch_size, n),) + y.shape[1:], y.dtype)
+        try:
+            for epoch in range(1, epochs + 1):
+                start = time.perf_counter()
+                order = self._rng.permutation(n) if shuffle else np.arange(n)
+                total_loss = 0.0
+                for lo in range(0, n, batch_size):
+                    idx = order[lo:lo + batch_size]
+                    Xb, yb = X_batch[:len(idx)], y_batch[:len(idx)]
+                    np.take(X, idx, axis=0, out=Xb)
+                    np.take(y, idx, axis=0, out=yb)
+                    wb = None if weights is None else weights[idx]
+                    batch_loss = self._step(Xb, yb, kind, hyper, state_a, state_b, wb)
+                    total_loss += batch_loss * len(idx)
+                logs = {"loss": total_loss / n, "lr": optimizer.lr,
+                        "time": time.perf_counter() - start}
+                if classify:
+                    logs["accuracy"] = self.score(X, y)
+                if X_val is not None:
+                    logs["val_loss"] = self.loss(X_val, y_val)
+                    if classify:
+                        logs["val_accuracy"] = self.score(X_val, y_val)
+                for key, value in logs.items():
+                    history[key].append(value)
+                if np.all(np.isfinite(self._params)):
+                    last_good[...] = self._params
+                progress.update(epoch, logs)
+
+                monitored = logs.get("val_loss", logs["loss"])
+                if monitored < best_loss - min_delta:
+                    best_loss, wait = monitored, 0
+                    history["best_epoch"] = epoch
+                    if patience is not None and restore_best_weights:
+                        best_params = self._params.copy()
+                else:
+                    wait += 1
+                stop = patience is not None and wait >= patience
+                optimizer.lr = schedule(epoch, lr0, optimizer.lr, monitored)
+                for callback in callbacks:
+                    if callback(self, epoch, logs):
+                        stop = True
+                if stop:
+                    history["stopped_epoch"] = epoch
+                    break
+        except FloatingPointError as exc:
+            self._params[...] = last_good
+            progress.close()
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch}: {exc}. The model keeps the weights of the "
+                "last epoch whose parameters were finite; try a smaller learning rate, "
+                "clip_norm, or scaled inputs."
+            ) from None
+        progress.close()
+        if best_params is not None:
+            self._params[...] = best_params
+        return history
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path, *, optimizer=None):
+        """Write the model (and optionally an optimiser's state) to `path` (.npz + JSON
+        header), atomically. Load it with ``fusedmlp.load``."""
+        from .io import save
+
+        save(self, path, optimizer=optimizer)
+
+    def get_params_vector(self) -> np.ndarray:
+        """A copy of all parameters as one flat vector ([W_0, ..., b_0, ...])."""
+        return self._params.copy()
+
+    def set_params_vector(self, vector):
+        """Set all parameters from one flat vector (the layout of ``get_params_vector``)."""
+        vector = np.asarray(vector)
+        if vector.shape != self._params.shape:
+            raise ValueError(f"vector must have shape {self._params.shape}, got {vector.shape}")
+        vector = vector.astype(self.dtype)
+        check_finite(np.ascontiguousarray(vector), "vector")
+        self._params[...] = vector
+
+    def __getstate__(self):
+        # The weights and the configuration: never the workspace or the compiled handle.
+        return {"layer_sizes": self.layer_sizes, "activation": self.activations,
+                "output": self.output, "dtype": self.dtype.name, "init": self.init,
+                "params": self._params.copy(), "rng": self._rng.bit_generator.state}
+
+    def __setstate__(self, state):
+        self.__init__(state["layer_sizes"], activation=state["activation"],
+                      output=state["output"], dtype=state["dtype"], init=state["init"])
+        self._params[...] = state["params"]
+        self._rng.bit_generator.state = state["rng"]
+
+    def astype(self, dtype) -> "MLP":
+        """A copy of the model with parameters of another dtype."""
+        state = self.__getstate__()
+        state["dtype"] = as_model_dtype(dtype).name
+        state["params"] = state["params"].astype(state["dtype"])
+        clone = MLP.__new__(MLP)
+        clone.__setstate__(state)
+        return clone
+
+
+class _Progress:
+    """Per-epoch progress: a tqdm bar on a terminal when tqdm is installed, else lines."""
+
+    def __init__(self, verbose, epochs):
+        self.verbose, self.epochs, self.bar = verbose, epochs, None
+        if verbose and sys.stdout.isatty():
+            try:
+                from tqdm.auto import tqdm
+                self.bar = tqdm(total=epochs, unit="epoch")
+            except ImportError:
+                pass
+
+    def update(self, epoch, logs):
+        if not self.verbose:
+            return
+        shown = {k: v for k, v in logs.items() if k != "lr"}
+        text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+            self.bar.update(1)
+        else:
+            print(f"epoch {epoch}/{self.epochs}: {text}", flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
