@@ -44,6 +44,34 @@ cdef enum:
     BAD_TARGET = 3      # targets hold NaN or inf
     BAD_LOSS = 4        # the loss is NaN or inf: no update was applied
 
+# How many threads are inside a compiled step or inference call right now, and the most
+# ever seen at once: the tests read these to prove that the GIL is released (two threads
+# inside at the same time) without depending on timing.
+cdef extern from *:
+    """
+    static long fusedmlp_inside = 0, fusedmlp_most_inside = 0;
+    static void fusedmlp_enter(void) {
+        long now = __atomic_add_fetch(&fusedmlp_inside, 1, __ATOMIC_SEQ_CST);
+        long most = __atomic_load_n(&fusedmlp_most_inside, __ATOMIC_SEQ_CST);
+        while (now > most && !__atomic_compare_exchange_n(&fusedmlp_most_inside, &most, now,
+                                                          0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+    }
+    static void fusedmlp_leave(void) { __atomic_sub_fetch(&fusedmlp_inside, 1, __ATOMIC_SEQ_CST); }
+    """
+    void fusedmlp_enter() nogil
+    void fusedmlp_leave() nogil
+    long fusedmlp_most_inside
+
+
+def most_concurrent_calls(bint reset=False):
+    """The most threads seen inside compiled steps/inference at once (optionally reset)."""
+    global fusedmlp_most_inside
+    cdef long most = fusedmlp_most_inside
+    if reset:
+        fusedmlp_most_inside = 0
+    return most
+
+
 # losses
 cdef enum:
     SOFTMAX_CROSS_ENTROPY = 0
@@ -174,6 +202,33 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
     return OK
 
 
+cdef void matmuls(Net* net, const floating* X, Py_ssize_t m) noexcept nogil:
+    """The gemm calls of step(), in the same order and shapes, and nothing else."""
+    cdef int L = net.n_layers, l
+    cdef Py_ssize_t n_in, n_out
+    cdef floating* params = <floating*>net.params
+    cdef floating* grads = <floating*>net.grads
+    cdef floating* acts = <floating*>net.acts
+    cdef floating* d = <floating*>net.delta_a
+    cdef const floating* a_prev
+    for l in range(L):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
+        gemm(False, False, <int>m, <int>n_out, <int>n_in, <floating>1, a_prev, <int>n_in,
+             params + net.w_off[l], <int>n_out, <floating>0,
+             acts + net.a_off[l] * net.max_batch, <int>n_out)
+    for l in range(L - 1, -1, -1):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
+        gemm(True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev, <int>n_in,
+             d, <int>n_out, <floating>0, grads + net.w_off[l], <int>n_out)
+        if l > 0:
+            gemm(False, True, <int>m, <int>n_in, <int>n_out, <floating>1, d, <int>n_out,
+                 params + net.w_off[l], <int>n_out, <floating>0, <floating*>net.delta_b, <int>n_in)
+
+
 cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
                          floating* buffers, Py_ssize_t chunk, int output) noexcept nogil:
     cdef Py_ssize_t start = 0, rows, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
@@ -285,12 +340,14 @@ cdef class Network:
         if m > self.net.max_batch:
             raise ValueError(f"batch of {m} rows exceeds the workspace ({self.net.max_batch})")
         with nogil:
+            fusedmlp_enter()
             if self.is_double:
                 status = step(&self.net, <double*>x, m, y, <double*>t, <double*>w,
                               total_weight, opt_kind, h, <double*>sa, <double*>sb, &loss)
             else:
                 status = step(&self.net, <float*>x, m, y, <float*>t, <float*>w,
                               total_weight, opt_kind, h, <float*>sa, <float*>sb, &loss)
+            fusedmlp_leave()
         self.loss = loss
         return status
 
@@ -310,8 +367,27 @@ cdef class Network:
         if m == 0:
             return OK
         with nogil:
+            fusedmlp_enter()
             if self.is_double:
                 status = infer(&self.net, <double*>x, m, <double*>o, <double*>buf, chunk, output)
             else:
                 status = infer(&self.net, <float*>x, m, <float*>o, <float*>buf, chunk, output)
+            fusedmlp_leave()
         return status
+
+    def matmuls_only(self, X, Py_ssize_t repeats):
+        """Run only the matrix products of a training step on X, `repeats` times.
+
+        The GEMM floor of the benchmarks: what a step would cost if everything but BLAS
+        were free. Uses the training workspace (its contents become meaningless).
+        """
+        cdef Py_ssize_t m = len(X), r
+        cdef char* x = address(X, self.kind, False)
+        if m > self.net.max_batch or m == 0:
+            raise ValueError(f"X must have 1 to {self.net.max_batch} rows")
+        with nogil:
+            for r in range(repeats):
+                if self.is_double:
+                    matmuls(&self.net, <double*>x, m)
+                else:
+                    matmuls(&self.net, <float*>x, m)

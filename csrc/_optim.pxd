@@ -13,7 +13,7 @@
 # H_T is incremented here, so a whole training step needs no Python arithmetic.
 
 from cython cimport floating
-from libc.math cimport sqrt, pow
+from libc.math cimport sqrt, sqrtf, pow
 
 cdef enum:
     OPT_NONE = 0
@@ -44,6 +44,13 @@ cdef inline double grad_norm(const floating* grad, Py_ssize_t size) noexcept nog
     return sqrt(s)
 
 
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
 cdef inline void _update_range(int kind, const double* hyper, floating wd, floating scale,
                                floating* p, const floating* grad, floating* state_a,
                                floating* state_b, Py_ssize_t size) noexcept nogil:
@@ -72,20 +79,20 @@ cdef inline void _update_range(int kind, const double* hyper, floating wd, float
             v = b2 * state_b[i] + (1 - b2) * g * g
             state_a[i] = m
             state_b[i] = v
-            d = <floating>sqrt(v) / root_bc2 + eps
+            d = _sqrt(v) / root_bc2 + eps
             p[i] -= step_size * m / d
     elif kind == OPT_RMSPROP:
         for i in range(size):
             g = grad[i] * scale + wd * p[i]
             v = b2 * state_a[i] + (1 - b2) * g * g
             state_a[i] = v
-            p[i] -= lr * g / (<floating>sqrt(v) + eps)
+            p[i] -= lr * g / (_sqrt(v) + eps)
     elif kind == OPT_ADAGRAD:
         for i in range(size):
             g = grad[i] * scale + wd * p[i]
             v = state_a[i] + g * g
             state_a[i] = v
-            p[i] -= lr * g / (<floating>sqrt(v) + eps)
+            p[i] -= lr * g / (_sqrt(v) + eps)
 
 
 cdef inline void optimizer_update(int kind, double* hyper, floating* p, const floating* grad,
