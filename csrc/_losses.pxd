@@ -14,47 +14,42 @@
 # accumulated in float64 and returned as a double.
 
 from cython cimport floating
-from libc.math cimport log, INFINITY
+from libc.math cimport log
 from libc.stdint cimport int64_t
-from _activations cimport _exp
+
+cdef extern from "elementwise.h" nogil:
+    float fm_row_max_f(const float* z, Py_ssize_t n)
+    double fm_row_max_d(const double* z, Py_ssize_t n)
+    double fm_exp_sum_f(const float* z, float mx, float* e, Py_ssize_t n)
+    double fm_exp_sum_d(const double* z, double mx, double* e, Py_ssize_t n)
+    int fm_all_finite_f(const float* x, Py_ssize_t n)
+    int fm_all_finite_d(const double* x, Py_ssize_t n)
 
 
 cdef inline bint all_finite(const floating* x, Py_ssize_t size) noexcept nogil:
-    # x - x is 0 for finite x and NaN for inf/NaN, so one sum answers for the whole block
-    # (and the loop vectorises, unlike one isfinite() branch per element).
-    cdef Py_ssize_t i
-    cdef floating s = 0
-    for i in range(size):
-        s += x[i] - x[i]
-    return s == 0
+    """True when x[0:size] holds no NaN and no inf."""
+    if floating is float:
+        return fm_all_finite_f(x, size)
+    else:
+        return fm_all_finite_d(x, size)
 
 
 cdef inline floating row_max(const floating* z, Py_ssize_t n) noexcept nogil:
     # NaN entries never win the comparison; they still reach z - max below and turn the
     # row's sum, hence the whole row, into NaN.
-    cdef Py_ssize_t j
-    cdef floating mx = -INFINITY
-    for j in range(n):
-        if z[j] > mx:
-            mx = z[j]
-    return mx
+    if floating is float:
+        return fm_row_max_f(z, n)
+    else:
+        return fm_row_max_d(z, n)
 
 
 cdef inline double sum_exp_minus(const floating* z, floating mx, floating* e,
                                  Py_ssize_t n) noexcept nogil:
     """sum_j exp(z[j] - mx) in float64; stores each term in e unless e is NULL."""
-    cdef Py_ssize_t j
-    cdef double s = 0
-    cdef floating v
-    if e == NULL:
-        for j in range(n):
-            s += _exp(z[j] - mx)
+    if floating is float:
+        return fm_exp_sum_f(z, mx, e, n)
     else:
-        for j in range(n):
-            v = _exp(z[j] - mx)
-            e[j] = v
-            s += v
-    return s
+        return fm_exp_sum_d(z, mx, e, n)
 
 
 cdef inline void softmax_rows(const floating* z, floating* p, Py_ssize_t m,
@@ -74,16 +69,18 @@ cdef inline void log_softmax_rows(const floating* z, floating* out, Py_ssize_t m
                                   Py_ssize_t n) noexcept nogil:
     """out := z - max - log(sum(exp(z - max))) for each row (out may be z)."""
     cdef Py_ssize_t i, j
-    cdef floating mx, shift
+    cdef floating mx, log_sum
     cdef const floating* zrow
     cdef floating* row
     for i in range(m):
         zrow = z + i * n
         row = out + i * n
         mx = row_max(zrow, n)
-        shift = mx + <floating>log(sum_exp_minus(zrow, mx, NULL, n))
+        # (z - max) - log_sum, never z - (max + log_sum): next to a max of 1e30 the small
+        # log_sum would vanish in the sum.
+        log_sum = <floating>log(sum_exp_minus(zrow, mx, NULL, n))
         for j in range(n):
-            row[j] = zrow[j] - shift
+            row[j] = (zrow[j] - mx) - log_sum
 
 
 cdef inline double softmax_cross_entropy(const floating* z, const int64_t* labels,

@@ -1,0 +1,329 @@
+/* elementwise.h -- the elementwise loops of fusedmlp, written in C so that they vectorise.
+ *
+ * Everything around these loops (BLAS calls, the training step, the optimisers, the
+ * Python-facing wrappers) is Cython; the loops that touch every activation live here because
+ * their speed depends on the compiler turning them into SIMD code:
+ *
+ *   fm_exp         exp() that a compiler can vectorise (libm's scalar call cannot be)
+ *   fm_activation  out = f(x)                                   (array functions)
+ *   fm_bias_act    out = f(out + b) for each row                (dense forward, after the gemm)
+ *   fm_act_grad    dz = da * f'(a), db = column sums of dz      (dense backward, one pass)
+ *   fm_row_max, fm_exp_sum                                      (softmax and cross-entropy)
+ *   fm_all_finite                                               (input checks)
+ *
+ * Each loop is written once in FM_DEFINE_KERNELS and instantiated for float (suffix _f) and
+ * double (suffix _d). On x86-64 Linux with gcc, the public loops are compiled three times
+ * (AVX-512, AVX2 and the portable baseline) and the loader picks the best for the CPU
+ * (target_clones): the wheel stays portable and never assumes an instruction set.
+ * Floating-point contraction is off in the build (-ffp-contract=off), so every variant rounds
+ * identically and results do not depend on the CPU.
+ *
+ * Numerics:
+ * - fm_exp reduces x = k ln2 + r with |r| <= ln2/2 (Cody-Waite: ln2 split in two so k*ln2_hi
+ *   is exact), evaluates exp(r) by its Taylor polynomial (degree 7 for float, truncation
+ *   error < 5e-9; degree 13 for double, < 5e-18) and scales by 2^k in two halves, so that
+ *   subnormal results round once and overflow gives inf. NaN propagates; exp(-inf) = 0.
+ * - sigmoid is 1/(1+e) or e/(1+e) with e = exp(-|x|) <= 1: never overflows.
+ * - tanh(|x|) is (1-e)/(1+e) with e = exp(-2|x|) above a threshold and its odd Taylor series
+ *   below it, where 1-e would cancel; the sign is restored at the end.
+ * - Derivatives use the activation's output a: sigmoid' = a(1-a), tanh' = 1-a^2,
+ *   relu'(z) = [a > 0] (so relu'(0) = 0), step' = 0, elu'(z) = a+1 for a <= 0,
+ *   softplus'(z) = 1 - exp(-a).
+ * - Bias gradients are summed in double whatever the data type.
+ */
+#ifndef FUSEDMLP_ELEMENTWISE_H
+#define FUSEDMLP_ELEMENTWISE_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(FUSEDMLP_NO_CLONES)
+#define FM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FM_CLONES
+#endif
+
+/* Activation numbers: the same as in csrc/_activations.pxd and fusedmlp.ACTIVATIONS. */
+enum { FM_IDENTITY = 0, FM_RELU = 1, FM_SIGMOID = 2, FM_TANH = 3, FM_STEP = 4,
+       FM_LEAKY_RELU = 5, FM_ELU = 6, FM_SOFTPLUS = 7 };
+
+#define FM_LEAKY_SLOPE 0.01
+
+static inline float fm_float_from_bits(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
+static inline double fm_double_from_bits(uint64_t u) { double d; memcpy(&d, &u, sizeof d); return d; }
+
+static inline float fm_exp_f(float x)
+{
+    const float log2e = 1.44269504088896341f;
+    const float ln2_hi = 0.693359375f;               /* 355/512: 9 significant bits */
+    const float ln2_lo = -2.12194440054690583e-4f;   /* ln2 - ln2_hi */
+    const float shifter = 12582912.0f;               /* 1.5 * 2^23: x + shifter - shifter rounds */
+    float xc = x < -104.0f ? -104.0f : x;            /* beyond these, exp is 0 or inf anyway */
+    xc = xc > 89.0f ? 89.0f : xc;
+    xc = x == x ? xc : 0.0f;                         /* NaN: compute on 0, return NaN below */
+    float kf = (xc * log2e + shifter) - shifter;
+    float r = (xc - kf * ln2_hi) - kf * ln2_lo;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t k = (int32_t)kf, k1 = k / 2, k2 = k - k1;
+    float y = p * fm_float_from_bits((uint32_t)(k1 + 127) << 23)
+                * fm_float_from_bits((uint32_t)(k2 + 127) << 23);
+    return x == x ? y : x;
+}
+
+static inline double fm_exp_d(double x)
+{
+    const double log2e = 1.4426950408889634;
+    const double ln2_hi = 0.6931471803691238;        /* ln2 to 32 significant bits */
+    const double ln2_lo = 1.9082149292705877e-10;    /* ln2 - ln2_hi */
+    const double shifter = 6755399441055744.0;       /* 1.5 * 2^52 */
+    double xc = x < -746.0 ? -746.0 : x;
+    xc = xc > 710.0 ? 710.0 : xc;
+    xc = x == x ? xc : 0.0;
+    double kf = (xc * log2e + shifter) - shifter;
+    double r = (xc - kf * ln2_hi) - kf * ln2_lo;
+    double p = 1.0 / 6227020800.0;                   /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    int32_t k = (int32_t)kf, k1 = k / 2, k2 = k - k1;
+    double y = p * fm_double_from_bits((uint64_t)(int64_t)(k1 + 1023) << 52)
+                 * fm_double_from_bits((uint64_t)(int64_t)(k2 + 1023) << 52);
+    return x == x ? y : x;
+}
+
+/* tanh(t) for small |t| by its odd Taylor series, t - t^3/3 + 2t^5/15 - ...: below the
+ * threshold used in FM_DEFINE_KERNELS (0.5 for float, 0.25 for double) the omitted terms are
+ * below half an ulp. Above it, (1 - e)/(1 + e) with e = exp(-2|t|) loses nothing to
+ * cancellation. */
+static inline float fm_tanh_series_f(float t)
+{
+    float z = t * t;
+    float p = -929569.0f / 638512875.0f;
+    p = p * z + 21844.0f / 6081075.0f;
+    p = p * z - 1382.0f / 155925.0f;
+    p = p * z + 62.0f / 2835.0f;
+    p = p * z - 17.0f / 315.0f;
+    p = p * z + 2.0f / 15.0f;
+    p = p * z - 1.0f / 3.0f;
+    return t + t * (z * p);
+}
+
+static inline double fm_tanh_series_d(double t)
+{
+    double z = t * t;
+    double p = 18888466084.0 / 194896477400625.0;
+    p = p * z - 443861162.0 / 1856156927625.0;
+    p = p * z + 6404582.0 / 10854718875.0;
+    p = p * z - 929569.0 / 638512875.0;
+    p = p * z + 21844.0 / 6081075.0;
+    p = p * z - 1382.0 / 155925.0;
+    p = p * z + 62.0 / 2835.0;
+    p = p * z - 17.0 / 315.0;
+    p = p * z + 2.0 / 15.0;
+    p = p * z - 1.0 / 3.0;
+    return t + t * (z * p);
+}
+
+#define FM_DEFINE_KERNELS(T, S, TANH_SMALL)                                                     \
+                                                                                                \
+static inline T fm_sigmoid_##S(T x)                                                             \
+{                                                                                               \
+    T e = fm_exp_##S(-fabs##S##_(x));                                                           \
+    T r = (T)1 / ((T)1 + e);                                                                    \
+    return x >= 0 ? r : e * r;              /* NaN: e is NaN, so is e * r */                    \
+}                                                                                               \
+                                                                                                \
+static inline T fm_tanh_##S(T x)                                                                \
+{                                                                                               \
+    T t = fabs##S##_(x);                                                                        \
+    T e = fm_exp_##S(-2 * t);                                                                   \
+    T y = t < (T)TANH_SMALL ? fm_tanh_series_##S(t) : ((T)1 - e) / ((T)1 + e);                  \
+    return x < 0 ? -y : y;                                                                      \
+}                                                                                               \
+                                                                                                \
+/* out[i] = f(x[i]); out may be x */                                                            \
+FM_CLONES static void fm_activation_##S(const T *x, T *out, ptrdiff_t n, int kind)             \
+{                                                                                               \
+    ptrdiff_t i;                                                                                \
+    switch (kind) {                                                                             \
+    case FM_IDENTITY:                                                                           \
+        if (out != x) memmove(out, x, (size_t)n * sizeof(T));                                   \
+        break;                                                                                  \
+    case FM_RELU:                /* NaN compares false and stays NaN (np.maximum) */            \
+        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z <= 0 ? (T)0 : z; }                     \
+        break;                                                                                  \
+    case FM_LEAKY_RELU:                                                                         \
+        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? z : (T)FM_LEAKY_SLOPE * z; }    \
+        break;                                                                                  \
+    case FM_SIGMOID:                                                                            \
+        for (i = 0; i < n; i++) out[i] = fm_sigmoid_##S(x[i]);                                  \
+        break;                                                                                  \
+    case FM_TANH:                                                                               \
+        for (i = 0; i < n; i++) out[i] = fm_tanh_##S(x[i]);                                     \
+        break;                                                                                  \
+    case FM_STEP:                                                                               \
+        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? (T)1 : (z <= 0 ? (T)0 : z); }   \
+        break;                                                                                  \
+    case FM_ELU:                 /* expm1 keeps accuracy near 0 */                              \
+        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? z : expm1##S##_(z); }           \
+        break;                                                                                  \
+    case FM_SOFTPLUS:            /* max(z, 0) + log1p(exp(-|z|)): no overflow */                \
+        for (i = 0; i < n; i++) {                                                               \
+            T z = x[i];                                                                         \
+            out[i] = (z > 0 ? z : (T)0) + log1p##S##_(fm_exp_##S(-fabs##S##_(z)));              \
+        }                                                                                       \
+        break;                                                                                  \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* out[i, j] = f(out[i, j] + b[j]) over an m x n row-major block */                             \
+FM_CLONES static void fm_bias_act_##S(T *out, const T *b, ptrdiff_t m, ptrdiff_t n, int kind)  \
+{                                                                                               \
+    ptrdiff_t i, j;                                                                             \
+    for (i = 0; i < m; i++) {                                                                   \
+        T *row = out + i * n;                                                                   \
+        if (kind == FM_RELU) {                                                                  \
+            for (j = 0; j < n; j++) { T z = row[j] + b[j]; row[j] = z <= 0 ? (T)0 : z; }        \
+        } else {                                                                                \
+            for (j = 0; j < n; j++) row[j] += b[j];                                             \
+            if (kind != FM_IDENTITY) fm_activation_##S(row, row, n, kind);                      \
+        }                                                                                       \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* dz = da * f'(a) and db = column sums of dz (in double, via acc[n]); dz may be da;           \
+ * db may be NULL */                                                                            \
+FM_CLONES static void fm_act_grad_##S(const T *da, const T *a, T *dz, double *acc, T *db,      \
+                                      ptrdiff_t m, ptrdiff_t n, int kind)                      \
+{                                                                                               \
+    ptrdiff_t i, j;                                                                             \
+    for (j = 0; j < n; j++) acc[j] = 0;                                                         \
+    for (i = 0; i < m; i++) {                                                                   \
+        const T *da_row = da + i * n, *a_row = a + i * n;                                       \
+        T *dz_row = dz + i * n;                                                                 \
+        switch (kind) {                                                                         \
+        case FM_IDENTITY:                                                                       \
+            for (j = 0; j < n; j++) { T g = da_row[j]; dz_row[j] = g; acc[j] += g; }            \
+            break;                                                                              \
+        case FM_RELU:                                                                           \
+            for (j = 0; j < n; j++) {                                                           \
+                T g = a_row[j] > 0 ? da_row[j] : (T)0;                                          \
+                dz_row[j] = g; acc[j] += g;                                                     \
+            }                                                                                   \
+            break;                                                                              \
+        case FM_LEAKY_RELU:                                                                     \
+            for (j = 0; j < n; j++) {                                                           \
+                T g = da_row[j] * (a_row[j] > 0 ? (T)1 : (T)FM_LEAKY_SLOPE);                    \
+                dz_row[j] = g; acc[j] += g;                                                     \
+            }                                                                                   \
+            break;                                                                              \
+        case FM_SIGMOID:                                                                        \
+            for (j = 0; j < n; j++) {                                                           \
+                T y = a_row[j], g = da_row[j] * (y * ((T)1 - y));                               \
+                dz_row[j] = g; acc[j] += g;                                                     \
+            }                                                                                   \
+            break;                                                                              \
+        case FM_TANH:                                                                           \
+            for (j = 0; j < n; j++) {                                                           \
+                T y = a_row[j], g = da_row[j] * ((T)1 - y * y);                                 \
+                dz_row[j] = g; acc[j] += g;                                                     \
+            }                                                                                   \
+            break;                                                                              \
+        case FM_STEP:                                                                           \
+            for (j = 0; j < n; j++) dz_row[j] = 0;                                              \
+            break;                                                                              \
+        case FM_ELU:                 /* a = e^z - 1 for z <= 0, so f'(z) = e^z = a + 1 */       \
+            for (j = 0; j < n; j++) {                                                           \
+                T y = a_row[j], g = da_row[j] * (y > 0 ? (T)1 : y + (T)1);                      \
+                dz_row[j] = g; acc[j] += g;                                                     \
+            }                                                                                   \
+            break;                                                                              \
+        case FM_SOFTPLUS:            /* f'(z) = sigmoid(z) = 1 - e^-a */                        \
+            for (j = 0; j < n; j++) {                                                           \
+                T g = da_row[j] * -expm1##S##_(-a_row[j]);                                      \
+                dz_row[j] = g; acc[j] += g;                                                     \
+            }                                                                                   \
+            break;                                                                              \
+        }                                                                                       \
+    }                                                                                           \
+    if (db != NULL)                                                                             \
+        for (j = 0; j < n; j++) db[j] = (T)acc[j];                                              \
+}                                                                                               \
+                                                                                                \
+/* max of z[0:n] (-inf for n = 0). NaN never wins a comparison; it reaches z - max later      \
+ * and makes the whole row NaN there. Eight running maxima let the loop vectorise. */          \
+FM_CLONES static T fm_row_max_##S(const T *z, ptrdiff_t n)                                      \
+{                                                                                               \
+    T lane[8];                                                                                  \
+    ptrdiff_t j, l;                                                                             \
+    for (l = 0; l < 8; l++) lane[l] = -(T)INFINITY;                                             \
+    for (j = 0; j + 8 <= n; j += 8)                                                             \
+        for (l = 0; l < 8; l++) lane[l] = z[j + l] > lane[l] ? z[j + l] : lane[l];              \
+    for (; j < n; j++) lane[0] = z[j] > lane[0] ? z[j] : lane[0];                               \
+    for (l = 1; l < 8; l++) lane[0] = lane[l] > lane[0] ? lane[l] : lane[0];                    \
+    return lane[0];                                                                             \
+}                                                                                               \
+                                                                                                \
+/* sum_j exp(z[j] - mx) in double, storing each term in e[j] unless e is NULL (e may be z).   \
+ * Blocks of 256: one loop computes the exponentials (vectorised), a second adds them into   \
+ * eight partial double sums (vectorised), combined in a fixed order at the end, so the      \
+ * result does not depend on the CPU. */                                                      \
+FM_CLONES static double fm_exp_sum_##S(const T *z, T mx, T *e, ptrdiff_t n)                     \
+{                                                                                               \
+    T scratch[256];                                                                             \
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0;                                           \
+    ptrdiff_t start, j, l;                                                                      \
+    for (start = 0; start < n; start += 256) {                                                  \
+        ptrdiff_t len = n - start < 256 ? n - start : 256;                                      \
+        const T *src = z + start;                                                               \
+        T *dst = e != NULL ? e + start : scratch;                                               \
+        for (j = 0; j < len; j++) dst[j] = fm_exp_##S(src[j] - mx);                             \
+        for (j = 0; j + 8 <= len; j += 8)                                                       \
+            for (l = 0; l < 8; l++) lane[l] += dst[j + l];                                      \
+        for (; j < len; j++) s += dst[j];                                                       \
+    }                                                                                           \
+    for (l = 0; l < 8; l++) s += lane[l];                                                       \
+    return s;                                                                                   \
+}                                                                                               \
+                                                                                                \
+/* 1 when x[0:n] holds no NaN and no inf: x - x is 0 exactly for finite x */                   \
+FM_CLONES static int fm_all_finite_##S(const T *x, ptrdiff_t n)                                 \
+{                                                                                               \
+    ptrdiff_t i;                                                                                \
+    int bad = 0;                                                                                \
+    for (i = 0; i < n; i++) bad |= (x[i] - x[i]) != 0;                                          \
+    return !bad;                                                                                \
+}
+
+/* libm names per type, for the macro above */
+#define fabsf_(x) fabsf(x)
+#define fabsd_(x) fabs(x)
+#define expm1f_(x) expm1f(x)
+#define expm1d_(x) expm1(x)
+#define log1pf_(x) log1pf(x)
+#define log1pd_(x) log1p(x)
+
+FM_DEFINE_KERNELS(float, f, 0.5f)
+FM_DEFINE_KERNELS(double, d, 0.25)
+
+#endif
