@@ -49,12 +49,14 @@ def as_float_array(x, name: str, dtype=None) -> np.ndarray:
         except (ValueError, TypeError) as exc:
             raise TypeError(f"{name} must be a real-valued array-like, got {describe(x)}: {exc}") from exc
     kind = array.dtype.kind
-    if kind not in "fiub" or array.dtype == np.float16 or kind == "f" and array.dtype not in FLOAT_DTYPES:
+    # Byte order is storage, not type: a big-endian float64 is a float64 (made native below).
+    native = array.dtype.newbyteorder("=") if kind == "f" else array.dtype
+    if kind not in "fiub" or kind == "f" and native not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must hold real numbers (float32, float64, integers or bools), "
             f"got dtype {array.dtype}"
         )
-    target = dtype if dtype is not None else (array.dtype if kind == "f" else np.float64)
+    target = dtype if dtype is not None else (native if kind == "f" else np.float64)
     if array.dtype != target:
         array = array.astype(target)
     return array

@@ -8,6 +8,8 @@ and dtype, or the call raises.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _kernels
@@ -34,12 +36,14 @@ def _rowwise(x, axis, out, log: bool):
     if out is not None:
         check_out(out, x.shape, x.dtype)
     moved = np.moveaxis(x, axis, -1)
-    rows = np.ascontiguousarray(moved).reshape(-1, x.shape[axis])
+    # The row count is explicit: reshape(-1, 0) is ambiguous when the axis has length 0.
+    n_rows, n_columns = math.prod(moved.shape[:-1]), moved.shape[-1]
+    rows = np.ascontiguousarray(moved).reshape(n_rows, n_columns)
     if out is not None and axis == x.ndim - 1:
         result = out
     else:
         result = np.empty(moved.shape, dtype=x.dtype)
-    _kernels.softmax(rows, result.reshape(-1, x.shape[axis]), log)
+    _kernels.softmax(rows, result.reshape(n_rows, n_columns), log)
     if result is out:
         return out
     result = np.moveaxis(result, -1, axis)
