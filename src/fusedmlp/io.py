@@ -33,6 +33,9 @@ def save(model, path, *, optimizer=None):
     }
     arrays = {"params": model._params}
     if optimizer is not None:
+        # binds an unused optimizer to the model (its state: zeros), so that the file always
+        # holds state buffers of the model's size; refuses an optimizer of another model
+        optimizer._buffers(model)
         state = optimizer.state_dict()
         header["optimizer"] = state.pop("class")
         arrays.update({f"optimizer_{k}": v for k, v in state.items()})
@@ -63,12 +66,18 @@ def load(path, *, with_optimizer=False):
     from . import optim
 
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                arrays = {name: loaded[name] for name in loaded.files}
+        else:
+            arrays = None                                # a bare .npy array
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         _refuse(path, f"cannot read the archive ({type(exc).__name__}: {exc})")
+    if arrays is None:
+        _refuse(path, "it holds a bare .npy array, not an .npz archive")
     if "header" not in arrays or "params" not in arrays:
         _refuse(path, "the header or the parameters are missing")
     try:
@@ -117,5 +126,7 @@ def load(path, *, with_optimizer=False):
         buffer = state.get(f"state_{i}")
         if buffer is None or buffer.shape != params.shape or buffer.dtype != params.dtype:
             _refuse(path, f"optimizer state {i} is missing or does not match the parameters")
+        if not np.all(np.isfinite(buffer)):
+            _refuse(path, f"optimizer state {i} contains NaN or infinity")
     optimizer._load_state(model, state)
     return model, optimizer

@@ -246,6 +246,9 @@ class MLP:
         labels, targets = self._targets(y, len(scores))
         if len(scores) == 0:
             raise ValueError("X is empty: the loss needs at least one sample")
+        if not np.all(np.isfinite(scores)):
+            # X was checked: the model itself overflows (its parameters are too large)
+            raise FloatingPointError("the model's outputs on X are not finite (NaN or inf)")
         if self.output == "softmax":
             return SoftmaxCrossEntropy().forward(scores, labels if labels is not None else targets,
                                                  sample_weight)
@@ -320,8 +323,14 @@ class MLP:
         validation_fraction : float
             Or hold out this fraction of (X, y) (a seeded random subset).
         lr_schedule : None, "constant", "step", "cosine", "plateau" or callable
-            Sets the learning rate after each epoch; a callable gets
-            ``(epoch, lr0, lr, monitored_loss)`` and returns the next rate.
+            Sets ``optimizer.lr`` after each epoch (epochs count from 1; ``lr0`` is the rate
+            at the start of fit). ``"step"``: ``lr0 * 0.1 ** (epoch // max(1, epochs // 3))``;
+            ``"cosine"``: ``lr0 * (1 + cos(pi * epoch / epochs)) / 2``; ``"plateau"``:
+            ``fusedmlp.ReduceLROnPlateau()`` (x0.1 after more than 5 epochs without
+            improvement of the monitored loss). A callable (such as a ``StepLR``,
+            ``CosineLR`` or ``ReduceLROnPlateau`` instance) gets
+            ``(epoch, lr0, lr, monitored_loss)`` and returns the next rate. The optimiser
+            keeps the last rate after fit.
         weight_decay, clip_norm : float, optional
             Override the optimiser's L2 weight decay (weights only) and set a global
             gradient-norm limit.
@@ -380,6 +389,10 @@ class MLP:
             X_val = self._inputs(validation_data[0])
             check_finite(X_val, "validation_data X")
             labels_v, targets_v = self._targets(validation_data[1], len(X_val))
+            if labels_v is not None:                  # refused now, not after an epoch
+                as_labels(labels_v, "validation_data y", self.layer_sizes[-1])
+            else:
+                check_finite(targets_v, "validation_data y")
             y_val = labels_v if labels_v is not None else targets_v
         elif validation_fraction:
             if not 0 < validation_fraction < 1:
@@ -428,6 +441,9 @@ class MLP:
                     wb = None if weights is None else weights[idx]
                     batch_loss = self._step(Xb, yb, kind, hyper, state_a, state_b, wb)
                     total_loss += batch_loss * len(idx)
+                if not np.all(np.isfinite(self._params)):
+                    # the epoch's last update overflowed: no later step would see its loss
+                    raise FloatingPointError("the parameters are not finite after the update")
                 logs = {"loss": total_loss / n, "lr": optimizer.lr,
                         "time": time.perf_counter() - start}
                 if classify:
@@ -438,8 +454,7 @@ class MLP:
                         logs["val_accuracy"] = self.score(X_val, y_val)
                 for key, value in logs.items():
                     history[key].append(value)
-                if np.all(np.isfinite(self._params)):
-                    last_good[...] = self._params
+                last_good[...] = self._params
                 progress.update(epoch, logs)
 
                 monitored = logs.get("val_loss", logs["loss"])

@@ -12,6 +12,7 @@ applies to the weights only, never to the biases (as scikit-learn's ``alpha``).
 from __future__ import annotations
 
 import math
+import threading
 import weakref
 
 import numpy as np
@@ -25,6 +26,10 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad", "make_opti
 _LR, _WEIGHT_DECAY, _MOMENTUM, _NESTEROV, _EPS, _CLIP_NORM, _T = 0, 1, 2, 3, 4, 5, 6
 _BETA1, _BETA2 = 2, 3
 _H_SIZE = 8
+
+# Serialises the (rare) binding of an optimiser to a model; a module-level lock keeps
+# optimisers copyable (scikit-learn's clone deep-copies them).
+_BINDING = threading.Lock()
 
 
 def _number(value, name, *, low=0.0, high=math.inf, low_open=False, high_open=False) -> float:
@@ -75,17 +80,24 @@ class Optimizer:
         bound = self._model() if self._model is not None else None
         if bound is model:
             return self._states
-        if bound is not None:
-            raise ValueError(
-                f"this {type(self).__name__} is already in use with another model; "
-                "create one optimizer per model"
-            )
-        self._model = weakref.ref(model)
-        size, dtype = model._params.size, model._params.dtype
-        states = [np.zeros(size, dtype) for _ in range(self.n_states)]
-        states += [None] * (2 - self.n_states)
-        self._states = (self.hyper, *states)
-        return self._states
+        with _BINDING:
+            # Two threads making a fresh optimiser's first step at once must share one
+            # state: the check is repeated under the lock, and the model is published last.
+            bound = self._model() if self._model is not None else None
+            if bound is model:
+                return self._states
+            if bound is not None:
+                raise ValueError(
+                    f"this {type(self).__name__} is already in use with another model; "
+                    "create one optimizer per model"
+                )
+            self.hyper[_T] = 0       # fresh state: the step count (Adam's bias correction) too
+            size, dtype = model._params.size, model._params.dtype
+            states = [np.zeros(size, dtype) for _ in range(self.n_states)]
+            states += [None] * (2 - self.n_states)
+            self._states = (self.hyper, *states)
+            self._model = weakref.ref(model)
+            return self._states
 
     def reset(self):
         """Forget the model and its state (momentum, moments, step count)."""
