@@ -330,7 +330,7 @@ class MLP:
             improvement of the monitored loss). A callable (such as a ``StepLR``,
             ``CosineLR`` or ``ReduceLROnPlateau`` instance) gets
             ``(epoch, lr0, lr, monitored_loss)`` and returns the next rate. The optimiser
-            keeps the last rate after fit.
+            keeps the rate of the last epoch after fit.
         weight_decay, clip_norm : float, optional
             Override the optimiser's L2 weight decay (weights only) and set a global
             gradient-norm limit.
@@ -466,7 +466,8 @@ class MLP:
                 else:
                     wait += 1
                 stop = patience is not None and wait >= patience
-                optimizer.lr = schedule(epoch, lr0, optimizer.lr, monitored)
+                if epoch < epochs:              # the rate for the next epoch, if there is one
+                    optimizer.lr = schedule(epoch, lr0, optimizer.lr, monitored)
                 for callback in callbacks:
                     if callback(self, epoch, logs):
                         stop = True
