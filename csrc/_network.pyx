@@ -34,7 +34,7 @@ from _blas cimport gemm
 from _activations cimport bias_activation, activation_grad, IDENTITY
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error)
-from _optim cimport optimizer_update
+from _optim cimport optimizer_update, OPT_NONE, OPT_ADAM, OPT_ADAMW
 
 # train_step / predict status codes (the Python layer turns them into exceptions)
 cdef enum:
@@ -84,11 +84,17 @@ cdef enum:
     LOG_PROBABILITIES = 2
 
 
-cdef char* address(object array, char kind, bint writable) except? NULL:
-    """Data pointer of a C-contiguous buffer of float32 ('f'), float64 ('d') or int64 ('q')."""
+cdef char* address(object array, char kind, bint writable, Py_ssize_t rows=-1,
+                   Py_ssize_t cols=-1) except? NULL:
+    """Data pointer of a C-contiguous buffer of float32 ('f'), float64 ('d') or int64 ('q').
+
+    With rows >= 0 the buffer must be 1-D of that length (cols < 0) or 2-D of shape
+    (rows, cols); None gives NULL. Anything else raises TypeError or ValueError.
+    """
     cdef Py_buffer view
     cdef char* data
     cdef char found
+    cdef bint shape_ok = True
     if array is None:
         return NULL
     PyObject_GetBuffer(array, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT
@@ -96,10 +102,17 @@ cdef char* address(object array, char kind, bint writable) except? NULL:
     found = view.format[0] if view.format[1] == 0 else view.format[1]
     if found == b'l' and view.itemsize == 8:
         found = b'q'
+    if rows >= 0:
+        if cols < 0:
+            shape_ok = view.ndim == 1 and view.shape[0] == rows
+        else:
+            shape_ok = view.ndim == 2 and view.shape[0] == rows and view.shape[1] == cols
     data = <char*>view.buf
     PyBuffer_Release(&view)
     if found != kind:
         raise TypeError(f"expected a buffer of type code {chr(kind)!r}, got {chr(found)!r}")
+    if not shape_ok:
+        raise ValueError(f"a buffer has the wrong shape (expected {rows} x {cols})")
     return data
 
 
@@ -325,20 +338,28 @@ cdef class Network:
 
         X (m x n_0), targets (m x n_L, or None), weights (m, or None), state_a/_b (n_params
         or None) are of the network's dtype; labels are int64 (m, or None); hyper is float64
-        (_optim.pxd). The loss is left in self.loss.
+        (_optim.pxd); total_weight <= 0 means m (no weights). The loss is left in self.loss.
+        Every buffer's type and shape is checked here too (TypeError/ValueError), so the
+        Python layer may call this first and validate only when it fails.
         """
-        cdef Py_ssize_t m = len(X)
+        cdef Py_ssize_t m = len(X), n_out = self.net.sizes[self.net.n_layers]
         cdef int status
         cdef double loss = 0
-        cdef char* x = address(X, self.kind, False)
-        cdef int64_t* y = <int64_t*>address(labels, b'q', False)
-        cdef char* t = address(targets, self.kind, False)
-        cdef char* w = address(weights, self.kind, False)
-        cdef double* h = <double*>address(hyper, b'd', True)
-        cdef char* sa = address(state_a, self.kind, True)
-        cdef char* sb = address(state_b, self.kind, True)
-        if m > self.net.max_batch:
-            raise ValueError(f"batch of {m} rows exceeds the workspace ({self.net.max_batch})")
+        cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
+        cdef int64_t* y = <int64_t*>address(labels, b'q', False, m)
+        cdef char* t = address(targets, self.kind, False, m, n_out)
+        cdef char* w = address(weights, self.kind, False, m)
+        cdef double* h = <double*>address(hyper, b'd', True, 8)
+        cdef char* sa = address(state_a, self.kind, True, self.net.n_params)
+        cdef char* sb = address(state_b, self.kind, True, self.net.n_params)
+        if m > self.net.max_batch or m == 0:
+            raise ValueError(f"X must have 1 to {self.net.max_batch} rows (the workspace), got {m}")
+        if (y == NULL) == (t == NULL) or (t == NULL and self.net.loss != SOFTMAX_CROSS_ENTROPY):
+            raise ValueError("give labels (softmax output only) or targets, not both")
+        if ((opt_kind == OPT_ADAM or opt_kind == OPT_ADAMW) and sb == NULL) or (opt_kind != OPT_NONE and sa == NULL):
+            raise ValueError("the optimiser's state buffers are missing")
+        if total_weight <= 0:
+            total_weight = m
         with nogil:
             fusedmlp_enter()
             if self.is_double:
@@ -359,8 +380,8 @@ cdef class Network:
         """
         cdef Py_ssize_t m = len(X)
         cdef int status
-        cdef char* x = address(X, self.kind, False)
-        cdef char* o = address(out, self.kind, True)
+        cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
+        cdef char* o = address(out, self.kind, True, m, self.net.sizes[self.net.n_layers])
         cdef char* buf = address(buffers, self.kind, True)
         if len(buffers) < 2 * chunk * self.net.max_width or chunk < 1:
             raise ValueError("inference buffers are too small")
@@ -382,7 +403,7 @@ cdef class Network:
         were free. Uses the training workspace (its contents become meaningless).
         """
         cdef Py_ssize_t m = len(X), r
-        cdef char* x = address(X, self.kind, False)
+        cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
         if m > self.net.max_batch or m == 0:
             raise ValueError(f"X must have 1 to {self.net.max_batch} rows")
         with nogil:

@@ -62,14 +62,15 @@ cdef inline void _update_range(int kind, const double* hyper, floating wd, float
     cdef floating b1 = <floating>hyper[H_BETA1], b2 = <floating>hyper[H_BETA2]
     cdef floating step_size, root_bc2
     cdef bint nesterov = hyper[H_NESTEROV] != 0
-    if kind == OPT_SGD:
+    if kind == OPT_SGD and mom == 0:
+        for i in range(size):
+            p[i] -= lr * (grad[i] * scale + wd * p[i])
+    elif kind == OPT_SGD:
         for i in range(size):
             g = grad[i] * scale + wd * p[i]
-            if mom != 0:
-                v = mom * state_a[i] + g
-                state_a[i] = v
-                g = g + mom * v if nesterov else v
-            p[i] -= lr * g
+            v = mom * state_a[i] + g
+            state_a[i] = v
+            p[i] -= lr * (g + mom * v if nesterov else v)
     elif kind == OPT_ADAM or kind == OPT_ADAMW:
         step_size = <floating>(hyper[H_LR] / (1 - pow(hyper[H_BETA1], t)))
         root_bc2 = <floating>sqrt(1 - pow(hyper[H_BETA2], t))

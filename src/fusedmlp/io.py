@@ -107,7 +107,8 @@ def load(path, *, with_optimizer=False):
                       f"header ({header['dtype']}, ({expected},))")
     if not np.all(np.isfinite(params)):
         _refuse(path, "the parameters contain NaN or infinity")
-    model = MLP(sizes, activation=activations, output=header["output"], dtype=header["dtype"])
+    model = MLP(sizes, activation=activations, output=header["output"], dtype=header["dtype"],
+                init="zeros")
     model._params[...] = params
     if not with_optimizer:
         return model

@@ -26,7 +26,7 @@ _NO_LABELS = np.empty(0, np.int64)
 #: Activations whose default initialisation is He's (the rest get Glorot/Xavier's).
 RELU_LIKE = ("relu", "leaky_relu", "elu")
 
-INITS = ("auto", "he", "he_normal", "he_uniform", "xavier", "xavier_normal", "xavier_uniform",
+INITS = ("auto", "zeros", "he", "he_normal", "he_uniform", "xavier", "xavier_normal", "xavier_uniform",
          "glorot", "glorot_normal", "glorot_uniform", "lecun", "lecun_normal", "lecun_uniform")
 
 
@@ -41,9 +41,13 @@ def initial_weights(n_in: int, n_out: int, activation: str, init: str, rng) -> n
 
     ``"auto"`` is He (normal) for relu-like activations and Glorot/Xavier (uniform) for the
     rest; ``"he"`` and ``"lecun"`` alone mean normal, ``"xavier"``/``"glorot"`` alone uniform.
+    ``"zeros"`` gives all-zero weights (for weights about to be loaded; a network cannot learn
+    from it, since every unit of a layer would stay identical).
     """
     if not isinstance(init, str) or init not in INITS:
         raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
+    if init == "zeros":
+        return np.zeros((n_in, n_out))
     if init == "auto":
         init = "he_normal" if activation in RELU_LIKE else "xavier_uniform"
     family, _, shape = init.partition("_")

@@ -202,6 +202,22 @@ class MLP:
 
     # ------------------------------------------------------------------ training
     def _step(self, X, y, opt_kind, hyper, state_a, state_b, sample_weight):
+        if sample_weight is None:
+            # Fast path: the compiled step checks types and shapes itself, so arrays already in
+            # its native form (C-contiguous, the model's dtype, int64 labels) go straight in;
+            # anything else is validated and converted below, with a precise error if needed.
+            labels, targets = (y, None) if self.output == "softmax" else (None, y)
+            try:
+                with self._lock:
+                    status = self._net.train_step(X, labels, targets, None, 0.0, opt_kind, hyper,
+                                                  state_a, state_b)
+                    loss = self._net.loss
+            except (TypeError, ValueError, BufferError):
+                pass
+            else:
+                if status:
+                    _raise_status(status, self.layer_sizes[-1])
+                return loss
         X = self._inputs(X)
         m = X.shape[0]
         if m == 0:
@@ -516,7 +532,8 @@ class MLP:
 
     def __setstate__(self, state):
         self.__init__(state["layer_sizes"], activation=state["activation"],
-                      output=state["output"], dtype=state["dtype"], init=state["init"])
+                      output=state["output"], dtype=state["dtype"], init="zeros")
+        self.init = state["init"]
         self._params[...] = state["params"]
         self._rng.bit_generator.state = state["rng"]
 
