@@ -20,8 +20,12 @@ from libc.stdint cimport int64_t
 cdef extern from "elementwise.h" nogil:
     float fm_row_max_f(const float* z, Py_ssize_t n)
     double fm_row_max_d(const double* z, Py_ssize_t n)
-    double fm_exp_sum_f(const float* z, float mx, float* e, Py_ssize_t n)
-    double fm_exp_sum_d(const double* z, double mx, double* e, Py_ssize_t n)
+    void fm_exp_shifted_f(const float* z, float* out, Py_ssize_t m, Py_ssize_t n)
+    void fm_exp_shifted_d(const double* z, double* out, Py_ssize_t m, Py_ssize_t n)
+    double fm_sum_f(const float* x, Py_ssize_t n)
+    double fm_sum_d(const double* x, Py_ssize_t n)
+    double fm_exp_sum_f(const float* z, float mx, Py_ssize_t n)
+    double fm_exp_sum_d(const double* z, double mx, Py_ssize_t n)
     int fm_all_finite_f(const float* x, Py_ssize_t n)
     int fm_all_finite_d(const double* x, Py_ssize_t n)
 
@@ -43,13 +47,29 @@ cdef inline floating row_max(const floating* z, Py_ssize_t n) noexcept nogil:
         return fm_row_max_d(z, n)
 
 
-cdef inline double sum_exp_minus(const floating* z, floating mx, floating* e,
-                                 Py_ssize_t n) noexcept nogil:
-    """sum_j exp(z[j] - mx) in float64; stores each term in e unless e is NULL."""
+cdef inline void exp_shifted(const floating* z, floating* out, Py_ssize_t m,
+                             Py_ssize_t n) noexcept nogil:
+    """out[i, j] := exp(z[i, j] - max_j z[i, :]) (out may be z)."""
     if floating is float:
-        return fm_exp_sum_f(z, mx, e, n)
+        fm_exp_shifted_f(z, out, m, n)
     else:
-        return fm_exp_sum_d(z, mx, e, n)
+        fm_exp_shifted_d(z, out, m, n)
+
+
+cdef inline double row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    """sum(x[0:n]) accumulated in float64."""
+    if floating is float:
+        return fm_sum_f(x, n)
+    else:
+        return fm_sum_d(x, n)
+
+
+cdef inline double sum_exp_minus(const floating* z, floating mx, Py_ssize_t n) noexcept nogil:
+    """sum_j exp(z[j] - mx) in float64, nothing stored."""
+    if floating is float:
+        return fm_exp_sum_f(z, mx, n)
+    else:
+        return fm_exp_sum_d(z, mx, n)
 
 
 cdef inline void softmax_rows(const floating* z, floating* p, Py_ssize_t m,
@@ -58,9 +78,10 @@ cdef inline void softmax_rows(const floating* z, floating* p, Py_ssize_t m,
     cdef Py_ssize_t i, j
     cdef floating inv
     cdef floating* row
+    exp_shifted(z, p, m, n)
     for i in range(m):
         row = p + i * n
-        inv = <floating>(1.0 / sum_exp_minus(z + i * n, row_max(z + i * n, n), row, n))
+        inv = <floating>(1.0 / row_sum(row, n))
         for j in range(n):
             row[j] *= inv
 
@@ -78,7 +99,7 @@ cdef inline void log_softmax_rows(const floating* z, floating* out, Py_ssize_t m
         mx = row_max(zrow, n)
         # (z - max) - log_sum, never z - (max + log_sum): next to a max of 1e30 the small
         # log_sum would vanish in the sum.
-        log_sum = <floating>log(sum_exp_minus(zrow, mx, NULL, n))
+        log_sum = <floating>log(sum_exp_minus(zrow, mx, n))
         for j in range(n):
             row[j] = (zrow[j] - mx) - log_sum
 
@@ -103,11 +124,12 @@ cdef inline double softmax_cross_entropy(const floating* z, const int64_t* label
     cdef floating* grow
     cdef floating mx, t
     cdef double total = 0, s, log_s, row_loss, scale, t_sum
+    exp_shifted(z, dz, m, n)                      # dz[i, j] = exp(z_ij - max_i)
     for i in range(m):
         zrow = z + i * n
         grow = dz + i * n
         mx = row_max(zrow, n)
-        s = sum_exp_minus(zrow, mx, grow, n)      # grow[j] = exp(z_ij - max)
+        s = row_sum(grow, n)
         log_s = log(s)
         scale = (weights[i] if weights != NULL else 1.0) / total_weight
         if labels != NULL:

@@ -2,18 +2,19 @@
 #
 # The model lays its parameters out as [W_0, W_1, ..., W_L-1, b_0, ..., b_L-1], so the first
 # n_decay entries are the weights and the rest the biases: weight decay applies to the weights
-# only (as in scikit-learn's `alpha`), and every update below is a single loop.
+# only (as in scikit-learn's `alpha`), and an update is two loops (weights, then biases).
 #
 # The formulas are PyTorch's (torch.optim, defaults dampening=0, centered=False, lr_decay=0),
 # with g = grad * grad_scale + weight_decay * p for the weights (grad_scale implements
-# gradient-norm clipping; it is 1 otherwise). AdamW instead decays the weights directly:
-# p := p * (1 - lr * weight_decay) before the Adam step.
+# gradient-norm clipping, PyTorch's clip_grad_norm_: clip / (norm + 1e-6) when the norm
+# exceeds clip; 1 otherwise). AdamW instead decays the weights directly:
+# p := p * (1 - lr * weight_decay) before the Adam step. The loops are in elementwise.h.
 #
 # Hyper-parameters arrive as one float64 array, laid out by the H_* indices; the step count
 # H_T is incremented here, so a whole training step needs no Python arithmetic.
 
 from cython cimport floating
-from libc.math cimport sqrt, sqrtf, pow
+from libc.math cimport sqrt, pow
 
 cdef enum:
     OPT_NONE = 0
@@ -35,65 +36,57 @@ cdef enum:
     H_T = 6             # steps taken so far
     H_SIZE = 8
 
-
-cdef inline double grad_norm(const floating* grad, Py_ssize_t size) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double s = 0
-    for i in range(size):
-        s += <double>grad[i] * grad[i]
-    return sqrt(s)
-
-
-cdef inline floating _sqrt(floating x) noexcept nogil:
-    if floating is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
+cdef extern from "elementwise.h" nogil:
+    void fm_sgd_f(float* p, const float* g, float* v, Py_ssize_t n, float lr, float wd,
+                  float scale, float mom, int nesterov)
+    void fm_sgd_d(double* p, const double* g, double* v, Py_ssize_t n, double lr, double wd,
+                  double scale, double mom, int nesterov)
+    void fm_adam_f(float* p, const float* g, float* m, float* v, Py_ssize_t n, float step_size,
+                   float root_bc2, float b1, float b2, float eps, float wd, float scale)
+    void fm_adam_d(double* p, const double* g, double* m, double* v, Py_ssize_t n,
+                   double step_size, double root_bc2, double b1, double b2, double eps,
+                   double wd, double scale)
+    void fm_rms_f(float* p, const float* g, float* v, Py_ssize_t n, float lr, float decay,
+                  float gain, float eps, float wd, float scale)
+    void fm_rms_d(double* p, const double* g, double* v, Py_ssize_t n, double lr, double decay,
+                  double gain, double eps, double wd, double scale)
+    double fm_sum_sq_f(const float* x, Py_ssize_t n)
+    double fm_sum_sq_d(const double* x, Py_ssize_t n)
 
 
 cdef inline void _update_range(int kind, const double* hyper, floating wd, floating scale,
                                floating* p, const floating* grad, floating* state_a,
                                floating* state_b, Py_ssize_t size) noexcept nogil:
-    cdef Py_ssize_t i
     cdef double t = hyper[H_T]
-    cdef floating g, v, m, d
     cdef floating lr = <floating>hyper[H_LR], eps = <floating>hyper[H_EPS]
-    cdef floating mom = <floating>hyper[H_MOMENTUM]
     cdef floating b1 = <floating>hyper[H_BETA1], b2 = <floating>hyper[H_BETA2]
     cdef floating step_size, root_bc2
-    cdef bint nesterov = hyper[H_NESTEROV] != 0
-    if kind == OPT_SGD and mom == 0:
-        for i in range(size):
-            p[i] -= lr * (grad[i] * scale + wd * p[i])
-    elif kind == OPT_SGD:
-        for i in range(size):
-            g = grad[i] * scale + wd * p[i]
-            v = mom * state_a[i] + g
-            state_a[i] = v
-            p[i] -= lr * (g + mom * v if nesterov else v)
+    if kind == OPT_SGD:
+        if floating is float:
+            fm_sgd_f(p, grad, state_a, size, lr, wd, scale, <float>hyper[H_MOMENTUM],
+                     hyper[H_NESTEROV] != 0)
+        else:
+            fm_sgd_d(p, grad, state_a, size, lr, wd, scale, hyper[H_MOMENTUM],
+                     hyper[H_NESTEROV] != 0)
     elif kind == OPT_ADAM or kind == OPT_ADAMW:
         step_size = <floating>(hyper[H_LR] / (1 - pow(hyper[H_BETA1], t)))
         root_bc2 = <floating>sqrt(1 - pow(hyper[H_BETA2], t))
-        for i in range(size):
-            g = grad[i] * scale + wd * p[i]
-            m = b1 * state_a[i] + (1 - b1) * g
-            v = b2 * state_b[i] + (1 - b2) * g * g
-            state_a[i] = m
-            state_b[i] = v
-            d = _sqrt(v) / root_bc2 + eps
-            p[i] -= step_size * m / d
-    elif kind == OPT_RMSPROP:
-        for i in range(size):
-            g = grad[i] * scale + wd * p[i]
-            v = b2 * state_a[i] + (1 - b2) * g * g
-            state_a[i] = v
-            p[i] -= lr * g / (_sqrt(v) + eps)
-    elif kind == OPT_ADAGRAD:
-        for i in range(size):
-            g = grad[i] * scale + wd * p[i]
-            v = state_a[i] + g * g
-            state_a[i] = v
-            p[i] -= lr * g / (_sqrt(v) + eps)
+        if floating is float:
+            fm_adam_f(p, grad, state_a, state_b, size, step_size, root_bc2, b1, b2, eps, wd,
+                      scale)
+        else:
+            fm_adam_d(p, grad, state_a, state_b, size, step_size, root_bc2, b1, b2, eps, wd,
+                      scale)
+    elif kind == OPT_RMSPROP or kind == OPT_ADAGRAD:
+        # AdaGrad is RMSProp with decay 1 and gain 1: v = v + g^2
+        if kind == OPT_ADAGRAD:
+            b2 = 1
+        if floating is float:
+            fm_rms_f(p, grad, state_a, size, lr, b2, 1 if kind == OPT_ADAGRAD else 1 - b2, eps,
+                     wd, scale)
+        else:
+            fm_rms_d(p, grad, state_a, size, lr, b2, 1 if kind == OPT_ADAGRAD else 1 - b2, eps,
+                     wd, scale)
 
 
 cdef inline void optimizer_update(int kind, double* hyper, floating* p, const floating* grad,
@@ -108,7 +101,10 @@ cdef inline void optimizer_update(int kind, double* hyper, floating* p, const fl
         return
     hyper[H_T] += 1
     if hyper[H_CLIP_NORM] > 0:
-        norm = grad_norm(grad, size)
+        if floating is float:
+            norm = sqrt(fm_sum_sq_f(grad, size))
+        else:
+            norm = sqrt(fm_sum_sq_d(grad, size))
         if norm > hyper[H_CLIP_NORM]:
             scale = hyper[H_CLIP_NORM] / (norm + 1e-6)
     if kind == OPT_ADAMW:

@@ -8,8 +8,9 @@
  *   fm_activation  out = f(x)                                   (array functions)
  *   fm_bias_act    out = f(out + b) for each row                (dense forward, after the gemm)
  *   fm_act_grad    dz = da * f'(a), db = column sums of dz      (dense backward, one pass)
- *   fm_row_max, fm_exp_sum                                      (softmax and cross-entropy)
+ *   fm_row_max, fm_exp_shifted, fm_sum, fm_exp_sum              (softmax and cross-entropy)
  *   fm_all_finite                                               (input checks)
+ *   fm_sgd, fm_adam, fm_rms, fm_sum_sq                          (optimiser updates)
  *
  * Each loop is written once in FM_DEFINE_KERNELS and instantiated for float (suffix _f) and
  * double (suffix _d). On x86-64 Linux with gcc, the public loops are compiled three times
@@ -284,24 +285,114 @@ FM_CLONES static T fm_row_max_##S(const T *z, ptrdiff_t n)                      
     return lane[0];                                                                             \
 }                                                                                               \
                                                                                                 \
-/* sum_j exp(z[j] - mx) in double, storing each term in e[j] unless e is NULL (e may be z).   \
- * Blocks of 256: one loop computes the exponentials (vectorised), a second adds them into   \
- * eight partial double sums (vectorised), combined in a fixed order at the end, so the      \
- * result does not depend on the CPU. */                                                      \
-FM_CLONES static double fm_exp_sum_##S(const T *z, T mx, T *e, ptrdiff_t n)                     \
+/* out[i, j] = exp(z[i, j] - max_j z[i, j]) for an m x n row-major block (out may be z).     \
+ * Rows are processed in groups of about 1024 entries: the shifts of a group first, then     \
+ * one flat loop of exponentials over the group, which vectorises however short the rows    \
+ * (10 classes) and stays in cache however long. */                                          \
+FM_CLONES static void fm_exp_shifted_##S(const T *z, T *out, ptrdiff_t m, ptrdiff_t n)         \
+{                                                                                               \
+    ptrdiff_t group = n >= 1024 ? 1 : 1024 / (n > 0 ? n : 1), i0, i, j;                         \
+    for (i0 = 0; i0 < m; i0 += group) {                                                         \
+        ptrdiff_t rows = m - i0 < group ? m - i0 : group;                                       \
+        T *block = out + i0 * n;                                                                \
+        for (i = i0; i < i0 + rows; i++) {                                                      \
+            T mx = fm_row_max_##S(z + i * n, n);                                                \
+            for (j = 0; j < n; j++) out[i * n + j] = z[i * n + j] - mx;                         \
+        }                                                                                       \
+        for (j = 0; j < rows * n; j++) block[j] = fm_exp_##S(block[j]);                         \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* sum of x[0:n] in double: eight partial sums (vectorised), added in a fixed order so the    \
+ * result does not depend on the CPU */                                                       \
+static inline double fm_sum_##S(const T *x, ptrdiff_t n)                                        \
+{                                                                                               \
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0;                                           \
+    ptrdiff_t j, l;                                                                             \
+    for (j = 0; j + 8 <= n; j += 8)                                                             \
+        for (l = 0; l < 8; l++) lane[l] += x[j + l];                                            \
+    for (; j < n; j++) s += x[j];                                                               \
+    for (l = 0; l < 8; l++) s += lane[l];                                                       \
+    return s;                                                                                   \
+}                                                                                               \
+                                                                                                \
+/* sum_j exp(z[j] - mx) in double, without storing the terms (log-softmax) */                 \
+FM_CLONES static double fm_exp_sum_##S(const T *z, T mx, ptrdiff_t n)                           \
 {                                                                                               \
     T scratch[256];                                                                             \
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0;                                           \
-    ptrdiff_t start, j, l;                                                                      \
+    double s = 0;                                                                               \
+    ptrdiff_t start, j;                                                                         \
     for (start = 0; start < n; start += 256) {                                                  \
         ptrdiff_t len = n - start < 256 ? n - start : 256;                                      \
-        const T *src = z + start;                                                               \
-        T *dst = e != NULL ? e + start : scratch;                                               \
-        for (j = 0; j < len; j++) dst[j] = fm_exp_##S(src[j] - mx);                             \
-        for (j = 0; j + 8 <= len; j += 8)                                                       \
-            for (l = 0; l < 8; l++) lane[l] += dst[j + l];                                      \
-        for (; j < len; j++) s += dst[j];                                                       \
+        for (j = 0; j < len; j++) scratch[j] = fm_exp_##S(z[start + j] - mx);                   \
+        s += fm_sum_##S(scratch, len);                                                          \
     }                                                                                           \
+    return s;                                                                                   \
+}                                                                                               \
+                                                                                                \
+/* Optimiser updates over p[0:n] with gradient g, as in csrc/_optim.pxd (PyTorch's formulas):\
+ * g' = g * scale + wd * p, then                                                              \
+ *   sgd:      v = mom * v + g'; p -= lr * (nesterov ? g' + mom * v : v)   (mom = 0: p -= lr g')\
+ *   adam:     m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;                                  \
+ *             p -= step_size * m / (sqrt(v) / root_bc2 + eps)                                \
+ *   rmsprop:  v = alpha v + (1-alpha) g'^2;  p -= lr g' / (sqrt(v) + eps)                    \
+ *   adagrad:  v = v + g'^2;                  p -= lr g' / (sqrt(v) + eps)                    \
+ * (rmsprop and adagrad share one loop: adagrad is decay = 1, gain = 1.) */                   \
+FM_CLONES static void fm_sgd_##S(T *p, const T *g, T *v, ptrdiff_t n, T lr, T wd, T scale,     \
+                                 T mom, int nesterov)                                           \
+{                                                                                               \
+    ptrdiff_t i;                                                                                \
+    if (mom == 0) {                                                                             \
+        for (i = 0; i < n; i++) p[i] -= lr * (g[i] * scale + wd * p[i]);                        \
+    } else if (nesterov) {                                                                      \
+        for (i = 0; i < n; i++) {                                                               \
+            T gi = g[i] * scale + wd * p[i], vi = mom * v[i] + gi;                              \
+            v[i] = vi;                                                                          \
+            p[i] -= lr * (gi + mom * vi);                                                       \
+        }                                                                                       \
+    } else {                                                                                    \
+        for (i = 0; i < n; i++) {                                                               \
+            T gi = g[i] * scale + wd * p[i], vi = mom * v[i] + gi;                              \
+            v[i] = vi;                                                                          \
+            p[i] -= lr * vi;                                                                    \
+        }                                                                                       \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+FM_CLONES static void fm_adam_##S(T *p, const T *g, T *m, T *v, ptrdiff_t n, T step_size,      \
+                                  T root_bc2, T b1, T b2, T eps, T wd, T scale)                 \
+{                                                                                               \
+    ptrdiff_t i;                                                                                \
+    for (i = 0; i < n; i++) {                                                                   \
+        T gi = g[i] * scale + wd * p[i];                                                        \
+        T mi = b1 * m[i] + ((T)1 - b1) * gi;                                                    \
+        T vi = b2 * v[i] + ((T)1 - b2) * gi * gi;                                               \
+        m[i] = mi;                                                                              \
+        v[i] = vi;                                                                              \
+        p[i] -= step_size * mi / (sqrt##S##_(vi) / root_bc2 + eps);                             \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+FM_CLONES static void fm_rms_##S(T *p, const T *g, T *v, ptrdiff_t n, T lr, T decay, T gain,   \
+                                 T eps, T wd, T scale)                                          \
+{                                                                                               \
+    ptrdiff_t i;                                                                                \
+    for (i = 0; i < n; i++) {                                                                   \
+        T gi = g[i] * scale + wd * p[i];                                                        \
+        T vi = decay * v[i] + gain * gi * gi;                                                   \
+        v[i] = vi;                                                                              \
+        p[i] -= lr * gi / (sqrt##S##_(vi) + eps);                                               \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* sum of x^2 in double (gradient norms), eight partial sums in a fixed order */               \
+FM_CLONES static double fm_sum_sq_##S(const T *x, ptrdiff_t n)                                  \
+{                                                                                               \
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0;                                           \
+    ptrdiff_t j, l;                                                                             \
+    for (j = 0; j + 8 <= n; j += 8)                                                             \
+        for (l = 0; l < 8; l++) lane[l] += (double)x[j + l] * x[j + l];                         \
+    for (; j < n; j++) s += (double)x[j] * x[j];                                                \
     for (l = 0; l < 8; l++) s += lane[l];                                                       \
     return s;                                                                                   \
 }                                                                                               \
@@ -322,6 +413,8 @@ FM_CLONES static int fm_all_finite_##S(const T *x, ptrdiff_t n)                 
 #define expm1d_(x) expm1(x)
 #define log1pf_(x) log1pf(x)
 #define log1pd_(x) log1p(x)
+#define sqrtf_(x) sqrtf(x)
+#define sqrtd_(x) sqrt(x)
 
 FM_DEFINE_KERNELS(float, f, 0.5f)
 FM_DEFINE_KERNELS(double, d, 0.25)
