@@ -1,0 +1,875 @@
+"""scikit-learn estimators over :class:`fusedmlp.MLP`: ``MLPClassifier`` and ``MLPRegressor``.
+
+They take scikit-learn's ``MLPClassifier``/``MLPRegressor`` parameter names where the names
+mean the same thing, and they pass scikit-learn's ``parametrize_with_checks``. Importing this
+module imports scikit-learn (``pip install 'fusedmlp[sklearn]'``); ``import fusedmlp`` does not.
+
+How the parameters map onto fusedmlp
+------------------------------------
+Each mini-batch is one call of :meth:`fusedmlp.MLP.train_step` (forward, loss, backward and
+the update in one compiled call). scikit-learn minimises, per batch ``B`` with sample weights
+``s`` (all ones without ``sample_weight``)::
+
+    J_B = sum_i s_i * loss_i / sum(s) + alpha / (2 * sum(s)) * sum_layers ||W||^2
+
+(biases are not penalised). fusedmlp's optimisers add ``weight_decay * W`` to the gradient
+of the weights only, so ``alpha`` becomes a per-batch ``weight_decay = alpha / sum(s)``: the
+same objective, including the last, smaller batch and weighted batches.
+
+For regression scikit-learn's gradient is that of half the squared error summed over the
+outputs (``(pred - y) / sum(s)``), while fusedmlp's loss is the mean squared error over all
+elements, whose gradient is ``2 / n_outputs`` times scikit-learn's. Scaling a gradient by
+``c`` is exactly equivalent to SGD with learning rate ``c * lr`` and weight decay ``wd / c``,
+and to Adam with ``eps / c`` and ``wd / c``; the regressor uses this with
+``c = n_outputs / 2``, so ``alpha``, ``learning_rate_init`` and ``epsilon`` mean what they mean
+in scikit-learn. The classifier needs no scaling (softmax cross-entropy's gradient is
+``(p - y) / sum(s)`` in both).
+
+Everything else follows scikit-learn's stochastic solvers step by step: the initial weights
+are drawn as scikit-learn draws them, from the same ``random_state`` stream; the batches come
+in the same order; Adam's ``epsilon`` is placed as scikit-learn places it (before the bias
+correction); SGD keeps scikit-learn's momentum semantics when ``learning_rate`` changes the
+rate; the stopping rules (``tol``, ``n_iter_no_change``, ``early_stopping``) are the same. So
+with the same ``random_state`` the multiclass classifier and the regressor reproduce
+scikit-learn's ``loss_curve_`` and weights to rounding (``tests/test_sklearn.py``), faster.
+
+Known differences from scikit-learn's estimators (all documented on the classes):
+
+- binary classification uses a two-way softmax (two output units) instead of one logistic
+  unit; it starts from scikit-learn's initial network (logits ``[0, z]``) and
+  ``predict_proba`` means the same, but the training path differs and ``coefs_[-1]`` has two
+  columns;
+- multilabel targets are not supported (the output is a softmax);
+- no ``solver="lbfgs"``, no ``loss="poisson"``, no sparse input;
+- ``momentum`` must be below 1 (scikit-learn accepts 1, which never forgets a gradient).
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.utils import check_array, check_random_state
+    from sklearn.utils.multiclass import check_classification_targets, unique_labels
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as exc:                               # pragma: no cover - depends on env
+    raise ImportError(
+        "fusedmlp.sklearn needs scikit-learn >= 1.6 (validate_data, __sklearn_tags__); "
+        "install it with: pip install 'fusedmlp[sklearn]'"
+    ) from exc
+
+from .model import MLP
+from .optim import _EPS, SGD, Adam
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+#: scikit-learn's activation names, and fusedmlp's extra ones, mapped to fusedmlp's.
+_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
+                "sigmoid": "sigmoid", "leaky_relu": "leaky_relu", "elu": "elu",
+                "softplus": "softplus"}
+_SOLVERS = ("adam", "sgd")
+_LEARNING_RATES = ("constant", "invscaling", "adaptive")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_real(value, name, *, low, high=np.inf, low_open=False, high_open=False):
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (above and below):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+
+
+def _check_int(value, name, *, low):
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+
+
+class _BaseMLP(BaseEstimator):
+    """The training loop shared by MLPClassifier and MLPRegressor (not public)."""
+
+    _output = "softmax"            # the MLP's output, set by the subclasses
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype=None):
+        # scikit-learn's rule: __init__ stores the parameters and does nothing else.
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ parameters
+    def _hidden_sizes(self) -> list:
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if _is_int(sizes) else sizes
+        try:
+            sizes = list(sizes)
+        except TypeError:
+            raise TypeError(
+                "hidden_layer_sizes must be an integer or a sequence of integers, got "
+                f"{type(self.hidden_layer_sizes).__name__} {self.hidden_layer_sizes!r}"
+            ) from None
+        for size in sizes:
+            if not _is_int(size) or size < 1:
+                raise ValueError("hidden_layer_sizes must hold positive integers, "
+                                 f"got {self.hidden_layer_sizes!r}")
+        return [int(size) for size in sizes]
+
+    def _first_dtype(self):
+        """The dtypes validate_data may return for a new model: `dtype`, or with
+        ``dtype=None`` float32 for float32 input and float64 for everything else (the first
+        entry of the list is the conversion target), as scikit-learn's MLP."""
+        return [np.float64, np.float32] if self.dtype is None else self._model_dtype()
+
+    def _model_dtype(self):
+        """The `dtype` parameter resolved (None stays None)."""
+        if self.dtype is None:
+            return None
+        try:
+            resolved = np.dtype(self.dtype)
+        except TypeError:
+            resolved = None
+        if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be None, float32 or float64, got {self.dtype!r}")
+        return resolved
+
+    def _check_params(self):
+        """Validate the hyper-parameters at fit time (never in __init__ or set_params)."""
+        self._hidden_sizes()
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, "
+                             f"got {self.activation!r}")
+        if self.solver not in _SOLVERS:
+            raise ValueError(f"solver must be one of {list(_SOLVERS)} (fusedmlp has no 'lbfgs'), "
+                             f"got {self.solver!r}")
+        if self.learning_rate not in _LEARNING_RATES:
+            raise ValueError(f"learning_rate must be one of {list(_LEARNING_RATES)}, "
+                             f"got {self.learning_rate!r}")
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            if not _is_int(self.batch_size):
+                raise TypeError(f"batch_size must be 'auto' or a positive integer, "
+                                f"got {self.batch_size!r}")
+            _check_int(self.batch_size, "batch_size", low=1)
+        _check_real(self.alpha, "alpha", low=0)
+        _check_real(self.learning_rate_init, "learning_rate_init", low=0, low_open=True)
+        _check_real(self.power_t, "power_t", low=0)
+        _check_int(self.max_iter, "max_iter", low=1)
+        _check_real(self.tol, "tol", low=0)
+        _check_real(self.momentum, "momentum", low=0, high=1, high_open=True)
+        _check_real(self.beta_1, "beta_1", low=0, high=1, high_open=True)
+        _check_real(self.beta_2, "beta_2", low=0, high=1, high_open=True)
+        _check_real(self.epsilon, "epsilon", low=0, low_open=True)
+        if self.early_stopping:
+            _check_real(self.validation_fraction, "validation_fraction", low=0, high=1,
+                        low_open=True, high_open=True)
+        else:
+            _check_real(self.validation_fraction, "validation_fraction", low=0, high=1,
+                        high_open=True)
+        if not (self.n_iter_no_change == np.inf or _is_int(self.n_iter_no_change)):
+            raise TypeError(f"n_iter_no_change must be a positive integer or numpy.inf, "
+                            f"got {self.n_iter_no_change!r}")
+        if self.n_iter_no_change < 1:
+            raise ValueError(f"n_iter_no_change must be >= 1, got {self.n_iter_no_change!r}")
+        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        self._model_dtype()
+
+    # ------------------------------------------------------------------ fitted attributes
+    @property
+    def coefs_(self) -> list:
+        """The weight matrices, ``coefs_[i]`` of shape ``(n_in, n_out)`` (views: writing into
+        them changes the model)."""
+        model = self._fitted_model("coefs_")
+        return [layer.W for layer in model.layers]
+
+    @property
+    def intercepts_(self) -> list:
+        """The bias vectors (views: writing into them changes the model)."""
+        model = self._fitted_model("intercepts_")
+        return [layer.b for layer in model.layers]
+
+    def _fitted_model(self, what):
+        model = self.__dict__.get("model_")
+        if model is None:
+            raise AttributeError(f"{type(self).__name__} has no {what} before fit")
+        return model
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+    # The optimiser holds a weak reference to its model and cannot be pickled: pickle its
+    # state instead and rebuild it on first use after unpickling.
+    def __getstate__(self):
+        state = dict(super().__getstate__())       # may be self.__dict__ itself: copy
+        optimizer = state.pop("_optimizer", None)
+        if optimizer is not None:
+            state["_optimizer_state"] = optimizer.state_dict()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        saved = state.pop("_optimizer_state", None)
+        super().__setstate__(state)
+        if saved is not None:
+            optimizer = self._new_optimizer()
+            optimizer._load_state(self.model_, saved)
+            self._optimizer = optimizer
+
+    # ------------------------------------------------------------------ training
+    def _gradient_scale(self) -> float:
+        """c such that scikit-learn's gradient = c * the gradient of fusedmlp's loss."""
+        return 1.0
+
+    def _new_optimizer(self):
+        scale = self._gradient_scale()
+        if self.solver == "sgd":
+            return SGD(lr=self.learning_rate_init * scale, momentum=self.momentum,
+                       nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
+        return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
+                    eps=self.epsilon / scale)
+
+    def _initialize(self, n_features, n_outputs, dtype, rng):
+        sizes = [n_features, *self._hidden_sizes(), n_outputs]
+        self.model_ = MLP(sizes, activation=_ACTIVATIONS[self.activation], output=self._output,
+                          dtype=dtype, seed=0)
+        self._draw_initial_weights(rng)
+        self.n_outputs_ = n_outputs
+        self.n_layers_ = len(sizes)
+        self.out_activation_ = self._output
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        self._best_parameters = None
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = np.inf
+
+    def _draw_initial_weights(self, rng):
+        """scikit-learn's initialisation, drawn in its order from the same RandomState:
+        with the same random_state both start from the same network.
+
+        Weights and biases are uniform in +-sqrt(6 / (fan_in + fan_out)) (Glorot; 2 instead
+        of 6 for the logistic activation). A two-class softmax gets scikit-learn's single
+        logistic unit as logits ``[0, z]``: column 0 starts at zero, column 1 holds z.
+        """
+        factor = 2.0 if self.activation in ("logistic", "sigmoid") else 6.0
+        layers = self.model_.layers
+        for i, layer in enumerate(layers):
+            fan_in, fan_out = layer.W.shape
+            binary_output = i == len(layers) - 1 and self._output == "softmax" and fan_out == 2
+            drawn_out = 1 if binary_output else fan_out
+            bound = np.sqrt(factor / (fan_in + drawn_out))
+            W = rng.uniform(-bound, bound, (fan_in, drawn_out))
+            b = rng.uniform(-bound, bound, drawn_out)
+            if binary_output:
+                W = np.hstack([np.zeros_like(W), W])
+                b = np.concatenate([np.zeros_like(b), b])
+            layer.W[...] = W
+            layer.b[...] = b
+
+    def _check_warm_model(self, n_outputs):
+        model = self.model_
+        expected = (model.layer_sizes[1:-1], model.activations, model.layer_sizes[-1])
+        wanted = (tuple(self._hidden_sizes()),
+                  [_ACTIVATIONS[self.activation]] * (len(model.layer_sizes) - 2), n_outputs)
+        dtype = self._model_dtype()
+        if expected != wanted or (dtype is not None and dtype != model.dtype):
+            raise ValueError(
+                "warm_start/partial_fit continue the fitted network, but hidden_layer_sizes, "
+                f"activation or dtype changed: fitted {model!r}, now hidden_layer_sizes="
+                f"{self.hidden_layer_sizes!r}, activation={self.activation!r}, "
+                f"dtype={self.dtype!r}; set "
+                "warm_start=False (or call fit) to start a new network"
+            )
+
+    def _check_sample_weight(self, sample_weight, n_samples, dtype):
+        if sample_weight is None:
+            return None
+        if _is_real(sample_weight):
+            sample_weight = np.full(n_samples, sample_weight, dtype=dtype)
+        weights = check_array(sample_weight, ensure_2d=False, dtype=dtype, order="C",
+                              input_name="sample_weight")
+        if weights.ndim != 1 or weights.shape[0] != n_samples:
+            raise ValueError(f"sample_weight must have shape ({n_samples},), got {weights.shape}")
+        if np.any(weights < 0):
+            raise ValueError("sample_weight must be non-negative, got negative values")
+        if not weights.sum(dtype=np.float64) > 0:
+            raise ValueError("sample_weight must contain at least one non-zero weight, "
+                             "got all zero weights")
+        return weights
+
+    def _fit(self, X, y, sample_weight=None, *, incremental=False, classes=None):
+        self._check_params()
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        fitted = "model_" in self.__dict__
+        first = not fitted or (not self.warm_start and not incremental)
+        X, y = self._validate_input(X, y, first=first, incremental=incremental, classes=classes)
+        dtype = X.dtype
+        sample_weight = self._check_sample_weight(sample_weight, X.shape[0], dtype)
+        n_outputs = self._n_outputs(y)
+        rng = check_random_state(self.random_state)
+        if first:
+            self._initialize(X.shape[1], n_outputs, dtype, rng)
+        else:
+            self._check_warm_model(n_outputs)
+        if not incremental or getattr(self, "_optimizer", None) is None:
+            self._optimizer = self._new_optimizer()
+        self._train(X, y, sample_weight, rng, incremental)
+        return self
+
+    def _split_validation(self, X, y, sample_weight, rng):
+        # As scikit-learn: stratified for two classes only (its multiclass targets are
+        # one-hot rows, which it does not stratify), so equal random_states give equal splits.
+        stratify = y if self._output == "softmax" and len(self.classes_) == 2 else None
+        arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
+        parts = train_test_split(*arrays, random_state=rng, test_size=self.validation_fraction,
+                                 stratify=stratify)
+        if parts[1].shape[0] < 2:
+            raise ValueError(
+                f"the validation set is too small ({parts[1].shape[0]} samples): increase "
+                f"validation_fraction (now {self.validation_fraction}) or pass more data"
+            )
+        X_train, X_val, y_train, y_val = parts[:4]
+        sw_train = sw_val = None
+        if sample_weight is not None:
+            sw_train, sw_val = parts[4:]
+        return X_train, y_train, sw_train, X_val, y_val, sw_val
+
+    def _train(self, X, y, sample_weight, rng, incremental):
+        """Epochs of mini-batch steps with scikit-learn's batching, loss and stopping rules."""
+        optimizer = self._optimizer
+        early_stopping = self.early_stopping
+        if early_stopping:
+            if self.validation_scores_ is None:       # warm start after a fit without it
+                self.validation_scores_, self.best_validation_score_ = [], -np.inf
+                self.best_loss_, self._best_parameters = None, None
+            X, y, sample_weight, X_val, y_val, sw_val = self._split_validation(
+                X, y, sample_weight, rng)
+        n_samples = X.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn(f"batch_size={self.batch_size} is larger than the {n_samples} "
+                              "training samples; using batches of all samples", UserWarning)
+            batch_size = min(self.batch_size, n_samples)
+        batches = _Batches(X, y, sample_weight, batch_size)
+        step = _Step(self, optimizer)
+        lr = self._current_lr()
+        order = np.arange(n_samples) if self.shuffle else None
+
+        self.n_iter_ = 0
+        try:
+            for _ in range(self.max_iter):
+                if order is not None:
+                    # scikit-learn's order: each epoch permutes the previous epoch's order
+                    # with RandomState.shuffle, so equal random_states give equal batches.
+                    permutation = np.arange(n_samples)
+                    rng.shuffle(permutation)
+                    order = order[permutation]
+                accumulated_loss = 0.0
+                for X_batch, y_batch, w_batch in batches.epoch(order):
+                    accumulated_loss += step(X_batch, y_batch, w_batch) * len(X_batch)
+
+                self.n_iter_ += 1
+                self.t_ += n_samples
+                self.loss_ = accumulated_loss / n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}", flush=True)
+                if early_stopping:
+                    self._track_validation(X_val, y_val, sw_val)
+                else:
+                    self._track_loss()
+                if self.solver == "sgd" and self.learning_rate == "invscaling":
+                    lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t
+                    self._set_sgd_lr(lr)
+                if self._no_improvement_count > self.n_iter_no_change:
+                    what = ("Validation score did not improve" if early_stopping
+                            else "Training loss did not improve")
+                    message = (f"{what} more than tol={self.tol} for "
+                               f"{self.n_iter_no_change} consecutive epochs.")
+                    if self.solver == "sgd" and self.learning_rate == "adaptive" and lr > 1e-6:
+                        lr /= 5.0
+                        self._set_sgd_lr(lr)
+                        self._no_improvement_count = 0
+                        if self.verbose:
+                            print(f"{message} Setting learning rate to {lr:f}", flush=True)
+                    else:
+                        if self.verbose:
+                            print(f"{message} Stopping.", flush=True)
+                        break
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached "
+                        "and the optimization hasn't converged yet.", ConvergenceWarning)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        except FloatingPointError as exc:
+            raise FloatingPointError(
+                f"training diverged in iteration {self.n_iter_ + 1}: {exc}; try a smaller "
+                f"learning_rate_init (now {self.learning_rate_init}) or scaled inputs"
+            ) from None
+        if early_stopping and self._best_parameters is not None:
+            self.model_.set_params_vector(self._best_parameters)
+
+    def _set_sgd_lr(self, lr):
+        """Change SGD's learning rate keeping scikit-learn's momentum semantics.
+
+        scikit-learn keeps the velocity ``v = momentum * v - lr * grad``, fusedmlp (PyTorch)
+        ``u = momentum * u + grad`` and steps by ``-lr * u``: the same while lr is constant.
+        When lr changes, rescaling u by ``lr_old / lr_new`` keeps ``-lr * u`` equal to v.
+        """
+        optimizer = self._optimizer
+        new_lr = lr * self._gradient_scale()
+        velocity = optimizer._buffers(self.model_)[1]
+        if velocity is not None and optimizer.lr != new_lr:
+            velocity *= optimizer.lr / new_lr
+        optimizer.lr = new_lr
+
+    def _current_lr(self):
+        scale = self._gradient_scale()
+        return self._optimizer.lr / scale if self.solver == "sgd" else self._optimizer.lr
+
+    def _track_loss(self):
+        last = self.loss_curve_[-1]
+        if last > self.best_loss_ - self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if last < self.best_loss_:
+            self.best_loss_ = last
+
+    def _track_validation(self, X_val, y_val, sw_val):
+        score = self._validation_score(X_val, y_val, sw_val)
+        self.validation_scores_.append(score)
+        if self.verbose:
+            print(f"Validation score: {score:f}", flush=True)
+        if score < self.best_validation_score_ + self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if score > self.best_validation_score_ or self._best_parameters is None:
+            self.best_validation_score_ = score
+            self._best_parameters = self.model_.get_params_vector()
+
+    def _validate_X(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
+
+
+
+class _Batches:
+    """Mini-batches of (X, y, sample_weight) in a given order, gathered into reused buffers
+    (contiguous slices when there is no order)."""
+
+    def __init__(self, X, y, sample_weight, batch_size):
+        self.X, self.y, self.sample_weight, self.batch_size = X, y, sample_weight, batch_size
+        self.X_buffer = np.empty((batch_size, X.shape[1]), X.dtype)
+        self.y_buffer = np.empty((batch_size,) + y.shape[1:], y.dtype)
+        self.w_buffer = (None if sample_weight is None
+                         else np.empty(batch_size, sample_weight.dtype))
+
+    def epoch(self, order):
+        X, y, weights = self.X, self.y, self.sample_weight
+        for start in range(0, len(X), self.batch_size):
+            stop = min(start + self.batch_size, len(X))
+            if order is None:
+                yield (X[start:stop], y[start:stop],
+                       None if weights is None else weights[start:stop])
+                continue
+            index, rows = order[start:stop], stop - start
+            yield (np.take(X, index, axis=0, out=self.X_buffer[:rows]),
+                   np.take(y, index, axis=0, out=self.y_buffer[:rows]),
+                   None if weights is None else np.take(weights, index,
+                                                        out=self.w_buffer[:rows]))
+
+
+class _Step:
+    """One scikit-learn mini-batch step on the compiled model; returns the batch's loss as
+    scikit-learn reports it (data loss plus the L2 term, before the update)."""
+
+    def __init__(self, estimator, optimizer):
+        self.model, self.optimizer = estimator.model_, optimizer
+        self.scale = estimator._gradient_scale()
+        self.loss_factor = estimator._reported_loss_factor()
+        self.alpha = float(estimator.alpha)
+        self.adam = estimator.solver == "adam"
+        self.beta_2, self.epsilon = float(estimator.beta_2), float(estimator.epsilon)
+        self.weights = [layer.W.reshape(-1) for layer in self.model.layers]     # views
+        self.squares = [np.empty_like(w) for w in self.weights]
+
+    def __call__(self, X_batch, y_batch, w_batch):
+        optimizer = self.optimizer
+        total_weight = (len(X_batch) if w_batch is None
+                        else float(w_batch.sum(dtype=np.float64)))
+        if not total_weight > 0:
+            return 0.0                   # an all-zero-weight batch has no gradient
+        penalty = 0.0
+        if self.alpha > 0:
+            # 0.5 * alpha * ||W||^2 / sum(s), from the weights before the step. Squares and
+            # a sum rather than a dot product: NumPy's BLAS pool stays idle while SciPy's
+            # runs the step (DESIGN.md section 4).
+            for w, square in zip(self.weights, self.squares):
+                penalty += float(np.multiply(w, w, out=square).sum())
+            penalty *= 0.5 * self.alpha / total_weight
+        # scikit-learn's L2 term, alpha / sum(s) per batch, as weight decay on the weights
+        optimizer.weight_decay = self.alpha / (self.scale * total_weight)
+        if self.adam:
+            # scikit-learn's Adam adds epsilon to sqrt(v) before the bias correction
+            # sqrt(1 - beta_2**t), PyTorch's formula (fusedmlp's) after it: the same step
+            # with epsilon_t = epsilon / sqrt(1 - beta_2**t).
+            t = optimizer.steps + 1
+            optimizer.hyper[_EPS] = self.epsilon / (self.scale * np.sqrt(1.0 - self.beta_2 ** t))
+        loss = self.model.train_step(X_batch, y_batch, optimizer, sample_weight=w_batch)
+        return self.loss_factor * loss + penalty
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """A multilayer perceptron classifier with scikit-learn's API, trained by fusedmlp.
+
+    Drop-in for ``sklearn.neural_network.MLPClassifier`` with ``solver="adam"`` or
+    ``"sgd"``: the same parameter names and fitted attributes, softmax cross-entropy with an
+    L2 penalty ``alpha``, one compiled call per mini-batch.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default=(100,)
+        Widths of the hidden layers (``()`` for none).
+    activation : {"relu", "logistic", "tanh", "identity"}, default="relu"
+        The hidden layers' activation (fusedmlp's ``"leaky_relu"``, ``"elu"`` and
+        ``"softplus"`` are accepted too).
+    solver : {"adam", "sgd"}, default="adam"
+    alpha : float, default=1e-4
+        L2 penalty on the weights (not the biases), scikit-learn's definition: each batch adds
+        ``alpha / (2 * sum(sample_weight))`` times the sum of squared weights to the loss.
+    batch_size : int or "auto", default="auto"
+        ``"auto"`` is ``min(200, n_samples)``.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Schedule for ``solver="sgd"`` (scikit-learn's: ``invscaling`` sets
+        ``learning_rate_init / (t + 1) ** power_t`` after each epoch, ``t`` the samples seen;
+        ``adaptive`` divides by 5 instead of stopping when the loss stalls).
+    learning_rate_init : float, default=1e-3
+    power_t : float, default=0.5
+    max_iter : int, default=200
+        Maximum number of epochs.
+    shuffle : bool, default=True
+        Shuffle the samples every epoch.
+    random_state : int, RandomState or None, default=None
+        Seeds the initial weights, the shuffling and the validation split.
+    tol : float, default=1e-4
+    verbose : bool, default=False
+        Print the loss after every epoch.
+    warm_start : bool, default=False
+        ``fit`` continues from the fitted weights (with a fresh optimiser, as scikit-learn).
+    momentum : float in [0, 1), default=0.9
+        SGD momentum.
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified for two classes,
+        as scikit-learn), stop when its accuracy has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs and keep the best weights.
+    validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's parameters.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of ``tol`` before stopping.
+    dtype : None, float32 or float64, default=None
+        What the network computes in. ``None`` follows the training data as scikit-learn's
+        MLP does (float32 stays float32, everything else becomes float64). ``np.float32``
+        is typically 1.5-2x faster and plenty for most classification.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    model_ : fusedmlp.MLP
+        The trained network (``model_.save(path)`` writes it).
+    coefs_, intercepts_ : list of ndarray
+        Views of the layers' ``W`` (shape ``(n_in, n_out)``) and ``b``, in the model's dtype.
+        The last layer has ``n_classes`` columns, also for two classes.
+    loss_, loss_curve_, best_loss_ : float, list of float, float or None
+        Training loss (cross-entropy plus the L2 term) per epoch, as scikit-learn defines it;
+        ``best_loss_`` is None with ``early_stopping``.
+    validation_scores_, best_validation_score_ : list of float or None, float or None
+        Validation accuracy per epoch (with ``early_stopping``).
+    n_iter_ : int
+        Epochs run by the last call of ``fit`` (1 for ``partial_fit``).
+    t_ : int
+        Training samples seen so far.
+    n_features_in_, feature_names_in_ : int, ndarray
+    n_outputs_, n_layers_, out_activation_ : int, int, str
+        ``n_outputs_`` is ``n_classes`` and ``out_activation_`` is ``"softmax"``, also for
+        two classes.
+
+    Notes
+    -----
+    With the same ``random_state`` a multiclass fit reproduces scikit-learn's (the same
+    initial weights, batches, updates and stopping). Differences: binary problems use a
+    two-way softmax instead of one logistic unit (the same probabilities in meaning: a
+    logistic unit with logit ``z`` is the softmax of ``[0, z]``, which is also how the
+    network starts), so their training path differs; multilabel targets, sparse input and
+    ``solver="lbfgs"`` are not supported. See the module docstring for how ``alpha`` maps
+    onto fusedmlp's weight decay.
+
+    BLAS threads: for small networks pin them with
+    ``threadpoolctl.threadpool_limits(1)`` (see ``fusedmlp``'s docstring).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.model_selection import train_test_split
+    >>> from fusedmlp.sklearn import MLPClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X_train, X_test, y_train, y_test = train_test_split(X / 16, y, random_state=0)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(64,), learning_rate_init=0.01, random_state=0)
+    >>> clf = clf.fit(X_train, y_train)          # stops after 95 epochs (tol)
+    >>> bool(clf.score(X_test, y_test) > 0.95)
+    True
+    """
+
+    _output = "softmax"
+
+    def fit(self, X, y, sample_weight=None):
+        """Train on (X, y) for up to ``max_iter`` epochs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Class labels of any type ``numpy.unique`` sorts (integers, strings, ...).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights: each batch's loss is the weighted mean.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight)
+
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y), continuing from the current weights and optimiser state.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As in :meth:`fit`.
+        classes : array-like of shape (n_classes,), optional
+            All the classes; required on the first call, since later batches may lack some.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def _validate_input(self, X, y, *, first, incremental, classes):
+        dtype = self._first_dtype() if first else self.model_.dtype
+        X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C")
+        check_classification_targets(y)
+        if incremental and "classes_" not in self.__dict__ and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit "
+                             "(all the class labels, since a batch may lack some)")
+        if first:
+            if incremental:
+                self.classes_ = unique_labels(np.asarray(classes))
+            else:
+                self.classes_ = unique_labels(y)
+        elif incremental and classes is not None and not np.array_equal(
+                unique_labels(np.asarray(classes)), self.classes_):
+            raise ValueError(f"classes={classes!r} differs from the classes of the first "
+                             f"partial_fit call, {self.classes_!r}")
+        elif self.warm_start and not incremental:
+            present = unique_labels(y)
+            if not np.array_equal(present, self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where y has the same classes as in the "
+                    f"previous call to fit. Previously got {self.classes_}, y has {present}"
+                )
+        encoded = np.searchsorted(self.classes_, y)
+        known = encoded < len(self.classes_)
+        known[known] = self.classes_[encoded[known]] == y[known]
+        if not np.all(known):
+            unknown = unique_labels(y[~known])
+            raise ValueError(f"y has classes not in classes_ {self.classes_}: {unknown}")
+        return X, encoded.astype(np.int64, copy=False)
+
+    def _n_outputs(self, y):
+        return len(self.classes_)
+
+    def _reported_loss_factor(self):
+        return 1.0
+
+    def _validation_score(self, X, y, sample_weight):
+        return accuracy_score(y, self.model_.predict(X), sample_weight=sample_weight)
+
+    def predict(self, X):
+        """The most probable class of each row of X (from ``classes_``)."""
+        X = self._validate_X(X)
+        return self.classes_[self.model_.predict(X)]
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
+        X = self._validate_X(X)
+        return self.model_.predict_proba(X)
+
+    def predict_log_proba(self, X):
+        """Log-probabilities, computed as a log-softmax (finite where ``predict_proba``
+        underflows to 0)."""
+        X = self._validate_X(X)
+        return self.model_.predict_log_proba(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = False
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """A multilayer perceptron regressor with scikit-learn's API, trained by fusedmlp.
+
+    Drop-in for ``sklearn.neural_network.MLPRegressor`` (``loss="squared_error"``) with
+    ``solver="adam"`` or ``"sgd"``. The parameters are those of :class:`MLPClassifier`;
+    ``early_stopping`` monitors the validation R^2.
+
+    Parameters
+    ----------
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
+learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, \
+momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon, \
+n_iter_no_change, dtype
+        As in :class:`MLPClassifier`.
+
+    Attributes
+    ----------
+    model_ : fusedmlp.MLP
+    coefs_, intercepts_ : list of ndarray
+        Views of the layers' ``W`` and ``b``.
+    loss_, loss_curve_, best_loss_
+        Half the mean squared error plus the L2 term, as scikit-learn reports it.
+    validation_scores_, best_validation_score_
+        Validation R^2 per epoch (with ``early_stopping``).
+    n_iter_, t_, n_features_in_, feature_names_in_, n_outputs_, n_layers_, out_activation_
+
+    Notes
+    -----
+    As in scikit-learn, the training gradient is that of half the squared error summed over
+    the outputs, averaged over the samples, plus ``alpha / (2 * n_batch) * ||W||^2``; the
+    reported ``loss_`` averages the squared error over the outputs too. Predictions have shape
+    ``(n_samples,)`` when there is one output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fusedmlp.sklearn import MLPRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(-1, 1, size=(500, 3)); y = X[:, 0] ** 2 + np.sin(3 * X[:, 1])
+    >>> reg = MLPRegressor(hidden_layer_sizes=(32,), learning_rate_init=0.01,
+    ...                    random_state=0).fit(X, y)
+    >>> bool(reg.score(X, y) > 0.9)
+    True
+    """
+
+    _output = "identity"
+
+    def fit(self, X, y, sample_weight=None):
+        """Train on (X, y) for up to ``max_iter`` epochs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing from the current weights and optimiser state."""
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _validate_input(self, X, y, *, first, incremental, classes):
+        dtype = self._first_dtype() if first else self.model_.dtype
+        X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
+                             multi_output=True, y_numeric=True)
+        y = np.ascontiguousarray(y, dtype=X.dtype)
+        if y.ndim == 1:
+            y = y[:, None]
+        return X, y
+
+    def _n_outputs(self, y):
+        return y.shape[1]
+
+    def _gradient_scale(self):
+        # scikit-learn: d/dpred = (pred - y) / n; fusedmlp's MSE: 2 (pred - y) / (n k).
+        return self.n_outputs_ / 2.0 if "n_outputs_" in self.__dict__ else 0.5
+
+    def _reported_loss_factor(self):
+        return 0.5                 # scikit-learn reports half the mean squared error
+
+    def _validation_score(self, X, y, sample_weight):
+        return r2_score(y, self.model_.predict(X), sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Predictions, shape (n_samples,) for one output, else (n_samples, n_outputs)."""
+        X = self._validate_X(X)
+        return self.model_.predict(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

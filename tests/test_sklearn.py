@@ -1,0 +1,491 @@
+"""fusedmlp.sklearn: scikit-learn's own estimator checks, parity with scikit-learn's MLP
+(prediction with copied weights, and whole training runs from the same random_state), and
+the estimator features one by one.
+
+The references are independent of fusedmlp: scikit-learn's ``MLPClassifier``/``MLPRegressor``
+and a float64 NumPy forward pass written here.
+"""
+
+import pickle
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn import neural_network                                    # noqa: E402
+from sklearn.base import clone                                        # noqa: E402
+from sklearn.datasets import load_digits                              # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError     # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks    # noqa: E402
+
+from fusedmlp.sklearn import MLPClassifier, MLPRegressor              # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+FLOAT32_REASON = (
+    "dtype=float32 asks for float32 arithmetic: {what}. With the default dtype=None "
+    "(float64 for float64 input, as scikit-learn's MLP) the check passes."
+)
+
+
+def _expected_failures(estimator):
+    if estimator.dtype is None:
+        return {}
+    failures = {
+        "check_sample_weight_equivalence_on_dense_data": FLOAT32_REASON.format(
+            what="weighted and repeated fits agree to float32 rounding (about 3e-7 relative), "
+                 "which the check's float64 tolerance rtol=1e-7 does not allow"),
+    }
+    if isinstance(estimator, MLPRegressor):
+        failures["check_regressor_multioutput"] = FLOAT32_REASON.format(
+            what="predictions are float32, and the check demands float64 predictions")
+    return failures
+
+
+ESTIMATORS = [
+    MLPClassifier(),
+    MLPRegressor(),
+    MLPClassifier(solver="sgd", learning_rate="adaptive", momentum=0.5,
+                  nesterovs_momentum=False, hidden_layer_sizes=(30, 20), activation="tanh"),
+    MLPRegressor(solver="sgd", activation="logistic", learning_rate_init=0.01),
+    MLPClassifier(dtype=np.float32),
+    MLPRegressor(dtype=np.float32),
+]
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# --------------------------------------------------------------------------- data
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
+def _regression_data(n=150, n_outputs=1, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, size=(n, 5))
+    Y = np.column_stack([np.sin(2 * X[:, 0]) + X[:, 1] ** 2, X[:, 2] * X[:, 3]])[:, :n_outputs]
+    return X, (Y[:, 0] if n_outputs == 1 else Y)
+
+
+def _forward_float64(coefs, intercepts, X, activation):
+    """The network's output scores in float64 NumPy (written here, not fusedmlp's)."""
+    hidden = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh, "identity": lambda z: z,
+              "logistic": lambda z: 1 / (1 + np.exp(-z))}[activation]
+    h = np.asarray(X, np.float64)
+    for i, (W, b) in enumerate(zip(coefs, intercepts)):
+        h = h @ np.asarray(W, np.float64) + np.asarray(b, np.float64)
+        if i < len(coefs) - 1:
+            h = hidden(h)
+    return h
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic"])
+@pytest.mark.parametrize("n_classes", [2, 3, 10])
+def test_copied_weights_give_scikit_learns_probabilities(digits, activation, n_classes):
+    X, y = digits
+    y = y % n_classes
+    theirs = neural_network.MLPClassifier(hidden_layer_sizes=(32, 16), activation=activation,
+                                          max_iter=30, random_state=0).fit(X, y)
+    ours = MLPClassifier(hidden_layer_sizes=(32, 16), activation=activation, max_iter=1,
+                         random_state=1).fit(X, y)
+    for i, (W, b) in enumerate(zip(theirs.coefs_, theirs.intercepts_)):
+        if i == len(theirs.coefs_) - 1 and n_classes == 2:
+            # scikit-learn's one logistic unit z is the two-way softmax of [0, z]
+            W = np.hstack([np.zeros_like(W), W])
+            b = np.concatenate([np.zeros_like(b), b])
+        ours.coefs_[i][...] = W
+        ours.intercepts_[i][...] = b
+    proba = ours.predict_proba(X)
+    assert proba.dtype == np.float64
+    np.testing.assert_allclose(proba, theirs.predict_proba(X), rtol=0, atol=1e-6)
+    scores = _forward_float64(theirs.coefs_, theirs.intercepts_, X, activation)
+    if n_classes == 2:
+        scores = np.column_stack([np.zeros(len(X)), scores[:, 0]])
+    np.testing.assert_allclose(proba, _softmax(scores), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours.predict_log_proba(X), np.log(_softmax(scores)),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+def test_copied_weights_give_scikit_learns_regression():
+    X, Y = _regression_data(n_outputs=2)
+    theirs = neural_network.MLPRegressor(hidden_layer_sizes=(16,), max_iter=50,
+                                         random_state=0).fit(X, Y)
+    ours = MLPRegressor(hidden_layer_sizes=(16,), max_iter=1).fit(X, Y)
+    for mine, their in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        mine[...] = their
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=0, atol=1e-12)
+
+
+TRAINING_CASES = {
+    "adam-multiclass": (MLPClassifier, dict(hidden_layer_sizes=(20,), alpha=0.01,
+                                            batch_size=64, learning_rate_init=0.01)),
+    "sgd-nesterov-multiclass": (MLPClassifier, dict(hidden_layer_sizes=(20, 10),
+                                                    solver="sgd", learning_rate_init=0.05)),
+    "sgd-invscaling": (MLPClassifier, dict(hidden_layer_sizes=(20,), solver="sgd",
+                                           learning_rate="invscaling",
+                                           learning_rate_init=0.5, momentum=0.8)),
+    "sgd-adaptive": (MLPClassifier, dict(hidden_layer_sizes=(20,), solver="sgd",
+                                         learning_rate="adaptive", n_iter_no_change=2,
+                                         tol=0.05, learning_rate_init=0.05)),
+    "early-stopping": (MLPClassifier, dict(hidden_layer_sizes=(20,), early_stopping=True,
+                                           n_iter_no_change=3)),
+    "no-hidden-layer": (MLPClassifier, dict(hidden_layer_sizes=(), activation="tanh")),
+    "adam-regression": (MLPRegressor, dict(hidden_layer_sizes=(20,), alpha=0.01,
+                                           batch_size=32, learning_rate_init=0.01)),
+    "sgd-regression-2-outputs": (MLPRegressor, dict(hidden_layer_sizes=(20,),
+                                                    solver="sgd", batch_size=32,
+                                                    learning_rate_init=0.01)),
+    "sample-weight-regression": (MLPRegressor, dict(hidden_layer_sizes=(12,),
+                                                    activation="logistic", batch_size=40)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAINING_CASES))
+def test_training_from_the_same_random_state_matches_scikit_learn(digits, case):
+    """Same random_state -> same initial weights, batches, penalty, updates and stopping:
+    the loss curve, the number of epochs and the weights agree with scikit-learn's."""
+    cls, params = TRAINING_CASES[case]
+    params = dict(params, random_state=3, max_iter=15)
+    sample_weight = None
+    if cls is MLPClassifier:
+        X, y = digits[0][:600], digits[1][:600]
+        theirs_cls = neural_network.MLPClassifier
+    else:
+        X, y = _regression_data(n_outputs=2 if "2-outputs" in case else 1)
+        theirs_cls = neural_network.MLPRegressor
+    if "sample-weight" in case:
+        sample_weight = np.random.default_rng(0).integers(0, 4, len(X)).astype(float)
+    ours = cls(**params).fit(X, y, sample_weight=sample_weight)
+    theirs = theirs_cls(**params).fit(X, y, sample_weight=sample_weight)
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+    if params.get("early_stopping"):
+        np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_)
+        assert ours.best_loss_ is None and theirs.best_loss_ is None
+    else:
+        assert ours.best_loss_ == pytest.approx(theirs.best_loss_, rel=1e-9)
+    for mine, their in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(mine, their, rtol=1e-6, atol=1e-8)
+
+
+def test_binary_starts_from_scikit_learns_network(digits):
+    """Two classes: the initial softmax logits are [0, z] with z scikit-learn's initial
+    logistic unit, so the first epoch's loss is the same; training then differs (two
+    output columns instead of one), but reaches the same quality."""
+    X, y = digits[0], digits[1] % 2
+    ours = MLPClassifier(hidden_layer_sizes=(20,), max_iter=1, random_state=0, shuffle=False,
+                         learning_rate_init=1e-12, alpha=0.0).fit(X, y)
+    theirs = neural_network.MLPClassifier(hidden_layer_sizes=(20,), max_iter=1, random_state=0,
+                                          shuffle=False, learning_rate_init=1e-12,
+                                          alpha=0.0).fit(X, y)
+    assert ours.loss_curve_[0] == pytest.approx(theirs.loss_curve_[0], rel=1e-9)
+    assert ours.coefs_[-1].shape == (20, 2) and theirs.coefs_[-1].shape == (20, 1)
+    ours = MLPClassifier(max_iter=50, random_state=0).fit(X, y)
+    theirs = neural_network.MLPClassifier(max_iter=50, random_state=0).fit(X, y)
+    assert ours.score(X, y) > 0.97 and theirs.score(X, y) > 0.97
+
+
+def test_faster_than_scikit_learn(digits):
+    """Same data, same settings, same random_state (hence the same epochs and weights);
+    prints the timings. No assertion on time (the machine is shared)."""
+    X, y = digits
+    params = dict(hidden_layer_sizes=(64,), max_iter=30, random_state=0, batch_size=64)
+    timings = {}
+    for name, cls in [("fusedmlp", MLPClassifier), ("scikit-learn", neural_network.MLPClassifier)]:
+        best = np.inf
+        for _ in range(2):
+            start = time.perf_counter()
+            model = cls(**params).fit(X, y)
+            best = min(best, time.perf_counter() - start)
+        timings[name] = (best, model.loss_curve_[-1])
+    print(f"\ndigits, 64 hidden, 30 epochs, batch 64: fusedmlp {timings['fusedmlp'][0]:.3f} s, "
+          f"scikit-learn {timings['scikit-learn'][0]:.3f} s, speed-up "
+          f"{timings['scikit-learn'][0] / timings['fusedmlp'][0]:.1f}x")
+    assert timings["fusedmlp"][1] == pytest.approx(timings["scikit-learn"][1], rel=1e-8)
+
+
+# --------------------------------------------------------------------------- features
+def test_string_and_non_contiguous_labels(digits):
+    """Labels are encoded by their sorted order: names and sparse integers that sort like
+    the digits train the very same network as the digits themselves."""
+    X, y = digits
+    X, y = X[::2], y[::2]                                # strided X and y
+    params = dict(hidden_layer_sizes=(16,), max_iter=10, random_state=0)
+    plain = MLPClassifier(**params).fit(X, y)
+    names = np.array([f"digit-{d}" for d in range(10)], dtype=object)
+    by_name = MLPClassifier(**params).fit(X, names[y])
+    sparse = 10 * y + 3
+    by_number = MLPClassifier(**params).fit(np.asfortranarray(X), sparse)
+    np.testing.assert_array_equal(by_name.classes_, names)
+    np.testing.assert_array_equal(by_number.classes_, 10 * np.arange(10) + 3)
+    for model in (by_name, by_number):
+        np.testing.assert_array_equal(model.predict_proba(X), plain.predict_proba(X))
+    np.testing.assert_array_equal(by_name.predict(X), names[plain.predict(X)])
+    np.testing.assert_array_equal(by_number.predict(X), 10 * plain.predict(X) + 3)
+    assert by_name.score(X, names[y]) == plain.score(X, y)
+
+
+def test_multilabel_targets_are_refused(digits):
+    X, y = digits
+    Y = np.column_stack([y % 2, y % 3 == 0])
+    with pytest.raises(ValueError, match="1d array"):
+        MLPClassifier(max_iter=2).fit(X, Y)
+
+
+def test_partial_fit_needs_classes_first_and_continues(digits):
+    X, y = digits
+    clf = MLPClassifier(hidden_layer_sizes=(32,), random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X[:100], y[:100])
+    subset = y < 5
+    clf.partial_fit(X[subset][:50], y[subset][:50], classes=np.arange(10))
+    assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 1
+    np.testing.assert_array_equal(clf.classes_, np.arange(10))
+    assert clf.predict_proba(X[:3]).shape == (3, 10)
+    for _ in range(20):
+        clf.partial_fit(X, y)
+    assert len(clf.loss_curve_) == 21 and clf.t_ == 50 + 20 * len(X)
+    assert clf.score(X, y) > 0.9
+    with pytest.raises(ValueError, match="not in classes_"):
+        clf.partial_fit(X[:5], np.array([0, 1, 2, 3, 11]))
+    with pytest.raises(ValueError, match="differs"):
+        clf.partial_fit(X[:5], y[:5], classes=np.arange(11))
+    with pytest.raises(ValueError, match="early_stopping"):
+        MLPClassifier(early_stopping=True).partial_fit(X, y, classes=np.arange(10))
+
+
+def test_partial_fit_matches_scikit_learn(digits):
+    X, y = digits
+    ours = MLPClassifier(hidden_layer_sizes=(16,), random_state=0)
+    theirs = neural_network.MLPClassifier(hidden_layer_sizes=(16,), random_state=0)
+    for start in range(0, 600, 200):
+        ours.partial_fit(X[start:start + 200], y[start:start + 200], classes=np.arange(10))
+        theirs.partial_fit(X[start:start + 200], y[start:start + 200], classes=np.arange(10))
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-9)
+
+
+def test_pickle_keeps_the_optimiser_state(digits):
+    X, y = digits
+    clf = MLPClassifier(hidden_layer_sizes=(16,), random_state=0)
+    clf.partial_fit(X, y, classes=np.arange(10))
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    clf.partial_fit(X, y)
+    restored.partial_fit(X, y)       # Adam's moments and step count came along
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    assert restored.loss_curve_ == clf.loss_curve_
+
+
+def test_warm_start(digits):
+    X, y = digits
+    clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0, warm_start=True)
+    clf.fit(X, y)
+    first = clf.loss_curve_[-1]
+    clf.fit(X, y)
+    assert len(clf.loss_curve_) == 10 and clf.n_iter_ == 5
+    assert clf.loss_curve_[-1] < first
+    with pytest.raises(ValueError, match="same classes"):
+        clf.fit(X[y < 5], y[y < 5])
+    clf.set_params(hidden_layer_sizes=(8,))
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        clf.fit(X, y)
+    clf.set_params(warm_start=False)
+    clf.fit(X, y)                                   # starts anew with the new shape
+    assert clf.coefs_[0].shape == (64, 8) and len(clf.loss_curve_) == 5
+
+
+def test_convergence_warning_at_max_iter(digits):
+    X, y = digits
+    with pytest.warns(ConvergenceWarning, match="maximum iterations \\(3\\)"):
+        MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=500, tol=0.5,
+                            random_state=0).fit(X, y)
+    # scikit-learn's rule: the first epoch sets best_loss_, then n_iter_no_change + 1 epochs
+    # without an improvement of tol stop training (and no warning)
+    assert clf.n_iter_ == clf.n_iter_no_change + 2
+
+
+def test_early_stopping_keeps_the_best_weights(digits):
+    X, y = digits
+    clf = MLPClassifier(hidden_layer_sizes=(16,), early_stopping=True, validation_fraction=0.2,
+                        n_iter_no_change=2, max_iter=60, random_state=0).fit(X, y)
+    assert len(clf.validation_scores_) == clf.n_iter_ < 60
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.best_loss_ is None
+    with pytest.raises(ValueError, match="validation set is too small"):
+        MLPRegressor(early_stopping=True, validation_fraction=0.1).fit(X[:10], y[:10])
+
+
+def test_sample_weight(digits):
+    X, y = digits
+    X, y = X[:150], y[:150]
+    weights = np.random.default_rng(1).integers(0, 3, len(X))
+    # batch_size='auto' is the whole set for both, so weights == repetitions
+    weighted = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0)
+    weighted.fit(X, y, sample_weight=weights)
+    repeated = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0)
+    repeated.fit(np.repeat(X, weights, axis=0), np.repeat(y, weights))
+    np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), atol=1e-10)
+    with pytest.raises(ValueError, match="non-negative"):
+        weighted.fit(X, y, sample_weight=-np.ones(len(X)))
+    with pytest.raises(ValueError, match="shape"):
+        weighted.fit(X, y, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="zero"):
+        weighted.fit(X, y, sample_weight=np.zeros(len(X)))
+    score = weighted.score(X, y, sample_weight=weights)
+    assert score == pytest.approx(np.average(weighted.predict(X) == y, weights=weights))
+
+
+def test_coefs_are_views_of_the_network(digits):
+    X, y = digits
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0).fit(X, y)
+    assert [c.shape for c in clf.coefs_] == [(64, 8), (8, 10)]
+    assert [b.shape for b in clf.intercepts_] == [(8,), (10,)]
+    clf.coefs_[-1][...] = 0
+    clf.intercepts_[-1][...] = np.arange(10)
+    np.testing.assert_array_equal(clf.predict(X), np.full(len(X), 9))
+    np.testing.assert_allclose(clf.predict_proba(X[:1])[0], _softmax(np.arange(10.0)[None])[0])
+    with pytest.raises(AttributeError):
+        MLPClassifier().coefs_
+    with pytest.raises(NotFittedError):
+        MLPClassifier().predict(X)
+
+
+@pytest.mark.parametrize("given, expected", [(None, np.float64), (np.float32, np.float32),
+                                             ("float64", np.float64)])
+def test_dtype(digits, given, expected):
+    X, y = digits
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, dtype=given).fit(X, y)
+    assert clf.model_.dtype == expected
+    assert clf.predict_proba(X).dtype == expected
+    assert clf.coefs_[0].dtype == expected
+    # dtype=None keeps float32 input in float32, as scikit-learn's MLP
+    follows = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, dtype=given)
+    follows.fit(X.astype(np.float32), y)
+    assert follows.model_.dtype == (np.float32 if given is None else expected)
+
+
+def test_float32_learns_as_well(digits):
+    X, y = digits
+    scores = {}
+    for dtype in (np.float32, np.float64):
+        clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=30, learning_rate_init=0.01,
+                            random_state=0, dtype=dtype).fit(X[:1200], y[:1200])
+        scores[dtype] = clf.score(X[1200:], y[1200:])
+    assert scores[np.float32] > 0.9 and scores[np.float64] > 0.9
+    assert abs(scores[np.float32] - scores[np.float64]) < 0.02
+
+
+@pytest.mark.parametrize("params, error, match", [
+    (dict(solver="lbfgs"), ValueError, "solver"),
+    (dict(activation="softmax"), ValueError, "activation"),
+    (dict(hidden_layer_sizes=(10, 0)), ValueError, "hidden_layer_sizes"),
+    (dict(hidden_layer_sizes="ten"), ValueError, "hidden_layer_sizes"),
+    (dict(alpha=-1.0), ValueError, "alpha"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(batch_size="big"), TypeError, "batch_size"),
+    (dict(learning_rate_init=0.0), ValueError, "learning_rate_init"),
+    (dict(max_iter=0), ValueError, "max_iter"),
+    (dict(momentum=1.0), ValueError, "momentum"),
+    (dict(beta_2=1.0), ValueError, "beta_2"),
+    (dict(epsilon=0.0), ValueError, "epsilon"),
+    (dict(early_stopping=True, validation_fraction=0.0), ValueError, "validation_fraction"),
+    (dict(n_iter_no_change=0), ValueError, "n_iter_no_change"),
+    (dict(dtype=np.float16), ValueError, "dtype"),
+    (dict(learning_rate="cosine"), ValueError, "learning_rate"),
+    (dict(shuffle="yes"), TypeError, "shuffle"),
+])
+def test_bad_parameters_are_refused_at_fit(params, error, match):
+    X, y = np.random.default_rng(0).normal(size=(20, 3)), np.arange(20) % 2
+    clf = MLPClassifier(**params)                        # __init__ never validates
+    with pytest.raises(error, match=match):
+        clf.fit(X, y)
+
+
+def test_regressor_outputs_and_loss(digits):
+    X, Y = _regression_data(n_outputs=2)
+    reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=300, learning_rate_init=0.01,
+                       random_state=0).fit(X, Y)
+    assert reg.predict(X).shape == (len(X), 2) and reg.score(X, Y) > 0.8
+    # loss_ is half the mean squared error plus the L2 term, computed in float64 here
+    # from the weights before each step -- so compare on a fresh run of one full batch.
+    one = MLPRegressor(hidden_layer_sizes=(8,), max_iter=1, learning_rate_init=1e-12,
+                       alpha=0.5, random_state=0).fit(X, Y)
+    pred = _forward_float64(one.coefs_, one.intercepts_, X, "relu")
+    penalty = 0.5 * 0.5 * sum((W.astype(float) ** 2).sum() for W in one.coefs_) / len(X)
+    assert one.loss_ == pytest.approx(0.5 * np.mean((pred - Y) ** 2) + penalty, rel=1e-8)
+    y1 = Y[:, 0]
+    single = MLPRegressor(hidden_layer_sizes=(8,), max_iter=5).fit(X, y1[:, None])
+    assert single.predict(X).shape == (len(X),)
+
+
+def test_verbose_prints_each_iteration(digits, capsys):
+    X, y = digits
+    MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, verbose=True).fit(X, y)
+    out = capsys.readouterr().out
+    assert "Iteration 1, loss = " in out and "Iteration 2, loss = " in out
+
+
+def test_divergence_is_reported():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 3)) * 1e3, rng.normal(size=50) * 1e3
+    reg = MLPRegressor(solver="sgd", learning_rate_init=10.0, momentum=0.0, max_iter=50)
+    with pytest.raises(FloatingPointError, match="learning_rate_init"):
+        reg.fit(X, y)
+
+
+def test_pandas_input(digits):
+    pd = pytest.importorskip("pandas")
+    X, y = digits
+    frame = pd.DataFrame(X[:300], columns=[f"pixel{i}" for i in range(64)])
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5).fit(frame, pd.Series(y[:300]))
+    np.testing.assert_array_equal(clf.feature_names_in_, frame.columns)
+    assert clf.predict(frame).shape == (300,)
+
+
+def test_in_a_pipeline_and_grid_search(digits):
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = digits
+    search = GridSearchCV(make_pipeline(StandardScaler(), MLPClassifier(max_iter=20,
+                                                                        random_state=0)),
+                          {"mlpclassifier__hidden_layer_sizes": [(8,), (32,)]}, cv=2)
+    search.fit(X[:600], y[:600])
+    assert search.best_params_["mlpclassifier__hidden_layer_sizes"] == (32,)
+
+
+def test_importing_fusedmlp_does_not_import_sklearn():
+    code = ("import sys, fusedmlp; "
+            "loaded = [m for m in sys.modules if m == 'sklearn' or m.startswith('sklearn.')]; "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_clone_gives_an_unfitted_copy(digits):
+    X, y = digits
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2).fit(X, y)
+    fresh = clone(clf)
+    assert "model_" not in fresh.__dict__ and fresh.get_params() == clf.get_params()
