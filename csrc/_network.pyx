@@ -99,9 +99,16 @@ cdef char* address(object array, char kind, bint writable, Py_ssize_t rows=-1,
         return NULL
     PyObject_GetBuffer(array, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT
                        | (PyBUF_WRITABLE if writable else 0))
-    found = view.format[0] if view.format[1] == 0 else view.format[1]
-    if found == b'l' and view.itemsize == 8:
-        found = b'q'
+    # One type code, optionally after a native/little-endian prefix ('Zf' is complex64).
+    found = view.format[0]
+    if (found == b'@' or found == b'=' or found == b'<') and view.format[1] != 0:
+        found = view.format[1] if view.format[2] == 0 else 0
+    elif view.format[1] != 0:
+        found = 0
+    if found == b'l' or found == b'q':
+        found = b'q' if view.itemsize == 8 else 0
+    elif found == b'f' or found == b'd':
+        found = found if view.itemsize == (4 if found == b'f' else 8) else 0
     if rows >= 0:
         if cols < 0:
             shape_ok = view.ndim == 1 and view.shape[0] == rows
@@ -110,7 +117,7 @@ cdef char* address(object array, char kind, bint writable, Py_ssize_t rows=-1,
     data = <char*>view.buf
     PyBuffer_Release(&view)
     if found != kind:
-        raise TypeError(f"expected a buffer of type code {chr(kind)!r}, got {chr(found)!r}")
+        raise TypeError(f"expected a buffer of type code {chr(kind)!r}")
     if not shape_ok:
         raise ValueError(f"a buffer has the wrong shape (expected {rows} x {cols})")
     return data

@@ -4,8 +4,15 @@ BLAS threads are pinned to one for the whole session: results are then bit-repro
 NumPy's and SciPy's two OpenBLAS thread pools cannot slow each other down (DESIGN.md §4).
 """
 
+import os
+import sys
+
 import pytest
 from threadpoolctl import threadpool_limits
+
+# The float64 NumPy references (tests/reference*.py) are imported by name, also when the suite
+# runs against an installed wheel with --import-mode=importlib (tools/check_wheel.sh).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -35,11 +35,12 @@ def as_model_dtype(dtype, name: str = "dtype") -> np.dtype:
     return resolved
 
 
-def as_float_array(x, name: str, dtype=None) -> np.ndarray:
+def as_float_array(x, name: str, dtype=None, check_shape=None) -> np.ndarray:
     """x as a real floating array.
 
     With dtype=None, float32 and float64 keep their dtype and integers/bools become float64;
     otherwise the result has `dtype`. float16, complex, object and string data are refused.
+    `check_shape(array)` runs before any conversion, so a refused shape never costs a copy.
     """
     if isinstance(x, np.ndarray):
         array = x
@@ -56,6 +57,8 @@ def as_float_array(x, name: str, dtype=None) -> np.ndarray:
             f"{name} must hold real numbers (float32, float64, integers or bools), "
             f"got dtype {array.dtype}"
         )
+    if check_shape is not None:
+        check_shape(array)
     target = dtype if dtype is not None else (native if kind == "f" else np.float64)
     if array.dtype != target:
         array = array.astype(target)
@@ -64,13 +67,15 @@ def as_float_array(x, name: str, dtype=None) -> np.ndarray:
 
 def as_matrix(x, name: str, dtype=None, n_columns: int | None = None) -> np.ndarray:
     """x as a C-contiguous 2-D float array (of `dtype` if given), copied only when needed."""
-    array = as_float_array(x, name, dtype)
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {array.shape}")
-    if n_columns is not None and array.shape[1] != n_columns:
-        raise ValueError(f"{name} must have {n_columns} columns, got shape {array.shape}")
-    check_blas_size(array.shape, name)
-    return np.ascontiguousarray(array)
+
+    def check_shape(array):
+        if array.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {array.shape}")
+        if n_columns is not None and array.shape[1] != n_columns:
+            raise ValueError(f"{name} must have {n_columns} columns, got shape {array.shape}")
+        check_blas_size(array.shape, name)
+
+    return np.ascontiguousarray(as_float_array(x, name, dtype, check_shape))
 
 
 def check_blas_size(shape, name: str) -> None:
@@ -110,11 +115,13 @@ def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
     return int(axis) % ndim
 
 
-def as_positive_int(value, name: str, minimum: int = 1) -> int:
+def as_positive_int(value, name: str, minimum: int = 1, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {describe(value)}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from . import _kernels
 from ._validation import (
-    as_float_array, as_labels, as_matrix, as_model_dtype, as_positive_int, check_finite,
+    BLAS_INT_MAX, as_float_array, as_labels, as_matrix, as_model_dtype, as_positive_int,
+    check_finite,
 )
 from .functional import ACTIVATIONS
 
@@ -87,8 +88,8 @@ class Dense:
 
     def __init__(self, n_in, n_out, *, activation="identity", init="auto", dtype=np.float32,
                  seed=None):
-        n_in = as_positive_int(n_in, "n_in")
-        n_out = as_positive_int(n_out, "n_out")
+        n_in = as_positive_int(n_in, "n_in", maximum=BLAS_INT_MAX)
+        n_out = as_positive_int(n_out, "n_out", maximum=BLAS_INT_MAX)
         self.activation = check_activation(activation)
         self.dtype = as_model_dtype(dtype)
         rng = np.random.default_rng(seed)
@@ -157,6 +158,7 @@ class Dense:
         dA = as_matrix(dA, "dA", self.dtype, self.n_out)
         if dA.shape != self._A.shape:
             raise ValueError(f"dA must have shape {self._A.shape} (the last output), got {dA.shape}")
+        check_finite(dA, "dA")
         dZ = np.empty_like(dA)                     # never written into the caller's dA
         dX = np.empty_like(self._X)
         scratch = np.empty(self.n_out, np.float64)

@@ -11,12 +11,12 @@ import numpy as np
 
 from . import _network
 from ._validation import (
-    as_labels, as_matrix, as_model_dtype, as_positive_int, check_finite, describe,
+    BLAS_INT_MAX, as_labels, as_matrix, as_model_dtype, as_positive_int, check_finite, describe,
 )
 from .functional import ACTIVATIONS
 from .layers import (Dense, MeanSquaredError, SoftmaxCrossEntropy, _sample_weight,
                      check_activation)
-from .optim import make_optimizer, make_schedule
+from .optim import Optimizer, make_optimizer, make_schedule
 
 __all__ = ["MLP"]
 
@@ -81,14 +81,22 @@ class MLP:
     def __init__(self, layer_sizes, *, activation="relu", output="softmax", dtype=np.float32,
                  init="auto", seed=None):
         try:
-            sizes = [as_positive_int(s, "layer_sizes entry") for s in layer_sizes]
+            sizes = [as_positive_int(s, "layer_sizes entry", maximum=BLAS_INT_MAX)
+                     for s in layer_sizes]
         except TypeError as exc:
             raise TypeError(f"layer_sizes must be a sequence of positive integers: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"layer_sizes: {exc}") from None
         if len(sizes) < 2:
             raise ValueError(f"layer_sizes needs at least an input and an output size, got {sizes}")
         n_hidden = len(sizes) - 2
         if isinstance(activation, str):
             activations = [activation] * n_hidden
+        elif not isinstance(activation, (list, tuple)):
+            raise TypeError(
+                f"activation must be a name or a list of names (one per hidden layer), "
+                f"got {describe(activation)}"
+            )
         else:
             activations = list(activation)
             if len(activations) != n_hidden:
@@ -97,7 +105,7 @@ class MLP:
                     f"got {len(activations)}"
                 )
         activations = [check_activation(a) for a in activations] + ["identity"]
-        if output not in _OUTPUTS:
+        if not isinstance(output, str) or output not in _OUTPUTS:
             raise ValueError(f"output must be 'softmax' or 'identity', got {output!r}")
         self.layer_sizes = tuple(sizes)
         self.output = output
@@ -244,6 +252,11 @@ class MLP:
         for ``output="identity"``. A refused batch (NaN/inf, bad labels, non-finite loss)
         raises and leaves the model unchanged.
         """
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"optimizer must be a fusedmlp Optimizer (e.g. fusedmlp.Adam(1e-3)), "
+                f"got {describe(optimizer)}"
+            )
         hyper, state_a, state_b = optimizer._buffers(self)
         return self._step(X, y, optimizer.kind, hyper, state_a, state_b, sample_weight)
 
@@ -307,12 +320,14 @@ class MLP:
     def score(self, X, y) -> float:
         """Accuracy for classification, R^2 for regression."""
         pred = self.predict(X)
-        y = np.asarray(y)
+        labels, targets = self._targets(y, len(pred))
         if self.output == "softmax":
-            if y.ndim == 2:
-                y = np.argmax(y, axis=1)
-            return float(np.mean(pred == y))
-        y = y.reshape(pred.shape).astype(np.float64)
+            if labels is None:
+                check_finite(targets, "y")
+                labels = np.argmax(targets, axis=1)
+            return float(np.mean(pred == labels))
+        check_finite(targets, "y")
+        y = targets.reshape(pred.shape).astype(np.float64)
         residual = ((y - pred) ** 2).sum()
         total = ((y - y.mean(axis=0)) ** 2).sum()
         return float(1 - residual / total) if total > 0 else 0.0

@@ -37,7 +37,7 @@ def _number(value, name, *, low=0.0, high=math.inf, low_open=False, high_open=Fa
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
     ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok or math.isnan(value):
+    if not ok or not math.isfinite(value):
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
         raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}, got {value}")
     return value
