@@ -14,7 +14,7 @@
 # accumulated in float64 and returned as a double.
 
 from cython cimport floating
-from libc.math cimport log
+from libc.math cimport log1p
 from libc.stdint cimport int64_t
 
 cdef extern from "elementwise.h" nogil:
@@ -28,6 +28,14 @@ cdef extern from "elementwise.h" nogil:
     double fm_exp_sum_d(const double* z, double mx, Py_ssize_t n)
     int fm_all_finite_f(const float* x, Py_ssize_t n)
     int fm_all_finite_d(const double* x, Py_ssize_t n)
+
+
+cdef inline double log_of_sum(double s) noexcept nogil:
+    # log(s) for a softmax denominator s >= 1 (its largest term is exp(0) = 1), as
+    # log1p(s - 1): s - 1 is exact for s >= 1, so nothing is lost. Calling log1p rather than
+    # log keeps the extension off glibc 2.29's new log symbol, so the wheel stays
+    # manylinux2014.
+    return log1p(s - 1)
 
 
 cdef inline bint all_finite(const floating* x, Py_ssize_t size) noexcept nogil:
@@ -99,7 +107,7 @@ cdef inline void log_softmax_rows(const floating* z, floating* out, Py_ssize_t m
         mx = row_max(zrow, n)
         # (z - max) - log_sum, never z - (max + log_sum): next to a max of 1e30 the small
         # log_sum would vanish in the sum.
-        log_sum = <floating>log(sum_exp_minus(zrow, mx, n))
+        log_sum = <floating>log_of_sum(sum_exp_minus(zrow, mx, n))
         for j in range(n):
             row[j] = (zrow[j] - mx) - log_sum
 
@@ -130,7 +138,7 @@ cdef inline double softmax_cross_entropy(const floating* z, const int64_t* label
         grow = dz + i * n
         mx = row_max(zrow, n)
         s = row_sum(grow, n)
-        log_s = log(s)
+        log_s = log_of_sum(s)
         scale = (weights[i] if weights != NULL else 1.0) / total_weight
         if labels != NULL:
             row_loss = log_s - (zrow[labels[i]] - mx)

@@ -14,7 +14,7 @@
 # H_T is incremented here, so a whole training step needs no Python arithmetic.
 
 from cython cimport floating
-from libc.math cimport sqrt, pow
+from libc.math cimport sqrt
 
 cdef enum:
     OPT_NONE = 0
@@ -54,6 +54,19 @@ cdef extern from "elementwise.h" nogil:
     double fm_sum_sq_d(const double* x, Py_ssize_t n)
 
 
+cdef inline double power(double base, double steps) noexcept nogil:
+    # base ** steps for a whole number of steps, by repeated squaring (a few roundings for
+    # any realistic step count). libm's pow would tie the wheel to glibc 2.29's new symbol.
+    cdef unsigned long long n = <unsigned long long>steps
+    cdef double result = 1
+    while n:
+        if n & 1:
+            result *= base
+        base *= base
+        n >>= 1
+    return result
+
+
 cdef inline void _update_range(int kind, const double* hyper, floating wd, floating scale,
                                floating* p, const floating* grad, floating* state_a,
                                floating* state_b, Py_ssize_t size) noexcept nogil:
@@ -69,8 +82,8 @@ cdef inline void _update_range(int kind, const double* hyper, floating wd, float
             fm_sgd_d(p, grad, state_a, size, lr, wd, scale, hyper[H_MOMENTUM],
                      hyper[H_NESTEROV] != 0)
     elif kind == OPT_ADAM or kind == OPT_ADAMW:
-        step_size = <floating>(hyper[H_LR] / (1 - pow(hyper[H_BETA1], t)))
-        root_bc2 = <floating>sqrt(1 - pow(hyper[H_BETA2], t))
+        step_size = <floating>(hyper[H_LR] / (1 - power(hyper[H_BETA1], t)))
+        root_bc2 = <floating>sqrt(1 - power(hyper[H_BETA2], t))
         if floating is float:
             fm_adam_f(p, grad, state_a, state_b, size, step_size, root_bc2, b1, b2, eps, wd,
                       scale)
