@@ -129,5 +129,5 @@ def load(path, *, with_optimizer=False):
             _refuse(path, f"optimizer state {i} is missing or does not match the parameters")
         if not np.all(np.isfinite(buffer)):
             _refuse(path, f"optimizer state {i} contains NaN or infinity")
-    optimizer._load_state(model, state)
+    optimizer.load_state_dict(model, state)
     return model, optimizer

@@ -56,7 +56,9 @@ class Optimizer:
         self._model = None
         self._states = ()
 
+    @staticmethod
     def _param(index, name, **limits):
+        """A validated float property stored in hyper[index] (read by the compiled step)."""
         def get(self):
             return float(self.hyper[index])
 
@@ -65,10 +67,9 @@ class Optimizer:
 
         return property(get, set)
 
-    lr = _param(_LR, "lr", low_open=True)
-    weight_decay = _param(_WEIGHT_DECAY, "weight_decay")
-    clip_norm = _param(_CLIP_NORM, "clip_norm")
-    del _param
+    lr = _param.__func__(_LR, "lr", low_open=True)
+    weight_decay = _param.__func__(_WEIGHT_DECAY, "weight_decay")
+    clip_norm = _param.__func__(_CLIP_NORM, "clip_norm")
 
     @property
     def steps(self) -> int:
@@ -121,7 +122,8 @@ class Optimizer:
                 out[f"state_{i}"] = buffer.copy()
         return out
 
-    def _load_state(self, model, state: dict):
+    def load_state_dict(self, model, state: dict):
+        """Bind to `model` and restore a ``state_dict()`` (hyper-parameters, steps, buffers)."""
         hyper, *buffers = self._buffers(model)
         hyper[...] = state["hyper"]
         for i, buffer in enumerate(buffers):
@@ -168,11 +170,11 @@ class Adam(Optimizer):
         super().__init__(lr, weight_decay)
         self.hyper[_BETA1] = _number(beta1, "beta1", high=1.0, high_open=True)
         self.hyper[_BETA2] = _number(beta2, "beta2", high=1.0, high_open=True)
-        self.hyper[_EPS] = _number(eps, "eps", low_open=True)
+        self.eps = eps
 
     beta1 = property(lambda self: float(self.hyper[_BETA1]))
     beta2 = property(lambda self: float(self.hyper[_BETA2]))
-    eps = property(lambda self: float(self.hyper[_EPS]))
+    eps = Optimizer._param(_EPS, "eps", low_open=True)
 
     def __repr__(self):
         return (f"{type(self).__name__}(lr={self.lr:g}, beta1={self.beta1:g}, "
@@ -197,10 +199,10 @@ class RMSProp(Optimizer):
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
         self.hyper[_BETA2] = _number(alpha, "alpha", high=1.0, high_open=True)
-        self.hyper[_EPS] = _number(eps, "eps", low_open=True)
+        self.eps = eps
 
     alpha = property(lambda self: float(self.hyper[_BETA2]))
-    eps = property(lambda self: float(self.hyper[_EPS]))
+    eps = Optimizer._param(_EPS, "eps", low_open=True)
 
 
 class AdaGrad(Optimizer):
@@ -211,9 +213,9 @@ class AdaGrad(Optimizer):
 
     def __init__(self, lr=0.01, eps=1e-10, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.hyper[_EPS] = _number(eps, "eps", low_open=True)
+        self.eps = eps
 
-    eps = property(lambda self: float(self.hyper[_EPS]))
+    eps = Optimizer._param(_EPS, "eps", low_open=True)
 
 
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp, "adagrad": AdaGrad}

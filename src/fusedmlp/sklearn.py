@@ -66,7 +66,7 @@ except ImportError as exc:                               # pragma: no cover - de
     ) from exc
 
 from .model import MLP
-from .optim import _EPS, SGD, Adam
+from .optim import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -256,7 +256,7 @@ class _BaseMLP(BaseEstimator):
         super().__setstate__(state)
         if saved is not None:
             optimizer = self._new_optimizer()
-            optimizer._load_state(self.model_, saved)
+            optimizer.load_state_dict(self.model_, saved)
             self._optimizer = optimizer
 
     # ------------------------------------------------------------------ training
@@ -573,7 +573,7 @@ class _Step:
             # sqrt(1 - beta_2**t), PyTorch's formula (fusedmlp's) after it: the same step
             # with epsilon_t = epsilon / sqrt(1 - beta_2**t).
             t = optimizer.steps + 1
-            optimizer.hyper[_EPS] = self.epsilon / (self.scale * np.sqrt(1.0 - self.beta_2 ** t))
+            optimizer.eps = self.epsilon / (self.scale * np.sqrt(1.0 - self.beta_2 ** t))
         loss = self.model.train_step(X_batch, y_batch, optimizer, sample_weight=w_batch)
         return self.loss_factor * loss + penalty
 
