@@ -108,6 +108,7 @@ class MLP:
         if not isinstance(output, str) or output not in _OUTPUTS:
             raise ValueError(f"output must be 'softmax' or 'identity', got {output!r}")
         self.layer_sizes = tuple(sizes)
+        self._n_outputs, self._max_width = sizes[-1], max(sizes[1:])
         self.output = output
         self.dtype = as_model_dtype(dtype)
         self.init = init
@@ -287,9 +288,10 @@ class MLP:
     def _infer(self, X, output):
         X = self._inputs(X)
         m = X.shape[0]
-        out = np.empty((m, self.layer_sizes[-1]), self.dtype)
-        chunk = max(1, min(m, _INFERENCE_CHUNK))
-        buffers = np.empty(2 * chunk * max(self.layer_sizes[1:]), self.dtype)
+        out = np.empty((m, self._n_outputs), self.dtype)
+        chunk = m if 0 < m < _INFERENCE_CHUNK else _INFERENCE_CHUNK
+        # per-call scratch (two ping-pong blocks): what makes concurrent predicts safe
+        buffers = np.empty(2 * chunk * self._max_width, self.dtype)
         status = self._net.predict(X, out, buffers, chunk, output)
         if status:
             _raise_status(status)
