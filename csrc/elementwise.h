@@ -145,6 +145,17 @@ static inline double fm_tanh_series_d(double t)
     return t + t * (z * p);
 }
 
+/* return sum over j < n of TERM (an expression in j) in double: eight partial sums, which
+ * vectorise, added in a fixed order, so the result does not depend on the CPU */
+#define FM_LANE_SUM(TERM, n)                                                                    \
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0;                                           \
+    ptrdiff_t j0, j, l;                                                                         \
+    for (j0 = 0; j0 + 8 <= (n); j0 += 8)                                                        \
+        for (l = 0; l < 8; l++) { j = j0 + l; lane[l] += TERM; }                                \
+    for (j = j0; j < (n); j++) s += TERM;                                                       \
+    for (l = 0; l < 8; l++) s += lane[l];                                                       \
+    return s
+
 #define FM_DEFINE_KERNELS(T, S, TANH_SMALL)                                                     \
                                                                                                 \
 static inline T fm_sigmoid_##S(T x)                                                             \
@@ -303,17 +314,10 @@ FM_CLONES static void fm_exp_shifted_##S(const T *z, T *out, ptrdiff_t m, ptrdif
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-/* sum of x[0:n] in double: eight partial sums (vectorised), added in a fixed order so the    \
- * result does not depend on the CPU */                                                       \
+/* sum of x[0:n] in double (see FM_LANE_SUM) */                                                \
 static inline double fm_sum_##S(const T *x, ptrdiff_t n)                                        \
 {                                                                                               \
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0;                                           \
-    ptrdiff_t j, l;                                                                             \
-    for (j = 0; j + 8 <= n; j += 8)                                                             \
-        for (l = 0; l < 8; l++) lane[l] += x[j + l];                                            \
-    for (; j < n; j++) s += x[j];                                                               \
-    for (l = 0; l < 8; l++) s += lane[l];                                                       \
-    return s;                                                                                   \
+    FM_LANE_SUM((double)x[j], n);                                                               \
 }                                                                                               \
                                                                                                 \
 /* sum_j exp(z[j] - mx) in double, without storing the terms (log-softmax) */                 \
@@ -389,16 +393,10 @@ FM_CLONES static void fm_rms_##S(T *p, const T *g, T *v, ptrdiff_t n, T lr, T de
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-/* sum of x^2 in double (gradient norms), eight partial sums in a fixed order */               \
+/* sum of x^2 in double (gradient norms) */                                                   \
 FM_CLONES static double fm_sum_sq_##S(const T *x, ptrdiff_t n)                                  \
 {                                                                                               \
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0;                                           \
-    ptrdiff_t j, l;                                                                             \
-    for (j = 0; j + 8 <= n; j += 8)                                                             \
-        for (l = 0; l < 8; l++) lane[l] += (double)x[j + l] * x[j + l];                         \
-    for (; j < n; j++) s += (double)x[j] * x[j];                                                \
-    for (l = 0; l < 8; l++) s += lane[l];                                                       \
-    return s;                                                                                   \
+    FM_LANE_SUM((double)x[j] * x[j], n);                                                        \
 }                                                                                               \
                                                                                                 \
 /* 1 when x[0:n] holds no NaN and no inf: x - x is 0 exactly for finite x */                   \
