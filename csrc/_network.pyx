@@ -141,10 +141,13 @@ cdef struct Net:
 
 
 cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* acts,
-                            Py_ssize_t act_stride, floating* last) noexcept nogil:
-    """Forward pass of m rows. Layer l writes rows of width n_{l+1} into acts + l*act_stride,
-    except the last layer, which writes into `last`; act_stride < 0 means ping-pong between
-    two buffers at acts and acts + |act_stride|."""
+                  Py_ssize_t act_stride, floating* last) noexcept nogil:
+    """Forward pass of m rows; the last layer writes into `last`.
+
+    act_stride >= 0 (training): layer l writes its block of the workspace,
+    acts + a_off[l] * act_stride, where backward finds it. act_stride < 0 (inference): the
+    hidden layers ping-pong between acts and acts + |act_stride|.
+    """
     cdef int l
     cdef const floating* inp = X
     cdef floating* out
@@ -166,9 +169,9 @@ cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* act
 
 
 cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
-                        const floating* targets, const floating* weights, double total_weight,
-                        int opt_kind, double* hyper, floating* state_a, floating* state_b,
-                        double* loss_out) noexcept nogil:
+              const floating* targets, const floating* weights, double total_weight,
+              int opt_kind, double* hyper, floating* state_a, floating* state_b,
+              double* loss_out) noexcept nogil:
     cdef int L = net.n_layers, l
     cdef Py_ssize_t i, n_in, n_out, n_classes = net.sizes[L]
     cdef floating* params = <floating*>net.params
@@ -250,7 +253,7 @@ cdef void matmuls(Net* net, const floating* X, Py_ssize_t m) noexcept nogil:
 
 
 cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
-                         floating* buffers, Py_ssize_t chunk, int output) noexcept nogil:
+               floating* buffers, Py_ssize_t chunk, int output) noexcept nogil:
     cdef Py_ssize_t start = 0, rows, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
     if not all_finite(X, m * n_in):
         return BAD_INPUT
