@@ -254,8 +254,10 @@ softplus.__doc__ = """Softplus log(1 + exp(x)), evaluated as max(x, 0) + log1p(e
 Examples
 --------
 >>> import fusedmlp
->>> fusedmlp.softplus([0.0, 1000.0])
-array([   0.69314718, 1000.        ])
+>>> fusedmlp.softplus([0.0, 2.0])
+array([0.69314718, 2.12692801])
+>>> float(fusedmlp.softplus(1000.0))        # no overflow
+1000.0
 """
 
 identity = _activation("identity")

@@ -1,0 +1,19 @@
+"""Every Examples section in the package's docstrings runs and prints what it says."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["functional", "layers", "model", "optim", "io", "gradcheck", "numpy_reference",
+           "datasets", "demo", "bench", "sklearn", "dask"]
+OPTIONAL = {"sklearn": "sklearn", "dask": "distributed"}
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    if name in OPTIONAL:
+        pytest.importorskip(OPTIONAL[name])
+    module = importlib.import_module(f"fusedmlp.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
