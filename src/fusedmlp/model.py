@@ -579,8 +579,9 @@ class _Progress:
     def update(self, epoch, logs):
         if not self.verbose:
             return
-        shown = {k: v for k, v in logs.items() if k != "lr"}
+        shown = {k: v for k, v in logs.items() if k not in ("lr", "time")}
         text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        text += f" ({logs['time'] * 1e3:.1f} ms)"
         if self.bar is not None:
             self.bar.set_postfix_str(text)
             self.bar.update(1)
