@@ -8,11 +8,18 @@ import os
 import sys
 
 import pytest
+from hypothesis import settings
 from threadpoolctl import threadpool_limits
 
 # The float64 NumPy references (tests/reference*.py) are imported by name, also when the suite
 # runs against an installed wheel with --import-mode=importlib (tools/check_wheel.sh).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# In CI (CI=true) the property tests draw the same examples every run: a failure there is
+# reproducible, never a one-off draw. Locally they explore new examples each run.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session", autouse=True)
