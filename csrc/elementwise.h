@@ -4,7 +4,7 @@
  * Python-facing wrappers) is Cython; the loops that touch every activation live here because
  * their speed depends on the compiler turning them into SIMD code:
  *
- *   fm_exp         exp() that a compiler can vectorise (libm's scalar call cannot be)
+ *   fm_exp, fm_expm1  exp() and expm1() that a compiler can vectorise (libm's cannot be)
  *   fm_activation  out = f(x)                                   (array functions)
  *   fm_bias_act    out = f(out + b) for each row                (dense forward, after the gemm)
  *   fm_act_grad    dz = da * f'(a), db = column sums of dz      (dense backward, one pass)
@@ -25,8 +25,9 @@
  *   error < 5e-9; degree 13 for double, < 5e-18) and scales by 2^k in two halves, so that
  *   subnormal results round once and overflow gives inf. NaN propagates; exp(-inf) = 0.
  * - sigmoid is 1/(1+e) or e/(1+e) with e = exp(-|x|) <= 1: never overflows.
- * - tanh(|x|) is (1-e)/(1+e) with e = exp(-2|x|) above a threshold and its odd Taylor series
- *   below it, where 1-e would cancel; the sign is restored at the end.
+ * - fm_expm1 is exp(x) - 1 built the same way, accurate near 0 (no cancellation);
+ *   tanh(|x|) = -u / (2 + u) with u = expm1(-2|x|), the sign restored at the end; elu uses
+ *   expm1 for x <= 0.
  * - Derivatives use the activation's output a: sigmoid' = a(1-a), tanh' = 1-a^2,
  *   relu'(z) = [a > 0] (so relu'(0) = 0), step' = 0, elu'(z) = a+1 for a <= 0,
  *   softplus'(z) = 1 - exp(-a).
@@ -112,41 +113,66 @@ static inline double fm_exp_d(double x)
     return x == x ? y : x;
 }
 
-/* tanh(t) for small |t| by its odd Taylor series, t - t^3/3 + 2t^5/15 - ...: below the
- * threshold used in FM_DEFINE_KERNELS (0.5 for float, 0.25 for double) the omitted terms are
- * below half an ulp. Above it, (1 - e)/(1 + e) with e = exp(-2|t|) loses nothing to
- * cancellation. */
-static inline float fm_tanh_series_f(float t)
+/* expm1(x) = exp(x) - 1 without cancellation near 0: with x = k ln2 + r as in fm_exp,
+ * expm1(x) = 2^k expm1(r) + (2^k - 1), where expm1(r) = r + r^2/2! + ... (Taylor, degree 8 for
+ * float, 14 for double) keeps its relative accuracy for tiny r, and 2^k - 1 is exact for the
+ * k that matter (|k| <= 24 resp. 53; beyond, the result is -1 or huge anyway). */
+static inline float fm_expm1_f(float x)
 {
-    float z = t * t;
-    float p = -929569.0f / 638512875.0f;
-    p = p * z + 21844.0f / 6081075.0f;
-    p = p * z - 1382.0f / 155925.0f;
-    p = p * z + 62.0f / 2835.0f;
-    p = p * z - 17.0f / 315.0f;
-    p = p * z + 2.0f / 15.0f;
-    p = p * z - 1.0f / 3.0f;
-    return t + t * (z * p);
+    const float log2e = 1.44269504088896341f;
+    const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440054690583e-4f;
+    const float shifter = 12582912.0f;
+    float xc = x < -30.0f ? -30.0f : x;              /* expm1(-30) = -1 in float */
+    xc = xc > 89.0f ? 89.0f : xc;
+    xc = x == x ? xc : 0.0f;
+    float kf = (xc * log2e + shifter) - shifter;
+    float r = (xc - kf * ln2_hi) - kf * ln2_lo;
+    float p = 1.0f / 40320.0f;
+    p = p * r + 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = r + r * (r * p);                              /* expm1(r) */
+    int32_t k = (int32_t)kf, k1 = k / 2, k2 = k - k1;
+    float s1 = fm_float_from_bits((uint32_t)(k1 + 127) << 23);
+    float s2 = fm_float_from_bits((uint32_t)(k2 + 127) << 23);
+    float y = s1 * (s2 * p) + (s1 * s2 - 1.0f);
+    return x == x ? y : x;
 }
 
-static inline double fm_tanh_series_d(double t)
+static inline double fm_expm1_d(double x)
 {
-    double z = t * t;
-    double p = 18888466084.0 / 194896477400625.0;
-    p = p * z - 443861162.0 / 1856156927625.0;
-    p = p * z + 6404582.0 / 10854718875.0;
-    p = p * z - 929569.0 / 638512875.0;
-    p = p * z + 21844.0 / 6081075.0;
-    p = p * z - 1382.0 / 155925.0;
-    p = p * z + 62.0 / 2835.0;
-    p = p * z - 17.0 / 315.0;
-    p = p * z + 2.0 / 15.0;
-    p = p * z - 1.0 / 3.0;
-    return t + t * (z * p);
+    const double log2e = 1.4426950408889634;
+    const double ln2_hi = 0.6931471803691238, ln2_lo = 1.9082149292705877e-10;
+    const double shifter = 6755399441055744.0;
+    double xc = x < -60.0 ? -60.0 : x;               /* expm1(-60) = -1 in double */
+    xc = xc > 710.0 ? 710.0 : xc;
+    xc = x == x ? xc : 0.0;
+    double kf = (xc * log2e + shifter) - shifter;
+    double r = (xc - kf * ln2_hi) - kf * ln2_lo;
+    double p = 1.0 / 87178291200.0;                  /* 1/14! */
+    p = p * r + 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = r + r * (r * p);
+    int32_t k = (int32_t)kf, k1 = k / 2, k2 = k - k1;
+    double s1 = fm_double_from_bits((uint64_t)(int64_t)(k1 + 1023) << 52);
+    double s2 = fm_double_from_bits((uint64_t)(int64_t)(k2 + 1023) << 52);
+    double y = s1 * (s2 * p) + (s1 * s2 - 1.0);
+    return x == x ? y : x;
 }
 
-/* return sum over j < n of TERM (an expression in j) in double: eight partial sums, which
- * vectorise, added in a fixed order, so the result does not depend on the CPU */
 #define FM_LANE_SUM(TERM, n)                                                                    \
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0;                                           \
     ptrdiff_t j0, j, l;                                                                         \
@@ -156,7 +182,7 @@ static inline double fm_tanh_series_d(double t)
     for (l = 0; l < 8; l++) s += lane[l];                                                       \
     return s
 
-#define FM_DEFINE_KERNELS(T, S, TANH_SMALL)                                                     \
+#define FM_DEFINE_KERNELS(T, S)                                                     \
                                                                                                 \
 static inline T fm_sigmoid_##S(T x)                                                             \
 {                                                                                               \
@@ -167,9 +193,9 @@ static inline T fm_sigmoid_##S(T x)                                             
                                                                                                 \
 static inline T fm_tanh_##S(T x)                                                                \
 {                                                                                               \
-    T t = fabs##S##_(x);                                                                        \
-    T e = fm_exp_##S(-2 * t);                                                                   \
-    T y = t < (T)TANH_SMALL ? fm_tanh_series_##S(t) : ((T)1 - e) / ((T)1 + e);                  \
+    /* tanh|x| = -u / (2 + u) with u = expm1(-2|x|) in (-1, 0]: no cancellation anywhere */     \
+    T u = fm_expm1_##S(-2 * fabs##S##_(x));                                                     \
+    T y = -u / ((T)2 + u);                                                                      \
     return x < 0 ? -y : y;                                                                      \
 }                                                                                               \
                                                                                                 \
@@ -197,7 +223,7 @@ FM_CLONES static void fm_activation_##S(const T *x, T *out, ptrdiff_t n, int kin
         for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? (T)1 : (z <= 0 ? (T)0 : z); }   \
         break;                                                                                  \
     case FM_ELU:                 /* expm1 keeps accuracy near 0 */                              \
-        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? z : expm1##S##_(z); }           \
+        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? z : fm_expm1_##S(z); }          \
         break;                                                                                  \
     case FM_SOFTPLUS:            /* max(z, 0) + log1p(exp(-|z|)): no overflow */                \
         for (i = 0; i < n; i++) {                                                               \
@@ -272,7 +298,7 @@ FM_CLONES static void fm_act_grad_##S(const T *da, const T *a, T *dz, double *ac
             break;                                                                              \
         case FM_SOFTPLUS:            /* f'(z) = sigmoid(z) = 1 - e^-a */                        \
             for (j = 0; j < n; j++) {                                                           \
-                T g = da_row[j] * -expm1##S##_(-a_row[j]);                                      \
+                T g = da_row[j] * -fm_expm1_##S(-a_row[j]);                                     \
                 dz_row[j] = g; acc[j] += g;                                                     \
             }                                                                                   \
             break;                                                                              \
@@ -411,14 +437,12 @@ FM_CLONES static int fm_all_finite_##S(const T *x, ptrdiff_t n)                 
 /* libm names per type, for the macro above */
 #define fabsf_(x) fabsf(x)
 #define fabsd_(x) fabs(x)
-#define expm1f_(x) expm1f(x)
-#define expm1d_(x) expm1(x)
 #define log1pf_(x) log1pf(x)
 #define log1pd_(x) log1p(x)
 #define sqrtf_(x) sqrtf(x)
 #define sqrtd_(x) sqrt(x)
 
-FM_DEFINE_KERNELS(float, f, 0.5f)
-FM_DEFINE_KERNELS(double, d, 0.25)
+FM_DEFINE_KERNELS(float, f)
+FM_DEFINE_KERNELS(double, d)
 
 #endif
