@@ -139,7 +139,7 @@ static inline float fm_expm1_f(float x)
     float s1 = fm_float_from_bits((uint32_t)(k1 + 127) << 23);
     float s2 = fm_float_from_bits((uint32_t)(k2 + 127) << 23);
     float y = s1 * (s2 * p) + (s1 * s2 - 1.0f);
-    return x == x ? y : x;
+    return x == x && x != 0 ? y : x;                 /* NaN, and expm1(+-0) = +-0 */
 }
 
 static inline double fm_expm1_d(double x)
@@ -170,7 +170,7 @@ static inline double fm_expm1_d(double x)
     double s1 = fm_double_from_bits((uint64_t)(int64_t)(k1 + 1023) << 52);
     double s2 = fm_double_from_bits((uint64_t)(int64_t)(k2 + 1023) << 52);
     double y = s1 * (s2 * p) + (s1 * s2 - 1.0);
-    return x == x ? y : x;
+    return x == x && x != 0 ? y : x;
 }
 
 #define FM_LANE_SUM(TERM, n)                                                                    \
@@ -195,8 +195,7 @@ static inline T fm_tanh_##S(T x)                                                
 {                                                                                               \
     /* tanh|x| = -u / (2 + u) with u = expm1(-2|x|) in (-1, 0]: no cancellation anywhere */     \
     T u = fm_expm1_##S(-2 * fabs##S##_(x));                                                     \
-    T y = -u / ((T)2 + u);                                                                      \
-    return x < 0 ? -y : y;                                                                      \
+    return copysign##S##_(fabs##S##_(u) / ((T)2 + u), x);   /* tanh(+-0) = +-0 */               \
 }                                                                                               \
                                                                                                 \
 /* out[i] = f(x[i]); out may be x */                                                            \
@@ -436,6 +435,8 @@ FM_CLONES static int fm_all_finite_##S(const T *x, ptrdiff_t n)                 
 
 /* libm names per type, for the macro above */
 #define fabsf_(x) fabsf(x)
+#define copysignf_(x, y) copysignf(x, y)
+#define copysignd_(x, y) copysign(x, y)
 #define fabsd_(x) fabs(x)
 #define log1pf_(x) log1pf(x)
 #define log1pd_(x) log1p(x)

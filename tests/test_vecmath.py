@@ -63,3 +63,20 @@ def test_softmax_exponentials_within_a_few_ulp(dtype):
     got = p[:, 0].astype(LONG) / p[:, 1].astype(LONG)
     reference = np.exp(z.astype(LONG))
     assert _ulp_error(got.astype(dtype), reference, dtype) <= MAX_ULP + 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["tanh", "elu", "relu", "leaky_relu", "sigmoid"])
+def test_signed_zeros_and_infinities_as_numpy(name, dtype):
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype)
+    got = getattr(fusedmlp, name)(x)
+    expected = {
+        "tanh": np.tanh(x),
+        "elu": np.array([0.0, -0.0, np.inf, -1.0, np.nan], dtype),
+        "relu": np.array([0.0, 0.0, np.inf, 0.0, np.nan], dtype),
+        "leaky_relu": np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype),
+        "sigmoid": np.array([0.5, 0.5, 1.0, 0.0, np.nan], dtype),
+    }[name]
+    np.testing.assert_array_equal(got, expected)
+    if name in ("tanh", "elu"):
+        np.testing.assert_array_equal(np.signbit(got[:2]), [False, True])
