@@ -410,7 +410,8 @@ cdef class Network:
         """Run only the matrix products of a training step on X, `repeats` times.
 
         The GEMM floor of the benchmarks: what a step would cost if everything but BLAS
-        were free. Uses the training workspace (its contents become meaningless).
+        were free. It writes into the training workspace and the gradient buffer, whose
+        contents become meaningless (the next train_step overwrites both).
         """
         cdef Py_ssize_t m = len(X), r
         cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
