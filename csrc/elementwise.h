@@ -20,13 +20,13 @@
  * identically and results do not depend on the CPU.
  *
  * Numerics:
- * - fm_exp reduces x = k ln2 + r with |r| <= ln2/2 (Cody-Waite: ln2 split in two so k*ln2_hi
- *   is exact), evaluates exp(r) by its Taylor polynomial (degree 7 for float, truncation
- *   error < 5e-9; degree 13 for double, < 5e-18) and scales by 2^k in two halves, so that
- *   subnormal results round once and overflow gives inf. NaN propagates; exp(-inf) = 0.
+ * - fm_exp and fm_expm1 reduce x = k ln2 + r with |r| <= ln2/2, evaluate expm1(r) by its
+ *   Taylor polynomial and scale by 2^k in two halves (fm_expm1_reduced): exp is
+ *   2^k (1 + expm1(r)); expm1 is 2^k expm1(r) + (2^k - 1), with no cancellation near 0.
+ *   Both are within 2.5 ulp (tests/test_vecmath.py); NaN, infinities and signed zeros behave
+ *   as in libm.
  * - sigmoid is 1/(1+e) or e/(1+e) with e = exp(-|x|) <= 1: never overflows.
- * - fm_expm1 is exp(x) - 1 built the same way, accurate near 0 (no cancellation);
- *   tanh(|x|) = -u / (2 + u) with u = expm1(-2|x|), the sign restored at the end; elu uses
+ * - tanh(|x|) = -u / (2 + u) with u = expm1(-2|x|), the sign restored with copysign; elu uses
  *   expm1 for x <= 0.
  * - Derivatives use the activation's output a: sigmoid' = a(1-a), tanh' = 1-a^2,
  *   relu'(z) = [a > 0] (so relu'(0) = 0), step' = 0, elu'(z) = a+1 for a <= 0,
@@ -57,72 +57,19 @@ enum { FM_IDENTITY = 0, FM_RELU = 1, FM_SIGMOID = 2, FM_TANH = 3, FM_STEP = 4,
 static inline float fm_float_from_bits(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
 static inline double fm_double_from_bits(uint64_t u) { double d; memcpy(&d, &u, sizeof d); return d; }
 
-static inline float fm_exp_f(float x)
+/* x = k ln2 + r with |r| <= ln2/2 (Cody-Waite: ln2 split in two so that k * ln2_hi is exact);
+ * returns expm1(r) by its Taylor polynomial r + r^2/2! + ... (degree 8 for float, truncation
+ * error < 1e-9 relative; degree 14 for double, < 1e-19) and sets *s1 * *s2 = 2^k, two
+ * halves so that the final products round once in the subnormal range and overflow cleanly
+ * to inf. x is clamped to [lowest, highest] first (where exp is already 0 or inf in the
+ * type) and NaN is replaced by 0: callers put NaN back. */
+static inline float fm_expm1_reduced_f(float x, float lowest, float *s1, float *s2)
 {
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693359375f;               /* 355/512: 9 significant bits */
     const float ln2_lo = -2.12194440054690583e-4f;   /* ln2 - ln2_hi */
     const float shifter = 12582912.0f;               /* 1.5 * 2^23: x + shifter - shifter rounds */
-    float xc = x < -104.0f ? -104.0f : x;            /* beyond these, exp is 0 or inf anyway */
-    xc = xc > 89.0f ? 89.0f : xc;
-    xc = x == x ? xc : 0.0f;                         /* NaN: compute on 0, return NaN below */
-    float kf = (xc * log2e + shifter) - shifter;
-    float r = (xc - kf * ln2_hi) - kf * ln2_lo;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t k = (int32_t)kf, k1 = k / 2, k2 = k - k1;
-    float y = p * fm_float_from_bits((uint32_t)(k1 + 127) << 23)
-                * fm_float_from_bits((uint32_t)(k2 + 127) << 23);
-    return x == x ? y : x;
-}
-
-static inline double fm_exp_d(double x)
-{
-    const double log2e = 1.4426950408889634;
-    const double ln2_hi = 0.6931471803691238;        /* ln2 to 32 significant bits */
-    const double ln2_lo = 1.9082149292705877e-10;    /* ln2 - ln2_hi */
-    const double shifter = 6755399441055744.0;       /* 1.5 * 2^52 */
-    double xc = x < -746.0 ? -746.0 : x;
-    xc = xc > 710.0 ? 710.0 : xc;
-    xc = x == x ? xc : 0.0;
-    double kf = (xc * log2e + shifter) - shifter;
-    double r = (xc - kf * ln2_hi) - kf * ln2_lo;
-    double p = 1.0 / 6227020800.0;                   /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    int32_t k = (int32_t)kf, k1 = k / 2, k2 = k - k1;
-    double y = p * fm_double_from_bits((uint64_t)(int64_t)(k1 + 1023) << 52)
-                 * fm_double_from_bits((uint64_t)(int64_t)(k2 + 1023) << 52);
-    return x == x ? y : x;
-}
-
-/* expm1(x) = exp(x) - 1 without cancellation near 0: with x = k ln2 + r as in fm_exp,
- * expm1(x) = 2^k expm1(r) + (2^k - 1), where expm1(r) = r + r^2/2! + ... (Taylor, degree 8 for
- * float, 14 for double) keeps its relative accuracy for tiny r, and 2^k - 1 is exact for the
- * k that matter (|k| <= 24 resp. 53; beyond, the result is -1 or huge anyway). */
-static inline float fm_expm1_f(float x)
-{
-    const float log2e = 1.44269504088896341f;
-    const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440054690583e-4f;
-    const float shifter = 12582912.0f;
-    float xc = x < -30.0f ? -30.0f : x;              /* expm1(-30) = -1 in float */
+    float xc = x < lowest ? lowest : x;
     xc = xc > 89.0f ? 89.0f : xc;
     xc = x == x ? xc : 0.0f;
     float kf = (xc * log2e + shifter) - shifter;
@@ -134,20 +81,19 @@ static inline float fm_expm1_f(float x)
     p = p * r + 1.0f / 24.0f;
     p = p * r + 1.0f / 6.0f;
     p = p * r + 0.5f;
-    p = r + r * (r * p);                              /* expm1(r) */
     int32_t k = (int32_t)kf, k1 = k / 2, k2 = k - k1;
-    float s1 = fm_float_from_bits((uint32_t)(k1 + 127) << 23);
-    float s2 = fm_float_from_bits((uint32_t)(k2 + 127) << 23);
-    float y = s1 * (s2 * p) + (s1 * s2 - 1.0f);
-    return x == x && x != 0 ? y : x;                 /* NaN, and expm1(+-0) = +-0 */
+    *s1 = fm_float_from_bits((uint32_t)(k1 + 127) << 23);
+    *s2 = fm_float_from_bits((uint32_t)(k2 + 127) << 23);
+    return r + r * (r * p);
 }
 
-static inline double fm_expm1_d(double x)
+static inline double fm_expm1_reduced_d(double x, double lowest, double *s1, double *s2)
 {
     const double log2e = 1.4426950408889634;
-    const double ln2_hi = 0.6931471803691238, ln2_lo = 1.9082149292705877e-10;
-    const double shifter = 6755399441055744.0;
-    double xc = x < -60.0 ? -60.0 : x;               /* expm1(-60) = -1 in double */
+    const double ln2_hi = 0.6931471803691238;        /* ln2 to 32 significant bits */
+    const double ln2_lo = 1.9082149292705877e-10;    /* ln2 - ln2_hi */
+    const double shifter = 6755399441055744.0;       /* 1.5 * 2^52 */
+    double xc = x < lowest ? lowest : x;
     xc = xc > 710.0 ? 710.0 : xc;
     xc = x == x ? xc : 0.0;
     double kf = (xc * log2e + shifter) - shifter;
@@ -165,14 +111,46 @@ static inline double fm_expm1_d(double x)
     p = p * r + 1.0 / 24.0;
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
-    p = r + r * (r * p);
     int32_t k = (int32_t)kf, k1 = k / 2, k2 = k - k1;
-    double s1 = fm_double_from_bits((uint64_t)(int64_t)(k1 + 1023) << 52);
-    double s2 = fm_double_from_bits((uint64_t)(int64_t)(k2 + 1023) << 52);
-    double y = s1 * (s2 * p) + (s1 * s2 - 1.0);
+    *s1 = fm_double_from_bits((uint64_t)(int64_t)(k1 + 1023) << 52);
+    *s2 = fm_double_from_bits((uint64_t)(int64_t)(k2 + 1023) << 52);
+    return r + r * (r * p);
+}
+
+/* exp(x) = 2^k (1 + expm1(r)). NaN propagates; exp(-inf) = 0, exp(inf) = inf. */
+static inline float fm_exp_f(float x)
+{
+    float s1, s2, q = fm_expm1_reduced_f(x, -104.0f, &s1, &s2);
+    float y = (1.0f + q) * s1 * s2;
+    return x == x ? y : x;
+}
+
+static inline double fm_exp_d(double x)
+{
+    double s1, s2, q = fm_expm1_reduced_d(x, -746.0, &s1, &s2);
+    double y = (1.0 + q) * s1 * s2;
+    return x == x ? y : x;
+}
+
+/* expm1(x) = 2^k expm1(r) + (2^k - 1): no cancellation near 0, and 2^k - 1 is exact for the k
+ * that matter (below x = -30 resp. -60 the result is -1 in the type). NaN propagates and
+ * expm1(+-0) = +-0. */
+static inline float fm_expm1_f(float x)
+{
+    float s1, s2, q = fm_expm1_reduced_f(x, -30.0f, &s1, &s2);
+    float y = s1 * (s2 * q) + (s1 * s2 - 1.0f);
     return x == x && x != 0 ? y : x;
 }
 
+static inline double fm_expm1_d(double x)
+{
+    double s1, s2, q = fm_expm1_reduced_d(x, -60.0, &s1, &s2);
+    double y = s1 * (s2 * q) + (s1 * s2 - 1.0);
+    return x == x && x != 0 ? y : x;
+}
+
+/* return sum over j < n of TERM (an expression in j) in double: eight partial sums, which
+ * vectorise, added in a fixed order, so the result does not depend on the CPU */
 #define FM_LANE_SUM(TERM, n)                                                                    \
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0;                                           \
     ptrdiff_t j0, j, l;                                                                         \
