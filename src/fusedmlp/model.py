@@ -266,6 +266,9 @@ class MLP:
 
         The loss is the mean over the batch (softmax cross-entropy or mean squared error);
         regularisation is not included. The layers' ``dW``/``db`` hold the same values.
+        Like ``train_step`` it runs on the training workspace, which grows to the largest
+        batch seen and is kept (``loss`` and ``predict*`` use no workspace: prefer ``loss``
+        for the loss of a whole dataset).
         """
         loss = self._step(X, y, 0, self._no_update, None, None, sample_weight)
         return loss, [(layer.dW.copy(), layer.db.copy()) for layer in self.layers]
