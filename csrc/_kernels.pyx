@@ -86,10 +86,11 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
 
 def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
                   const floating[:, ::1] targets, const floating[::1] weights,
-                  double total_weight, floating[:, ::1] dlogits):
-    """Mean softmax cross-entropy from logits and, in the same pass, its gradient.
+                  double total_weight, floating[:, ::1] dlogits, double[::1] scratch):
+    """Mean softmax cross-entropy from logits and its gradient, computed together.
 
-    Give either labels (targets empty) or targets (labels empty); weights may be empty.
+    Give either labels (targets empty) or targets (labels empty); weights may be empty;
+    scratch holds one float64 per row.
     """
     cdef Py_ssize_t m = logits.shape[0], n = logits.shape[1]
     cdef double loss
@@ -99,7 +100,8 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
         loss = softmax_cross_entropy(
             &logits[0, 0], &labels[0] if labels.shape[0] else NULL,
             &targets[0, 0] if targets.shape[0] else NULL,
-            &weights[0] if weights.shape[0] else NULL, total_weight, &dlogits[0, 0], m, n)
+            &weights[0] if weights.shape[0] else NULL, total_weight, &dlogits[0, 0],
+            &scratch[0], m, n)
     return loss
 
 

@@ -20,8 +20,9 @@ from libc.stdint cimport int64_t
 cdef extern from "elementwise.h" nogil:
     float fm_row_max_f(const float* z, Py_ssize_t n)
     double fm_row_max_d(const double* z, Py_ssize_t n)
-    void fm_exp_shifted_f(const float* z, float* out, Py_ssize_t m, Py_ssize_t n)
-    void fm_exp_shifted_d(const double* z, double* out, Py_ssize_t m, Py_ssize_t n)
+    void fm_exp_shifted_f(const float* z, float* out, double* maxima, Py_ssize_t m, Py_ssize_t n)
+    void fm_exp_shifted_d(const double* z, double* out, double* maxima, Py_ssize_t m,
+                          Py_ssize_t n)
     double fm_sum_f(const float* x, Py_ssize_t n)
     double fm_sum_d(const double* x, Py_ssize_t n)
     double fm_exp_sum_f(const float* z, float mx, Py_ssize_t n)
@@ -55,13 +56,14 @@ cdef inline floating row_max(const floating* z, Py_ssize_t n) noexcept nogil:
         return fm_row_max_d(z, n)
 
 
-cdef inline void exp_shifted(const floating* z, floating* out, Py_ssize_t m,
+cdef inline void exp_shifted(const floating* z, floating* out, double* maxima, Py_ssize_t m,
                              Py_ssize_t n) noexcept nogil:
-    """out[i, j] := exp(z[i, j] - max_j z[i, :]) (out may be z)."""
+    """out[i, j] := exp(z[i, j] - max_j z[i, :]) (out may be z); the row maxima go to
+    maxima[0:m] unless it is NULL."""
     if floating is float:
-        fm_exp_shifted_f(z, out, m, n)
+        fm_exp_shifted_f(z, out, maxima, m, n)
     else:
-        fm_exp_shifted_d(z, out, m, n)
+        fm_exp_shifted_d(z, out, maxima, m, n)
 
 
 cdef inline double row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -86,7 +88,7 @@ cdef inline void softmax_rows(const floating* z, floating* p, Py_ssize_t m,
     cdef Py_ssize_t i, j
     cdef floating inv
     cdef floating* row
-    exp_shifted(z, p, m, n)
+    exp_shifted(z, p, NULL, m, n)
     for i in range(m):
         row = p + i * n
         inv = <floating>(1.0 / row_sum(row, n))
@@ -114,9 +116,9 @@ cdef inline void log_softmax_rows(const floating* z, floating* out, Py_ssize_t m
 
 cdef inline double softmax_cross_entropy(const floating* z, const int64_t* labels,
                                          const floating* targets, const floating* weights,
-                                         double total_weight, floating* dz,
+                                         double total_weight, floating* dz, double* maxima,
                                          Py_ssize_t m, Py_ssize_t n) noexcept nogil:
-    """Mean softmax cross-entropy of logits z (m x n) and its gradient, one pass per row.
+    """Mean softmax cross-entropy of logits z (m x n) and its gradient dz.
 
     z        IN   logits
     labels   IN   m class indices in [0, n)           } exactly one of the two is not NULL
@@ -124,6 +126,7 @@ cdef inline double softmax_cross_entropy(const floating* z, const int64_t* label
     weights  IN   m sample weights, or NULL for all ones
     total_weight  sum of the weights (m when weights is NULL), > 0
     dz       OUT  m x n, d(loss)/dz = (softmax(z) * sum(t) - t) * w_i / total_weight
+    maxima   SCRATCH m doubles (the row maxima)
     returns  sum_i w_i * loss_i / total_weight
     """
     cdef Py_ssize_t i, j
@@ -132,11 +135,11 @@ cdef inline double softmax_cross_entropy(const floating* z, const int64_t* label
     cdef floating* grow
     cdef floating mx, t
     cdef double total = 0, s, log_s, row_loss, scale, t_sum
-    exp_shifted(z, dz, m, n)                      # dz[i, j] = exp(z_ij - max_i)
+    exp_shifted(z, dz, maxima, m, n)              # dz[i, j] = exp(z_ij - max_i)
     for i in range(m):
         zrow = z + i * n
         grow = dz + i * n
-        mx = row_max(zrow, n)
+        mx = <floating>maxima[i]                  # exact: the max was a floating
         s = row_sum(grow, n)
         log_s = log_of_sum(s)
         scale = (weights[i] if weights != NULL else 1.0) / total_weight
@@ -167,17 +170,16 @@ cdef inline double mean_squared_error(const floating* pred, const floating* targ
     """Weighted mean over all elements of (pred - target)^2 and its gradient.
 
     loss  = sum_i w_i sum_j (pred_ij - target_ij)^2 / (total_weight * n)
-    dpred = 2 w_i (pred_ij - target_ij) / (total_weight * n)     (dpred may be NULL)
+    dpred = 2 w_i (pred_ij - target_ij) / (total_weight * n)
     """
     cdef Py_ssize_t i, j
-    cdef double total = 0, row_sum, scale, d
+    cdef double total = 0, squares, scale, d
     for i in range(m):
         scale = (weights[i] if weights != NULL else 1.0) / (total_weight * n)
-        row_sum = 0
+        squares = 0
         for j in range(n):
             d = <double>pred[i * n + j] - <double>target[i * n + j]
-            row_sum += d * d
-            if dpred != NULL:
-                dpred[i * n + j] = <floating>(2 * scale * d)
-        total += row_sum * scale
+            squares += d * d
+            dpred[i * n + j] = <floating>(2 * scale * d)
+        total += squares * scale
     return total

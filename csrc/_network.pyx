@@ -7,11 +7,12 @@
 #   acts            the activations of every layer for the largest batch seen so far; a
 #                   batch of m rows uses the first m rows of each layer's block
 #   delta_a/_b      two ping-pong buffers for the backward pass (rows x widest layer)
-#   scratch         float64 sums for the bias gradients (widest layer)
+#   scratch         float64 scratch: the bias gradients' sums (widest layer) and the
+#                   softmax's row maxima (rows), max(widest layer, rows) entries
 #
 # Training step for a batch X (m x n_0):
 #   forward   A_l = f_l(A_{l-1} @ W_l + b_l)             gemm + one fused bias/activation pass
-#   loss      dZ_L = d loss / d A_L                       one fused pass per row
+#   loss      dZ_L = d loss / d A_L                       exponentials, then one pass per row
 #   backward  dZ_l = dA_l * f_l'(A_l), db_l = sum(dZ_l)   one fused pass (in place)
 #             dW_l = A_{l-1}^T @ dZ_l                      gemm
 #             dA_{l-1} = dZ_l @ W_l^T                      gemm, skipped for the input layer
@@ -141,12 +142,13 @@ cdef struct Net:
 
 
 cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* acts,
-                  Py_ssize_t act_stride, floating* last) noexcept nogil:
+                  Py_ssize_t act_stride, floating* last, bint gemm_only) noexcept nogil:
     """Forward pass of m rows; the last layer writes into `last`.
 
     act_stride >= 0 (training): layer l writes its block of the workspace,
     acts + a_off[l] * act_stride, where backward finds it. act_stride < 0 (inference): the
-    hidden layers ping-pong between acts and acts + |act_stride|.
+    hidden layers ping-pong between acts and acts + |act_stride|. gemm_only skips the
+    bias/activation passes (the GEMM floor of the benchmarks).
     """
     cdef int l
     cdef const floating* inp = X
@@ -164,24 +166,50 @@ cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* act
             out = acts + (l % 2) * (-act_stride)
         gemm(False, False, <int>m, <int>n_out, <int>n_in, <floating>1, inp, <int>n_in,
              params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
-        bias_activation(out, params + net.b_off[l], m, n_out, net.activations[l])
+        if not gemm_only:
+            bias_activation(out, params + net.b_off[l], m, n_out, net.activations[l])
         inp = out
 
 
-cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
-              const floating* targets, const floating* weights, double total_weight,
-              int opt_kind, double* hyper, floating* state_a, floating* state_b,
-              double* loss_out) noexcept nogil:
-    cdef int L = net.n_layers, l
-    cdef Py_ssize_t i, n_in, n_out, n_classes = net.sizes[L]
+cdef void backward(Net* net, const floating* X, Py_ssize_t m, bint gemm_only) noexcept nogil:
+    """Backward pass of m rows from dZ of the last layer, which the loss left in delta_a;
+    fills the gradient buffer. gemm_only skips the derivative/bias-gradient passes."""
+    cdef int l
+    cdef Py_ssize_t n_in, n_out
     cdef floating* params = <floating*>net.params
     cdef floating* grads = <floating*>net.grads
     cdef floating* acts = <floating*>net.acts
     cdef floating* d = <floating*>net.delta_a
     cdef floating* d_next = <floating*>net.delta_b
     cdef floating* tmp
-    cdef floating* out_block = acts + net.a_off[L - 1] * net.max_batch
     cdef const floating* a_prev
+    for l in range(net.n_layers - 1, -1, -1):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
+        if not gemm_only:
+            # dZ_l = dA_l * f'(A_l) in place, and db_l, in one pass
+            activation_grad(d, acts + net.a_off[l] * net.max_batch, d, net.scratch,
+                            grads + net.b_off[l], m, n_out, net.activations[l])
+        gemm(True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev, <int>n_in,
+             d, <int>n_out, <floating>0, grads + net.w_off[l], <int>n_out)
+        if l > 0:
+            gemm(False, True, <int>m, <int>n_in, <int>n_out, <floating>1, d, <int>n_out,
+                 params + net.w_off[l], <int>n_out, <floating>0, d_next, <int>n_in)
+            tmp = d
+            d = d_next
+            d_next = tmp
+
+
+cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
+              const floating* targets, const floating* weights, double total_weight,
+              int opt_kind, double* hyper, floating* state_a, floating* state_b,
+              double* loss_out) noexcept nogil:
+    cdef int L = net.n_layers
+    cdef Py_ssize_t i, n_classes = net.sizes[L]
+    cdef floating* acts = <floating*>net.acts
+    cdef floating* d = <floating*>net.delta_a
+    cdef floating* out_block = acts + net.a_off[L - 1] * net.max_batch
     cdef double loss
 
     if not all_finite(X, m * net.sizes[0]):
@@ -193,63 +221,27 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
     if targets != NULL and not all_finite(targets, m * n_classes):
         return BAD_TARGET
 
-    forward(net, X, m, acts, net.max_batch, out_block)
-
+    forward(net, X, m, acts, net.max_batch, out_block, False)
     if net.loss == SOFTMAX_CROSS_ENTROPY:
         loss = softmax_cross_entropy(out_block, labels, targets, weights, total_weight, d,
-                                     m, n_classes)
+                                     net.scratch, m, n_classes)
     else:
         loss = mean_squared_error(out_block, targets, weights, total_weight, d, m, n_classes)
     loss_out[0] = loss
     if not isfinite(loss):
         return BAD_LOSS
-
-    for l in range(L - 1, -1, -1):
-        n_in = net.sizes[l]
-        n_out = net.sizes[l + 1]
-        a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
-        # dZ_l = dA_l * f'(A_l) in place, and db_l, in one pass
-        activation_grad(d, acts + net.a_off[l] * net.max_batch, d, net.scratch,
-                        grads + net.b_off[l], m, n_out, net.activations[l])
-        gemm(True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev, <int>n_in,
-             d, <int>n_out, <floating>0, grads + net.w_off[l], <int>n_out)
-        if l > 0:
-            gemm(False, True, <int>m, <int>n_in, <int>n_out, <floating>1, d, <int>n_out,
-                 params + net.w_off[l], <int>n_out, <floating>0, d_next, <int>n_in)
-            tmp = d
-            d = d_next
-            d_next = tmp
-
-    optimizer_update(opt_kind, hyper, params, grads, state_a, state_b, net.n_params,
-                     net.n_weights)
+    backward(net, X, m, False)
+    optimizer_update(opt_kind, hyper, <floating*>net.params, <floating*>net.grads, state_a,
+                     state_b, net.n_params, net.n_weights)
     return OK
 
 
 cdef void matmuls(Net* net, const floating* X, Py_ssize_t m) noexcept nogil:
-    """The gemm calls of step(), in the same order and shapes, and nothing else."""
-    cdef int L = net.n_layers, l
-    cdef Py_ssize_t n_in, n_out
-    cdef floating* params = <floating*>net.params
-    cdef floating* grads = <floating*>net.grads
+    """The gemm calls of step(), the same calls in the same order, and nothing else."""
     cdef floating* acts = <floating*>net.acts
-    cdef floating* d = <floating*>net.delta_a
-    cdef const floating* a_prev
-    for l in range(L):
-        n_in = net.sizes[l]
-        n_out = net.sizes[l + 1]
-        a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
-        gemm(False, False, <int>m, <int>n_out, <int>n_in, <floating>1, a_prev, <int>n_in,
-             params + net.w_off[l], <int>n_out, <floating>0,
-             acts + net.a_off[l] * net.max_batch, <int>n_out)
-    for l in range(L - 1, -1, -1):
-        n_in = net.sizes[l]
-        n_out = net.sizes[l + 1]
-        a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
-        gemm(True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev, <int>n_in,
-             d, <int>n_out, <floating>0, grads + net.w_off[l], <int>n_out)
-        if l > 0:
-            gemm(False, True, <int>m, <int>n_in, <int>n_out, <floating>1, d, <int>n_out,
-                 params + net.w_off[l], <int>n_out, <floating>0, <floating*>net.delta_b, <int>n_in)
+    forward(net, X, m, acts, net.max_batch, acts + net.a_off[net.n_layers - 1] * net.max_batch,
+            True)
+    backward(net, X, m, True)
 
 
 cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
@@ -260,7 +252,7 @@ cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
     while start < m:
         rows = min(chunk, m - start)
         forward(net, X + start * n_in, rows, buffers, -(chunk * net.max_width),
-                out + start * n_out)
+                out + start * n_out, False)
         start += rows
     if output == PROBABILITIES:
         softmax_rows(out, out, m, n_out)
@@ -329,7 +321,8 @@ cdef class Network:
         for l in range(self.net.n_layers):
             total += self.net.sizes[l + 1]
         if (len(acts) != max_batch * total or len(delta_a) != max_batch * self.net.max_width
-                or len(delta_b) != len(delta_a) or len(scratch) != self.net.max_width):
+                or len(delta_b) != len(delta_a)
+                or len(scratch) != max(self.net.max_width, max_batch)):
             raise ValueError("workspace buffers have the wrong sizes")
         self.net.acts = address(acts, self.kind, True)
         self.net.delta_a = address(delta_a, self.kind, True)

@@ -41,7 +41,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)       \
     && !defined(FUSEDMLP_NO_CLONES)
 #define FM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -160,7 +160,16 @@ static inline double fm_expm1_d(double x)
     for (l = 0; l < 8; l++) s += lane[l];                                                       \
     return s
 
-#define FM_DEFINE_KERNELS(T, S)                                                     \
+/* one row of fm_act_grad over type T: g = G (an expression in d = da[j] and y = a[j]),
+ * dz = g, acc += g */
+#define FM_GRAD_LOOP(T, G)                                                                      \
+    for (j = 0; j < n; j++) {                                                                   \
+        T d = da_row[j], y = a_row[j], g = (G);                                                 \
+        dz_row[j] = g;                                                                          \
+        acc[j] += g;                                                                            \
+    }
+
+#define FM_DEFINE_KERNELS(T, S)                                                                 \
                                                                                                 \
 static inline T fm_sigmoid_##S(T x)                                                             \
 {                                                                                               \
@@ -177,7 +186,7 @@ static inline T fm_tanh_##S(T x)                                                
 }                                                                                               \
                                                                                                 \
 /* out[i] = f(x[i]); out may be x */                                                            \
-FM_CLONES static void fm_activation_##S(const T *x, T *out, ptrdiff_t n, int kind)             \
+FM_CLONES static void fm_activation_##S(const T *x, T *out, ptrdiff_t n, int kind)              \
 {                                                                                               \
     ptrdiff_t i;                                                                                \
     switch (kind) {                                                                             \
@@ -188,7 +197,7 @@ FM_CLONES static void fm_activation_##S(const T *x, T *out, ptrdiff_t n, int kin
         for (i = 0; i < n; i++) { T z = x[i]; out[i] = z <= 0 ? (T)0 : z; }                     \
         break;                                                                                  \
     case FM_LEAKY_RELU:                                                                         \
-        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? z : (T)FM_LEAKY_SLOPE * z; }    \
+        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? z : (T)FM_LEAKY_SLOPE * z; }     \
         break;                                                                                  \
     case FM_SIGMOID:                                                                            \
         for (i = 0; i < n; i++) out[i] = fm_sigmoid_##S(x[i]);                                  \
@@ -197,10 +206,10 @@ FM_CLONES static void fm_activation_##S(const T *x, T *out, ptrdiff_t n, int kin
         for (i = 0; i < n; i++) out[i] = fm_tanh_##S(x[i]);                                     \
         break;                                                                                  \
     case FM_STEP:                                                                               \
-        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? (T)1 : (z <= 0 ? (T)0 : z); }   \
+        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? (T)1 : (z <= 0 ? (T)0 : z); }    \
         break;                                                                                  \
     case FM_ELU:                 /* expm1 keeps accuracy near 0 */                              \
-        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? z : fm_expm1_##S(z); }          \
+        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? z : fm_expm1_##S(z); }           \
         break;                                                                                  \
     case FM_SOFTPLUS:            /* max(z, 0) + log1p(exp(-|z|)): no overflow */                \
         for (i = 0; i < n; i++) {                                                               \
@@ -212,7 +221,7 @@ FM_CLONES static void fm_activation_##S(const T *x, T *out, ptrdiff_t n, int kin
 }                                                                                               \
                                                                                                 \
 /* out[i, j] = f(out[i, j] + b[j]) over an m x n row-major block */                             \
-FM_CLONES static void fm_bias_act_##S(T *out, const T *b, ptrdiff_t m, ptrdiff_t n, int kind)  \
+FM_CLONES static void fm_bias_act_##S(T *out, const T *b, ptrdiff_t m, ptrdiff_t n, int kind)   \
 {                                                                                               \
     ptrdiff_t i, j;                                                                             \
     for (i = 0; i < m; i++) {                                                                   \
@@ -226,67 +235,35 @@ FM_CLONES static void fm_bias_act_##S(T *out, const T *b, ptrdiff_t m, ptrdiff_t
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-/* dz = da * f'(a) and db = column sums of dz (in double, via acc[n]); dz may be da;           \
+/* dz = da * f'(a) and db = column sums of dz (in double, via acc[n]); dz may be da;            \
  * db may be NULL */                                                                            \
-FM_CLONES static void fm_act_grad_##S(const T *da, const T *a, T *dz, double *acc, T *db,      \
-                                      ptrdiff_t m, ptrdiff_t n, int kind)                      \
+FM_CLONES static void fm_act_grad_##S(const T *da, const T *a, T *dz, double *acc, T *db,       \
+                                      ptrdiff_t m, ptrdiff_t n, int kind)                       \
 {                                                                                               \
     ptrdiff_t i, j;                                                                             \
     for (j = 0; j < n; j++) acc[j] = 0;                                                         \
     for (i = 0; i < m; i++) {                                                                   \
         const T *da_row = da + i * n, *a_row = a + i * n;                                       \
         T *dz_row = dz + i * n;                                                                 \
-        switch (kind) {                                                                         \
-        case FM_IDENTITY:                                                                       \
-            for (j = 0; j < n; j++) { T g = da_row[j]; dz_row[j] = g; acc[j] += g; }            \
-            break;                                                                              \
-        case FM_RELU:                                                                           \
-            for (j = 0; j < n; j++) {                                                           \
-                T g = a_row[j] > 0 ? da_row[j] : (T)0;                                          \
-                dz_row[j] = g; acc[j] += g;                                                     \
-            }                                                                                   \
-            break;                                                                              \
-        case FM_LEAKY_RELU:                                                                     \
-            for (j = 0; j < n; j++) {                                                           \
-                T g = da_row[j] * (a_row[j] > 0 ? (T)1 : (T)FM_LEAKY_SLOPE);                    \
-                dz_row[j] = g; acc[j] += g;                                                     \
-            }                                                                                   \
-            break;                                                                              \
-        case FM_SIGMOID:                                                                        \
-            for (j = 0; j < n; j++) {                                                           \
-                T y = a_row[j], g = da_row[j] * (y * ((T)1 - y));                               \
-                dz_row[j] = g; acc[j] += g;                                                     \
-            }                                                                                   \
-            break;                                                                              \
-        case FM_TANH:                                                                           \
-            for (j = 0; j < n; j++) {                                                           \
-                T y = a_row[j], g = da_row[j] * ((T)1 - y * y);                                 \
-                dz_row[j] = g; acc[j] += g;                                                     \
-            }                                                                                   \
-            break;                                                                              \
-        case FM_STEP:                                                                           \
-            for (j = 0; j < n; j++) dz_row[j] = 0;                                              \
-            break;                                                                              \
-        case FM_ELU:                 /* a = e^z - 1 for z <= 0, so f'(z) = e^z = a + 1 */       \
-            for (j = 0; j < n; j++) {                                                           \
-                T y = a_row[j], g = da_row[j] * (y > 0 ? (T)1 : y + (T)1);                      \
-                dz_row[j] = g; acc[j] += g;                                                     \
-            }                                                                                   \
-            break;                                                                              \
-        case FM_SOFTPLUS:            /* f'(z) = sigmoid(z) = 1 - e^-a */                        \
-            for (j = 0; j < n; j++) {                                                           \
-                T g = da_row[j] * -fm_expm1_##S(-a_row[j]);                                     \
-                dz_row[j] = g; acc[j] += g;                                                     \
-            }                                                                                   \
-            break;                                                                              \
+        switch (kind) {                   /* G: the gradient from d = dA and y = A */           \
+        case FM_IDENTITY:   FM_GRAD_LOOP(T, d); break;                                          \
+        case FM_RELU:       FM_GRAD_LOOP(T, y > 0 ? d : (T)0); break;   /* relu'(0) = 0 */      \
+        case FM_LEAKY_RELU: FM_GRAD_LOOP(T, d * (y > 0 ? (T)1 : (T)FM_LEAKY_SLOPE)); break;     \
+        case FM_SIGMOID:    FM_GRAD_LOOP(T, d * (y * ((T)1 - y))); break;                       \
+        case FM_TANH:       FM_GRAD_LOOP(T, d * ((T)1 - y * y)); break;                         \
+        case FM_STEP:       for (j = 0; j < n; j++) dz_row[j] = 0; break;                       \
+        /* elu: a = e^z - 1 for z <= 0, so f'(z) = e^z = a + 1 */                               \
+        case FM_ELU:        FM_GRAD_LOOP(T, d * (y > 0 ? (T)1 : y + (T)1)); break;              \
+        /* softplus: f'(z) = sigmoid(z) = 1 - e^-a */                                           \
+        case FM_SOFTPLUS:   FM_GRAD_LOOP(T, d * -fm_expm1_##S(-y)); break;                      \
         }                                                                                       \
     }                                                                                           \
     if (db != NULL)                                                                             \
         for (j = 0; j < n; j++) db[j] = (T)acc[j];                                              \
 }                                                                                               \
                                                                                                 \
-/* max of z[0:n] (-inf for n = 0). NaN never wins a comparison; it reaches z - max later      \
- * and makes the whole row NaN there. Eight running maxima let the loop vectorise. */          \
+/* max of z[0:n] (-inf for n = 0). NaN never wins a comparison; it reaches z - max later        \
+ * and makes the whole row NaN there. Eight running maxima let the loop vectorise. */           \
 FM_CLONES static T fm_row_max_##S(const T *z, ptrdiff_t n)                                      \
 {                                                                                               \
     T lane[8];                                                                                  \
@@ -299,11 +276,13 @@ FM_CLONES static T fm_row_max_##S(const T *z, ptrdiff_t n)                      
     return lane[0];                                                                             \
 }                                                                                               \
                                                                                                 \
-/* out[i, j] = exp(z[i, j] - max_j z[i, j]) for an m x n row-major block (out may be z).     \
- * Rows are processed in groups of about 1024 entries: the shifts of a group first, then     \
- * one flat loop of exponentials over the group, which vectorises however short the rows    \
- * (10 classes) and stays in cache however long. */                                          \
-FM_CLONES static void fm_exp_shifted_##S(const T *z, T *out, ptrdiff_t m, ptrdiff_t n)         \
+/* out[i, j] = exp(z[i, j] - max_j z[i, j]) for an m x n row-major block (out may be z);        \
+ * the row maxima go to maxima[0:m] unless it is NULL (cross-entropy needs them again).         \
+ * Rows are processed in groups of about 1024 entries: the shifts of a group first, then        \
+ * one flat loop of exponentials over the group, which vectorises however short the rows        \
+ * (10 classes) and stays in cache however long. */                                             \
+FM_CLONES static void fm_exp_shifted_##S(const T *z, T *out, double *maxima, ptrdiff_t m,       \
+                                         ptrdiff_t n)                                           \
 {                                                                                               \
     ptrdiff_t group = n >= 1024 ? 1 : 1024 / (n > 0 ? n : 1), i0, i, j;                         \
     for (i0 = 0; i0 < m; i0 += group) {                                                         \
@@ -311,19 +290,20 @@ FM_CLONES static void fm_exp_shifted_##S(const T *z, T *out, ptrdiff_t m, ptrdif
         T *block = out + i0 * n;                                                                \
         for (i = i0; i < i0 + rows; i++) {                                                      \
             T mx = fm_row_max_##S(z + i * n, n);                                                \
+            if (maxima != NULL) maxima[i] = mx;                                                 \
             for (j = 0; j < n; j++) out[i * n + j] = z[i * n + j] - mx;                         \
         }                                                                                       \
         for (j = 0; j < rows * n; j++) block[j] = fm_exp_##S(block[j]);                         \
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-/* sum of x[0:n] in double (see FM_LANE_SUM) */                                                \
+/* sum of x[0:n] in double (see FM_LANE_SUM) */                                                 \
 static inline double fm_sum_##S(const T *x, ptrdiff_t n)                                        \
 {                                                                                               \
     FM_LANE_SUM((double)x[j], n);                                                               \
 }                                                                                               \
                                                                                                 \
-/* sum_j exp(z[j] - mx) in double, without storing the terms (log-softmax) */                 \
+/* sum_j exp(z[j] - mx) in double, without storing the terms (log-softmax) */                   \
 FM_CLONES static double fm_exp_sum_##S(const T *z, T mx, ptrdiff_t n)                           \
 {                                                                                               \
     T scratch[256];                                                                             \
@@ -337,15 +317,15 @@ FM_CLONES static double fm_exp_sum_##S(const T *z, T mx, ptrdiff_t n)           
     return s;                                                                                   \
 }                                                                                               \
                                                                                                 \
-/* Optimiser updates over p[0:n] with gradient g, as in csrc/_optim.pxd (PyTorch's formulas):\
- * g' = g * scale + wd * p, then                                                              \
- *   sgd:      v = mom * v + g'; p -= lr * (nesterov ? g' + mom * v : v)   (mom = 0: p -= lr g')\
- *   adam:     m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;                                  \
- *             p -= step_size * m / (sqrt(v) / root_bc2 + eps)  (one division: see below)     \
- *   rmsprop:  v = alpha v + (1-alpha) g'^2;  p -= lr g' / (sqrt(v) + eps)                    \
- *   adagrad:  v = v + g'^2;                  p -= lr g' / (sqrt(v) + eps)                    \
- * (rmsprop and adagrad share one loop: adagrad is decay = 1, gain = 1.) */                   \
-FM_CLONES static void fm_sgd_##S(T *p, const T *g, T *v, ptrdiff_t n, T lr, T wd, T scale,     \
+/* Optimiser updates over p[0:n] with gradient g, as in csrc/_optim.pxd (PyTorch's formulas):   \
+ * g' = g * scale + wd * p, then                                                                \
+ *   sgd:      v = mom * v + g'; p -= lr * (nesterov ? g' + mom * v : v)   (mom = 0: p -= lr g') \
+ *   adam:     m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;                                    \
+ *             p -= step_size * m / (sqrt(v) / root_bc2 + eps)  (one division: see below)       \
+ *   rmsprop:  v = alpha v + (1-alpha) g'^2;  p -= lr g' / (sqrt(v) + eps)                      \
+ *   adagrad:  v = v + g'^2;                  p -= lr g' / (sqrt(v) + eps)                      \
+ * (rmsprop and adagrad share one loop: adagrad is decay = 1, gain = 1.) */                     \
+FM_CLONES static void fm_sgd_##S(T *p, const T *g, T *v, ptrdiff_t n, T lr, T wd, T scale,      \
                                  T mom, int nesterov)                                           \
 {                                                                                               \
     ptrdiff_t i;                                                                                \
@@ -366,11 +346,11 @@ FM_CLONES static void fm_sgd_##S(T *p, const T *g, T *v, ptrdiff_t n, T lr, T wd
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-FM_CLONES static void fm_adam_##S(T *p, const T *g, T *m, T *v, ptrdiff_t n, T step_size,      \
+FM_CLONES static void fm_adam_##S(T *p, const T *g, T *m, T *v, ptrdiff_t n, T step_size,       \
                                   T root_bc2, T b1, T b2, T eps, T wd, T scale)                 \
 {                                                                                               \
-    /* PyTorch's step_size * m / (sqrt(v) / root_bc2 + eps), with root_bc2 moved out of the  \
-     * loop: one division and one square root per parameter instead of two divisions. */       \
+    /* PyTorch's step_size * m / (sqrt(v) / root_bc2 + eps), with root_bc2 moved out of the     \
+     * loop: one division and one square root per parameter instead of two divisions. */        \
     T eps_scaled = eps * root_bc2;                                                              \
     ptrdiff_t i;                                                                                \
     step_size *= root_bc2;                                                                      \
@@ -384,7 +364,7 @@ FM_CLONES static void fm_adam_##S(T *p, const T *g, T *m, T *v, ptrdiff_t n, T s
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-FM_CLONES static void fm_rms_##S(T *p, const T *g, T *v, ptrdiff_t n, T lr, T decay, T gain,   \
+FM_CLONES static void fm_rms_##S(T *p, const T *g, T *v, ptrdiff_t n, T lr, T decay, T gain,    \
                                  T eps, T wd, T scale)                                          \
 {                                                                                               \
     ptrdiff_t i;                                                                                \
@@ -396,13 +376,13 @@ FM_CLONES static void fm_rms_##S(T *p, const T *g, T *v, ptrdiff_t n, T lr, T de
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-/* sum of x^2 in double (gradient norms) */                                                   \
+/* sum of x^2 in double (gradient norms) */                                                     \
 FM_CLONES static double fm_sum_sq_##S(const T *x, ptrdiff_t n)                                  \
 {                                                                                               \
     FM_LANE_SUM((double)x[j] * x[j], n);                                                        \
 }                                                                                               \
                                                                                                 \
-/* 1 when x[0:n] holds no NaN and no inf: x - x is 0 exactly for finite x */                   \
+/* 1 when x[0:n] holds no NaN and no inf: x - x is 0 exactly for finite x */                    \
 FM_CLONES static int fm_all_finite_##S(const T *x, ptrdiff_t n)                                 \
 {                                                                                               \
     ptrdiff_t i;                                                                                \

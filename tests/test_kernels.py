@@ -408,7 +408,7 @@ def _call_cross_entropy(logits, labels, targets, weights):
     loss = _kernels.cross_entropy(
         logits, no_labels if labels is None else np.ascontiguousarray(labels, np.int64),
         no_targets if targets is None else targets,
-        no_weights if weights is None else weights, total, dlogits)
+        no_weights if weights is None else weights, total, dlogits, np.empty(len(logits)))
     return loss, dlogits
 
 
@@ -529,6 +529,7 @@ def test_squared_error_is_mean_over_all_elements():
 def test_losses_of_an_empty_batch_are_zero(dtype):
     no_labels, no_targets, no_weights = empty_like_kernel(dtype)
     empty = np.empty((0, 3), dtype)
-    loss = _kernels.cross_entropy(empty, no_labels, no_targets, no_weights, 0.0, empty.copy())
+    loss = _kernels.cross_entropy(empty, no_labels, no_targets, no_weights, 0.0, empty.copy(),
+                                  np.empty(0))
     assert loss == 0.0
     assert _kernels.squared_error(empty, empty, no_weights, 0.0, empty.copy()) == 0.0

@@ -210,7 +210,8 @@ class SoftmaxCrossEntropy:
             raise ValueError(f"y must have {m} rows (one per row of scores), got {np.shape(y)}")
         weights, total = _sample_weight(sample_weight, m, scores.dtype)
         self.dscores = np.empty_like(scores)
-        self.loss = _kernels.cross_entropy(scores, labels, targets, weights, total, self.dscores)
+        self.loss = _kernels.cross_entropy(scores, labels, targets, weights, total, self.dscores,
+                                           np.empty(m))
         return self.loss
 
     def backward(self) -> np.ndarray:

@@ -204,9 +204,9 @@ class MLP:
         widths = self.layer_sizes[1:]
         rows = max(m, 2 * self._net.max_batch)          # grow geometrically
         self._workspace = (np.empty(rows * sum(widths), self.dtype),
-                           np.empty(rows * max(widths), self.dtype),
-                           np.empty(rows * max(widths), self.dtype),
-                           np.empty(max(widths), np.float64))
+                           np.empty(rows * self._max_width, self.dtype),
+                           np.empty(rows * self._max_width, self.dtype),
+                           np.empty(max(self._max_width, rows), np.float64))
         self._net.set_workspace(rows, *self._workspace)
 
     # ------------------------------------------------------------------ training
