@@ -35,7 +35,7 @@ from _blas cimport gemm
 from _activations cimport bias_activation, activation_grad, IDENTITY
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error)
-from _optim cimport optimizer_update, OPT_NONE, OPT_ADAM, OPT_ADAMW
+from _optim cimport optimizer_update, OPT_NONE, OPT_ADAM, OPT_ADAMW, H_SIZE
 
 # train_step / predict status codes (the Python layer turns them into exceptions)
 cdef enum:
@@ -352,7 +352,7 @@ cdef class Network:
         cdef int64_t* y = <int64_t*>address(labels, b'q', False, m)
         cdef char* t = address(targets, self.kind, False, m, n_out)
         cdef char* w = address(weights, self.kind, False, m)
-        cdef double* h = <double*>address(hyper, b'd', True, 8)
+        cdef double* h = <double*>address(hyper, b"d", True, H_SIZE)
         cdef char* sa = address(state_a, self.kind, True, self.net.n_params)
         cdef char* sb = address(state_b, self.kind, True, self.net.n_params)
         if m > self.net.max_batch or m == 0:

@@ -125,14 +125,16 @@ def as_positive_int(value, name: str, minimum: int = 1, maximum: int | None = No
     return int(value)
 
 
-def as_labels(y, name: str, n_classes: int | None = None) -> np.ndarray:
-    """Integer class labels as a C-contiguous int64 vector, checked against [0, n_classes)."""
-    if isinstance(y, np.ndarray) and y.dtype == np.int64 and y.ndim == 1 and y.flags.c_contiguous:
+def as_labels(y, name: str, n_classes: int | None = None, ndim: int | None = 1) -> np.ndarray:
+    """Integer class labels as a C-contiguous int64 array of `ndim` dimensions (any with
+    None), checked against [0, n_classes). Integral floats are accepted."""
+    if (isinstance(y, np.ndarray) and y.dtype == np.int64 and y.flags.c_contiguous
+            and (ndim is None or y.ndim == ndim)):
         labels = y
     else:
         array = np.asarray(y)
-        if array.ndim != 1:
-            raise ValueError(f"{name} must be 1-D class labels, got shape {array.shape}")
+        if ndim is not None and array.ndim != ndim:
+            raise ValueError(f"{name} must be {ndim}-D class labels, got shape {array.shape}")
         if array.dtype.kind in "iu":
             labels = np.ascontiguousarray(array, dtype=np.int64)
         elif array.dtype.kind == "f":

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import _kernels
-from ._validation import as_float_array, as_positive_int, check_out, normalize_axis
+from ._validation import as_float_array, as_labels, as_positive_int, check_out, normalize_axis
 
 __all__ = [
     "softmax", "log_softmax", "one_hot", "one_hot_encoding",
@@ -117,17 +117,7 @@ def one_hot(labels, /, num_classes, *, dtype=np.float64):
         raise TypeError(f"dtype must be a NumPy dtype, got {dtype!r}") from exc
     if dtype.kind not in "biuf":
         raise TypeError(f"dtype must be a real numeric dtype, got {dtype}")
-    array = np.asarray(labels)
-    if array.dtype.kind == "f":
-        if array.size and not (np.all(np.isfinite(array)) and np.all(array == np.round(array))):
-            raise ValueError("labels must be integral, got non-integral values")
-    elif array.dtype.kind not in "iu":
-        raise TypeError(f"labels must hold integers, got dtype {array.dtype}")
-    array = array.astype(np.int64)
-    if array.size and (array.min() < 0 or array.max() >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}), got values from {array.min()} to {array.max()}"
-        )
+    array = as_labels(labels, "labels", num_classes, ndim=None)
     result = np.zeros(array.shape + (num_classes,), dtype=dtype)
     np.put_along_axis(result, array[..., None], 1, axis=-1)
     return result

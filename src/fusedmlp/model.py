@@ -9,14 +9,14 @@ import time
 
 import numpy as np
 
-from . import _network
+from . import _kernels, _network
 from ._validation import (
     BLAS_INT_MAX, as_labels, as_matrix, as_model_dtype, as_positive_int, check_finite, describe,
 )
 from .functional import ACTIVATIONS
 from .layers import (Dense, MeanSquaredError, SoftmaxCrossEntropy, _sample_weight,
                      check_activation)
-from .optim import Optimizer, make_optimizer, make_schedule
+from .optim import HYPER_SIZE, Optimizer, make_optimizer, make_schedule
 
 __all__ = ["MLP"]
 
@@ -108,7 +108,7 @@ class MLP:
         if not isinstance(output, str) or output not in _OUTPUTS:
             raise ValueError(f"output must be 'softmax' or 'identity', got {output!r}")
         self.layer_sizes = tuple(sizes)
-        self._n_outputs, self._max_width = sizes[-1], max(sizes[1:])
+        self._max_width = max(sizes[1:])
         self.output = output
         self.dtype = as_model_dtype(dtype)
         self.init = init
@@ -132,7 +132,7 @@ class MLP:
         )
         self._lock = threading.Lock()
         self._workspace = None
-        self._no_update = np.zeros(8)        # hyper-parameters for a gradient-only step
+        self._no_update = np.zeros(HYPER_SIZE)   # hyper-parameters of a gradient-only step
 
     # ------------------------------------------------------------------ description
     @property
@@ -178,15 +178,12 @@ class MLP:
         """(labels or None, targets or None) for m rows, checked against the output."""
         n_out = self.layer_sizes[-1]
         if self.output == "softmax":
-            if type(y) is np.ndarray and y.dtype == np.int64 and y.ndim == 1 and y.flags.c_contiguous:
-                labels = y
-            elif np.ndim(y) == 2:
+            if np.ndim(y) == 2:
                 targets = as_matrix(y, "y", self.dtype, n_out)
                 if len(targets) != m:
                     raise ValueError(f"y must have {m} rows like X, got shape {targets.shape}")
                 return None, targets
-            else:
-                labels = as_labels(y, "y")
+            labels = as_labels(y, "y")
             if labels.shape != (m,):
                 raise ValueError(f"y must have shape ({m},) like X's rows, got {labels.shape}")
             return labels, None
@@ -197,6 +194,17 @@ class MLP:
         if len(targets) != m:
             raise ValueError(f"y must have {m} rows like X, got shape {targets.shape}")
         return None, targets
+
+    def _checked_data(self, X, y, what):
+        """(X, labels or targets) converted and fully checked before fit trains on them:
+        finite, labels in range (a bad label is refused now, not after an epoch)."""
+        X = self._inputs(X)
+        check_finite(X, f"{what}X")
+        labels, targets = self._targets(y, len(X))
+        if labels is not None:
+            return X, as_labels(labels, f"{what}y", self.n_outputs)
+        check_finite(targets, f"{what}y")
+        return X, targets
 
     def _ensure_workspace(self, m):
         if m <= self._net.max_batch:
@@ -279,7 +287,7 @@ class MLP:
         labels, targets = self._targets(y, len(scores))
         if len(scores) == 0:
             raise ValueError("X is empty: the loss needs at least one sample")
-        if not np.all(np.isfinite(scores)):
+        if not _kernels.all_finite(scores.reshape(-1)):
             # X was checked: the model itself overflows (its parameters are too large)
             raise FloatingPointError("the model's outputs on X are not finite (NaN or inf)")
         if self.output == "softmax":
@@ -291,7 +299,7 @@ class MLP:
     def _infer(self, X, output):
         X = self._inputs(X)
         m = X.shape[0]
-        out = np.empty((m, self._n_outputs), self.dtype)
+        out = np.empty((m, self.n_outputs), self.dtype)
         chunk = m if 0 < m < _INFERENCE_CHUNK else _INFERENCE_CHUNK
         # per-call scratch (two ping-pong blocks): what makes concurrent predicts safe
         buffers = np.empty(2 * chunk * self._max_width, self.dtype)
@@ -405,16 +413,9 @@ class MLP:
         if patience is not None:
             patience = as_positive_int(patience, "patience")
 
-        X = self._inputs(X)
+        X, y = self._checked_data(X, y, "")
         if len(X) == 0:
             raise ValueError("X is empty: fit needs at least one sample")
-        check_finite(X, "X")
-        labels, targets = self._targets(y, len(X))
-        y = labels if labels is not None else targets
-        if labels is not None and (labels.min() < 0 or labels.max() >= self.layer_sizes[-1]):
-            as_labels(labels, "y", self.layer_sizes[-1])          # raises with the details
-        if targets is not None:
-            check_finite(targets, "y")
         weights = None
         if sample_weight is not None:
             weights, _ = _sample_weight(sample_weight, len(X), self.dtype)
@@ -422,14 +423,7 @@ class MLP:
         if validation_data is not None:
             if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
                 raise TypeError(f"validation_data must be a pair (X_val, y_val), got {describe(validation_data)}")
-            X_val = self._inputs(validation_data[0])
-            check_finite(X_val, "validation_data X")
-            labels_v, targets_v = self._targets(validation_data[1], len(X_val))
-            if labels_v is not None:                  # refused now, not after an epoch
-                as_labels(labels_v, "validation_data y", self.layer_sizes[-1])
-            else:
-                check_finite(targets_v, "validation_data y")
-            y_val = labels_v if labels_v is not None else targets_v
+            X_val, y_val = self._checked_data(*validation_data, "validation_data ")
         elif validation_fraction:
             if not 0 < validation_fraction < 1:
                 raise ValueError(f"validation_fraction must lie in (0, 1), got {validation_fraction}")

@@ -25,7 +25,7 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad", "make_opti
 # Indices into the float64 hyper-parameter array (mirror csrc/_optim.pxd).
 _LR, _WEIGHT_DECAY, _MOMENTUM, _NESTEROV, _EPS, _CLIP_NORM, _T = 0, 1, 2, 3, 4, 5, 6
 _BETA1, _BETA2 = 2, 3
-_H_SIZE = 8
+HYPER_SIZE = 8     # entries of the float64 hyper-parameter array (H_SIZE in _optim.pxd)
 
 # Serialises the (rare) binding of an optimiser to a model; a module-level lock keeps
 # optimisers copyable (scikit-learn's clone deep-copies them).
@@ -50,7 +50,7 @@ class Optimizer:
     n_states = 0       # how many parameter-sized state buffers
 
     def __init__(self, lr, weight_decay=0.0):
-        self.hyper = np.zeros(_H_SIZE)
+        self.hyper = np.zeros(HYPER_SIZE)
         self.lr = lr
         self.weight_decay = weight_decay
         self._model = None
