@@ -319,21 +319,6 @@ def _loss_through_layer(X, W, b, G, kind):
     return float(np.sum(G * A))
 
 
-def _central_differences(loss, array, h):
-    """d loss / d array by central differences, perturbing `array` in place."""
-    grad = np.zeros_like(array)
-    flat, grad_flat = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        saved = flat[i]
-        flat[i] = saved + h
-        plus = loss()
-        flat[i] = saved - h
-        minus = loss()
-        flat[i] = saved
-        grad_flat[i] = (plus - minus) / (2 * h)
-    return grad
-
-
 def relative_error(analytic, numeric):
     denominator = np.linalg.norm(analytic) + np.linalg.norm(numeric)
     return 0.0 if denominator == 0 else np.linalg.norm(analytic - numeric) / denominator
@@ -355,7 +340,7 @@ def test_dense_backward_against_finite_differences(name):
 
     h = 1e-6
     for analytic, parameter in ((dW, W), (db, b), (dX, X)):
-        numeric = _central_differences(loss, parameter, h)
+        numeric = reference.central_differences(loss, parameter, h)
         if name == "step":
             assert (analytic == 0).all() and (numeric == 0).all()
         else:
@@ -464,7 +449,7 @@ def test_cross_entropy_gradient_against_finite_differences(target_kind, weighted
     labels, targets = _targets(target_kind, rng, 4, 5, np.float64)
     weights = rng.uniform(0.5, 2, 4) if weighted else None
     _, analytic = _call_cross_entropy(logits, labels, targets, weights)
-    numeric = _central_differences(
+    numeric = reference.central_differences(
         lambda: _call_cross_entropy(logits, labels, targets, weights)[0], logits, 1e-6)
     assert relative_error(analytic, numeric) < 1e-6
 
@@ -513,7 +498,7 @@ def test_squared_error_gradient_against_finite_differences(weighted):
     target = rng.normal(size=(4, 3))
     weights = rng.uniform(0.5, 2, 4) if weighted else None
     _, analytic = _call_squared_error(pred, target, weights)
-    numeric = _central_differences(
+    numeric = reference.central_differences(
         lambda: _call_squared_error(pred, target, weights)[0], pred, 1e-6)
     assert relative_error(analytic, numeric) < 1e-6
 

@@ -9,6 +9,7 @@ import pytest
 import fusedmlp
 
 import reference_model as ref
+from reference import central_differences
 
 HIDDEN_ACTIVATIONS = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "softplus"]
 TARGET_KINDS = ["labels", "probabilities", "regression"]
@@ -51,18 +52,8 @@ def _numerical_gradients(model, X, y, sample_weight, eps=1e-6):
     grads = []
     for layer in model.layers:
         pair = []
-        for param in (layer.W, layer.b):
-            flat = param.reshape(-1)             # a view into the model's parameters
-            numeric = np.empty(flat.size)
-            for i in range(flat.size):
-                saved = flat[i]
-                flat[i] = saved + eps
-                plus = loss()
-                flat[i] = saved - eps
-                minus = loss()
-                flat[i] = saved
-                numeric[i] = (plus - minus) / (2 * eps)
-            pair.append(numeric.reshape(param.shape))
+        for param in (layer.W, layer.b):         # views into the model's parameters
+            pair.append(central_differences(loss, param, eps))
         grads.append(pair)
     return grads
 
