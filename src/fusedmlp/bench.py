@@ -319,40 +319,32 @@ def _tables(results, competitors, spread=True):
     def row(cells):
         lines.append("| " + " | ".join(cells) + " |")
 
+    def comparison(key, extra_header, extra_cells):
+        """One row per setting: fusedmlp, its extra columns, then each competitor and ratio."""
+        header = ["threads", "dtype", "network", "batch", "fusedmlp", *extra_header]
+        for other in others:
+            header += [LABELS[other], f"×{LABELS[other]}"]
+        row(header)
+        row(["---"] * len(header))
+        for result in results:
+            t = result[key]
+            cells = [str(result["threads"]), result["dtype"], _net_name(result["sizes"]),
+                     str(result["batch"]), _format_us(t.get("fusedmlp"), spread),
+                     *extra_cells(t)]
+            for other in others:
+                cells += [_format_us(t.get(other), spread),
+                          _format_ratio(t.get(other), t.get("fusedmlp"))]
+            row(cells)
+
     lines.append("Training step, µs per step: median (min–max) over rounds; "
                  "×X = X's time / fusedmlp's; fusedmlp/floor = fusedmlp's time / GEMM floor's.")
     lines.append("")
-    header = ["threads", "dtype", "network", "batch", "fusedmlp", "GEMM floor", "fusedmlp/floor"]
-    for other in others:
-        header += [LABELS[other], f"×{LABELS[other]}"]
-    row(header)
-    row(["---"] * len(header))
-    for result in results:
-        t = result["train"]
-        cells = [str(result["threads"]), result["dtype"], _net_name(result["sizes"]),
-                 str(result["batch"]), _format_us(t.get("fusedmlp"), spread),
-                 _format_us(t.get("floor"), spread),
-                 _format_ratio(t.get("fusedmlp"), t.get("floor"))]
-        for other in others:
-            cells += [_format_us(t.get(other), spread),
-                      _format_ratio(t.get(other), t.get("fusedmlp"))]
-        row(cells)
-
+    comparison("train", ["GEMM floor", "fusedmlp/floor"],
+               lambda t: [_format_us(t.get("floor"), spread),
+                          _format_ratio(t.get("fusedmlp"), t.get("floor"))])
     lines += ["", "Inference (predict_proba on one batch), µs per call: median (min–max); "
               "×X = X's time / fusedmlp's.", ""]
-    header = ["threads", "dtype", "network", "batch", "fusedmlp"]
-    for other in others:
-        header += [LABELS[other], f"×{LABELS[other]}"]
-    row(header)
-    row(["---"] * len(header))
-    for result in results:
-        t = result["infer"]
-        cells = [str(result["threads"]), result["dtype"], _net_name(result["sizes"]),
-                 str(result["batch"]), _format_us(t.get("fusedmlp"), spread)]
-        for other in others:
-            cells += [_format_us(t.get(other), spread),
-                      _format_ratio(t.get(other), t.get("fusedmlp"))]
-        row(cells)
+    comparison("infer", [], lambda t: [])
 
     # 1 vs 2 (or more) threads: time at 1 thread / time at n threads (> 1 means threads help)
     by_setting = {}
