@@ -471,7 +471,7 @@ class MLP:
                     wb = None if weights is None else weights[idx]
                     batch_loss = self._step(Xb, yb, kind, hyper, state_a, state_b, wb)
                     total_loss += batch_loss * len(idx)
-                if not np.all(np.isfinite(self._params)):
+                if not _kernels.all_finite(self._params):
                     # the epoch's last update overflowed: no later step would see its loss
                     raise FloatingPointError("the parameters are not finite after the update")
                 logs = {"loss": total_loss / n, "lr": optimizer.lr,
