@@ -14,11 +14,11 @@ import textwrap
 import numpy as np
 import pytest
 
-dask = pytest.importorskip("dask", reason="the fusedmlp[dask] extra (dask) is not installed")
+dask = pytest.importorskip("dask", reason="the dask extra (dask) is not installed")
 da = pytest.importorskip("dask.array",
-                         reason="the fusedmlp[dask] extra (dask[array]) is not installed")
+                         reason="the dask extra (dask[array]) is not installed")
 distributed = pytest.importorskip("distributed",
-                                  reason="the fusedmlp[dask] extra (distributed) is not installed")
+                                  reason="the dask extra (distributed) is not installed")
 
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402

@@ -88,3 +88,13 @@ def test_installed_package_trains():
     model = fusedmlp.MLP([3, 8, 2], seed=0)
     model.fit(X, y, epochs=30, batch_size=16, optimizer=fusedmlp.Adam(0.05))
     assert model.score(X, y) > 0.9
+
+
+def test_license_travels_with_the_wheel():
+    # BSD-3-Clause requires its text in every copy: PEP 639 puts it in the .dist-info.
+    distribution = importlib.metadata.distribution("fusedmlp")
+    assert distribution.metadata["License-Expression"] == "BSD-3-Clause"
+    licenses = [f for f in distribution.files or () if f.name == "LICENSE"]
+    assert licenses, "LICENSE is not in the installed distribution"
+    text = licenses[0].read_text()
+    assert "BSD 3-Clause License" in text and "the fusedmlp developers" in text

@@ -22,7 +22,7 @@ from .optim import (
     StepLR,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "ACTIVATIONS", "softmax", "log_softmax", "one_hot", "one_hot_encoding", "sigmoid", "relu",

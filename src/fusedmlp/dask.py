@@ -1,7 +1,7 @@
 """Scale-out on Dask: predict, train incrementally and train data-parallel over chunked arrays.
 
-Install with ``pip install "fusedmlp[dask]"`` (dask[array] and distributed; dask-ml only for
-its wrappers). Only this module imports dask; ``import fusedmlp`` never does.
+Install with ``pip install "dask[array]" distributed`` (or ``pip install ".[dask]"`` from a
+fusedmlp checkout; dask-ml only for its wrappers). Only this module imports dask; ``import fusedmlp`` never does.
 
 Three ways to use many blocks (and many workers):
 
@@ -43,7 +43,7 @@ try:
 except ImportError as exc:                               # pragma: no cover - depends on env
     raise ImportError(
         'fusedmlp.dask needs dask[array] (and distributed for fit_data_parallel): '
-        'pip install "fusedmlp[dask]"'
+        'pip install "dask[array]" distributed (from a fusedmlp checkout: pip install ".[dask]")'
     ) from exc
 
 from ._validation import as_positive_int, describe
@@ -384,7 +384,8 @@ def _default_client():
         from distributed import get_client
     except ImportError as exc:
         raise ImportError("fit_data_parallel needs the distributed package: "
-                          'pip install "fusedmlp[dask]"') from exc
+                          'pip install distributed (from a fusedmlp checkout: '
+                          'pip install ".[dask]")') from exc
     try:
         return get_client()
     except ValueError:

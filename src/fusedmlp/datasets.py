@@ -1,7 +1,8 @@
 """Small real datasets for the demo, all available offline.
 
 - :func:`load_digits_dataset`: scikit-learn's bundled 8x8 handwritten digits (needs
-  scikit-learn, ``pip install 'fusedmlp[sklearn]'``).
+  scikit-learn: ``pip install scikit-learn``, or ``pip install ".[sklearn]"`` from a
+  fusedmlp checkout).
 - :func:`load_idx_dataset`: MNIST-style IDX files from a directory, such as Fashion-MNIST from
   the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``).
 - :func:`read_idx`: one IDX file, raw or gzip-compressed.
@@ -245,7 +246,8 @@ def load_digits_dataset(*, test_fraction=0.25, seed=0) -> Dataset:
     except ImportError:
         raise ImportError(
             "the digits dataset ships with scikit-learn, which is not installed: "
-            "pip install 'fusedmlp[sklearn]' (or use IDX files, e.g. Fashion-MNIST)"
+            "pip install scikit-learn (from a fusedmlp checkout: pip install \".[sklearn]\"), "
+            "or use IDX files, e.g. Fashion-MNIST"
         ) from None
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")

@@ -2,7 +2,8 @@
 
 They take scikit-learn's ``MLPClassifier``/``MLPRegressor`` parameter names where the names
 mean the same thing, and they pass scikit-learn's ``parametrize_with_checks``. Importing this
-module imports scikit-learn (``pip install 'fusedmlp[sklearn]'``); ``import fusedmlp`` does not.
+module imports scikit-learn (``pip install scikit-learn``, or ``pip install ".[sklearn]"``
+from a fusedmlp checkout); ``import fusedmlp`` does not.
 
 How the parameters map onto fusedmlp
 ------------------------------------
@@ -62,7 +63,7 @@ try:
 except ImportError as exc:                               # pragma: no cover - depends on env
     raise ImportError(
         "fusedmlp.sklearn needs scikit-learn >= 1.6 (validate_data, __sklearn_tags__); "
-        "install it with: pip install 'fusedmlp[sklearn]'"
+        "pip install scikit-learn (from a fusedmlp checkout: pip install \".[sklearn]\")"
     ) from exc
 
 from .model import MLP
