@@ -525,6 +525,19 @@ class MLP:
 
         save(self, path, optimizer=optimizer)
 
+    def to_onnx(self, path):
+        """Export the model as an ONNX graph to `path` (``None``: only return it).
+
+        Returns the ``onnx.ModelProto``. The graph takes ``X`` (``(N, n_features)``, the
+        model's dtype, any N) and gives ``probabilities`` and ``label`` for
+        ``output="softmax"``, ``predictions`` for ``output="identity"``, equal to
+        ``predict_proba``/``predict`` to rounding. Needs the ``onnx`` package; see
+        :mod:`fusedmlp.onnx` for the operators used.
+        """
+        from .onnx import to_onnx
+
+        return to_onnx(self, path)
+
     def get_params_vector(self) -> np.ndarray:
         """A copy of all parameters as one flat vector ([W_0, ..., b_0, ...])."""
         return self._params.copy()

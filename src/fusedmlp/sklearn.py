@@ -231,6 +231,18 @@ class _BaseMLP(BaseEstimator):
         model = self._fitted_model("intercepts_")
         return [layer.b for layer in model.layers]
 
+    def to_onnx(self, path):
+        """Export the fitted network as an ONNX graph to `path` (``None``: only return it).
+
+        Returns the ``onnx.ModelProto``. Input ``X`` (``(N, n_features_in_)``, the model's
+        dtype); outputs as :meth:`fusedmlp.MLP.to_onnx`, except that a classifier's ``label``
+        holds ``classes_`` (as ``predict``), not class indices. Needs the ``onnx`` package.
+        """
+        from .onnx import to_onnx
+
+        check_is_fitted(self, "model_")
+        return to_onnx(self.model_, path, classes=self.__dict__.get("classes_"))
+
     def _fitted_model(self, what):
         model = self.__dict__.get("model_")
         if model is None:

@@ -1,0 +1,128 @@
+"""ONNX export: the exported graph, run by onnxruntime, gives what the model gives.
+
+Parity on every activation x output x dtype: float32 within 1e-5 relative, float64 within
+1e-12 relative, labels identical. Probabilities are compared elementwise; regression outputs
+relative to the largest output (a sum of terms can cancel to near 0, where an elementwise
+relative error means nothing).
+"""
+
+import numpy as np
+import pytest
+
+import fusedmlp
+
+onnx = pytest.importorskip("onnx", reason="the onnx package is not installed "
+                                          '(pip install ".[onnx]")')
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed "
+                                                '(pip install ".[onnx]")')
+
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+
+
+def run(path_or_proto, X):
+    data = path_or_proto if isinstance(path_or_proto, bytes) else str(path_or_proto)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"X": X})))
+
+
+def inputs(n, d, dtype, seed=0):
+    # values on both sides of 0, moderately large, so every activation's branches are used
+    return (np.random.default_rng(seed).normal(scale=2.0, size=(n, d))).astype(dtype)
+
+
+def assert_close(actual, expected, dtype, *, normwise=False):
+    assert actual.dtype == expected.dtype
+    assert actual.shape == expected.shape
+    atol = RTOL[dtype] * np.abs(expected).max() if normwise else 0
+    np.testing.assert_allclose(actual, expected, rtol=RTOL[dtype], atol=atol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", sorted(fusedmlp.ACTIVATIONS))
+def test_classifier_parity_for_every_activation(tmp_path, activation, dtype):
+    model = fusedmlp.MLP([5, 16, 7, 4], activation=activation, dtype=dtype, seed=1)
+    X = inputs(257, 5, dtype)
+    path = tmp_path / "model.onnx"
+    proto = model.to_onnx(path)
+    assert isinstance(proto, onnx.ModelProto)
+    got = run(path, X)
+    assert_close(got["probabilities"], model.predict_proba(X), dtype)
+    np.testing.assert_array_equal(got["label"], model.predict(X))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", sorted(fusedmlp.ACTIVATIONS))
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_regressor_parity_for_every_activation(activation, dtype, n_outputs):
+    model = fusedmlp.MLP([3, 9, n_outputs], activation=activation, output="identity",
+                         dtype=dtype, seed=2)
+    X = inputs(64, 3, dtype, seed=3)
+    got = run(model.to_onnx(None).SerializeToString(), X)
+    assert_close(got["predictions"], model.predict(X), dtype, normwise=True)
+
+
+def test_trained_model_and_per_layer_activations():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] ** 2 > 1).astype(int) + (X[:, 2] > 0)
+    model = fusedmlp.MLP([6, 12, 12, 3], activation=["elu", "softplus"], seed=0)
+    model.fit(X, y, epochs=5, batch_size=32, verbose=0)
+    got = run(model.to_onnx(None).SerializeToString(), X)
+    assert_close(got["probabilities"], model.predict_proba(X), np.float32)
+    np.testing.assert_array_equal(got["label"], model.predict(X))
+
+
+def test_graph_is_standard_and_batch_dimension_is_dynamic():
+    model = fusedmlp.MLP([4, 8, 3], activation="tanh", seed=0)
+    proto = model.to_onnx(None)
+    assert [node.op_type for node in proto.graph.node] == ["Gemm", "Tanh", "Gemm", "Softmax",
+                                                           "ArgMax"]
+    assert {o.domain for o in proto.opset_import} == {""}          # only the standard domain
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "N" and dims[1].dim_value == 4
+    for n in (1, 2, 1000):                                         # any batch size
+        X = inputs(n, 4, np.float32)
+        assert run(proto.SerializeToString(), X)["probabilities"].shape == (n, 3)
+
+
+def test_extreme_inputs_match():
+    # large logits (softmax must not overflow), zeros, and the activations' far tails
+    for activation in sorted(fusedmlp.ACTIVATIONS):
+        model = fusedmlp.MLP([2, 4, 3], activation=activation, dtype=np.float64, seed=0)
+        X = np.array([[0.0, 0.0], [300.0, -300.0], [-1e3, 1e3], [1e-300, -1e-300]])
+        got = run(model.to_onnx(None).SerializeToString(), X)
+        assert_close(got["probabilities"], model.predict_proba(X), np.float64)
+
+
+@pytest.mark.filterwarnings("ignore:Stochastic optimizer")
+def test_estimators_export_labels_and_predictions(tmp_path):
+    sklearn = pytest.importorskip("fusedmlp.sklearn", reason="scikit-learn is not installed")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 4))
+    names = np.array(["cat", "dog", "emu"])
+    y = names[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)]
+    clf = sklearn.MLPClassifier((8,), max_iter=20, random_state=0).fit(X, y)
+    clf.to_onnx(tmp_path / "clf.onnx")
+    got = run(tmp_path / "clf.onnx", X.astype(clf.model_.dtype))
+    np.testing.assert_array_equal(got["label"], clf.predict(X))
+    assert_close(got["probabilities"], clf.predict_proba(X), np.dtype(clf.model_.dtype).type)
+
+    y_num = np.array([3, 7])[(X[:, 0] > 0).astype(int)]             # integer classes
+    clf = sklearn.MLPClassifier((8,), max_iter=20, random_state=0).fit(X, y_num)
+    got = run(clf.to_onnx(None).SerializeToString(), X.astype(clf.model_.dtype))
+    np.testing.assert_array_equal(got["label"], clf.predict(X))
+
+    reg = sklearn.MLPRegressor((8,), max_iter=20, random_state=0).fit(X, X[:, 0] - X[:, 1])
+    got = run(reg.to_onnx(None).SerializeToString(), X.astype(reg.model_.dtype))
+    assert_close(got["predictions"], reg.predict(X), np.dtype(reg.model_.dtype).type,
+                 normwise=True)
+
+
+def test_unfitted_estimator_refuses():
+    sklearn = pytest.importorskip("fusedmlp.sklearn", reason="scikit-learn is not installed")
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        sklearn.MLPClassifier().to_onnx(None)
