@@ -5,7 +5,8 @@
 # once over `floating` (float32 and float64), checks nothing the Python layer in
 # src/fusedmlp/ has already checked, and releases the GIL around the arithmetic. Optional
 # arrays are passed as empty arrays (length 0) rather than None, so every signature stays
-# fully typed.
+# fully typed. The arithmetic runs with subnormals flushed (fpenv.h): each nogil block
+# saves the caller's floating-point control word on entry and restores it at its end.
 #
 # The arithmetic itself lives in the .pxd files: _activations (activations, fused bias and
 # derivative passes), _losses (softmax, log-softmax, cross-entropy, MSE), _optim (updates),
@@ -19,29 +20,37 @@ from _activations cimport apply_activation, bias_activation, activation_grad
 from _losses cimport (softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error, all_finite as _all_finite)
 from _optim cimport optimizer_update as _optimizer_update
+from _fpenv cimport (fm_fpenv, fm_fpenv_get, fm_fpenv_enter, fm_fpenv_leave, FM_FPENV_HARDWARE,
+                     FM_FPENV_FLUSH_BITS, FM_FPENV_STATUS_BITS)
 
 
 def activation(const floating[::1] x, floating[::1] out, int kind):
     """out := f(x) for the activation numbered `kind` (out may be x)."""
+    cdef fm_fpenv saved
     with nogil:
+        saved = fm_fpenv_enter()
         apply_activation(&x[0] if x.shape[0] else NULL, &out[0] if out.shape[0] else NULL,
                          x.shape[0], kind)
+        fm_fpenv_leave(saved)
 
 
 def softmax(const floating[:, ::1] x, floating[:, ::1] out, bint log):
     """out := softmax (or log-softmax) of each row of x (out may be x)."""
+    cdef fm_fpenv saved
     cdef Py_ssize_t m = x.shape[0], n = x.shape[1]
     if m == 0 or n == 0:
         return
     with nogil:
+        saved = fm_fpenv_enter()
         if log:
             log_softmax_rows(&x[0, 0], &out[0, 0], m, n)
         else:
             softmax_rows(&x[0, 0], &out[0, 0], m, n)
+        fm_fpenv_leave(saved)
 
 
 def all_finite(const floating[::1] x):
-    """True when x holds no NaN and no inf."""
+    """True when x holds no NaN and no inf (comparisons only: no flushing needed)."""
     cdef bint finite = True
     if x.shape[0] != 0:
         with nogil:
@@ -52,13 +61,16 @@ def all_finite(const floating[::1] x):
 def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
                   int kind, floating[:, ::1] out):
     """out := f(X @ W + b): one gemm, then one pass for the bias and the activation."""
+    cdef fm_fpenv saved
     cdef int m = X.shape[0], n_in = W.shape[0], n_out = W.shape[1]
     if m == 0:
         return
     with nogil:
+        saved = fm_fpenv_enter()
         gemm(False, False, m, n_out, n_in, <floating>1, &X[0, 0], n_in, &W[0, 0], n_out,
              <floating>0, &out[0, 0], n_out)
         bias_activation(&out[0, 0], &b[0], m, n_out, kind)
+        fm_fpenv_leave(saved)
 
 
 def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
@@ -70,18 +82,21 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
     dZ := dA * f'(A) and db := sum_rows(dZ) in one pass (scratch: n_out float64 sums),
     dW := X^T @ dZ, and dX := dZ @ W^T unless dX is empty (the first layer needs none).
     """
+    cdef fm_fpenv saved
     cdef int m = X.shape[0], n_in = W.shape[0], n_out = W.shape[1]
     if m == 0:
         dW[:, :] = 0
         db[:] = 0
         return
     with nogil:
+        saved = fm_fpenv_enter()
         activation_grad(&dA[0, 0], &A[0, 0], &dZ[0, 0], &scratch[0], &db[0], m, n_out, kind)
         gemm(True, False, n_in, n_out, m, <floating>1, &X[0, 0], n_in, &dZ[0, 0], n_out,
              <floating>0, &dW[0, 0], n_out)
         if dX.shape[0] != 0:
             gemm(False, True, m, n_in, n_out, <floating>1, &dZ[0, 0], n_out, &W[0, 0], n_out,
                  <floating>0, &dX[0, 0], n_in)
+        fm_fpenv_leave(saved)
 
 
 def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
@@ -92,30 +107,36 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
     Give either labels (targets empty) or targets (labels empty); weights may be empty;
     scratch holds one float64 per row.
     """
+    cdef fm_fpenv saved
     cdef Py_ssize_t m = logits.shape[0], n = logits.shape[1]
     cdef double loss
     if m == 0:
         return 0.0
     with nogil:
+        saved = fm_fpenv_enter()
         loss = softmax_cross_entropy(
             &logits[0, 0], &labels[0] if labels.shape[0] else NULL,
             &targets[0, 0] if targets.shape[0] else NULL,
             &weights[0] if weights.shape[0] else NULL, total_weight, &dlogits[0, 0],
             &scratch[0], m, n)
+        fm_fpenv_leave(saved)
     return loss
 
 
 def squared_error(const floating[:, ::1] pred, const floating[:, ::1] target,
                   const floating[::1] weights, double total_weight, floating[:, ::1] dpred):
     """Mean squared error over all elements and, in the same pass, its gradient."""
+    cdef fm_fpenv saved
     cdef Py_ssize_t m = pred.shape[0], n = pred.shape[1]
     cdef double loss
     if m == 0 or n == 0:
         return 0.0
     with nogil:
+        saved = fm_fpenv_enter()
         loss = mean_squared_error(&pred[0, 0], &target[0, 0],
                                   &weights[0] if weights.shape[0] else NULL, total_weight,
                                   &dpred[0, 0], m, n)
+        fm_fpenv_leave(saved)
     return loss
 
 
@@ -123,10 +144,28 @@ def optimizer_update(int kind, double[::1] hyper, floating[::1] params,
                      const floating[::1] grads, floating[::1] state_a, floating[::1] state_b,
                      Py_ssize_t n_decay):
     """One in-place optimiser step over a flat parameter buffer (see _optim.pxd)."""
+    cdef fm_fpenv saved
     if params.shape[0] == 0:
         return
     with nogil:
+        saved = fm_fpenv_enter()
         _optimizer_update(kind, &hyper[0], &params[0], &grads[0],
                           &state_a[0] if state_a.shape[0] else NULL,
                           &state_b[0] if state_b.shape[0] else NULL,
                           params.shape[0], n_decay)
+        fm_fpenv_leave(saved)
+
+
+def fp_control():
+    """``(caller's word, word inside fusedmlp, flush bits, hardware flushes)``.
+
+    The floating-point control register (MXCSR on x86, FPCR on AArch64; 0 elsewhere) without
+    its sticky exception flags, read outside and inside an fm_fpenv_enter/leave bracket: the
+    tests use it to check that every entry point leaves the caller's environment as it found it.
+    """
+    cdef fm_fpenv outside, inside, saved
+    outside = fm_fpenv_get() & ~FM_FPENV_STATUS_BITS
+    saved = fm_fpenv_enter()
+    inside = fm_fpenv_get() & ~FM_FPENV_STATUS_BITS
+    fm_fpenv_leave(saved)
+    return int(outside), int(inside), int(FM_FPENV_FLUSH_BITS), bool(FM_FPENV_HARDWARE)

@@ -20,6 +20,10 @@
 # The inputs are checked (finite, labels in range) before anything is written, and the update
 # is skipped when the loss is not finite, so a refused step leaves the model as it was.
 #
+# Every entry point runs its arithmetic with subnormals flushed (fpenv.h): set on entry to the
+# nogil block, restored before it ends, so the caller's floating-point environment is never
+# changed (errors are status codes, reported after the restore).
+#
 # Entry points take plain objects and read their data pointers through the buffer protocol,
 # which also refuses non-contiguous, read-only-when-written or wrong-dtype buffers as a last
 # line of defence: a whole step costs a few microseconds, so per-call overhead matters here.
@@ -36,6 +40,7 @@ from _activations cimport bias_activation, activation_grad, IDENTITY
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error)
 from _optim cimport optimizer_update, OPT_NONE, OPT_ADAM, OPT_ADAMW, H_SIZE
+from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 
 # train_step / predict status codes (the Python layer turns them into exceptions)
 cdef enum:
@@ -348,6 +353,7 @@ cdef class Network:
         cdef Py_ssize_t m = len(X), n_out = self.net.sizes[self.net.n_layers]
         cdef int status
         cdef double loss = 0
+        cdef fm_fpenv saved
         cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
         cdef int64_t* y = <int64_t*>address(labels, b'q', False, m)
         cdef char* t = address(targets, self.kind, False, m, n_out)
@@ -365,12 +371,14 @@ cdef class Network:
             total_weight = m
         with nogil:
             fusedmlp_enter()
+            saved = fm_fpenv_enter()
             if self.is_double:
                 status = step(&self.net, <double*>x, m, y, <double*>t, <double*>w,
                               total_weight, opt_kind, h, <double*>sa, <double*>sb, &loss)
             else:
                 status = step(&self.net, <float*>x, m, y, <float*>t, <float*>w,
                               total_weight, opt_kind, h, <float*>sa, <float*>sb, &loss)
+            fm_fpenv_leave(saved)
             fusedmlp_leave()
         self.loss = loss
         return status
@@ -383,6 +391,7 @@ cdef class Network:
         """
         cdef Py_ssize_t m = len(X)
         cdef int status
+        cdef fm_fpenv saved
         cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
         cdef char* o = address(out, self.kind, True, m, self.net.sizes[self.net.n_layers])
         cdef char* buf = address(buffers, self.kind, True)
@@ -392,10 +401,12 @@ cdef class Network:
             return OK
         with nogil:
             fusedmlp_enter()
+            saved = fm_fpenv_enter()
             if self.is_double:
                 status = infer(&self.net, <double*>x, m, <double*>o, <double*>buf, chunk, output)
             else:
                 status = infer(&self.net, <float*>x, m, <float*>o, <float*>buf, chunk, output)
+            fm_fpenv_leave(saved)
             fusedmlp_leave()
         return status
 
@@ -407,12 +418,15 @@ cdef class Network:
         contents become meaningless (the next train_step overwrites both).
         """
         cdef Py_ssize_t m = len(X), r
+        cdef fm_fpenv saved
         cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
         if m > self.net.max_batch or m == 0:
             raise ValueError(f"X must have 1 to {self.net.max_batch} rows")
         with nogil:
+            saved = fm_fpenv_enter()
             for r in range(repeats):
                 if self.is_double:
                     matmuls(&self.net, <double*>x, m)
                 else:
                     matmuls(&self.net, <float*>x, m)
+            fm_fpenv_leave(saved)

@@ -16,6 +16,8 @@
 from cython cimport floating
 from libc.math cimport sqrt
 
+from _fpenv cimport fm_flush_subnormals_f, fm_flush_subnormals_d
+
 cdef enum:
     OPT_NONE = 0
     OPT_SGD = 1
@@ -129,3 +131,15 @@ cdef inline void optimizer_update(int kind, double* hyper, floating* p, const fl
     _update_range(kind, hyper, <floating>0, <floating>scale, p + n_decay, grad + n_decay,
                   state_a + n_decay if state_a != NULL else NULL,
                   state_b + n_decay if state_b != NULL else NULL, size - n_decay)
+    # Where the hardware has no flush-to-zero mode (fpenv.h), the state of always-zero
+    # gradients would decay into subnormals: flush it here (a no-op elsewhere).
+    if floating is float:
+        if state_a != NULL:
+            fm_flush_subnormals_f(state_a, size)
+        if state_b != NULL:
+            fm_flush_subnormals_f(state_b, size)
+    else:
+        if state_a != NULL:
+            fm_flush_subnormals_d(state_a, size)
+        if state_b != NULL:
+            fm_flush_subnormals_d(state_b, size)
