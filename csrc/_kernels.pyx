@@ -5,8 +5,14 @@
 # once over `floating` (float32 and float64), checks nothing the Python layer in
 # src/fusedmlp/ has already checked, and releases the GIL around the arithmetic. Optional
 # arrays are passed as empty arrays (length 0) rather than None, so every signature stays
-# fully typed. The arithmetic runs with subnormals flushed (fpenv.h): each nogil block
-# saves the caller's floating-point control word on entry and restores it at its end.
+# fully typed.
+#
+# Subnormals (fpenv.h): the layer and training kernels (dense, losses, optimiser update) run
+# with flush-to-zero, like the whole-network calls in _network.pyx, saving the caller's
+# floating-point control word on entry to the nogil block and restoring it at its end. The
+# public array functions (activation, softmax) keep IEEE gradual underflow, as NumPy does:
+# they are one pass over the data, where a flush would cost results (sigmoid(-100) in float32
+# is a subnormal) and save no time worth having.
 #
 # The arithmetic itself lives in the .pxd files: _activations (activations, fused bias and
 # derivative passes), _losses (softmax, log-softmax, cross-entropy, MSE), _optim (updates),
@@ -26,27 +32,21 @@ from _fpenv cimport (fm_fpenv, fm_fpenv_get, fm_fpenv_enter, fm_fpenv_leave, FM_
 
 def activation(const floating[::1] x, floating[::1] out, int kind):
     """out := f(x) for the activation numbered `kind` (out may be x)."""
-    cdef fm_fpenv saved
     with nogil:
-        saved = fm_fpenv_enter()
         apply_activation(&x[0] if x.shape[0] else NULL, &out[0] if out.shape[0] else NULL,
                          x.shape[0], kind)
-        fm_fpenv_leave(saved)
 
 
 def softmax(const floating[:, ::1] x, floating[:, ::1] out, bint log):
     """out := softmax (or log-softmax) of each row of x (out may be x)."""
-    cdef fm_fpenv saved
     cdef Py_ssize_t m = x.shape[0], n = x.shape[1]
     if m == 0 or n == 0:
         return
     with nogil:
-        saved = fm_fpenv_enter()
         if log:
             log_softmax_rows(&x[0, 0], &out[0, 0], m, n)
         else:
             softmax_rows(&x[0, 0], &out[0, 0], m, n)
-        fm_fpenv_leave(saved)
 
 
 def all_finite(const floating[::1] x):
