@@ -430,3 +430,6 @@ cdef class Network:
                 else:
                     matmuls(&self.net, <float*>x, m)
             fm_fpenv_leave(saved)
+
+
+include "_embed.pxi"

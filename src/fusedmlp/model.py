@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _kernels, _network
 from ._validation import (
-    BLAS_INT_MAX, as_labels, as_matrix, as_model_dtype, as_positive_int, check_finite, describe,
+    BLAS_INT_MAX, as_labels, as_matrix, as_model_dtype, as_positive_int, check_finite, check_out, describe,
 )
 from .functional import ACTIVATIONS
 from .layers import (Dense, MeanSquaredError, SoftmaxCrossEntropy, _sample_weight,
@@ -22,7 +22,6 @@ __all__ = ["MLP"]
 
 _OUTPUTS = {"softmax": 0, "identity": 1}     # the loss each output trains with (_network.pyx)
 _SCORES, _PROBABILITIES, _LOG_PROBABILITIES = 0, 1, 2
-_INFERENCE_CHUNK = 256                       # rows per pass through the layers in predict
 _STATUS = {
     1: (ValueError, "X contains NaN or infinity"),
     2: (ValueError, "y holds a label outside [0, n_classes)"),
@@ -64,7 +63,7 @@ class MLP:
     with the GIL released, on a workspace sized for the largest batch seen.
 
     Thread safety: ``predict``/``predict_proba``/``forward`` may run from many threads at once
-    (each call has its own scratch buffers). Training steps on one model are serialised by a
+    (each thread has its own inference scratch). Training steps on one model are serialised by a
     lock; predicting while another thread trains the same model reads weights mid-update.
 
     Examples
@@ -296,11 +295,27 @@ class MLP:
         return MeanSquaredError().forward(scores, targets, sample_weight)
 
     # ------------------------------------------------------------------ inference
-    def _infer(self, X, output):
+    def _infer(self, X, output, out=None):
+        # Fast path: native arrays go straight into one compiled call (scratch from a
+        # per-thread cache, so a warm call with out= allocates nothing); anything else is
+        # checked and converted below.
+        result = _network.infer_into(self._net, X, out, output)
+        if result is None:
+            return self._infer_checked(X, output, out)
+        if result.__class__ is int:
+            _raise_status(result)
+        return result
+
+    def _infer_checked(self, X, output, out):
         X = self._inputs(X)
         m = X.shape[0]
-        out = np.empty((m, self.n_outputs), self.dtype)
-        chunk = m if 0 < m < _INFERENCE_CHUNK else _INFERENCE_CHUNK
+        if out is None:
+            out = np.empty((m, self.n_outputs), self.dtype)
+        else:
+            check_out(out, (m, self.n_outputs), self.dtype)
+            if np.may_share_memory(out, X):
+                raise ValueError("out must not overlap X (X is read while out is written)")
+        chunk = m if 0 < m < _network.INFERENCE_CHUNK else _network.INFERENCE_CHUNK
         # per-call scratch (two ping-pong blocks): what makes concurrent predicts safe
         buffers = np.empty(2 * chunk * self._max_width, self.dtype)
         status = self._net.predict(X, out, buffers, chunk, output)
@@ -308,19 +323,30 @@ class MLP:
             _raise_status(status)
         return out
 
-    def forward(self, X) -> np.ndarray:
-        """Raw output scores ``(n_samples, n_outputs)`` (logits for ``output="softmax"``)."""
-        return self._infer(X, _SCORES)
+    def forward(self, X, out=None) -> np.ndarray:
+        """Raw output scores ``(n_samples, n_outputs)`` (logits for ``output="softmax"``).
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities (softmax of the scores); classification models only."""
+        `out`, if given, receives the result: a writable C-contiguous array of the model's
+        dtype and shape ``(n_samples, n_outputs)``, not overlapping X. With it a call on a
+        warm model allocates nothing (scratch comes from a per-thread cache).
+        """
+        return self._infer(X, _SCORES, out)
+
+    def predict_proba(self, X, out=None) -> np.ndarray:
+        """Class probabilities (softmax of the scores); classification models only.
+
+        `out` as for ``forward``.
+        """
         self._need_classifier("predict_proba")
-        return self._infer(X, _PROBABILITIES)
+        return self._infer(X, _PROBABILITIES, out)
 
-    def predict_log_proba(self, X) -> np.ndarray:
-        """Log class probabilities (log-softmax of the scores, computed directly)."""
+    def predict_log_proba(self, X, out=None) -> np.ndarray:
+        """Log class probabilities (log-softmax of the scores, computed directly).
+
+        `out` as for ``forward``.
+        """
         self._need_classifier("predict_log_proba")
-        return self._infer(X, _LOG_PROBABILITIES)
+        return self._infer(X, _LOG_PROBABILITIES, out)
 
     def predict(self, X) -> np.ndarray:
         """Class indices (argmax of the scores) for classification; outputs for regression
