@@ -18,6 +18,7 @@ import weakref
 import numpy as np
 
 from . import _kernels
+from ._validation import describe
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad", "make_optimizer",
            "ConstantLR", "StepLR", "CosineLR", "ReduceLROnPlateau", "make_schedule"]
@@ -43,11 +44,48 @@ def _number(value, name, *, low=0.0, high=math.inf, low_open=False, high_open=Fa
     return value
 
 
+# The legal range and hyper-parameter slot of every optimiser setting: the one table that the
+# constructors, the property setters, load_state_dict and model files (fusedmlp.load) check
+# against, through check_hyper below.
+_SETTINGS = {
+    "lr": (_LR, dict(low_open=True)),
+    "weight_decay": (_WEIGHT_DECAY, {}),
+    "clip_norm": (_CLIP_NORM, {}),
+    "momentum": (_MOMENTUM, dict(high=1.0, high_open=True)),
+    "beta1": (_BETA1, dict(high=1.0, high_open=True)),
+    "beta2": (_BETA2, dict(high=1.0, high_open=True)),
+    "alpha": (_BETA2, dict(high=1.0, high_open=True)),
+    "eps": (_EPS, dict(low_open=True)),
+}
+#: The largest step count a state may hold: float64 counts exactly up to 2**53.
+MAX_STEPS = 2**53
+
+
+def check_hyper(name: str, value) -> float:
+    """`value` as a float if it is a legal `name` (``"lr"``, ``"beta1"``, ...), else
+    TypeError/ValueError naming it."""
+    return _number(value, name, **_SETTINGS[name][1])
+
+
+def _check_steps(value) -> int:
+    if not (math.isfinite(value) and value == int(value) and 0 <= value <= MAX_STEPS):
+        raise ValueError(f"the step count must be an integer in [0, 2**53], got {value!r}")
+    return int(value)
+
+
 class Optimizer:
-    """Base class: the compiled kernel number, hyper-parameters and per-model state."""
+    """Base class: the compiled kernel number, hyper-parameters and per-model state.
+
+    Subclasses list their settings in ``settings`` (names of the table in this module, each
+    with its slot in ``hyper`` and its legal range) and how many parameter-sized state
+    buffers they keep in ``n_states``; ``check_hyper_array`` validates a whole hyper-parameter
+    array against that, so that every way of making an optimiser (constructor, setters,
+    ``load_state_dict``, a model file) accepts exactly the same values.
+    """
 
     kind = 0           # csrc/_optim.pxd OPT_*
     n_states = 0       # how many parameter-sized state buffers
+    settings = ("lr", "weight_decay", "clip_norm")
 
     def __init__(self, lr, weight_decay=0.0):
         self.hyper = np.zeros(HYPER_SIZE)
@@ -57,24 +95,53 @@ class Optimizer:
         self._states = ()
 
     @staticmethod
-    def _param(index, name, **limits):
-        """A validated float property stored in hyper[index] (read by the compiled step)."""
+    def _param(name):
+        """A validated float property stored in its hyper slot (read by the compiled step)."""
+        index = _SETTINGS[name][0]
+
         def get(self):
             return float(self.hyper[index])
 
         def set(self, value):
-            self.hyper[index] = _number(value, name, **limits)
+            self.hyper[index] = check_hyper(name, value)
 
         return property(get, set)
 
-    lr = _param.__func__(_LR, "lr", low_open=True)
-    weight_decay = _param.__func__(_WEIGHT_DECAY, "weight_decay")
-    clip_norm = _param.__func__(_CLIP_NORM, "clip_norm")
+    lr = _param.__func__("lr")
+    weight_decay = _param.__func__("weight_decay")
+    clip_norm = _param.__func__("clip_norm")
 
     @property
     def steps(self) -> int:
         """Updates applied so far."""
         return int(self.hyper[_T])
+
+    @classmethod
+    def check_hyper_array(cls, hyper) -> np.ndarray:
+        """`hyper` (a float64 array of HYPER_SIZE) if every slot holds a legal value for this
+        class: each setting in its range, the step count an integer in [0, 2**53], unused
+        slots zero; else ValueError naming the setting."""
+        if not (isinstance(hyper, np.ndarray) and hyper.dtype == np.float64
+                and hyper.shape == (HYPER_SIZE,)):
+            raise ValueError(f"{cls.__name__}'s hyper-parameters must be a float64 array of "
+                             f"shape ({HYPER_SIZE},), got {describe(hyper)}")
+        used = {_T}
+        for name in cls.settings:
+            slot = _SETTINGS[name][0]
+            check_hyper(name, float(hyper[slot]))
+            used.add(slot)
+        _check_steps(float(hyper[_T]))
+        used |= cls._check_flags(hyper)
+        for slot in sorted(set(range(HYPER_SIZE)) - used):
+            if hyper[slot] != 0:
+                raise ValueError(f"{cls.__name__} does not use hyper-parameter slot {slot} "
+                                 f"(an unused slot must be 0), got {hyper[slot]!r}")
+        return hyper
+
+    @classmethod
+    def _check_flags(cls, hyper) -> set:
+        """Check the class's non-range settings; return their slots."""
+        return set()
 
     def _buffers(self, model):
         """(hyper, state_a, state_b) for `model`, creating the state at first use."""
@@ -123,12 +190,60 @@ class Optimizer:
         return out
 
     def load_state_dict(self, model, state: dict):
-        """Bind to `model` and restore a ``state_dict()`` (hyper-parameters, steps, buffers)."""
-        hyper, *buffers = self._buffers(model)
-        hyper[...] = state["hyper"]
+        """Bind to `model` and restore a ``state_dict()`` (hyper-parameters, steps, buffers).
+
+        The state is validated completely before anything changes: its class (when it names
+        one) must be this optimiser's, the hyper-parameters must pass ``check_hyper_array``,
+        and it must hold exactly ``n_states`` finite buffers of the model's parameter shape
+        and dtype. ValueError otherwise.
+        """
+        name = type(self).__name__
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict from state_dict(), got {describe(state)}")
+        if state.get("class", name) != name:
+            raise ValueError(f"the state is of {state['class']!r}, not of this {name}")
+        if "hyper" not in state:
+            raise ValueError(f"the state of this {name} has no hyper-parameters ('hyper')")
+        hyper = self.check_hyper_array(state["hyper"])
+        names = {f"state_{i}" for i in range(self.n_states)}
+        given = {key for key in state if key.startswith("state_")}
+        # (the state of an optimiser never used has no buffers: zeros, from step 0)
+        if given != names and (given or hyper[_T] != 0):
+            raise ValueError(f"{name} keeps {self.n_states} state buffer(s) "
+                             f"{sorted(names)}, the state holds {sorted(given)}")
+        params = model._params
+        for key in sorted(given):
+            buffer = state[key]
+            if not (isinstance(buffer, np.ndarray) and buffer.shape == params.shape
+                    and buffer.dtype == params.dtype):
+                raise ValueError(f"{name}'s {key} must be an array of dtype {params.dtype} and "
+                                 f"shape {params.shape} (the model's parameters), got "
+                                 f"{describe(buffer)}")
+            if not _kernels.all_finite(np.ascontiguousarray(buffer)):
+                raise ValueError(f"{name}'s {key} contains NaN or infinity")
+        hyper_out, *buffers = self._buffers(model)
+        hyper_out[...] = hyper
         for i, buffer in enumerate(buffers):
-            if buffer is not None:
+            if buffer is not None and given:
                 buffer[...] = state[f"state_{i}"]
+
+    # Pickling and copying: the model an optimiser is bound to travels with it as a strong
+    # reference, so that pickle.dumps((model, opt)) and copy.deepcopy((model, opt)) give a
+    # pair whose optimiser is bound to the copied model (pickle's memo makes the two one
+    # object). An optimiser pickled without its model unpickles bound to a model nobody
+    # holds, which is dropped: it then starts afresh with the next model, as after reset().
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_model"] = self._model() if self._model is not None else None
+        if state["_model"] is None:
+            state["_states"] = ()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        model = state.pop("_model")
+        self.__dict__.update(state)
+        self._model = weakref.ref(model) if model is not None else None
 
     def __repr__(self):
         return f"{type(self).__name__}(lr={self.lr:g})"
@@ -146,13 +261,21 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.hyper[_MOMENTUM] = _number(momentum, "momentum", high=1.0, high_open=True)
-        if nesterov and momentum == 0:
-            raise ValueError("nesterov=True needs a momentum > 0")
+        self.hyper[_MOMENTUM] = check_hyper("momentum", momentum)
         self.hyper[_NESTEROV] = bool(nesterov)
+        self._check_flags(self.hyper)
 
+    settings = Optimizer.settings + ("momentum",)
     momentum = property(lambda self: float(self.hyper[_MOMENTUM]))
     nesterov = property(lambda self: bool(self.hyper[_NESTEROV]))
+
+    @classmethod
+    def _check_flags(cls, hyper) -> set:
+        if hyper[_NESTEROV] not in (0.0, 1.0):
+            raise ValueError(f"SGD's nesterov flag must be 0 or 1, got {hyper[_NESTEROV]!r}")
+        if hyper[_NESTEROV] and hyper[_MOMENTUM] == 0:
+            raise ValueError("nesterov=True needs a momentum > 0")
+        return {_NESTEROV}
 
     def __repr__(self):
         return (f"SGD(lr={self.lr:g}, momentum={self.momentum:g}, nesterov={self.nesterov}, "
@@ -168,13 +291,14 @@ class Adam(Optimizer):
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.hyper[_BETA1] = _number(beta1, "beta1", high=1.0, high_open=True)
-        self.hyper[_BETA2] = _number(beta2, "beta2", high=1.0, high_open=True)
+        self.hyper[_BETA1] = check_hyper("beta1", beta1)
+        self.hyper[_BETA2] = check_hyper("beta2", beta2)
         self.eps = eps
 
+    settings = Optimizer.settings + ("beta1", "beta2", "eps")
     beta1 = property(lambda self: float(self.hyper[_BETA1]))
     beta2 = property(lambda self: float(self.hyper[_BETA2]))
-    eps = Optimizer._param(_EPS, "eps", low_open=True)
+    eps = Optimizer._param("eps")
 
     def __repr__(self):
         return (f"{type(self).__name__}(lr={self.lr:g}, beta1={self.beta1:g}, "
@@ -198,11 +322,12 @@ class RMSProp(Optimizer):
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.hyper[_BETA2] = _number(alpha, "alpha", high=1.0, high_open=True)
+        self.hyper[_BETA2] = check_hyper("alpha", alpha)
         self.eps = eps
 
+    settings = Optimizer.settings + ("alpha", "eps")
     alpha = property(lambda self: float(self.hyper[_BETA2]))
-    eps = Optimizer._param(_EPS, "eps", low_open=True)
+    eps = Optimizer._param("eps")
 
 
 class AdaGrad(Optimizer):
@@ -215,10 +340,21 @@ class AdaGrad(Optimizer):
         super().__init__(lr, weight_decay)
         self.eps = eps
 
-    eps = Optimizer._param(_EPS, "eps", low_open=True)
+    settings = Optimizer.settings + ("eps",)
+    eps = Optimizer._param("eps")
 
 
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp, "adagrad": AdaGrad}
+
+
+def optimizer_class(name) -> type:
+    """The optimiser class called `name` (``"SGD"``, ``"Adam"``, ``"AdamW"``, ``"RMSProp"``,
+    ``"AdaGrad"``: a closed list, as written in model files); ValueError otherwise."""
+    for cls in _OPTIMIZERS.values():
+        if name == cls.__name__:
+            return cls
+    raise ValueError(f"unknown optimizer {name!r} (one of "
+                     f"{[cls.__name__ for cls in _OPTIMIZERS.values()]} expected)")
 
 
 def make_optimizer(optimizer, lr=None) -> Optimizer:
