@@ -1,12 +1,107 @@
 # The one file that knows BLAS.
 #
-# scipy.linalg.cython_blas exposes the Fortran (column-major) BLAS that SciPy itself links,
-# so the wheel links nothing of its own. Our arrays are row-major: a row-major matrix is the
-# column-major view of its transpose, so row-major C = op(A) @ op(B) is computed as the
-# column-major C^T = op(B)^T @ op(A)^T -- the operands swap places, nothing is copied.
+# Backends. gemm calls through two function pointers (sgemm, dgemm: the Fortran interface, the
+# same signature for every backend) that each module cimporting this file resolves once, at
+# import, by calling load_blas():
+#   "openblas"  a private instance of the scipy-openblas32 package's library (the OpenBLAS build
+#               NumPy and SciPy ship), loaded by absolute path with RTLD_LOCAL, its symbols
+#               prefixed scipy_. Its thread count is set to 1: fusedmlp's own worker pool
+#               (pool.h) is the only parallelism, and NumPy's and SciPy's OpenBLAS instances,
+#               with their own pools, are never touched.
+#   "mkl"       Intel MKL's libmkl_rt from the `mkl` package (optional extra, x86 only), loaded
+#               by absolute path. MKL has a per-thread setting: every thread fusedmlp computes
+#               on sets mkl_set_num_threads_local(1) while it runs fusedmlp's code (blas_enter /
+#               blas_leave) and restores the previous value.
+#   "scipy"     scipy.linalg.cython_blas: always present, the fallback. Its OpenBLAS pool is
+#               SciPy's (process-wide, threadpoolctl controls it); fusedmlp leaves it alone.
+# FUSEDMLP_BLAS=openblas|mkl|scipy forces one (an unavailable one is an ImportError naming
+# why); otherwise the first that loads of load_blas's order (MKL only on Intel CPUs). One
+# more pointer, fm_gemm_bf16 (MKL's cblas_gemm_bf16bf16f32, NULL elsewhere), is resolved for
+# a bfloat16 compute path; a further backend function is one more pointer of this kind.
+#
+# Layout. Our arrays are row-major: a row-major matrix is the column-major view of its
+# transpose, so row-major C = op(A) @ op(B) is computed as the column-major
+# C^T = op(B)^T @ op(A)^T -- the operands swap places, nothing is copied.
 
 from cython cimport floating
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from scipy.linalg cimport cython_blas
+
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    #include <windows.h>
+    static void *fm_dlopen(const char *path)
+    {   /* the library's own directory first, for its dependencies */
+        return (void *)LoadLibraryExA(path, NULL, LOAD_WITH_ALTERED_SEARCH_PATH);
+    }
+    static void *fm_dlsym(void *lib, const char *name)
+    {
+        return lib ? (void *)GetProcAddress((HMODULE)lib, name) : NULL;
+    }
+    static const char *fm_dlerror(void) { return "LoadLibraryEx failed"; }
+    #else
+    #include <dlfcn.h>
+    static void *fm_dlopen(const char *path) { return dlopen(path, RTLD_NOW | RTLD_LOCAL); }
+    static void *fm_dlsym(void *lib, const char *name) { return lib ? dlsym(lib, name) : NULL; }
+    static const char *fm_dlerror(void) { const char *e = dlerror(); return e ? e : "?"; }
+    #endif
+    typedef void (*fm_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *, int *,
+                                float *, int *, float *, float *, int *);
+    typedef void (*fm_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *, int *,
+                                double *, int *, double *, double *, int *);
+    /* cblas_gemm_bf16bf16f32(layout, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta,
+     * c, ldc) with uint16_t bfloat16 operands and float C */
+    typedef void (*fm_gemm_bf16_fn)(int, int, int, int, int, int, float, const void *, int,
+                                    const void *, int, float, float *, int);
+    typedef int (*fm_int_int_fn)(int);
+    typedef int (*fm_int_fn)(void);
+    static fm_sgemm_fn fm_sgemm = NULL;
+    static fm_dgemm_fn fm_dgemm = NULL;
+    static fm_gemm_bf16_fn fm_gemm_bf16 = NULL;
+    /* openblas: its process-wide count (kept at 1); mkl: the calling thread's count */
+    static fm_int_int_fn fm_blas_set_threads = NULL;
+    static fm_int_fn fm_blas_get_threads = NULL;
+    static int fm_blas_per_thread = 0;           /* 1: fm_blas_set_threads is per thread */
+
+    static int fm_cpu_is_intel(void)
+    {
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_is("intel");
+    #else
+        return 0;
+    #endif
+    }
+
+    static int fm_cpu_has_bf16(void)
+    {
+    #if defined(__GNUC__) && __GNUC__ >= 11 && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+    #else
+        return 0;
+    #endif
+    }
+    """
+    ctypedef void (*fm_sgemm_fn)(char*, char*, int*, int*, int*, float*, float*, int*,
+                                 float*, int*, float*, float*, int*) nogil
+    ctypedef void (*fm_dgemm_fn)(char*, char*, int*, int*, int*, double*, double*, int*,
+                                 double*, int*, double*, double*, int*) nogil
+    ctypedef void (*fm_gemm_bf16_fn)(int, int, int, int, int, int, float, const void*, int,
+                                     const void*, int, float, float*, int) nogil
+    ctypedef int (*fm_int_int_fn)(int) nogil
+    ctypedef int (*fm_int_fn)() nogil
+    fm_sgemm_fn fm_sgemm
+    fm_dgemm_fn fm_dgemm
+    fm_gemm_bf16_fn fm_gemm_bf16
+    fm_int_int_fn fm_blas_set_threads
+    fm_int_fn fm_blas_get_threads
+    int fm_blas_per_thread
+    void* fm_dlopen(const char* path)
+    void* fm_dlsym(void* lib, const char* name)
+    const char* fm_dlerror()
+    int fm_cpu_has_bf16()
+    int fm_cpu_is_intel()
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -19,8 +114,139 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     if m == 0 or n == 0:
         return
     if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
-              &beta, c, &ldc)
+        fm_sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
+                 &beta, c, &ldc)
     else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
-              &beta, c, &ldc)
+        fm_dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
+                 &beta, c, &ldc)
+
+
+cdef inline int blas_enter() noexcept nogil:
+    """Make BLAS single-threaded for the calling thread; returns what blas_leave restores.
+
+    mkl: the thread's own count (per thread). openblas: the private instance's count is put
+    back to 1 should anyone (threadpoolctl lists and limits every OpenBLAS it finds) have
+    changed it; nothing to restore."""
+    if fm_blas_set_threads == NULL:
+        return 0
+    if fm_blas_per_thread:
+        return fm_blas_set_threads(1)
+    if fm_blas_get_threads() != 1:
+        fm_blas_set_threads(1)
+    return 0
+
+
+cdef inline void blas_leave(int saved) noexcept nogil:
+    if fm_blas_per_thread and fm_blas_set_threads != NULL:
+        fm_blas_set_threads(saved)
+
+
+cdef inline object _library_file(str name):
+    """Absolute path of the backend's library inside its installed package, or raise
+    ImportError saying what is missing."""
+    import importlib.metadata, importlib.util, os, platform
+    if name == "openblas":
+        spec = importlib.util.find_spec("scipy_openblas32")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("the scipy-openblas32 package is not installed "
+                              "(pip install scipy-openblas32)")
+        folder = os.path.join(list(spec.submodule_search_locations)[0], "lib")
+        names = sorted([f for f in os.listdir(folder) if f.startswith("libscipy_openblas")
+                        and (".so" in f or f.endswith((".dll", ".dylib")))])
+        if not names:
+            raise ImportError(f"no libscipy_openblas library in {folder}")
+        return os.path.join(folder, names[0])
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        raise ImportError(f"MKL is x86 only; this machine is {platform.machine()}")
+    try:
+        files = importlib.metadata.files("mkl") or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError("the mkl package is not installed (pip install fusedmlp[mkl])") from None
+    for f in files:
+        base = f.name.lower()
+        if base.startswith(("libmkl_rt.so", "mkl_rt.")) or base == "libmkl_rt.dylib":
+            return str(f.locate())
+    raise ImportError("the mkl package holds no mkl_rt library")
+
+
+cdef inline dict _open_library(str name):
+    """dlopen the backend and resolve its pointers (into this module's copies)."""
+    global fm_sgemm, fm_dgemm, fm_gemm_bf16, fm_blas_set_threads, fm_blas_get_threads
+    global fm_blas_per_thread
+    cdef void* lib
+    cdef char* (*get_config)() noexcept nogil
+    cdef void (*mkl_version)(char*, int) noexcept nogil
+    cdef char buf[256]
+    path = _library_file(name)
+    lib = fm_dlopen(path.encode())
+    if lib == NULL:
+        raise ImportError(f"cannot load {path}: {fm_dlerror().decode(errors='replace')}")
+    prefix = "scipy_" if name == "openblas" else ""
+    symbols = {s: <size_t>fm_dlsym(lib, (prefix + s).encode()) for s in
+               (("sgemm_", "dgemm_", "openblas_set_num_threads", "openblas_get_num_threads",
+                 "openblas_get_config") if name == "openblas" else
+                ("sgemm_", "dgemm_", "MKL_Set_Num_Threads_Local", "MKL_Get_Max_Threads",
+                 "MKL_Get_Version_String"))}
+    missing = [prefix + s for s, address in symbols.items() if address == 0]
+    if missing:
+        raise ImportError(f"{path} lacks the symbols {', '.join(missing)}")
+    fm_sgemm = <fm_sgemm_fn><void*><size_t>symbols["sgemm_"]
+    fm_dgemm = <fm_dgemm_fn><void*><size_t>symbols["dgemm_"]
+    if name == "openblas":
+        fm_blas_set_threads = <fm_int_int_fn><void*><size_t>symbols["openblas_set_num_threads"]
+        fm_blas_get_threads = <fm_int_fn><void*><size_t>symbols["openblas_get_num_threads"]
+        fm_blas_per_thread = 0
+        fm_blas_set_threads(1)
+        get_config = <char* (*)() noexcept nogil><void*><size_t>symbols["openblas_get_config"]
+        version = get_config().decode(errors="replace")
+    else:
+        fm_blas_set_threads = <fm_int_int_fn><void*><size_t>symbols["MKL_Set_Num_Threads_Local"]
+        fm_blas_get_threads = <fm_int_fn><void*><size_t>symbols["MKL_Get_Max_Threads"]
+        fm_blas_per_thread = 1
+        fm_gemm_bf16 = <fm_gemm_bf16_fn>fm_dlsym(lib, b"cblas_gemm_bf16bf16f32")
+        mkl_version = <void (*)(char*, int) noexcept nogil><void*><size_t>symbols["MKL_Get_Version_String"]
+        mkl_version(buf, sizeof(buf))
+        buf[sizeof(buf) - 1] = 0
+        version = buf.decode(errors="replace").strip()
+    return {"name": name, "version": version, "path": path}
+
+
+cdef inline dict load_blas(str forced=None):
+    """Resolve gemm's backend for the calling module (call once, at its import); returns
+    {name, version, path, tried, ...} (tried: why earlier default candidates were skipped).
+    forced overrides FUSEDMLP_BLAS (the benchmarks compare backends in one process)."""
+    global fm_sgemm, fm_dgemm, fm_gemm_bf16, fm_blas_set_threads, fm_blas_get_threads
+    import os
+    # The order the default tries them in (docs/threading.md has the measurements): MKL first
+    # on Intel CPUs only; on AMD its kernels for narrow outputs (n = 10) ran at a tenth of
+    # OpenBLAS's speed, so there it is used only when forced.
+    order = ("mkl", "openblas", "scipy") if fm_cpu_is_intel() else ("openblas", "scipy")
+    known = ("openblas", "mkl", "scipy")
+    if forced is None:
+        forced = os.environ.get("FUSEDMLP_BLAS", "")
+    forced = forced.strip().lower()
+    fm_gemm_bf16 = NULL
+    fm_blas_set_threads = NULL
+    fm_blas_get_threads = NULL
+    if forced and forced not in known:
+        raise ImportError(f"FUSEDMLP_BLAS must be one of {', '.join(known)}, got {forced!r}")
+    tried = {}
+    for name in ((forced,) if forced else order):
+        if name == "scipy":
+            import scipy
+            fm_sgemm = <fm_sgemm_fn>cython_blas.sgemm
+            fm_dgemm = <fm_dgemm_fn>cython_blas.dgemm
+            info = {"name": "scipy", "version": f"scipy.linalg.cython_blas (SciPy {scipy.__version__})",
+                    "path": None}
+            break
+        try:
+            info = _open_library(name)
+            break
+        except ImportError as exc:
+            if forced:
+                raise ImportError(f"FUSEDMLP_BLAS={forced}: {exc}") from None
+            tried[name] = str(exc)
+    info["tried"] = tried
+    info["bf16_gemm"] = fm_gemm_bf16 != NULL
+    info["cpu_bf16"] = bool(fm_cpu_has_bf16())
+    return info

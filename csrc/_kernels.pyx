@@ -21,13 +21,23 @@
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from _blas cimport gemm
+from _blas cimport gemm, blas_enter, blas_leave, load_blas
 from _activations cimport apply_activation, bias_activation, activation_grad
 from _losses cimport (softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error, all_finite as _all_finite)
 from _optim cimport optimizer_update as _optimizer_update
 from _fpenv cimport (fm_fpenv, fm_fpenv_get, fm_fpenv_enter, fm_fpenv_leave, FM_FPENV_HARDWARE,
                      FM_FPENV_FLUSH_BITS, FM_FPENV_STATUS_BITS)
+
+BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
+
+
+def switch_blas(str name):
+    """Point this module's gemm (not _network's) at another backend: for the benchmarks,
+    which compare backends in one process. Returns the backend's description."""
+    global BLAS
+    BLAS = load_blas(name)
+    return BLAS
 
 
 def activation(const floating[::1] x, floating[::1] out, int kind):
@@ -62,14 +72,17 @@ def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floa
                   int kind, floating[:, ::1] out):
     """out := f(X @ W + b): one gemm, then one pass for the bias and the activation."""
     cdef fm_fpenv saved
+    cdef int blas_saved
     cdef int m = X.shape[0], n_in = W.shape[0], n_out = W.shape[1]
     if m == 0:
         return
     with nogil:
         saved = fm_fpenv_enter()
+        blas_saved = blas_enter()
         gemm(False, False, m, n_out, n_in, <floating>1, &X[0, 0], n_in, &W[0, 0], n_out,
              <floating>0, &out[0, 0], n_out)
         bias_activation(&out[0, 0], &b[0], m, n_out, kind)
+        blas_leave(blas_saved)
         fm_fpenv_leave(saved)
 
 
@@ -83,6 +96,7 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
     dW := X^T @ dZ, and dX := dZ @ W^T unless dX is empty (the first layer needs none).
     """
     cdef fm_fpenv saved
+    cdef int blas_saved
     cdef int m = X.shape[0], n_in = W.shape[0], n_out = W.shape[1]
     if m == 0:
         dW[:, :] = 0
@@ -90,12 +104,14 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
         return
     with nogil:
         saved = fm_fpenv_enter()
+        blas_saved = blas_enter()
         activation_grad(&dA[0, 0], &A[0, 0], &dZ[0, 0], &scratch[0], &db[0], m, n_out, kind)
         gemm(True, False, n_in, n_out, m, <floating>1, &X[0, 0], n_in, &dZ[0, 0], n_out,
              <floating>0, &dW[0, 0], n_out)
         if dX.shape[0] != 0:
             gemm(False, True, m, n_in, n_out, <floating>1, &dZ[0, 0], n_out, &W[0, 0], n_out,
                  <floating>0, &dX[0, 0], n_in)
+        blas_leave(blas_saved)
         fm_fpenv_leave(saved)
 
 
@@ -169,3 +185,19 @@ def fp_control():
     inside = fm_fpenv_get() & ~FM_FPENV_STATUS_BITS
     fm_fpenv_leave(saved)
     return int(outside), int(inside), int(FM_FPENV_FLUSH_BITS), bool(FM_FPENV_HARDWARE)
+
+
+def gemm_repeat(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
+                Py_ssize_t repeats):
+    """C := A @ B, `repeats` times, through the gemm backend (the benchmarks' GEMM rates)."""
+    cdef int m = A.shape[0], k = A.shape[1], n = B.shape[1], blas_saved
+    cdef Py_ssize_t r
+    cdef fm_fpenv saved
+    with nogil:
+        saved = fm_fpenv_enter()
+        blas_saved = blas_enter()
+        for r in range(repeats):
+            gemm(False, False, m, n, k, <floating>1, &A[0, 0], k, &B[0, 0], n, <floating>0,
+                 &C[0, 0], n)
+        blas_leave(blas_saved)
+        fm_fpenv_leave(saved)

@@ -35,12 +35,14 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 from libc.math cimport isfinite
 
-from _blas cimport gemm
+from _blas cimport gemm, blas_enter, blas_leave, load_blas
 from _activations cimport bias_activation, activation_grad, IDENTITY
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error)
 from _optim cimport optimizer_update, OPT_NONE, OPT_ADAM, OPT_ADAMW, H_SIZE
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
+
+BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
 
 # train_step / predict status codes (the Python layer turns them into exceptions)
 cdef enum:
@@ -354,6 +356,7 @@ cdef class Network:
         cdef int status
         cdef double loss = 0
         cdef fm_fpenv saved
+        cdef int blas_saved
         cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
         cdef int64_t* y = <int64_t*>address(labels, b'q', False, m)
         cdef char* t = address(targets, self.kind, False, m, n_out)
@@ -372,12 +375,14 @@ cdef class Network:
         with nogil:
             fusedmlp_enter()
             saved = fm_fpenv_enter()
+            blas_saved = blas_enter()
             if self.is_double:
                 status = step(&self.net, <double*>x, m, y, <double*>t, <double*>w,
                               total_weight, opt_kind, h, <double*>sa, <double*>sb, &loss)
             else:
                 status = step(&self.net, <float*>x, m, y, <float*>t, <float*>w,
                               total_weight, opt_kind, h, <float*>sa, <float*>sb, &loss)
+            blas_leave(blas_saved)
             fm_fpenv_leave(saved)
             fusedmlp_leave()
         self.loss = loss
@@ -392,6 +397,7 @@ cdef class Network:
         cdef Py_ssize_t m = len(X)
         cdef int status
         cdef fm_fpenv saved
+        cdef int blas_saved
         cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
         cdef char* o = address(out, self.kind, True, m, self.net.sizes[self.net.n_layers])
         cdef char* buf = address(buffers, self.kind, True)
@@ -402,10 +408,12 @@ cdef class Network:
         with nogil:
             fusedmlp_enter()
             saved = fm_fpenv_enter()
+            blas_saved = blas_enter()
             if self.is_double:
                 status = infer(&self.net, <double*>x, m, <double*>o, <double*>buf, chunk, output)
             else:
                 status = infer(&self.net, <float*>x, m, <float*>o, <float*>buf, chunk, output)
+            blas_leave(blas_saved)
             fm_fpenv_leave(saved)
             fusedmlp_leave()
         return status
@@ -419,16 +427,19 @@ cdef class Network:
         """
         cdef Py_ssize_t m = len(X), r
         cdef fm_fpenv saved
+        cdef int blas_saved
         cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
         if m > self.net.max_batch or m == 0:
             raise ValueError(f"X must have 1 to {self.net.max_batch} rows")
         with nogil:
             saved = fm_fpenv_enter()
+            blas_saved = blas_enter()
             for r in range(repeats):
                 if self.is_double:
                     matmuls(&self.net, <double*>x, m)
                 else:
                     matmuls(&self.net, <float*>x, m)
+            blas_leave(blas_saved)
             fm_fpenv_leave(saved)
 
 

@@ -5,8 +5,9 @@ sigmoid, relu, tanh, step, leaky_relu, elu, softplus.
 Layers and model: Dense, SoftmaxCrossEntropy, MeanSquaredError, MLP, load, gradient_check.
 Optimisers: SGD, Adam, AdamW, RMSProp, AdaGrad. scikit-learn estimators: fusedmlp.sklearn.
 
-BLAS threads: fusedmlp calls the OpenBLAS that SciPy ships. Pin its threads (and NumPy's)
-with ``threadpoolctl.threadpool_limits(1)`` for small networks and reproducible timing.
+BLAS: fusedmlp calls its own single-threaded instance of the scipy-openblas32 library (or MKL,
+or SciPy's BLAS); ``fusedmlp.show_config()`` says which. NumPy's and SciPy's BLAS thread
+settings are never changed.
 """
 
 from .functional import (
@@ -16,6 +17,7 @@ from .functional import (
 from .gradcheck import gradient_check
 from .io import load
 from .layers import Dense, MeanSquaredError, SoftmaxCrossEntropy
+from ._config import show_config
 from .model import MLP
 from .optim import (
     SGD, AdaGrad, Adam, AdamW, ConstantLR, CosineLR, Optimizer, ReduceLROnPlateau, RMSProp,
@@ -29,5 +31,5 @@ __all__ = [
     "tanh", "step", "leaky_relu", "elu", "softplus",
     "Dense", "SoftmaxCrossEntropy", "MeanSquaredError", "MLP", "load", "gradient_check",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad",
-    "ConstantLR", "StepLR", "CosineLR", "ReduceLROnPlateau",
+    "ConstantLR", "StepLR", "CosineLR", "ReduceLROnPlateau", "show_config",
 ]

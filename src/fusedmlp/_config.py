@@ -1,0 +1,68 @@
+"""fusedmlp.show_config(): what this process runs fusedmlp's arithmetic with."""
+
+from __future__ import annotations
+
+import json
+
+__all__ = ["show_config"]
+
+
+def _isa():
+    """The instruction-set variant of the elementwise loops, from the compiled core when it
+    reports one (runtime CPU dispatch); the build's own description otherwise."""
+    from . import _kernels
+    for name in ("isa_name", "isa"):
+        reader = getattr(_kernels, name, None)
+        if callable(reader):
+            return str(reader())
+    return "gcc target_clones (avx512f | avx2 | baseline, picked by the loader)"
+
+
+def _threads(backend):
+    if backend == "scipy":
+        blas = "SciPy's OpenBLAS pool (process-wide; pin it with threadpoolctl)"
+    else:
+        blas = "1 per calling thread (fusedmlp's own instance)"
+    return {"compute": "the calling thread", "blas_threads": blas}
+
+
+def show_config(as_dict: bool = False):
+    """Print (or return, with ``as_dict=True``) fusedmlp's runtime configuration.
+
+    Keys: ``version``; ``blas`` (``name`` of the backend -- "openblas" (fusedmlp's private
+    single-threaded instance of the scipy-openblas32 library), "mkl" or "scipy" -- its
+    ``version``, the ``path`` it was loaded from and ``skipped``: why earlier default
+    candidates were not used); ``elementwise_isa`` (the instruction-set variant of the
+    elementwise loops); ``threads`` (fusedmlp's worker pool); ``bfloat16`` (whether a bf16
+    matrix product is available and, if not, why). Set ``FUSEDMLP_BLAS=openblas|mkl|scipy``
+    before importing fusedmlp to force a backend.
+
+    Examples
+    --------
+    >>> import fusedmlp
+    >>> fusedmlp.show_config(as_dict=True)["blas"]["name"] in ("openblas", "mkl", "scipy")
+    True
+    """
+    from . import __version__, _network
+    blas = _network.BLAS
+    if blas["bf16_gemm"] and blas["cpu_bf16"]:
+        bf16 = {"available": True, "why": "MKL cblas_gemm_bf16bf16f32 on a CPU with bf16"}
+    else:
+        reasons = []
+        if not blas["cpu_bf16"]:
+            reasons.append("the CPU has neither AVX512-BF16 nor AMX")
+        if not blas["bf16_gemm"]:
+            reasons.append(f"the {blas['name']} backend has no bf16 GEMM (needs mkl)")
+        bf16 = {"available": False, "why": "; ".join(reasons)}
+    info = {
+        "version": __version__,
+        "blas": {"name": blas["name"], "version": blas["version"], "path": blas["path"],
+                 "skipped": dict(blas["tried"])},
+        "elementwise_isa": _isa(),
+        "threads": _threads(blas["name"]),
+        "bfloat16": bf16,
+    }
+    if as_dict:
+        return info
+    print(json.dumps(info, indent=2))
+    return None
