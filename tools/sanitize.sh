@@ -55,7 +55,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     # that the sanitizer flags reach the compiler through this environment's cmake.
     "$VENV/bin/python" -m pip install -q "scikit-build-core>=0.10" "cython>=3.0" \
         "cython-cmake>=0.2" cmake ninja numpy scipy pytest pytest-benchmark hypothesis \
-        threadpoolctl scikit-learn 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+        threadpoolctl scipy-openblas32 scikit-learn 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
 fi
 
 # (RelWithDebInfo adds -O2 -g: optimised code, as shipped, with line numbers in reports)
