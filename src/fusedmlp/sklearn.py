@@ -34,6 +34,16 @@ rate; the stopping rules (``tol``, ``n_iter_no_change``, ``early_stopping``) are
 with the same ``random_state`` the multiclass classifier and the regressor reproduce
 scikit-learn's ``loss_curve_`` and weights to rounding (``tests/test_sklearn.py``), faster.
 
+What users and tools match on behaves as scikit-learn's too (``tests/test_sklearn_dropin.py``,
+and scikit-learn's own MLP tests in ``tests/sklearn_upstream``): ``partial_fit`` exists only
+for ``solver="sgd"``/``"adam"``; a run whose loss becomes non-finite raises scikit-learn's
+``ValueError`` ("Solver produced non-finite parameter weights...", also a
+``FloatingPointError``), keeping the weights from before the refused update, except with
+``early_stopping``: there that epoch's validation score is NaN, a ``ConvergenceWarning``
+says what happened, and the best epoch's weights are kept (scikit-learn runs the remaining
+epochs on NaN weights to the same end); ``_optimizer.learning_rate`` is the stochastic
+solver's current rate as scikit-learn keeps it; error messages start with scikit-learn's.
+
 Known differences from scikit-learn's estimators (all documented on the classes):
 
 - binary classification uses a two-way softmax (two output units) instead of one logistic
@@ -58,6 +68,7 @@ try:
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_array, check_random_state
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets, unique_labels
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:                               # pragma: no cover - depends on env
@@ -76,6 +87,7 @@ _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "
                 "sigmoid": "sigmoid", "leaky_relu": "leaky_relu", "elu": "elu",
                 "softplus": "softplus"}
 _SOLVERS = ("adam", "sgd")
+_STOCHASTIC_SOLVERS = ("adam", "sgd")       # the solvers with partial_fit
 _LEARNING_RATES = ("constant", "invscaling", "adaptive")
 
 
@@ -95,6 +107,22 @@ def _check_real(value, name, *, low, high=np.inf, low_open=False, high_open=Fals
     if not (above and below):
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+
+
+class _DivergenceError(ValueError, FloatingPointError):
+    """Training diverged: a ValueError as in scikit-learn, and the FloatingPointError that
+    :meth:`fusedmlp.MLP.fit` raises, so either ``except`` catches it."""
+
+
+def _has_stochastic_solver(estimator) -> bool:
+    """``partial_fit`` exists only for the mini-batch solvers, as in scikit-learn (so
+    ``hasattr(estimator, "partial_fit")`` tells tools such as dask-ml's Incremental)."""
+    if estimator.solver not in _STOCHASTIC_SOLVERS:
+        raise AttributeError(
+            f"partial_fit is only available for stochastic optimizers "
+            f"{list(_STOCHASTIC_SOLVERS)}. {estimator.solver!r} is not stochastic."
+        )
+    return True
 
 
 def _check_int(value, name, *, low):
@@ -280,10 +308,10 @@ class _BaseMLP(BaseEstimator):
     def _new_optimizer(self):
         scale = self._gradient_scale()
         if self.solver == "sgd":
-            return SGD(lr=self.learning_rate_init * scale, momentum=self.momentum,
-                       nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
-        return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
-                    eps=self.epsilon / scale)
+            return _SGD(self.learning_rate_init, scale, momentum=self.momentum,
+                        nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
+        return _Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
+                     eps=self.epsilon / scale)
 
     def _initialize(self, n_features, n_outputs, dtype, rng):
         sizes = [n_features, *self._hidden_sizes(), n_outputs]
@@ -383,15 +411,29 @@ class _BaseMLP(BaseEstimator):
 
     def _split_validation(self, X, y, sample_weight, rng):
         # As scikit-learn: stratified for two classes only (its multiclass targets are
-        # one-hot rows, which it does not stratify), so equal random_states give equal splits.
-        stratify = y if self._output == "softmax" and len(self.classes_) == 2 else None
+        # one-hot rows, which it does not stratify), on the same (n, 1) boolean column of
+        # "is the second class" it stratifies on, so equal random_states give equal splits
+        # and a class too small to split is reported as scikit-learn reports it.
+        binary = self._output == "softmax" and len(self.classes_) == 2
+        stratify = (y == 1)[:, None] if binary else None
         arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
-        parts = train_test_split(*arrays, random_state=rng, test_size=self.validation_fraction,
-                                 stratify=stratify)
+        try:
+            parts = train_test_split(*arrays, random_state=rng,
+                                     test_size=self.validation_fraction, stratify=stratify)
+        except ValueError as exc:
+            if not binary or "least populated" not in str(exc):
+                raise
+            raise ValueError(
+                f"{exc} (early_stopping stratifies its validation split by class: 'True' is "
+                f"class {self.classes_.tolist()[1]!r}, 'False' is class "
+                f"{self.classes_.tolist()[0]!r})"
+            ) from None
         if parts[1].shape[0] < 2:
             raise ValueError(
-                f"the validation set is too small ({parts[1].shape[0]} samples): increase "
-                f"validation_fraction (now {self.validation_fraction}) or pass more data"
+                "The validation set is too small. Increase 'validation_fraction' or the size "
+                f"of your dataset (validation_fraction={self.validation_fraction} of "
+                f"{X.shape[0]} samples leaves {parts[1].shape[0]} for validation; at least 2 "
+                "are needed)."
             )
         X_train, X_val, y_train, y_val = parts[:4]
         sw_train = sw_val = None
@@ -419,7 +461,7 @@ class _BaseMLP(BaseEstimator):
             batch_size = min(self.batch_size, n_samples)
         batches = _Batches(X, y, sample_weight, batch_size)
         step = _Step(self, optimizer)
-        lr = self._current_lr()
+        lr = optimizer.learning_rate              # scikit-learn's current rate
         order = np.arange(n_samples) if self.shuffle else None
 
         self.n_iter_ = 0
@@ -431,9 +473,14 @@ class _BaseMLP(BaseEstimator):
                     permutation = np.arange(n_samples)
                     rng.shuffle(permutation)
                     order = order[permutation]
-                accumulated_loss = 0.0
-                for X_batch, y_batch, w_batch in batches.epoch(order):
-                    accumulated_loss += step(X_batch, y_batch, w_batch) * len(X_batch)
+                accumulated_loss, diverged = 0.0, None
+                try:
+                    for X_batch, y_batch, w_batch in batches.epoch(order):
+                        accumulated_loss += step(X_batch, y_batch, w_batch) * len(X_batch)
+                except FloatingPointError as exc:    # the step refused a non-finite loss
+                    if not early_stopping or self._best_parameters is None:
+                        raise self._diverged(exc) from None
+                    accumulated_loss, diverged = np.nan, exc
 
                 self.n_iter_ += 1
                 self.t_ += n_samples
@@ -442,9 +489,15 @@ class _BaseMLP(BaseEstimator):
                 if self.verbose:
                     print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}", flush=True)
                 if early_stopping:
-                    self._track_validation(X_val, y_val, sw_val)
+                    self._track_validation(X_val, y_val, sw_val, diverged=diverged is not None)
                 else:
                     self._track_loss()
+                if diverged is not None:
+                    # scikit-learn runs the remaining epochs on NaN weights, which can never
+                    # beat the best validation score; the result is the same best weights.
+                    warnings.warn(f"{self._diverged(diverged)} early_stopping keeps the weights "
+                                  "of the best validation score.", ConvergenceWarning)
+                    break
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t
                     self._set_sgd_lr(lr)
@@ -471,13 +524,17 @@ class _BaseMLP(BaseEstimator):
                         "and the optimization hasn't converged yet.", ConvergenceWarning)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
-        except FloatingPointError as exc:
-            raise FloatingPointError(
-                f"training diverged in iteration {self.n_iter_ + 1}: {exc}; try a smaller "
-                f"learning_rate_init (now {self.learning_rate_init}) or scaled inputs"
-            ) from None
         if early_stopping and self._best_parameters is not None:
             self.model_.set_params_vector(self._best_parameters)
+
+    def _diverged(self, exc):
+        """scikit-learn's error for a diverging run (a ValueError), with what happened."""
+        return _DivergenceError(
+            "Solver produced non-finite parameter weights. The input data may contain large "
+            f"values and need to be preprocessed. (Training diverged in iteration "
+            f"{self.n_iter_ + 1}: {exc}; the weights are those before that update. Try a "
+            f"smaller learning_rate_init (now {self.learning_rate_init}) or scaled inputs.)"
+        )
 
     def _set_sgd_lr(self, lr):
         """Change SGD's learning rate keeping scikit-learn's momentum semantics.
@@ -487,15 +544,12 @@ class _BaseMLP(BaseEstimator):
         When lr changes, rescaling u by ``lr_old / lr_new`` keeps ``-lr * u`` equal to v.
         """
         optimizer = self._optimizer
-        new_lr = lr * self._gradient_scale()
+        new_lr = lr * optimizer.scale
         velocity = optimizer._buffers(self.model_)[1]
         if velocity is not None and optimizer.lr != new_lr:
             velocity *= optimizer.lr / new_lr
         optimizer.lr = new_lr
-
-    def _current_lr(self):
-        scale = self._gradient_scale()
-        return self._optimizer.lr / scale if self.solver == "sgd" else self._optimizer.lr
+        optimizer.learning_rate = lr
 
     def _track_loss(self):
         last = self.loss_curve_[-1]
@@ -506,8 +560,9 @@ class _BaseMLP(BaseEstimator):
         if last < self.best_loss_:
             self.best_loss_ = last
 
-    def _track_validation(self, X_val, y_val, sw_val):
-        score = self._validation_score(X_val, y_val, sw_val)
+    def _track_validation(self, X_val, y_val, sw_val, *, diverged=False):
+        # a diverged epoch scores NaN, as scikit-learn's NaN weights do
+        score = np.nan if diverged else self._validation_score(X_val, y_val, sw_val)
         self.validation_scores_.append(score)
         if self.verbose:
             print(f"Validation score: {score:f}", flush=True)
@@ -523,6 +578,38 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self)
         return validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
 
+
+
+class _SGD(SGD):
+    """fusedmlp's SGD as the estimators' ``_optimizer``, keeping scikit-learn's
+    ``learning_rate`` too (where scikit-learn's ``_optimizer`` has it): the current rate of
+    the ``invscaling``/``adaptive`` schedule, before the regressor's gradient scaling
+    (``lr = learning_rate * scale``, see the module docstring)."""
+
+    def __init__(self, learning_rate, scale, **kwargs):
+        super().__init__(lr=learning_rate * scale, **kwargs)
+        self.learning_rate, self.scale = float(learning_rate), scale
+
+    def state_dict(self):
+        return {**super().state_dict(), "learning_rate": self.learning_rate}
+
+    def load_state_dict(self, model, state):
+        super().load_state_dict(model, state)
+        self.learning_rate = float(state["learning_rate"])
+
+
+class _Adam(Adam):
+    """fusedmlp's Adam as the estimators' ``_optimizer``, with scikit-learn's
+    ``learning_rate``: the step size of the last update after the bias correction,
+    ``learning_rate_init * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` (``learning_rate_init``
+    before the first)."""
+
+    @property
+    def learning_rate(self):
+        t = self.steps
+        if t == 0:
+            return self.lr
+        return self.lr * np.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
 
 
 class _Batches:
@@ -711,8 +798,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._fit(X, y, sample_weight)
 
+    @available_if(_has_stochastic_solver)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over (X, y), continuing from the current weights and optimiser state.
+        """One epoch over (X, y), continuing from the current weights and optimiser state
+        (only for ``solver="adam"`` or ``"sgd"``).
 
         Parameters
         ----------
@@ -747,8 +836,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             present = unique_labels(y)
             if not np.array_equal(present, self.classes_):
                 raise ValueError(
-                    "warm_start can only be used where y has the same classes as in the "
-                    f"previous call to fit. Previously got {self.classes_}, y has {present}"
+                    "warm_start can only be used where `y` has the same classes as in the "
+                    f"previous call to fit. Previously got {self.classes_}, `y` has {present}"
                 )
         encoded = np.searchsorted(self.classes_, y)
         known = encoded < len(self.classes_)
@@ -851,8 +940,10 @@ n_iter_no_change, dtype
         """
         return self._fit(X, y, sample_weight)
 
+    @available_if(_has_stochastic_solver)
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y), continuing from the current weights and optimiser state."""
+        """One epoch over (X, y), continuing from the current weights and optimiser state
+        (only for ``solver="adam"`` or ``"sgd"``)."""
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _validate_input(self, X, y, *, first, incremental, classes):
@@ -875,7 +966,10 @@ n_iter_no_change, dtype
         return 0.5                 # scikit-learn reports half the mean squared error
 
     def _validation_score(self, X, y, sample_weight):
-        return r2_score(y, self.model_.predict(X), sample_weight=sample_weight)
+        predictions = self.model_.predict(X)
+        if not np.isfinite(predictions).all():
+            return np.nan               # as scikit-learn: r2_score would refuse them
+        return r2_score(y, predictions, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predictions, shape (n_samples,) for one output, else (n_samples, n_outputs)."""

@@ -67,13 +67,6 @@ EXPECTED_FAILURES = {
     "test_mlp_vs_poisson_glm_equivalent": _PENDING + "MLPRegressor(loss='poisson') and "
                                           + _LBFGS,
     # issue 18's own remaining work (removed entry by entry as it lands)
-    "test_learning_rate_warmstart": _PENDING_18 + "_optimizer.learning_rate",
-    "test_adaptive_learning_rate": _PENDING_18 + "_optimizer.learning_rate",
-    "test_partial_fit_errors": _PENDING_18 + "partial_fit only for the stochastic solvers",
-    "test_nonfinite_params": _PENDING_18 + "ValueError on non-finite parameters",
-    "test_early_stopping_stratified": _PENDING_18 + "scikit-learn's stratification message",
-    "test_mlp_diverging_loss": _PENDING_18 + "early stopping keeps a diverged run",
-    "test_minimum_input_sample_size": _PENDING_18 + "scikit-learn's message",
 }
 
 
