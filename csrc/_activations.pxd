@@ -5,7 +5,7 @@
 #   activation_grad:  dz[i, j] = da[i, j] * f'(a[i, j]);  db[j] = sum_i dz[i, j]
 #
 # The loops themselves are C (elementwise.h), where they vectorise and are compiled for
-# several instruction sets; this file gives them one fused-type (`floating`) interface.
+# several instruction sets (the variant is chosen at import: select_isa); this file gives them one fused-type (`floating`) interface.
 # Every derivative is written in terms of the activation's OUTPUT a = f(z), so backward needs
 # no copy of the pre-activation z. Conventions (each is a test): relu'(0) = 0; step'(z) = 0,
 # so layers below a step cannot learn; sigmoid never overflows; NaN propagates.
@@ -32,6 +32,20 @@ cdef extern from "elementwise.h" nogil:
                        Py_ssize_t m, Py_ssize_t n, int kind)
     float fm_exp_f(float x)
     double fm_exp_d(double x)
+    int fm_select_isa()
+    const char* fm_isa_error()
+    const char* fm_isa_name()
+    const char* fm_isa_supported()
+
+
+cdef inline int select_isa() except -1:
+    """Fill this module's kernel table with the variant for this CPU (or FUSEDMLP_ISA's).
+
+    Each compiled module links its own copy of the loops, so each calls this once, at import,
+    before any kernel runs."""
+    if fm_select_isa() != 0:
+        raise ImportError(fm_isa_error().decode())
+    return 0
 
 
 cdef inline floating _exp(floating x) noexcept nogil:

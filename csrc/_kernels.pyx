@@ -22,7 +22,8 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 from _blas cimport gemm, blas_enter, blas_leave, load_blas
-from _activations cimport apply_activation, bias_activation, activation_grad
+from _activations cimport (apply_activation, bias_activation, activation_grad, select_isa,
+                          fm_isa_name, fm_isa_supported)
 from _losses cimport (softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error, all_finite as _all_finite)
 from _optim cimport optimizer_update as _optimizer_update
@@ -30,6 +31,7 @@ from _fpenv cimport (fm_fpenv, fm_fpenv_get, fm_fpenv_enter, fm_fpenv_leave, FM_
                      FM_FPENV_FLUSH_BITS, FM_FPENV_STATUS_BITS)
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
+select_isa()            # this module's table of elementwise loops (elementwise.h)
 
 
 def switch_blas(str name):
@@ -38,6 +40,16 @@ def switch_blas(str name):
     global BLAS
     BLAS = load_blas(name)
     return BLAS
+
+
+def isa():
+    """The instruction-set variant of the elementwise loops in use ("avx512", "neon", ...)."""
+    return fm_isa_name().decode()
+
+
+def isa_supported():
+    """The variants this build has and this CPU can run, worst first (FUSEDMLP_ISA's choices)."""
+    return tuple(fm_isa_supported().decode().split(","))
 
 
 def activation(const floating[::1] x, floating[::1] out, int kind):

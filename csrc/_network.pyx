@@ -36,13 +36,14 @@ from libc.stdlib cimport malloc, free
 from libc.math cimport isfinite
 
 from _blas cimport gemm, blas_enter, blas_leave, load_blas
-from _activations cimport bias_activation, activation_grad, IDENTITY
+from _activations cimport bias_activation, activation_grad, IDENTITY, select_isa
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error)
 from _optim cimport optimizer_update, OPT_NONE, OPT_ADAM, OPT_ADAMW, H_SIZE
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
+select_isa()            # this module's table of elementwise loops (elementwise.h)
 
 # train_step / predict status codes (the Python layer turns them into exceptions)
 cdef enum:

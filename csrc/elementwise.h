@@ -11,13 +11,22 @@
  *   fm_row_max, fm_exp_shifted, fm_sum, fm_exp_sum              (softmax and cross-entropy)
  *   fm_all_finite                                               (input checks)
  *   fm_sgd, fm_adam, fm_rms, fm_sum_sq                          (optimiser updates)
+ * Each exists for float (suffix _f) and double (suffix _d).
  *
- * Each loop is written once in FM_DEFINE_KERNELS and instantiated for float (suffix _f) and
- * double (suffix _d). On x86-64 Linux with gcc, the public loops are compiled three times
- * (AVX-512, AVX2 and the portable baseline) and the loader picks the best for the CPU
- * (target_clones): the wheel stays portable and never assumes an instruction set.
- * Floating-point contraction is off in the build (-ffp-contract=off), so every variant rounds
- * identically and results do not depend on the CPU.
+ * Files:
+ *   elementwise.h          this header: the codes, the scalar exp/expm1, the kernel table and
+ *                          the public names (which call through the table)
+ *   elementwise_impl.h     each loop written once over an element type T; included twice
+ *                          (float, then double) by
+ *   elementwise_kernels.c  one instruction-set variant of every loop; CMakeLists.txt compiles
+ *                          it once per variant with that variant's flags (x86-64: baseline,
+ *                          AVX2, AVX-512; AArch64: NEON, which is its baseline)
+ *   elementwise_dispatch.c picks the best variant the CPU supports when a module is imported
+ *                          (fm_select_isa), or the one named by FUSEDMLP_ISA, and fills the
+ *                          table; fm_isa_name() reports it (fusedmlp.show_config()).
+ * So the wheel stays portable, never assumes an instruction set, and works the same with gcc,
+ * clang and MSVC. Floating-point contraction is off in the build (-ffp-contract=off), so every
+ * variant rounds identically and results do not depend on the CPU (tests/test_isa.py).
  *
  * Numerics:
  * - fm_exp and fm_expm1 reduce x = k ln2 + r with |r| <= ln2/2, evaluate expm1(r) by its
@@ -40,13 +49,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)       \
-    && !defined(FUSEDMLP_NO_CLONES)
-#define FM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FM_CLONES
-#endif
 
 /* Activation numbers: the same as in csrc/_activations.pxd and fusedmlp.ACTIVATIONS. */
 enum { FM_IDENTITY = 0, FM_RELU = 1, FM_SIGMOID = 2, FM_TANH = 3, FM_STEP = 4,
@@ -149,259 +151,81 @@ static inline double fm_expm1_d(double x)
     return x == x && x != 0 ? y : x;
 }
 
-/* return sum over j < n of TERM (an expression in j) in double: eight partial sums, which
- * vectorise, added in a fixed order, so the result does not depend on the CPU */
-#define FM_LANE_SUM(TERM, n)                                                                    \
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0;                                           \
-    ptrdiff_t j0, j, l;                                                                         \
-    for (j0 = 0; j0 + 8 <= (n); j0 += 8)                                                        \
-        for (l = 0; l < 8; l++) { j = j0 + l; lane[l] += TERM; }                                \
-    for (j = j0; j < (n); j++) s += TERM;                                                       \
-    for (l = 0; l < 8; l++) s += lane[l];                                                       \
-    return s
+/* The kernels of one instruction-set variant, filled in by fm_select_isa(). */
+typedef struct {
+    void (*activation_f)(const float *x, float *out, ptrdiff_t n, int kind);
+    void (*activation_d)(const double *x, double *out, ptrdiff_t n, int kind);
+    void (*bias_act_f)(float *out, const float *b, ptrdiff_t m, ptrdiff_t n, int kind);
+    void (*bias_act_d)(double *out, const double *b, ptrdiff_t m, ptrdiff_t n, int kind);
+    void (*act_grad_f)(const float *da, const float *a, float *dz, double *acc, float *db,
+                       ptrdiff_t m, ptrdiff_t n, int kind);
+    void (*act_grad_d)(const double *da, const double *a, double *dz, double *acc, double *db,
+                       ptrdiff_t m, ptrdiff_t n, int kind);
+    float (*row_max_f)(const float *z, ptrdiff_t n);
+    double (*row_max_d)(const double *z, ptrdiff_t n);
+    void (*exp_shifted_f)(const float *z, float *out, double *maxima, ptrdiff_t m, ptrdiff_t n);
+    void (*exp_shifted_d)(const double *z, double *out, double *maxima, ptrdiff_t m,
+                          ptrdiff_t n);
+    double (*sum_f)(const float *x, ptrdiff_t n);
+    double (*sum_d)(const double *x, ptrdiff_t n);
+    double (*exp_sum_f)(const float *z, float mx, ptrdiff_t n);
+    double (*exp_sum_d)(const double *z, double mx, ptrdiff_t n);
+    void (*sgd_f)(float *p, const float *g, float *v, ptrdiff_t n, float lr, float wd,
+                  float scale, float mom, int nesterov);
+    void (*sgd_d)(double *p, const double *g, double *v, ptrdiff_t n, double lr, double wd,
+                  double scale, double mom, int nesterov);
+    void (*adam_f)(float *p, const float *g, float *m, float *v, ptrdiff_t n, float step_size,
+                   float root_bc2, float b1, float b2, float eps, float wd, float scale);
+    void (*adam_d)(double *p, const double *g, double *m, double *v, ptrdiff_t n,
+                   double step_size, double root_bc2, double b1, double b2, double eps,
+                   double wd, double scale);
+    void (*rms_f)(float *p, const float *g, float *v, ptrdiff_t n, float lr, float decay,
+                  float gain, float eps, float wd, float scale);
+    void (*rms_d)(double *p, const double *g, double *v, ptrdiff_t n, double lr, double decay,
+                  double gain, double eps, double wd, double scale);
+    double (*sum_sq_f)(const float *x, ptrdiff_t n);
+    double (*sum_sq_d)(const double *x, ptrdiff_t n);
+    int (*all_finite_f)(const float *x, ptrdiff_t n);
+    int (*all_finite_d)(const double *x, ptrdiff_t n);
+} fm_kernel_table;
 
-/* one row of fm_act_grad over type T: g = G (an expression in d = da[j] and y = a[j]),
- * dz = g, acc += g */
-#define FM_GRAD_LOOP(T, G)                                                                      \
-    for (j = 0; j < n; j++) {                                                                   \
-        T d = da_row[j], y = a_row[j], g = (G);                                                 \
-        dz_row[j] = g;                                                                          \
-        acc[j] += g;                                                                            \
-    }
+/* One table per extension module (the library is linked into each, with hidden symbols). */
+extern fm_kernel_table fm_kernels;
 
-#define FM_DEFINE_KERNELS(T, S)                                                                 \
-                                                                                                \
-static inline T fm_sigmoid_##S(T x)                                                             \
-{                                                                                               \
-    T e = fm_exp_##S(-fabs##S##_(x));                                                           \
-    T r = (T)1 / ((T)1 + e);                                                                    \
-    return x >= 0 ? r : e * r;              /* NaN: e is NaN, so is e * r */                    \
-}                                                                                               \
-                                                                                                \
-static inline T fm_tanh_##S(T x)                                                                \
-{                                                                                               \
-    /* tanh|x| = -u / (2 + u) with u = expm1(-2|x|) in (-1, 0]: no cancellation anywhere */     \
-    T u = fm_expm1_##S(-2 * fabs##S##_(x));                                                     \
-    return copysign##S##_(fabs##S##_(u) / ((T)2 + u), x);   /* tanh(+-0) = +-0 */               \
-}                                                                                               \
-                                                                                                \
-/* out[i] = f(x[i]); out may be x */                                                            \
-FM_CLONES static void fm_activation_##S(const T *x, T *out, ptrdiff_t n, int kind)              \
-{                                                                                               \
-    ptrdiff_t i;                                                                                \
-    switch (kind) {                                                                             \
-    case FM_IDENTITY:                                                                           \
-        if (out != x) memmove(out, x, (size_t)n * sizeof(T));                                   \
-        break;                                                                                  \
-    case FM_RELU:                /* NaN compares false and stays NaN (np.maximum) */            \
-        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z <= 0 ? (T)0 : z; }                     \
-        break;                                                                                  \
-    case FM_LEAKY_RELU:                                                                         \
-        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? z : (T)FM_LEAKY_SLOPE * z; }     \
-        break;                                                                                  \
-    case FM_SIGMOID:                                                                            \
-        for (i = 0; i < n; i++) out[i] = fm_sigmoid_##S(x[i]);                                  \
-        break;                                                                                  \
-    case FM_TANH:                                                                               \
-        for (i = 0; i < n; i++) out[i] = fm_tanh_##S(x[i]);                                     \
-        break;                                                                                  \
-    case FM_STEP:                                                                               \
-        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? (T)1 : (z <= 0 ? (T)0 : z); }    \
-        break;                                                                                  \
-    case FM_ELU:                 /* expm1 keeps accuracy near 0 */                              \
-        for (i = 0; i < n; i++) { T z = x[i]; out[i] = z > 0 ? z : fm_expm1_##S(z); }           \
-        break;                                                                                  \
-    case FM_SOFTPLUS:            /* max(z, 0) + log1p(exp(-|z|)): no overflow */                \
-        for (i = 0; i < n; i++) {                                                               \
-            T z = x[i];                                                                         \
-            out[i] = (z > 0 ? z : (T)0) + log1p##S##_(fm_exp_##S(-fabs##S##_(z)));              \
-        }                                                                                       \
-        break;                                                                                  \
-    }                                                                                           \
-}                                                                                               \
-                                                                                                \
-/* out[i, j] = f(out[i, j] + b[j]) over an m x n row-major block */                             \
-FM_CLONES static void fm_bias_act_##S(T *out, const T *b, ptrdiff_t m, ptrdiff_t n, int kind)   \
-{                                                                                               \
-    ptrdiff_t i, j;                                                                             \
-    for (i = 0; i < m; i++) {                                                                   \
-        T *row = out + i * n;                                                                   \
-        if (kind == FM_RELU) {                                                                  \
-            for (j = 0; j < n; j++) { T z = row[j] + b[j]; row[j] = z <= 0 ? (T)0 : z; }        \
-        } else {                                                                                \
-            for (j = 0; j < n; j++) row[j] += b[j];                                             \
-            if (kind != FM_IDENTITY) fm_activation_##S(row, row, n, kind);                      \
-        }                                                                                       \
-    }                                                                                           \
-}                                                                                               \
-                                                                                                \
-/* dz = da * f'(a) and db = column sums of dz (in double, via acc[n]); dz may be da;            \
- * db may be NULL */                                                                            \
-FM_CLONES static void fm_act_grad_##S(const T *da, const T *a, T *dz, double *acc, T *db,       \
-                                      ptrdiff_t m, ptrdiff_t n, int kind)                       \
-{                                                                                               \
-    ptrdiff_t i, j;                                                                             \
-    for (j = 0; j < n; j++) acc[j] = 0;                                                         \
-    for (i = 0; i < m; i++) {                                                                   \
-        const T *da_row = da + i * n, *a_row = a + i * n;                                       \
-        T *dz_row = dz + i * n;                                                                 \
-        switch (kind) {                   /* G: the gradient from d = dA and y = A */           \
-        case FM_IDENTITY:   FM_GRAD_LOOP(T, d); break;                                          \
-        case FM_RELU:       FM_GRAD_LOOP(T, y > 0 ? d : (T)0); break;   /* relu'(0) = 0 */      \
-        case FM_LEAKY_RELU: FM_GRAD_LOOP(T, d * (y > 0 ? (T)1 : (T)FM_LEAKY_SLOPE)); break;     \
-        case FM_SIGMOID:    FM_GRAD_LOOP(T, d * (y * ((T)1 - y))); break;                       \
-        case FM_TANH:       FM_GRAD_LOOP(T, d * ((T)1 - y * y)); break;                         \
-        case FM_STEP:       for (j = 0; j < n; j++) dz_row[j] = 0; break;                       \
-        /* elu: a = e^z - 1 for z <= 0, so f'(z) = e^z = a + 1 */                               \
-        case FM_ELU:        FM_GRAD_LOOP(T, d * (y > 0 ? (T)1 : y + (T)1)); break;              \
-        /* softplus: f'(z) = sigmoid(z) = 1 - e^-a */                                           \
-        case FM_SOFTPLUS:   FM_GRAD_LOOP(T, d * -fm_expm1_##S(-y)); break;                      \
-        }                                                                                       \
-    }                                                                                           \
-    if (db != NULL)                                                                             \
-        for (j = 0; j < n; j++) db[j] = (T)acc[j];                                              \
-}                                                                                               \
-                                                                                                \
-/* max of z[0:n] (-inf for n = 0). NaN never wins a comparison; it reaches z - max later        \
- * and makes the whole row NaN there. Eight running maxima let the loop vectorise. */           \
-FM_CLONES static T fm_row_max_##S(const T *z, ptrdiff_t n)                                      \
-{                                                                                               \
-    T lane[8];                                                                                  \
-    ptrdiff_t j, l;                                                                             \
-    for (l = 0; l < 8; l++) lane[l] = -(T)INFINITY;                                             \
-    for (j = 0; j + 8 <= n; j += 8)                                                             \
-        for (l = 0; l < 8; l++) lane[l] = z[j + l] > lane[l] ? z[j + l] : lane[l];              \
-    for (; j < n; j++) lane[0] = z[j] > lane[0] ? z[j] : lane[0];                               \
-    for (l = 1; l < 8; l++) lane[0] = lane[l] > lane[0] ? lane[l] : lane[0];                    \
-    return lane[0];                                                                             \
-}                                                                                               \
-                                                                                                \
-/* out[i, j] = exp(z[i, j] - max_j z[i, j]) for an m x n row-major block (out may be z);        \
- * the row maxima go to maxima[0:m] unless it is NULL (cross-entropy needs them again).         \
- * Rows are processed in groups of about 1024 entries: the shifts of a group first, then        \
- * one flat loop of exponentials over the group, which vectorises however short the rows        \
- * (10 classes) and stays in cache however long. */                                             \
-FM_CLONES static void fm_exp_shifted_##S(const T *z, T *out, double *maxima, ptrdiff_t m,       \
-                                         ptrdiff_t n)                                           \
-{                                                                                               \
-    ptrdiff_t group = n >= 1024 ? 1 : 1024 / (n > 0 ? n : 1), i0, i, j;                         \
-    for (i0 = 0; i0 < m; i0 += group) {                                                         \
-        ptrdiff_t rows = m - i0 < group ? m - i0 : group;                                       \
-        T *block = out + i0 * n;                                                                \
-        for (i = i0; i < i0 + rows; i++) {                                                      \
-            T mx = fm_row_max_##S(z + i * n, n);                                                \
-            if (maxima != NULL) maxima[i] = mx;                                                 \
-            for (j = 0; j < n; j++) out[i * n + j] = z[i * n + j] - mx;                         \
-        }                                                                                       \
-        for (j = 0; j < rows * n; j++) block[j] = fm_exp_##S(block[j]);                         \
-    }                                                                                           \
-}                                                                                               \
-                                                                                                \
-/* sum of x[0:n] in double (see FM_LANE_SUM) */                                                 \
-static inline double fm_sum_##S(const T *x, ptrdiff_t n)                                        \
-{                                                                                               \
-    FM_LANE_SUM((double)x[j], n);                                                               \
-}                                                                                               \
-                                                                                                \
-/* sum_j exp(z[j] - mx) in double, without storing the terms (log-softmax) */                   \
-FM_CLONES static double fm_exp_sum_##S(const T *z, T mx, ptrdiff_t n)                           \
-{                                                                                               \
-    T scratch[256];                                                                             \
-    double s = 0;                                                                               \
-    ptrdiff_t start, j;                                                                         \
-    for (start = 0; start < n; start += 256) {                                                  \
-        ptrdiff_t len = n - start < 256 ? n - start : 256;                                      \
-        for (j = 0; j < len; j++) scratch[j] = fm_exp_##S(z[start + j] - mx);                   \
-        s += fm_sum_##S(scratch, len);                                                          \
-    }                                                                                           \
-    return s;                                                                                   \
-}                                                                                               \
-                                                                                                \
-/* Optimiser updates over p[0:n] with gradient g, as in csrc/_optim.pxd (PyTorch's formulas):   \
- * g' = g * scale + wd * p, then                                                                \
- *   sgd:      v = mom * v + g'; p -= lr * (nesterov ? g' + mom * v : v)   (mom = 0: p -= lr g') \
- *   adam:     m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;                                    \
- *             p -= step_size * m / (sqrt(v) / root_bc2 + eps)  (one division: see below)       \
- *   rmsprop:  v = alpha v + (1-alpha) g'^2;  p -= lr g' / (sqrt(v) + eps)                      \
- *   adagrad:  v = v + g'^2;                  p -= lr g' / (sqrt(v) + eps)                      \
- * (rmsprop and adagrad share one loop: adagrad is decay = 1, gain = 1.) */                     \
-FM_CLONES static void fm_sgd_##S(T *p, const T *g, T *v, ptrdiff_t n, T lr, T wd, T scale,      \
-                                 T mom, int nesterov)                                           \
-{                                                                                               \
-    ptrdiff_t i;                                                                                \
-    if (mom == 0) {                                                                             \
-        for (i = 0; i < n; i++) p[i] -= lr * (g[i] * scale + wd * p[i]);                        \
-    } else if (nesterov) {                                                                      \
-        for (i = 0; i < n; i++) {                                                               \
-            T gi = g[i] * scale + wd * p[i], vi = mom * v[i] + gi;                              \
-            v[i] = vi;                                                                          \
-            p[i] -= lr * (gi + mom * vi);                                                       \
-        }                                                                                       \
-    } else {                                                                                    \
-        for (i = 0; i < n; i++) {                                                               \
-            T gi = g[i] * scale + wd * p[i], vi = mom * v[i] + gi;                              \
-            v[i] = vi;                                                                          \
-            p[i] -= lr * vi;                                                                    \
-        }                                                                                       \
-    }                                                                                           \
-}                                                                                               \
-                                                                                                \
-FM_CLONES static void fm_adam_##S(T *p, const T *g, T *m, T *v, ptrdiff_t n, T step_size,       \
-                                  T root_bc2, T b1, T b2, T eps, T wd, T scale)                 \
-{                                                                                               \
-    /* PyTorch's step_size * m / (sqrt(v) / root_bc2 + eps), with root_bc2 moved out of the     \
-     * loop: one division and one square root per parameter instead of two divisions. */        \
-    T eps_scaled = eps * root_bc2;                                                              \
-    ptrdiff_t i;                                                                                \
-    step_size *= root_bc2;                                                                      \
-    for (i = 0; i < n; i++) {                                                                   \
-        T gi = g[i] * scale + wd * p[i];                                                        \
-        T mi = b1 * m[i] + ((T)1 - b1) * gi;                                                    \
-        T vi = b2 * v[i] + ((T)1 - b2) * gi * gi;                                               \
-        m[i] = mi;                                                                              \
-        v[i] = vi;                                                                              \
-        p[i] -= step_size * mi / (sqrt##S##_(vi) + eps_scaled);                                 \
-    }                                                                                           \
-}                                                                                               \
-                                                                                                \
-FM_CLONES static void fm_rms_##S(T *p, const T *g, T *v, ptrdiff_t n, T lr, T decay, T gain,    \
-                                 T eps, T wd, T scale)                                          \
-{                                                                                               \
-    ptrdiff_t i;                                                                                \
-    for (i = 0; i < n; i++) {                                                                   \
-        T gi = g[i] * scale + wd * p[i];                                                        \
-        T vi = decay * v[i] + gain * gi * gi;                                                   \
-        v[i] = vi;                                                                              \
-        p[i] -= lr * gi / (sqrt##S##_(vi) + eps);                                               \
-    }                                                                                           \
-}                                                                                               \
-                                                                                                \
-/* sum of x^2 in double (gradient norms) */                                                     \
-FM_CLONES static double fm_sum_sq_##S(const T *x, ptrdiff_t n)                                  \
-{                                                                                               \
-    FM_LANE_SUM((double)x[j] * x[j], n);                                                        \
-}                                                                                               \
-                                                                                                \
-/* 1 when x[0:n] holds no NaN and no inf: x - x is 0 exactly for finite x */                    \
-FM_CLONES static int fm_all_finite_##S(const T *x, ptrdiff_t n)                                 \
-{                                                                                               \
-    ptrdiff_t i;                                                                                \
-    int bad = 0;                                                                                \
-    for (i = 0; i < n; i++) bad |= (x[i] - x[i]) != 0;                                          \
-    return !bad;                                                                                \
-}
+/* Choose the variant (FUSEDMLP_ISA if set, else the best the CPU supports) and fill
+ * fm_kernels; 0 on success, else fm_isa_error() says why. Called once at module import,
+ * before any kernel runs. */
+int fm_select_isa(void);
+const char *fm_isa_error(void);
+/* the selected variant ("baseline", "avx2", "avx512", "neon") */
+const char *fm_isa_name(void);
+/* the variants this build has and this CPU runs, best last, comma-separated */
+const char *fm_isa_supported(void);
 
-/* libm names per type, for the macro above */
-#define fabsf_(x) fabsf(x)
-#define copysignf_(x, y) copysignf(x, y)
-#define copysignd_(x, y) copysign(x, y)
-#define fabsd_(x) fabs(x)
-#define log1pf_(x) log1pf(x)
-#define log1pd_(x) log1p(x)
-#define sqrtf_(x) sqrtf(x)
-#define sqrtd_(x) sqrt(x)
-
-FM_DEFINE_KERNELS(float, f)
-FM_DEFINE_KERNELS(double, d)
+/* The public names: one indirect call into the selected variant. */
+#define fm_activation_f (fm_kernels.activation_f)
+#define fm_activation_d (fm_kernels.activation_d)
+#define fm_bias_act_f (fm_kernels.bias_act_f)
+#define fm_bias_act_d (fm_kernels.bias_act_d)
+#define fm_act_grad_f (fm_kernels.act_grad_f)
+#define fm_act_grad_d (fm_kernels.act_grad_d)
+#define fm_row_max_f (fm_kernels.row_max_f)
+#define fm_row_max_d (fm_kernels.row_max_d)
+#define fm_exp_shifted_f (fm_kernels.exp_shifted_f)
+#define fm_exp_shifted_d (fm_kernels.exp_shifted_d)
+#define fm_sum_f (fm_kernels.sum_f)
+#define fm_sum_d (fm_kernels.sum_d)
+#define fm_exp_sum_f (fm_kernels.exp_sum_f)
+#define fm_exp_sum_d (fm_kernels.exp_sum_d)
+#define fm_sgd_f (fm_kernels.sgd_f)
+#define fm_sgd_d (fm_kernels.sgd_d)
+#define fm_adam_f (fm_kernels.adam_f)
+#define fm_adam_d (fm_kernels.adam_d)
+#define fm_rms_f (fm_kernels.rms_f)
+#define fm_rms_d (fm_kernels.rms_d)
+#define fm_sum_sq_f (fm_kernels.sum_sq_f)
+#define fm_sum_sq_d (fm_kernels.sum_sq_d)
+#define fm_all_finite_f (fm_kernels.all_finite_f)
+#define fm_all_finite_d (fm_kernels.all_finite_d)
 
 #endif

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["functional", "layers", "model", "optim", "io", "gradcheck", "numpy_reference",
-           "datasets", "demo", "bench", "sklearn", "dask"]
+           "datasets", "demo", "bench", "sklearn", "dask", "_config"]
 OPTIONAL = {"sklearn": "sklearn", "dask": "distributed"}
 
 

@@ -7,17 +7,6 @@ import json
 __all__ = ["show_config"]
 
 
-def _isa():
-    """The instruction-set variant of the elementwise loops, from the compiled core when it
-    reports one (runtime CPU dispatch); the build's own description otherwise."""
-    from . import _kernels
-    for name in ("isa_name", "isa"):
-        reader = getattr(_kernels, name, None)
-        if callable(reader):
-            return str(reader())
-    return "gcc target_clones (avx512f | avx2 | baseline, picked by the loader)"
-
-
 def _threads(backend):
     if backend == "scipy":
         blas = "SciPy's OpenBLAS pool (process-wide; pin it with threadpoolctl)"
@@ -33,7 +22,8 @@ def show_config(as_dict: bool = False):
     single-threaded instance of the scipy-openblas32 library), "mkl" or "scipy" -- its
     ``version``, the ``path`` it was loaded from and ``skipped``: why earlier default
     candidates were not used); ``elementwise_isa`` (the instruction-set variant of the
-    elementwise loops); ``threads`` (fusedmlp's worker pool); ``bfloat16`` (whether a bf16
+    elementwise loops: "baseline", "avx2", "avx512" or "neon"); ``elementwise_isa_supported``
+    (the variants this build has and this CPU runs; ``FUSEDMLP_ISA`` forces one of them); ``threads`` (fusedmlp's worker pool); ``bfloat16`` (whether a bf16
     matrix product is available and, if not, why). Set ``FUSEDMLP_BLAS=openblas|mkl|scipy``
     before importing fusedmlp to force a backend.
 
@@ -43,7 +33,7 @@ def show_config(as_dict: bool = False):
     >>> fusedmlp.show_config(as_dict=True)["blas"]["name"] in ("openblas", "mkl", "scipy")
     True
     """
-    from . import __version__, _network
+    from . import __version__, _kernels, _network
     blas = _network.BLAS
     if blas["bf16_gemm"] and blas["cpu_bf16"]:
         bf16 = {"available": True, "why": "MKL cblas_gemm_bf16bf16f32 on a CPU with bf16"}
@@ -58,7 +48,8 @@ def show_config(as_dict: bool = False):
         "version": __version__,
         "blas": {"name": blas["name"], "version": blas["version"], "path": blas["path"],
                  "skipped": dict(blas["tried"])},
-        "elementwise_isa": _isa(),
+        "elementwise_isa": _kernels.isa(),
+        "elementwise_isa_supported": list(_kernels.isa_supported()),
         "threads": _threads(blas["name"]),
         "bfloat16": bf16,
     }
