@@ -31,6 +31,7 @@
 #define FM_GRAD_LOOP(T, G)                                                                      \
     for (j = 0; j < n; j++) {                                                                   \
         T d = da_row[j], y = a_row[j], g = (G);                                                 \
+        (void)y;                            /* G need not use it (identity) */                  \
         dz_row[j] = g;                                                                          \
         acc[j] += g;                                                                            \
     }

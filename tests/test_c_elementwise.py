@@ -1,0 +1,88 @@
+"""The elementwise loops tested in C, without Python (tests/c/elementwise_check.c).
+
+Natively: csrc/elementwise_*.c compiled as CMakeLists.txt compiles them (one object per
+instruction-set variant with its flags, the dispatcher), linked with the check program and
+run once per variant this CPU runs (FUSEDMLP_ISA). For AArch64: the same sources
+cross-compiled with Debian's aarch64-linux-gnu-gcc and run under qemu-user, where both exist.
+Skips when no C compiler (or no cross toolchain) is installed, or the sources are absent.
+"""
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC, CHECK = ROOT / "csrc", ROOT / "tests" / "c" / "elementwise_check.c"
+FLAGS = ["-O2", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-std=c99",
+         "-Wall", "-Wextra", "-Werror", "-Wno-unused-function"]
+X86_VARIANTS = {"baseline": [], "avx2": ["-mavx2"], "avx512": ["-mavx512f"]}
+
+pytestmark = pytest.mark.skipif(not (CSRC / "elementwise_dispatch.c").exists() or
+                                not CHECK.exists(), reason="the C sources are not here")
+
+
+def build(cc, variants, out_dir, extra=()):
+    """Compile the variants, the dispatcher and the check program with `cc`; return its path."""
+    objects = []
+    for name, flags in variants.items():
+        obj = out_dir / f"kernels_{name}.o"
+        subprocess.run([cc, *FLAGS, *extra, *flags, f"-DFM_VARIANT={name}", "-I", str(CSRC),
+                        "-c", str(CSRC / "elementwise_kernels.c"), "-o", str(obj)],
+                       check=True, capture_output=True, text=True)
+        objects.append(str(obj))
+    have = [f"-DFM_HAVE_{name.upper()}" for name in variants]
+    exe = out_dir / "elementwise_check"
+    subprocess.run([cc, *FLAGS, *extra, *have, "-I", str(CSRC), str(CSRC / "elementwise_dispatch.c"),
+                    str(CHECK), *objects, "-o", str(exe), "-lm"],
+                   check=True, capture_output=True, text=True)
+    return exe
+
+
+def run(command, variant=None):
+    env = dict(os.environ)
+    env.pop("FUSEDMLP_ISA", None)
+    if variant:
+        env["FUSEDMLP_ISA"] = variant
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith("0 failed"), result.stdout
+    return result.stdout
+
+
+def _compiler_error(exc):
+    return f"{exc.cmd[0]} failed:\n{exc.stderr}"
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
+@pytest.mark.parametrize("cc", ["cc", "clang"])
+def test_every_x86_variant_in_c(tmp_path, cc):
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} is not installed")
+    try:
+        exe = build(cc, X86_VARIANTS, tmp_path)
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(_compiler_error(exc))
+    supported = run([str(exe)]).splitlines()[0].split("supported: ")[1].rstrip(")").split(",")
+    for variant in supported:
+        assert f"variant {variant}" in run([str(exe)], variant)
+
+
+def test_aarch64_neon_under_qemu(tmp_path):
+    cc, qemu = "aarch64-linux-gnu-gcc", "qemu-aarch64"
+    sysroot = Path("/usr/aarch64-linux-gnu")
+    if shutil.which(cc) is None or shutil.which(qemu) is None or not sysroot.is_dir():
+        pytest.skip("no aarch64 cross compiler (gcc-aarch64-linux-gnu) or qemu-user here")
+    try:
+        exe = build(cc, {"neon": []}, tmp_path)
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(_compiler_error(exc))
+    # the loops must have been vectorised for NEON (q registers in the activation loops)
+    disassembly = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "kernels_neon.o")],
+                                 capture_output=True, text=True).stdout
+    assert "fmul\tv" in disassembly or "fadd\tv" in disassembly
+    out = run([qemu, "-L", str(sysroot), str(exe)])
+    assert out.startswith("variant neon (supported: neon)")
