@@ -8,20 +8,12 @@
 # several instruction sets (the variant is chosen at import: select_isa); this file gives them one fused-type (`floating`) interface.
 # Every derivative is written in terms of the activation's OUTPUT a = f(z), so backward needs
 # no copy of the pre-activation z. Conventions (each is a test): relu'(0) = 0; step'(z) = 0,
-# so layers below a step cannot learn; sigmoid never overflows; NaN propagates.
+# so layers below a step cannot learn; sigmoid never overflows; NaN propagates. The activation
+# numbers (`kind`) are named in fusedmlp/_codes.pxd.
 
 from cython cimport floating
 
 cdef extern from "elementwise.h" nogil:
-    enum:
-        IDENTITY "FM_IDENTITY"
-        RELU "FM_RELU"
-        SIGMOID "FM_SIGMOID"
-        TANH "FM_TANH"
-        STEP "FM_STEP"
-        LEAKY_RELU "FM_LEAKY_RELU"
-        ELU "FM_ELU"
-        SOFTPLUS "FM_SOFTPLUS"
     void fm_activation_f(const float* x, float* out, Py_ssize_t n, int kind)
     void fm_activation_d(const double* x, double* out, Py_ssize_t n, int kind)
     void fm_bias_act_f(float* out, const float* b, Py_ssize_t m, Py_ssize_t n, int kind)

@@ -26,7 +26,7 @@ from _activations cimport (apply_activation, bias_activation, activation_grad, s
                           fm_isa_name, fm_isa_supported)
 from _losses cimport (softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error, all_finite as _all_finite)
-from _optim cimport optimizer_update as _optimizer_update
+from _optim cimport optimizer_update as _optimizer_update, n_states
 from _fpenv cimport (fm_fpenv, fm_fpenv_get, fm_fpenv_enter, fm_fpenv_leave, FM_FPENV_HARDWARE,
                      FM_FPENV_FLUSH_BITS, FM_FPENV_STATUS_BITS)
 
@@ -213,3 +213,8 @@ def gemm_repeat(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, 
                  &C[0, 0], n)
         blas_leave(blas_saved)
         fm_fpenv_leave(saved)
+
+
+def optimizer_states(int kind):
+    """How many parameter-sized state buffers optimiser `kind` keeps (see _optim.pxd)."""
+    return n_states(kind)

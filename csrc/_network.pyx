@@ -3,7 +3,8 @@
 #
 # Memory (all allocated by the Python layer, src/fusedmlp/model.py):
 #   params, grads   one flat buffer each, [W_0 .. W_{L-1}, b_0 .. b_{L-1}], W_l row-major
-#                   (n_l, n_{l+1}); the Dense layers' W, b, dW, db are views into them
+#                   (n_l, n_{l+1}), at the offsets of fusedmlp.layout.ParamLayout; the Dense
+#                   layers' W, b, dW, db are views into them
 #   acts            the activations of every layer for the largest batch seen so far; a
 #                   batch of m rows uses the first m rows of each layer's block
 #   delta_a/_b      two ping-pong buffers for the backward pass (rows x widest layer)
@@ -36,22 +37,16 @@ from libc.stdlib cimport malloc, free
 from libc.math cimport isfinite
 
 from _blas cimport gemm, blas_enter, blas_leave, load_blas
-from _activations cimport bias_activation, activation_grad, IDENTITY, select_isa
+from _activations cimport bias_activation, activation_grad, select_isa
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error)
-from _optim cimport optimizer_update, OPT_NONE, OPT_ADAM, OPT_ADAMW, H_SIZE
+from _optim cimport optimizer_update, n_states
+from fusedmlp._codes cimport (H_SIZE, OK, BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_LOSS,
+                             SOFTMAX_CROSS_ENTROPY, PROBABILITIES, LOG_PROBABILITIES)
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
 select_isa()            # this module's table of elementwise loops (elementwise.h)
-
-# train_step / predict status codes (the Python layer turns them into exceptions)
-cdef enum:
-    OK = 0
-    BAD_INPUT = 1       # X holds NaN or inf
-    BAD_LABEL = 2       # a label outside [0, n_classes)
-    BAD_TARGET = 3      # targets hold NaN or inf
-    BAD_LOSS = 4        # the loss is NaN or inf: no update was applied
 
 # How many threads are inside a compiled step or inference call right now, and the most
 # ever seen at once: the tests read these to prove that the GIL is released (two threads
@@ -79,18 +74,6 @@ def most_concurrent_calls(bint reset=False):
     if reset:
         fusedmlp_most_inside = 0
     return most
-
-
-# losses
-cdef enum:
-    SOFTMAX_CROSS_ENTROPY = 0
-    MEAN_SQUARED_ERROR = 1
-
-# inference outputs
-cdef enum:
-    SCORES = 0
-    PROBABILITIES = 1
-    LOG_PROBABILITIES = 2
 
 
 cdef char* address(object array, char kind, bint writable, Py_ssize_t rows=-1,
@@ -280,8 +263,9 @@ cdef class Network:
     cdef char kind
     cdef object _keep
 
-    def __cinit__(self, sizes, activations, int loss, params, grads):
-        cdef int L = len(sizes) - 1, l
+    def __cinit__(self, layout, activations, int loss, params, grads):
+        # layout: a fusedmlp.layout.ParamLayout, the one description of where W_l and b_l sit
+        cdef int L = layout.n_layers, l
         self.net.n_layers = L
         self.net.loss = loss
         self.net.sizes = <Py_ssize_t*>malloc((L + 1) * sizeof(Py_ssize_t))
@@ -292,20 +276,17 @@ cdef class Network:
         if (self.net.sizes == NULL or self.net.activations == NULL or self.net.w_off == NULL
                 or self.net.b_off == NULL or self.net.a_off == NULL):
             raise MemoryError()
-        self.net.n_weights = 0
+        self.net.n_weights = layout.n_weights
+        self.net.n_params = layout.n_params
         self.net.max_width = 0
         for l in range(L + 1):
-            self.net.sizes[l] = sizes[l]
+            self.net.sizes[l] = layout.sizes[l]
         for l in range(L):
             self.net.activations[l] = activations[l]
-            self.net.w_off[l] = self.net.n_weights
-            self.net.n_weights += self.net.sizes[l] * self.net.sizes[l + 1]
+            self.net.w_off[l] = layout.weight_offsets[l]
+            self.net.b_off[l] = layout.bias_offsets[l]
             self.net.a_off[l] = 0 if l == 0 else self.net.a_off[l - 1] + self.net.sizes[l]
             self.net.max_width = max(self.net.max_width, self.net.sizes[l + 1])
-        self.net.n_params = self.net.n_weights
-        for l in range(L):
-            self.net.b_off[l] = self.net.n_params
-            self.net.n_params += self.net.sizes[l + 1]
         self.is_double = params.dtype.itemsize == 8
         self.kind = b'd' if self.is_double else b'f'
         if len(params) != self.net.n_params or len(grads) != self.net.n_params:
@@ -369,7 +350,7 @@ cdef class Network:
             raise ValueError(f"X must have 1 to {self.net.max_batch} rows (the workspace), got {m}")
         if (y == NULL) == (t == NULL) or (t == NULL and self.net.loss != SOFTMAX_CROSS_ENTROPY):
             raise ValueError("give labels (softmax output only) or targets, not both")
-        if ((opt_kind == OPT_ADAM or opt_kind == OPT_ADAMW) and sb == NULL) or (opt_kind != OPT_NONE and sa == NULL):
+        if (n_states(opt_kind) >= 1 and sa == NULL) or (n_states(opt_kind) >= 2 and sb == NULL):
             raise ValueError("the optimiser's state buffers are missing")
         if total_weight <= 0:
             total_weight = m

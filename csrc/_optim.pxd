@@ -10,33 +10,27 @@
 # exceeds clip; 1 otherwise). AdamW instead decays the weights directly:
 # p := p * (1 - lr * weight_decay) before the Adam step. The loops are in elementwise.h.
 #
-# Hyper-parameters arrive as one float64 array, laid out by the H_* indices; the step count
-# H_T is incremented here, so a whole training step needs no Python arithmetic.
+# Hyper-parameters arrive as one float64 array, laid out by the H_* slots (declared with the
+# OPT_* kinds in fusedmlp/_codes.pxd); the step count H_T is incremented here, so a whole
+# training step needs no Python arithmetic.
 
 from cython cimport floating
 from libc.math cimport sqrt
 
 from _fpenv cimport fm_flush_subnormals_f, fm_flush_subnormals_d
+from fusedmlp._codes cimport (OPT_NONE, OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP,
+                             OPT_ADAGRAD, H_LR, H_WEIGHT_DECAY, H_MOMENTUM, H_NESTEROV,
+                             H_BETA1, H_BETA2, H_EPS, H_CLIP_NORM, H_T)
 
-cdef enum:
-    OPT_NONE = 0
-    OPT_SGD = 1
-    OPT_ADAM = 2
-    OPT_ADAMW = 3
-    OPT_RMSPROP = 4
-    OPT_ADAGRAD = 5
 
-cdef enum:
-    H_LR = 0
-    H_WEIGHT_DECAY = 1
-    H_MOMENTUM = 2      # SGD
-    H_NESTEROV = 3      # SGD: 0 or 1
-    H_BETA1 = 2         # Adam, AdamW
-    H_BETA2 = 3         # Adam, AdamW; RMSProp's alpha
-    H_EPS = 4
-    H_CLIP_NORM = 5     # clip the global gradient norm to this; 0 = off
-    H_T = 6             # steps taken so far
-    H_SIZE = 8
+cdef inline int n_states(int kind) noexcept nogil:
+    """How many parameter-sized state buffers optimiser `kind` keeps (state_a, state_b)."""
+    if kind == OPT_ADAM or kind == OPT_ADAMW:
+        return 2
+    if kind == OPT_NONE:
+        return 0
+    return 1
+
 
 cdef extern from "elementwise.h" nogil:
     void fm_sgd_f(float* p, const float* g, float* v, Py_ssize_t n, float lr, float wd,

@@ -5,8 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["functional", "layers", "model", "optim", "io", "gradcheck", "numpy_reference",
-           "datasets", "demo", "bench", "sklearn", "dask", "_config"]
+MODULES = ["functional", "layers", "layout", "model", "training", "optim", "io", "gradcheck",
+           "numpy_reference", "datasets", "demo", "bench", "sklearn", "dask", "_config"]
 OPTIONAL = {"sklearn": "sklearn", "dask": "distributed"}
 
 

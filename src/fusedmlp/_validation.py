@@ -145,6 +145,23 @@ def as_labels(y, name: str, n_classes: int | None = None, ndim: int | None = 1) 
             raise TypeError(f"{name} must hold integer class labels, got dtype {array.dtype}")
     if n_classes is not None and labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(
-            f"{name} must lie in [0, {n_classes}), got values from {labels.min()} to {labels.max()}"
+            f"{name} must lie in [0, {n_classes}), got labels from {labels.min()} to {labels.max()}"
         )
     return labels
+
+
+def as_sample_weight(sample_weight, n: int, dtype):
+    """(weights, their sum): non-negative finite weights of shape (n,) with a positive sum,
+    C-contiguous in `dtype`; ``(None, float(n))`` for ``sample_weight=None``."""
+    if sample_weight is None:
+        return None, float(n)
+    weights = np.ascontiguousarray(as_float_array(sample_weight, "sample_weight", dtype))
+    if weights.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), got {weights.shape}")
+    check_finite(weights, "sample_weight")
+    if np.any(weights < 0):
+        raise ValueError("sample_weight must be non-negative")
+    total = float(weights.sum(dtype=np.float64))
+    if not total > 0:
+        raise ValueError("sample_weight must have a positive sum")
+    return weights, total

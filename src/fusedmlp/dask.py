@@ -274,7 +274,7 @@ def _block_gradient(state, X_block, y_block):
     loss, _ = replica.loss_and_gradients(X_block, y_block)
     # Block means weighted by their rows: the sum over blocks divided by the total row count
     # is the mean over all rows, whatever the block sizes. Summed in float64.
-    return rows, rows * loss, rows * replica._grads.astype(np.float64)
+    return rows, rows * loss, rows * replica.gradients.astype(np.float64)
 
 
 def _add_parts(a, b):
@@ -330,18 +330,7 @@ def loss_and_gradients(model, X, y):
         parts = paired + (parts[-1:] if len(parts) % 2 else [])
     rows, loss_sum, gradient_sum = parts[0].compute()
     flat = (gradient_sum / rows).astype(model.dtype)
-    return loss_sum / rows, _split_gradient(model, flat)
-
-
-def _split_gradient(model, flat):
-    """[(dW, db), ...] views of a flat vector laid out like the model's parameters."""
-    out, w_at, b_at = [], 0, model._n_weights
-    for layer in model.layers:
-        n_w = layer.n_in * layer.n_out
-        out.append((flat[w_at:w_at + n_w].reshape(layer.n_in, layer.n_out),
-                    flat[b_at:b_at + layer.n_out]))
-        w_at, b_at = w_at + n_w, b_at + layer.n_out
-    return out
+    return loss_sum / rows, model.layout.views(flat)
 
 
 # ---------------------------------------------------------------------- data-parallel training
@@ -356,10 +345,9 @@ class _Shard:
 
     def __init__(self, state, seed, X_blocks, y_blocks):
         self.model = _replica(state)
-        self.X = self.model._inputs(np.concatenate(X_blocks) if len(X_blocks) > 1 else X_blocks[0])
-        labels, targets = self.model._targets(
-            np.concatenate(y_blocks) if len(y_blocks) > 1 else y_blocks[0], len(self.X))
-        self.y = labels if labels is not None else targets
+        self.X, self.y = self.model.check_data(
+            np.concatenate(X_blocks) if len(X_blocks) > 1 else X_blocks[0],
+            np.concatenate(y_blocks) if len(y_blocks) > 1 else y_blocks[0])
         self.seed = seed
         self.epoch, self.parts = None, None
 
@@ -374,9 +362,9 @@ class _Shard:
         rows = self.parts[step]
         if len(rows) == 0:
             return 0, 0.0, None
-        self.model._params[...] = params
+        self.model.parameters[...] = params
         loss, _ = self.model.loss_and_gradients(self.X[rows], self.y[rows])
-        return len(rows), loss, self.model._grads.copy()
+        return len(rows), loss, self.model.gradients.copy()
 
 
 def _default_client():
@@ -502,7 +490,7 @@ def fit_data_parallel(model, X, y, *, optimizer, epochs=1, batch_size=256, clien
         for epoch in range(epochs):
             start, epoch_loss = time.perf_counter(), 0.0
             for step in range(steps):
-                params = model._params.copy()
+                params = model.parameters.copy()
                 calls = [shard.gradient(params, epoch, step, steps) for shard in shards]
                 gradient_sum[...] = 0.0
                 rows_total, loss_sum = 0, 0.0
@@ -518,7 +506,7 @@ def fit_data_parallel(model, X, y, *, optimizer, epochs=1, batch_size=256, clien
                     raise FloatingPointError(
                         f"the loss is not finite (NaN or inf) in epoch {epoch + 1}, step "
                         f"{step + 1}; no update was applied")
-                model._grads[...] = gradient_sum / rows_total
+                model.gradients[...] = gradient_sum / rows_total
                 optimizer.step(model)
                 epoch_loss += loss * rows_total
                 history["steps"] += 1

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from . import _kernels
+from . import _codes, _kernels
 from ._validation import as_float_array, as_labels, as_positive_int, check_out, normalize_axis
 
 __all__ = [
@@ -21,11 +21,11 @@ __all__ = [
     "ACTIVATIONS",
 ]
 
-#: Activation names and the numbers the kernels know them by (csrc/_activations.pxd).
-ACTIVATIONS = {
-    "identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "step": 4,
-    "leaky_relu": 5, "elu": 6, "softplus": 7,
-}
+#: Activation names and the numbers the kernels know them by (``ACT_<NAME>`` in
+#: csrc/_codes.pxd), in the kernels' order.
+ACTIVATIONS = dict(sorted(((name[len("ACT_"):].lower(), getattr(_codes, name))
+                           for name in dir(_codes) if name.startswith("ACT_")),
+                          key=lambda item: item[1]))
 
 
 def _rowwise(x, axis, out, log: bool):

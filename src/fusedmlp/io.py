@@ -39,6 +39,7 @@ import numpy as np
 
 from ._validation import BLAS_INT_MAX
 from .functional import ACTIVATIONS
+from .layout import ParamLayout
 
 __all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
 
@@ -77,7 +78,7 @@ def save(model, path, *, optimizer=None):
         "output": model.output, "dtype": model.dtype.name, "n_parameters": model.n_parameters,
         "optimizer": None,
     }
-    arrays = {"params": model._params}
+    arrays = {"params": model.parameters}
     if optimizer is not None:
         # binds an unused optimizer to the model (its state: zeros), so that the file always
         # holds state buffers of the model's size; refuses an optimizer of another model
@@ -337,8 +338,8 @@ class _Reader:
             # Everything declared is consistent: the model's memory is what the header says.
             model = MLP(sizes, activation=header["activations"], output=header["output"],
                         dtype=dtype, init="zeros")
-            self._array(archive, members["params.npy"], dtype, n_params, out=model._params)
-            if not np.all(np.isfinite(model._params)):
+            self._array(archive, members["params.npy"], dtype, n_params, out=model.parameters)
+            if not np.all(np.isfinite(model.parameters)):
                 self.refuse("the parameters contain NaN or infinity")
             if not with_optimizer:
                 return model
@@ -459,7 +460,7 @@ class _Reader:
             self.refuse(f"bad output {header.get('output')!r}"[:200])
         if header.get("dtype") not in ("float32", "float64"):
             self.refuse(f"bad dtype {header.get('dtype')!r}"[:200])
-        expected = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        expected = ParamLayout(sizes).n_params
         n_params = header.get("n_parameters")
         if type(n_params) is not int or n_params != expected:
             self.refuse(f"n_parameters is {n_params!r}"[:100] + f", but layer_sizes {sizes} "

@@ -14,7 +14,7 @@ import numpy as np
 from . import _kernels
 from ._validation import (
     BLAS_INT_MAX, as_float_array, as_labels, as_matrix, as_model_dtype, as_positive_int,
-    check_finite,
+    as_sample_weight, check_finite,
 )
 from .functional import ACTIVATIONS
 
@@ -171,22 +171,6 @@ class Dense:
                 f"dtype={self.dtype.name})")
 
 
-def _sample_weight(sample_weight, n: int, dtype):
-    """(weights or an empty array, their sum)."""
-    if sample_weight is None:
-        return _EMPTY[dtype], float(n)
-    weights = np.ascontiguousarray(as_float_array(sample_weight, "sample_weight", dtype))
-    if weights.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},), got {weights.shape}")
-    check_finite(weights, "sample_weight")
-    if np.any(weights < 0):
-        raise ValueError("sample_weight must be non-negative")
-    total = float(weights.sum(dtype=np.float64))
-    if not total > 0:
-        raise ValueError("sample_weight must have a positive sum")
-    return weights, total
-
-
 class SoftmaxCrossEntropy:
     """Softmax and cross-entropy as one layer (the mean over the batch).
 
@@ -208,7 +192,8 @@ class SoftmaxCrossEntropy:
             labels = as_labels(y, "y", n)
         if len(labels) + len(targets) != m:
             raise ValueError(f"y must have {m} rows (one per row of scores), got {np.shape(y)}")
-        weights, total = _sample_weight(sample_weight, m, scores.dtype)
+        weights, total = as_sample_weight(sample_weight, m, scores.dtype)
+        weights = _EMPTY[scores.dtype] if weights is None else weights
         self.dscores = np.empty_like(scores)
         self.loss = _kernels.cross_entropy(scores, labels, targets, weights, total, self.dscores,
                                            np.empty(m))
@@ -235,7 +220,8 @@ class MeanSquaredError:
         check_finite(target, "target")
         if target.shape != pred.shape:
             raise ValueError(f"target must have shape {pred.shape}, got {target.shape}")
-        weights, total = _sample_weight(sample_weight, pred.shape[0], pred.dtype)
+        weights, total = as_sample_weight(sample_weight, pred.shape[0], pred.dtype)
+        weights = _EMPTY[pred.dtype] if weights is None else weights
         self.dpred = np.empty_like(pred)
         self.loss = _kernels.squared_error(pred, target, weights, total, self.dpred)
         return self.loss

@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
-import math
-import sys
 import threading
-import time
 
 import numpy as np
 
-from . import _kernels, _network
+from . import _kernels, _network, training
+from ._codes import H_SIZE, Inference, Loss, Status
 from ._validation import (
-    BLAS_INT_MAX, as_labels, as_matrix, as_model_dtype, as_positive_int, check_finite, check_out, describe,
+    BLAS_INT_MAX, as_labels, as_matrix, as_model_dtype, as_positive_int, as_sample_weight,
+    check_finite, check_out, describe,
 )
 from .functional import ACTIVATIONS
-from .layers import (Dense, MeanSquaredError, SoftmaxCrossEntropy, _sample_weight,
-                     check_activation)
-from .optim import HYPER_SIZE, Optimizer, make_optimizer, make_schedule
+from .layers import Dense, MeanSquaredError, SoftmaxCrossEntropy, check_activation
+from .layout import ParamLayout
+from .optim import Optimizer
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "OUTPUTS"]
 
-_OUTPUTS = {"softmax": 0, "identity": 1}     # the loss each output trains with (_network.pyx)
-_SCORES, _PROBABILITIES, _LOG_PROBABILITIES = 0, 1, 2
-_STATUS = {
-    1: (ValueError, "X contains NaN or infinity"),
-    2: (ValueError, "y holds a label outside [0, n_classes)"),
-    3: (ValueError, "y contains NaN or infinity"),
-    4: (FloatingPointError, "the loss is not finite (NaN or inf); no update was applied"),
+#: The model's outputs and the loss each trains with (csrc/_codes.pxd).
+OUTPUTS = {"softmax": Loss.SOFTMAX_CROSS_ENTROPY, "identity": Loss.MEAN_SQUARED_ERROR}
+_SCORES, _PROBABILITIES, _LOG_PROBABILITIES = (
+    int(Inference.SCORES), int(Inference.PROBABILITIES), int(Inference.LOG_PROBABILITIES))
+#: What each status of a compiled call means (csrc/_codes.pxd Status).
+STATUS_ERRORS = {
+    Status.BAD_INPUT: (ValueError, "X contains NaN or infinity"),
+    Status.BAD_LABEL: (ValueError, "y holds a label outside [0, n_classes)"),
+    Status.BAD_TARGET: (ValueError, "y contains NaN or infinity"),
+    Status.BAD_LOSS: (FloatingPointError,
+                      "the loss is not finite (NaN or inf); no update was applied"),
 }
 
 
 def _raise_status(status, n_classes=None):
-    cls, message = _STATUS[status]
+    cls, message = STATUS_ERRORS[status]
     if n_classes is not None:
         message = message.replace("n_classes", str(n_classes))
     raise cls(message)
@@ -104,7 +107,7 @@ class MLP:
                     f"got {len(activations)}"
                 )
         activations = [check_activation(a) for a in activations] + ["identity"]
-        if not isinstance(output, str) or output not in _OUTPUTS:
+        if not isinstance(output, str) or output not in OUTPUTS:
             raise ValueError(f"output must be 'softmax' or 'identity', got {output!r}")
         self.layer_sizes = tuple(sizes)
         self._max_width = max(sizes[1:])
@@ -115,23 +118,19 @@ class MLP:
 
         self.layers = [Dense(a, b, activation=f, init=init, dtype=self.dtype, seed=self._rng)
                        for a, b, f in zip(sizes[:-1], sizes[1:], activations)]
-        self._n_weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-        n_params = self._n_weights + sum(sizes[1:])
-        self._params = np.zeros(n_params, self.dtype)
-        self._grads = np.zeros(n_params, self.dtype)
-        w_at, b_at = 0, self._n_weights
-        for layer in self.layers:
-            n_w, n_b = layer.n_in * layer.n_out, layer.n_out
-            shape = (layer.n_in, layer.n_out)
-            layer._bind(self._params[w_at:w_at + n_w].reshape(shape), self._params[b_at:b_at + n_b],
-                        self._grads[w_at:w_at + n_w].reshape(shape), self._grads[b_at:b_at + n_b])
-            w_at, b_at = w_at + n_w, b_at + n_b
+        self.layout = ParamLayout(sizes)
+        self._params = np.zeros(self.layout.n_params, self.dtype)
+        self._grads = np.zeros(self.layout.n_params, self.dtype)
+        for layer, (W, b), (dW, db) in zip(self.layers, self.layout.views(self._params),
+                                           self.layout.views(self._grads)):
+            layer._bind(W, b, dW, db)
         self._net = _network.Network(
-            sizes, [ACTIVATIONS[a] for a in activations], _OUTPUTS[output], self._params, self._grads
+            self.layout, [ACTIVATIONS[a] for a in activations], OUTPUTS[output], self._params,
+            self._grads
         )
         self._lock = threading.Lock()
         self._workspace = None
-        self._no_update = np.zeros(HYPER_SIZE)   # hyper-parameters of a gradient-only step
+        self._no_update = np.zeros(H_SIZE)   # hyper-parameters of a gradient-only step
 
     # ------------------------------------------------------------------ description
     @property
@@ -149,6 +148,27 @@ class MLP:
     @property
     def n_parameters(self) -> int:
         return self._params.size
+
+    # ------------------------------------------------------------------ for siblings
+    # What fusedmlp's other modules (training, optim, io, dask, sklearn, the benchmarks) may
+    # use of a model besides its user-facing methods; none of them touches a private name.
+    @property
+    def parameters(self) -> np.ndarray:
+        """The live flat parameter buffer ``[W_0, ..., b_0, ...]`` (``self.layout``); the
+        layers' ``W`` and ``b`` are views into it, so writing into it changes the model."""
+        return self._params
+
+    @property
+    def gradients(self) -> np.ndarray:
+        """The live flat gradient buffer, laid out like ``parameters``: what the last
+        training step or ``loss_and_gradients`` computed (the layers' ``dW``/``db`` views)."""
+        return self._grads
+
+    def bind(self, optimizer) -> "CompiledStep":
+        """The compiled training step with `optimizer` bound: ``step(X, y, sample_weight)``
+        is ``train_step(X, y, optimizer, sample_weight=sample_weight)`` without the per-call
+        optimiser lookup (``fusedmlp.training`` loops over it)."""
+        return CompiledStep(self, optimizer)
 
     def __repr__(self):
         hidden = self.activations
@@ -194,9 +214,10 @@ class MLP:
             raise ValueError(f"y must have {m} rows like X, got shape {targets.shape}")
         return None, targets
 
-    def _checked_data(self, X, y, what):
-        """(X, labels or targets) converted and fully checked before fit trains on them:
-        finite, labels in range (a bad label is refused now, not after an epoch)."""
+    def check_data(self, X, y, what=""):
+        """(X, labels or targets) converted to what the compiled step takes and fully
+        checked: finite, labels in range (so fit refuses a bad label now, not after an
+        epoch). `what` prefixes the argument names in error messages."""
         X = self._inputs(X)
         check_finite(X, f"{what}X")
         labels, targets = self._targets(y, len(X))
@@ -242,7 +263,7 @@ class MLP:
         if sample_weight is None:
             weights, total = None, float(m)
         else:
-            weights, total = _sample_weight(sample_weight, m, self.dtype)
+            weights, total = as_sample_weight(sample_weight, m, self.dtype)
         with self._lock:
             self._ensure_workspace(m)
             status = self._net.train_step(X, labels, targets, weights, total, opt_kind, hyper,
@@ -428,120 +449,13 @@ class MLP:
             When the loss becomes NaN or inf; the model keeps the weights of the last epoch
             whose parameters were all finite.
         """
-        epochs = as_positive_int(epochs, "epochs")
-        batch_size = as_positive_int(batch_size, "batch_size")
-        optimizer = make_optimizer(optimizer)
-        if weight_decay is not None:
-            optimizer.weight_decay = weight_decay
-        if clip_norm is not None:
-            optimizer.clip_norm = clip_norm
-        schedule = make_schedule(lr_schedule, epochs)
-        if patience is not None:
-            patience = as_positive_int(patience, "patience")
-
-        X, y = self._checked_data(X, y, "")
-        if len(X) == 0:
-            raise ValueError("X is empty: fit needs at least one sample")
-        weights = None
-        if sample_weight is not None:
-            weights, _ = _sample_weight(sample_weight, len(X), self.dtype)
-
-        if validation_data is not None:
-            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-                raise TypeError(f"validation_data must be a pair (X_val, y_val), got {describe(validation_data)}")
-            X_val, y_val = self._checked_data(*validation_data, "validation_data ")
-        elif validation_fraction:
-            if not 0 < validation_fraction < 1:
-                raise ValueError(f"validation_fraction must lie in (0, 1), got {validation_fraction}")
-            n_val = int(round(len(X) * validation_fraction))
-            if not 0 < n_val < len(X):
-                raise ValueError(f"validation_fraction={validation_fraction} leaves no training or no validation data")
-            order = self._rng.permutation(len(X))
-            X_val, y_val = X[order[:n_val]], y[order[:n_val]]
-            keep = order[n_val:]
-            X, y = X[keep], y[keep]
-            weights = weights[keep] if weights is not None else None
-        else:
-            X_val = y_val = None
-
-        history = {"loss": [], "lr": [], "time": []}
-        classify = self.output == "softmax"
-        if classify:
-            history["accuracy"] = []
-        if X_val is not None:
-            history["val_loss"] = []
-            if classify:
-                history["val_accuracy"] = []
-        history["stopped_epoch"] = None
-        history["best_epoch"] = None
-
-        n = len(X)
-        lr0 = optimizer.lr
-        best_loss, best_params, wait = math.inf, None, 0
-        last_good = self._params.copy()
-        progress = _Progress(verbose, epochs)
-        hyper, state_a, state_b = optimizer._buffers(self)
-        kind = optimizer.kind
-        X_batch = np.empty((min(batch_size, n),) + X.shape[1:], X.dtype)   # reused batches
-        y_batch = np.empty((min(batch_size, n),) + y.shape[1:], y.dtype)
-        try:
-            for epoch in range(1, epochs + 1):
-                start = time.perf_counter()
-                order = self._rng.permutation(n) if shuffle else np.arange(n)
-                total_loss = 0.0
-                for lo in range(0, n, batch_size):
-                    idx = order[lo:lo + batch_size]
-                    Xb, yb = X_batch[:len(idx)], y_batch[:len(idx)]
-                    np.take(X, idx, axis=0, out=Xb)
-                    np.take(y, idx, axis=0, out=yb)
-                    wb = None if weights is None else weights[idx]
-                    batch_loss = self._step(Xb, yb, kind, hyper, state_a, state_b, wb)
-                    total_loss += batch_loss * len(idx)
-                if not _kernels.all_finite(self._params):
-                    # the epoch's last update overflowed: no later step would see its loss
-                    raise FloatingPointError("the parameters are not finite after the update")
-                logs = {"loss": total_loss / n, "lr": optimizer.lr,
-                        "time": time.perf_counter() - start}
-                if classify:
-                    logs["accuracy"] = self.score(X, y)
-                if X_val is not None:
-                    logs["val_loss"] = self.loss(X_val, y_val)
-                    if classify:
-                        logs["val_accuracy"] = self.score(X_val, y_val)
-                for key, value in logs.items():
-                    history[key].append(value)
-                last_good[...] = self._params
-                progress.update(epoch, logs)
-
-                monitored = logs.get("val_loss", logs["loss"])
-                if monitored < best_loss - min_delta:
-                    best_loss, wait = monitored, 0
-                    history["best_epoch"] = epoch
-                    if patience is not None and restore_best_weights:
-                        best_params = self._params.copy()
-                else:
-                    wait += 1
-                stop = patience is not None and wait >= patience
-                if epoch < epochs:              # the rate for the next epoch, if there is one
-                    optimizer.lr = schedule(epoch, lr0, optimizer.lr, monitored)
-                for callback in callbacks:
-                    if callback(self, epoch, logs):
-                        stop = True
-                if stop:
-                    history["stopped_epoch"] = epoch
-                    break
-        except FloatingPointError as exc:
-            self._params[...] = last_good
-            progress.close()
-            raise FloatingPointError(
-                f"training diverged in epoch {epoch}: {exc}. The model keeps the weights of the "
-                "last epoch whose parameters were finite; try a smaller learning rate, "
-                "clip_norm, or scaled inputs."
-            ) from None
-        progress.close()
-        if best_params is not None:
-            self._params[...] = best_params
-        return history
+        return training.fit(
+            self, X, y, rng=self._rng, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+            validation_data=validation_data, validation_fraction=validation_fraction,
+            shuffle=shuffle, verbose=verbose, sample_weight=sample_weight,
+            lr_schedule=lr_schedule, weight_decay=weight_decay, clip_norm=clip_norm,
+            patience=patience, min_delta=min_delta, restore_best_weights=restore_best_weights,
+            callbacks=callbacks)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path, *, optimizer=None):
@@ -600,31 +514,23 @@ class MLP:
         return clone
 
 
-class _Progress:
-    """Per-epoch progress: a tqdm bar on a terminal when tqdm is installed, else lines."""
+class CompiledStep:
+    """``model.bind(optimizer)``: one compiled training step per call, `optimizer` bound.
 
-    def __init__(self, verbose, epochs):
-        self.verbose, self.epochs, self.bar = verbose, epochs, None
-        if verbose and sys.stdout.isatty():
-            try:
-                from tqdm.auto import tqdm
-                self.bar = tqdm(total=epochs, unit="epoch")
-            except ImportError:
-                pass
+    ``step(X, y, sample_weight=None) -> loss`` behaves as ``model.train_step``.
+    """
 
-    def update(self, epoch, logs):
-        if not self.verbose:
-            return
-        shown = {k: v for k, v in logs.items() if k not in ("lr", "time")}
-        text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
-        text += f" ({logs['time'] * 1e3:.1f} ms)"
-        if self.bar is not None:
-            self.bar.set_postfix_str(text)
-            self.bar.update(1)
-        else:
-            print(f"epoch {epoch}/{self.epochs}: {text}", flush=True)
+    __slots__ = ("model", "optimizer", "kind", "hyper", "state_a", "state_b")
 
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+    def __init__(self, model, optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"optimizer must be a fusedmlp Optimizer (e.g. fusedmlp.Adam(1e-3)), "
+                f"got {describe(optimizer)}"
+            )
+        self.model, self.optimizer, self.kind = model, optimizer, optimizer.kind
+        self.hyper, self.state_a, self.state_b = optimizer._buffers(model)
+
+    def __call__(self, X, y, sample_weight=None) -> float:
+        return self.model._step(X, y, self.kind, self.hyper, self.state_a, self.state_b,
+                                sample_weight)

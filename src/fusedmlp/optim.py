@@ -19,14 +19,17 @@ import numpy as np
 
 from . import _kernels
 from ._validation import describe
+from . import _codes
+from ._codes import Optimizer as Kind
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad", "make_optimizer",
            "ConstantLR", "StepLR", "CosineLR", "ReduceLROnPlateau", "make_schedule"]
 
-# Indices into the float64 hyper-parameter array (mirror csrc/_optim.pxd).
-_LR, _WEIGHT_DECAY, _MOMENTUM, _NESTEROV, _EPS, _CLIP_NORM, _T = 0, 1, 2, 3, 4, 5, 6
-_BETA1, _BETA2 = 2, 3
-HYPER_SIZE = 8     # entries of the float64 hyper-parameter array (H_SIZE in _optim.pxd)
+# Slots of the float64 hyper-parameter array the compiled step reads (csrc/_codes.pxd).
+_LR, _WEIGHT_DECAY, _CLIP_NORM, _T = _codes.H_LR, _codes.H_WEIGHT_DECAY, _codes.H_CLIP_NORM, _codes.H_T
+_MOMENTUM, _NESTEROV, _EPS = _codes.H_MOMENTUM, _codes.H_NESTEROV, _codes.H_EPS
+_BETA1, _BETA2 = _codes.H_BETA1, _codes.H_BETA2
+HYPER_SIZE = _codes.H_SIZE     # entries of the hyper-parameter array
 
 # Serialises the (rare) binding of an optimiser to a model; a module-level lock keeps
 # optimisers copyable (scikit-learn's clone deep-copies them).
@@ -76,16 +79,21 @@ def _check_steps(value) -> int:
 class Optimizer:
     """Base class: the compiled kernel number, hyper-parameters and per-model state.
 
-    Subclasses list their settings in ``settings`` (names of the table in this module, each
-    with its slot in ``hyper`` and its legal range) and how many parameter-sized state
-    buffers they keep in ``n_states``; ``check_hyper_array`` validates a whole hyper-parameter
-    array against that, so that every way of making an optimiser (constructor, setters,
-    ``load_state_dict``, a model file) accepts exactly the same values.
+    Subclasses set ``kind`` (csrc/fusedmlp/_codes.pxd) and list their settings in
+    ``settings`` (names of the table in this module, each with its slot in ``hyper`` and its
+    legal range); how many parameter-sized state buffers they keep (``n_states``) is the
+    compiled update's to say (csrc/_optim.pxd). ``check_hyper_array`` validates a whole
+    hyper-parameter array against that, so that every way of making an optimiser
+    (constructor, setters, ``load_state_dict``, a model file) accepts exactly the same values.
     """
 
-    kind = 0           # csrc/_optim.pxd OPT_*
-    n_states = 0       # how many parameter-sized state buffers
+    kind = Kind.OPT_NONE
+    n_states = _kernels.optimizer_states(kind)
     settings = ("lr", "weight_decay", "clip_norm")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.n_states = _kernels.optimizer_states(cls.kind)
 
     def __init__(self, lr, weight_decay=0.0):
         self.hyper = np.zeros(HYPER_SIZE)
@@ -160,7 +168,7 @@ class Optimizer:
                     "create one optimizer per model"
                 )
             self.hyper[_T] = 0       # fresh state: the step count (Adam's bias correction) too
-            size, dtype = model._params.size, model._params.dtype
+            size, dtype = model.parameters.size, model.parameters.dtype
             states = [np.zeros(size, dtype) for _ in range(self.n_states)]
             states += [None] * (2 - self.n_states)
             self._states = (self.hyper, *states)
@@ -176,10 +184,11 @@ class Optimizer:
         """Apply one update to `model` from the gradients it holds (``loss_and_gradients``
         or the layers' ``backward`` fill them)."""
         hyper, state_a, state_b = self._buffers(model)
-        empty = model._params[:0]
-        _kernels.optimizer_update(self.kind, hyper, model._params, model._grads,
+        empty = model.parameters[:0]
+        _kernels.optimizer_update(self.kind, hyper, model.parameters, model.gradients,
                                   empty if state_a is None else state_a,
-                                  empty if state_b is None else state_b, model._n_weights)
+                                  empty if state_b is None else state_b,
+                                  model.layout.n_weights)
 
     def state_dict(self) -> dict:
         """Hyper-parameters, step count and state buffers (for saving)."""
@@ -211,7 +220,7 @@ class Optimizer:
         if given != names and (given or hyper[_T] != 0):
             raise ValueError(f"{name} keeps {self.n_states} state buffer(s) "
                              f"{sorted(names)}, the state holds {sorted(given)}")
-        params = model._params
+        params = model.parameters
         for key in sorted(given):
             buffer = state[key]
             if not (isinstance(buffer, np.ndarray) and buffer.shape == params.shape
@@ -256,8 +265,7 @@ class SGD(Optimizer):
     ``v`` (or ``g + momentum * v`` for Nesterov); ``p -= lr * step``.
     """
 
-    kind = 1
-    n_states = 1
+    kind = Kind.OPT_SGD
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -286,8 +294,7 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba) with PyTorch's formulas; ``weight_decay`` is an L2 term added to
     the gradient of the weights."""
 
-    kind = 2
-    n_states = 2
+    kind = Kind.OPT_ADAM
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -308,7 +315,7 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay: ``W *= 1 - lr * weight_decay`` before each step."""
 
-    kind = 3
+    kind = Kind.OPT_ADAMW
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
         super().__init__(lr, beta1, beta2, eps, weight_decay)
@@ -317,8 +324,7 @@ class AdamW(Adam):
 class RMSProp(Optimizer):
     """RMSProp: ``v = alpha * v + (1 - alpha) * g^2``, ``p -= lr * g / (sqrt(v) + eps)``."""
 
-    kind = 4
-    n_states = 1
+    kind = Kind.OPT_RMSPROP
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -333,8 +339,7 @@ class RMSProp(Optimizer):
 class AdaGrad(Optimizer):
     """AdaGrad: ``s += g^2``, ``p -= lr * g / (sqrt(s) + eps)``."""
 
-    kind = 5
-    n_states = 1
+    kind = Kind.OPT_ADAGRAD
 
     def __init__(self, lr=0.01, eps=1e-10, weight_decay=0.0):
         super().__init__(lr, weight_decay)

@@ -77,15 +77,17 @@ except ImportError as exc:                               # pragma: no cover - de
         "pip install scikit-learn (from a fusedmlp checkout: pip install \".[sklearn]\")"
     ) from exc
 
+from .functional import ACTIVATIONS
 from .model import MLP
 from .optim import SGD, Adam
+from .training import Batches, run_epoch
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-#: scikit-learn's activation names, and fusedmlp's extra ones, mapped to fusedmlp's.
-_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
-                "sigmoid": "sigmoid", "leaky_relu": "leaky_relu", "elu": "elu",
-                "softplus": "softplus"}
+#: scikit-learn's activation names, and fusedmlp's extra ones, mapped to fusedmlp's (every
+#: fusedmlp activation but "step", whose zero derivative leaves nothing to learn).
+_ACTIVATIONS = {"logistic": "sigmoid",
+                **{name: name for name in ACTIVATIONS if name != "step"}}
 _SOLVERS = ("adam", "sgd")
 _STOCHASTIC_SOLVERS = ("adam", "sgd")       # the solvers with partial_fit
 _LEARNING_RATES = ("constant", "invscaling", "adaptive")
@@ -459,7 +461,7 @@ class _BaseMLP(BaseEstimator):
                 warnings.warn(f"batch_size={self.batch_size} is larger than the {n_samples} "
                               "training samples; using batches of all samples", UserWarning)
             batch_size = min(self.batch_size, n_samples)
-        batches = _Batches(X, y, sample_weight, batch_size)
+        batches = Batches(X, y, sample_weight, batch_size)
         step = _Step(self, optimizer)
         lr = optimizer.learning_rate              # scikit-learn's current rate
         order = np.arange(n_samples) if self.shuffle else None
@@ -473,18 +475,15 @@ class _BaseMLP(BaseEstimator):
                     permutation = np.arange(n_samples)
                     rng.shuffle(permutation)
                     order = order[permutation]
-                accumulated_loss, diverged = 0.0, None
+                diverged = None
                 try:
-                    for X_batch, y_batch, w_batch in batches.epoch(order):
-                        accumulated_loss += step(X_batch, y_batch, w_batch) * len(X_batch)
+                    self.loss_ = run_epoch(step, batches, order)
                 except FloatingPointError as exc:    # the step refused a non-finite loss
                     if not early_stopping or self._best_parameters is None:
                         raise self._diverged(exc) from None
-                    accumulated_loss, diverged = np.nan, exc
-
+                    self.loss_, diverged = np.nan, exc
                 self.n_iter_ += 1
                 self.t_ += n_samples
-                self.loss_ = accumulated_loss / n_samples
                 self.loss_curve_.append(self.loss_)
                 if self.verbose:
                     print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}", flush=True)
@@ -610,32 +609,6 @@ class _Adam(Adam):
         if t == 0:
             return self.lr
         return self.lr * np.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
-
-
-class _Batches:
-    """Mini-batches of (X, y, sample_weight) in a given order, gathered into reused buffers
-    (contiguous slices when there is no order)."""
-
-    def __init__(self, X, y, sample_weight, batch_size):
-        self.X, self.y, self.sample_weight, self.batch_size = X, y, sample_weight, batch_size
-        self.X_buffer = np.empty((batch_size, X.shape[1]), X.dtype)
-        self.y_buffer = np.empty((batch_size,) + y.shape[1:], y.dtype)
-        self.w_buffer = (None if sample_weight is None
-                         else np.empty(batch_size, sample_weight.dtype))
-
-    def epoch(self, order):
-        X, y, weights = self.X, self.y, self.sample_weight
-        for start in range(0, len(X), self.batch_size):
-            stop = min(start + self.batch_size, len(X))
-            if order is None:
-                yield (X[start:stop], y[start:stop],
-                       None if weights is None else weights[start:stop])
-                continue
-            index, rows = order[start:stop], stop - start
-            yield (np.take(X, index, axis=0, out=self.X_buffer[:rows]),
-                   np.take(y, index, axis=0, out=self.y_buffer[:rows]),
-                   None if weights is None else np.take(weights, index,
-                                                        out=self.w_buffer[:rows]))
 
 
 class _Step:

@@ -1,0 +1,74 @@
+# Every number that crosses the Python/C boundary, declared once.
+#
+# Cython code cimports the names (`from fusedmlp._codes cimport OPT_ADAM, H_LR, BAD_LOSS`);
+# Python code imports them from the compiled module fusedmlp._codes (csrc/_codes.pyx:
+# `from ._codes import Status, H_LR`), whose members are these very constants. (This file
+# sits in csrc/fusedmlp/ because Cython finds the .pxd of module fusedmlp._codes by its
+# package path.) The Python tables of names (fusedmlp.ACTIVATIONS,
+# the model's outputs, the optimiser classes, the status messages) are built from these
+# enums, and tests/test_codes.py checks that every name the Python layer accepts maps to a
+# code and back.
+#
+# Activation numbers are the C header's (elementwise.h switches on them): this file only
+# names them, so a mismatch cannot compile. Everything else is numbered here.
+
+cdef extern from "elementwise.h":
+    # The activation functions (ACT_<NAME>: fusedmlp.ACTIVATIONS["<name>"]).
+    cpdef enum:
+        ACT_IDENTITY "FM_IDENTITY"
+        ACT_RELU "FM_RELU"
+        ACT_SIGMOID "FM_SIGMOID"
+        ACT_TANH "FM_TANH"
+        ACT_STEP "FM_STEP"
+        ACT_LEAKY_RELU "FM_LEAKY_RELU"
+        ACT_ELU "FM_ELU"
+        ACT_SOFTPLUS "FM_SOFTPLUS"
+    # leaky_relu(z) = slope * z for z < 0
+    const double LEAKY_SLOPE "FM_LEAKY_SLOPE"
+
+
+# The loss a network trains with (one per MLP output kind, see fusedmlp.model.OUTPUTS).
+cpdef enum Loss:
+    SOFTMAX_CROSS_ENTROPY = 0
+    MEAN_SQUARED_ERROR = 1
+
+
+# Optimiser kinds (csrc/_optim.pxd implements them; fusedmlp.optim has one class each).
+cpdef enum Optimizer:
+    OPT_NONE = 0        # no update: a gradient-only step
+    OPT_SGD = 1
+    OPT_ADAM = 2
+    OPT_ADAMW = 3
+    OPT_RMSPROP = 4
+    OPT_ADAGRAD = 5
+
+
+# Slots of the float64 hyper-parameter array an optimiser hands to the compiled step
+# (anonymous: Cython indexes arrays with plain ints only).
+cpdef enum:
+    H_LR = 0
+    H_WEIGHT_DECAY = 1
+    H_MOMENTUM = 2      # SGD
+    H_NESTEROV = 3      # SGD: 0 or 1
+    H_BETA1 = 2         # Adam, AdamW
+    H_BETA2 = 3         # Adam, AdamW; RMSProp's alpha
+    H_EPS = 4
+    H_CLIP_NORM = 5     # clip the global gradient norm to this; 0 = off
+    H_T = 6             # steps taken so far (incremented by the compiled update)
+    H_SIZE = 8          # entries of the array
+
+
+# What a compiled training step or inference call returns (the Python layer raises).
+cpdef enum Status:
+    OK = 0
+    BAD_INPUT = 1       # X holds NaN or inf
+    BAD_LABEL = 2       # a label outside [0, n_classes)
+    BAD_TARGET = 3      # targets hold NaN or inf
+    BAD_LOSS = 4        # the loss is NaN or inf: no update was applied
+
+
+# What inference writes into its output.
+cpdef enum Inference:
+    SCORES = 0
+    PROBABILITIES = 1
+    LOG_PROBABILITIES = 2

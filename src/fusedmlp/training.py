@@ -1,0 +1,254 @@
+"""The loop around the compiled training step.
+
+One step (forward, loss, backward, update) is one compiled call (``MLP.bind`` gives it as a
+callable). Everything around it lives here:
+
+- :class:`Batches` and :func:`run_epoch`: THE mini-batch loop, shared by ``MLP.fit``, the
+  scikit-learn estimators (``fit`` and ``partial_fit``) and, through them, ``fusedmlp.dask``;
+- :func:`fit`: what ``MLP.fit`` does around the epochs: the validation split, the history,
+  early stopping, learning-rate schedules, the NaN guard, progress and callbacks.
+
+This module knows the model only through its public surface (``check_data``, ``bind``,
+``parameters``, ``loss``, ``score``); it imports no other model code.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from . import _kernels
+from ._validation import as_positive_int, as_sample_weight, describe
+from .optim import make_optimizer, make_schedule
+
+__all__ = ["Batches", "run_epoch", "fit"]
+
+
+# ---------------------------------------------------------------------- the batch loop
+class Batches:
+    """Mini-batches of ``(X, y, sample_weight)`` rows.
+
+    ``epoch(order)`` yields the batches of one pass in the given row order, gathered into
+    buffers allocated once here (so an epoch allocates nothing per batch), or contiguous
+    slices of the data when `order` is None. `sample_weight` may be None.
+    """
+
+    def __init__(self, X, y, sample_weight, batch_size):
+        self.X, self.y, self.sample_weight = X, y, sample_weight
+        self.batch_size = batch_size = min(batch_size, len(X))
+        self.X_buffer = np.empty((batch_size,) + X.shape[1:], X.dtype)
+        self.y_buffer = np.empty((batch_size,) + y.shape[1:], y.dtype)
+        self.w_buffer = (None if sample_weight is None
+                         else np.empty(batch_size, sample_weight.dtype))
+
+    def __len__(self):
+        return len(self.X)
+
+    def epoch(self, order=None):
+        X, y, weights = self.X, self.y, self.sample_weight
+        for start in range(0, len(X), self.batch_size):
+            stop = min(start + self.batch_size, len(X))
+            if order is None:
+                yield (X[start:stop], y[start:stop],
+                       None if weights is None else weights[start:stop])
+                continue
+            index, rows = order[start:stop], stop - start
+            yield (np.take(X, index, axis=0, out=self.X_buffer[:rows]),
+                   np.take(y, index, axis=0, out=self.y_buffer[:rows]),
+                   None if weights is None else np.take(weights, index,
+                                                        out=self.w_buffer[:rows]))
+
+
+def run_epoch(step, batches: Batches, order=None) -> float:
+    """One pass over `batches` in `order`; returns the mean of the batch losses weighted by
+    their row counts.
+
+    ``step(X_batch, y_batch, w_batch) -> loss`` trains on one batch (``MLP.bind(optimizer)``
+    is the compiled step; the scikit-learn estimators wrap it). This is the only place that
+    loops over the batches of an epoch.
+    """
+    total = 0.0
+    for X_batch, y_batch, w_batch in batches.epoch(order):
+        total += step(X_batch, y_batch, w_batch) * len(X_batch)
+    return total / len(batches)
+
+
+# ---------------------------------------------------------------------- around the epochs
+def _validation_split(model, X, y, weights, validation_data, validation_fraction, rng):
+    """(X, y, weights, (X_val, y_val) or None): held-out data given or split off."""
+    if validation_data is not None:
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+            raise TypeError(f"validation_data must be a pair (X_val, y_val), got {describe(validation_data)}")
+        return X, y, weights, model.check_data(*validation_data, "validation_data ")
+    if not validation_fraction:
+        return X, y, weights, None
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must lie in (0, 1), got {validation_fraction}")
+    n_val = int(round(len(X) * validation_fraction))
+    if not 0 < n_val < len(X):
+        raise ValueError(f"validation_fraction={validation_fraction} leaves no training or no validation data")
+    order = rng.permutation(len(X))
+    validation = X[order[:n_val]], y[order[:n_val]]
+    keep = order[n_val:]
+    return X[keep], y[keep], None if weights is None else weights[keep], validation
+
+
+def _new_history(classify: bool, validate: bool) -> dict:
+    history = {"loss": [], "lr": [], "time": []}
+    if classify:
+        history["accuracy"] = []
+    if validate:
+        history["val_loss"] = []
+        if classify:
+            history["val_accuracy"] = []
+    history["stopped_epoch"] = None
+    history["best_epoch"] = None
+    return history
+
+
+class _EarlyStopping:
+    """The best monitored loss so far; says when `patience` epochs brought no improvement
+    of `min_delta`, and keeps the best epoch's parameters to restore."""
+
+    def __init__(self, patience, min_delta, restore_best_weights):
+        self.patience = None if patience is None else as_positive_int(patience, "patience")
+        self.min_delta, self.restore_best = min_delta, restore_best_weights
+        self.best_loss, self.best_params, self.wait = math.inf, None, 0
+
+    def improved(self, monitored, parameters) -> bool:
+        if monitored < self.best_loss - self.min_delta:
+            self.best_loss, self.wait = monitored, 0
+            if self.patience is not None and self.restore_best:
+                self.best_params = parameters.copy()
+            return True
+        self.wait += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.patience is not None and self.wait >= self.patience
+
+
+class _NanGuard:
+    """The parameters of the last epoch that ended finite, to fall back to on divergence."""
+
+    def __init__(self, parameters):
+        self.parameters, self.last_good = parameters, parameters.copy()
+
+    def check(self):
+        if not _kernels.all_finite(self.parameters):
+            # the epoch's last update overflowed: no later step would see its loss
+            raise FloatingPointError("the parameters are not finite after the update")
+
+    def keep(self):
+        self.last_good[...] = self.parameters
+
+    def restore(self):
+        self.parameters[...] = self.last_good
+
+
+class Progress:
+    """Per-epoch progress: a tqdm bar on a terminal when tqdm is installed, else lines."""
+
+    def __init__(self, verbose, epochs):
+        self.verbose, self.epochs, self.bar = verbose, epochs, None
+        if verbose and sys.stdout.isatty():
+            try:
+                from tqdm.auto import tqdm
+                self.bar = tqdm(total=epochs, unit="epoch")
+            except ImportError:
+                pass
+
+    def update(self, epoch, logs):
+        if not self.verbose:
+            return
+        shown = {k: v for k, v in logs.items() if k not in ("lr", "time")}
+        text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        text += f" ({logs['time'] * 1e3:.1f} ms)"
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+            self.bar.update(1)
+        else:
+            print(f"epoch {epoch}/{self.epochs}: {text}", flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
+        validation_fraction, shuffle, verbose, sample_weight, lr_schedule, weight_decay,
+        clip_norm, patience, min_delta, restore_best_weights, callbacks) -> dict:
+    """``MLP.fit`` (whose docstring describes every argument); `rng` shuffles and splits."""
+    epochs = as_positive_int(epochs, "epochs")
+    batch_size = as_positive_int(batch_size, "batch_size")
+    optimizer = make_optimizer(optimizer)
+    if weight_decay is not None:
+        optimizer.weight_decay = weight_decay
+    if clip_norm is not None:
+        optimizer.clip_norm = clip_norm
+    schedule = make_schedule(lr_schedule, epochs)
+    stopping = _EarlyStopping(patience, min_delta, restore_best_weights)
+
+    X, y = model.check_data(X, y)
+    if len(X) == 0:
+        raise ValueError("X is empty: fit needs at least one sample")
+    weights = None
+    if sample_weight is not None:
+        weights, _ = as_sample_weight(sample_weight, len(X), model.dtype)
+    X, y, weights, validation = _validation_split(model, X, y, weights, validation_data,
+                                                  validation_fraction, rng)
+    classify = model.output == "softmax"
+    history = _new_history(classify, validation is not None)
+
+    batches = Batches(X, y, weights, batch_size)
+    step = model.bind(optimizer)
+    guard = _NanGuard(model.parameters)
+    progress = Progress(verbose, epochs)
+    lr0 = optimizer.lr
+    try:
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            order = rng.permutation(len(X)) if shuffle else None
+            logs = {"loss": run_epoch(step, batches, order)}
+            guard.check()
+            logs.update(lr=optimizer.lr, time=time.perf_counter() - start)
+            if classify:
+                logs["accuracy"] = model.score(X, y)
+            if validation is not None:
+                logs["val_loss"] = model.loss(*validation)
+                if classify:
+                    logs["val_accuracy"] = model.score(*validation)
+            for key, value in logs.items():
+                history[key].append(value)
+            guard.keep()
+            progress.update(epoch, logs)
+
+            monitored = logs.get("val_loss", logs["loss"])
+            if stopping.improved(monitored, model.parameters):
+                history["best_epoch"] = epoch
+            stop = stopping.stop
+            if epoch < epochs:              # the rate for the next epoch, if there is one
+                optimizer.lr = schedule(epoch, lr0, optimizer.lr, monitored)
+            for callback in callbacks:
+                if callback(model, epoch, logs):
+                    stop = True
+            if stop:
+                history["stopped_epoch"] = epoch
+                break
+    except FloatingPointError as exc:
+        guard.restore()
+        progress.close()
+        raise FloatingPointError(
+            f"training diverged in epoch {epoch}: {exc}. The model keeps the weights of the "
+            "last epoch whose parameters were finite; try a smaller learning rate, "
+            "clip_norm, or scaled inputs."
+        ) from None
+    progress.close()
+    if stopping.best_params is not None:
+        model.parameters[...] = stopping.best_params
+    return history
