@@ -1,0 +1,147 @@
+/* elementwise_dispatch.c -- pick the instruction-set variant of the elementwise loops at run
+ * time and fill fm_kernels with it (see elementwise.h).
+ *
+ * Which variants exist is decided by the build (CMakeLists.txt defines FM_HAVE_AVX2,
+ * FM_HAVE_AVX512 on x86-64 and FM_HAVE_NEON on AArch64, and always compiles the baseline
+ * there, except that AArch64's baseline *is* NEON); which one runs is decided here from
+ * the CPU's features: the best the CPU and the operating system support (AVX state saved by
+ * the OS, checked through XGETBV). FUSEDMLP_ISA=<name> forces a variant, for tests and
+ * benchmarks; naming one this build lacks or this CPU cannot run is an error, not a silent
+ * fallback.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "elementwise.h"
+
+#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <intrin.h>
+#define FM_X86_MSVC 1
+#endif
+
+fm_kernel_table fm_kernels;
+
+typedef struct {
+    const char *name;
+    void (*fill_f)(fm_kernel_table *);
+    void (*fill_d)(fm_kernel_table *);
+    int (*cpu_runs)(void);
+} fm_variant;
+
+static int fm_always(void) { return 1; }
+
+#define FM_DECLARE_VARIANT(v)                                                                   \
+    void fm_fill_f_##v(fm_kernel_table *table);                                                 \
+    void fm_fill_d_##v(fm_kernel_table *table);
+
+#if defined(FM_HAVE_AVX2) || defined(FM_HAVE_AVX512)
+/* 1 when the CPU has AVX2 (resp. AVX-512F) and the OS saves the registers it needs. */
+#if defined(FM_X86_MSVC)
+static int fm_xcr0_has(unsigned long long mask)
+{
+    int regs[4];
+    __cpuid(regs, 1);
+    if (!(regs[2] & (1 << 27))) return 0;                 /* OSXSAVE: XGETBV is usable */
+    return (_xgetbv(0) & mask) == mask;
+}
+static int fm_cpu_avx2(void)
+{
+    int regs[4];
+    __cpuid(regs, 0);
+    if (regs[0] < 7 || !fm_xcr0_has(0x6)) return 0;      /* XMM and YMM state */
+    __cpuidex(regs, 7, 0);
+    return (regs[1] >> 5) & 1;                            /* EBX bit 5: AVX2 */
+}
+static int fm_cpu_avx512(void)
+{
+    int regs[4];
+    __cpuid(regs, 0);
+    if (regs[0] < 7 || !fm_xcr0_has(0xe6)) return 0;     /* XMM, YMM, opmask, ZMM state */
+    __cpuidex(regs, 7, 0);
+    return (regs[1] >> 16) & 1;                           /* EBX bit 16: AVX-512F */
+}
+#elif defined(__GNUC__)
+/* gcc's and clang's runtime (libgcc, compiler-rt) read CPUID and XGETBV themselves. */
+static int fm_cpu_avx2(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2"); }
+static int fm_cpu_avx512(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx512f"); }
+#else
+static int fm_cpu_avx2(void) { return 0; }               /* unknown compiler: baseline only */
+static int fm_cpu_avx512(void) { return 0; }
+#endif
+#endif
+
+/* The variants of this build, worst first. */
+#if defined(FM_HAVE_NEON)
+FM_DECLARE_VARIANT(neon)
+static const fm_variant fm_variants[] = {
+    {"neon", fm_fill_f_neon, fm_fill_d_neon, fm_always},
+};
+#else
+FM_DECLARE_VARIANT(baseline)
+#if defined(FM_HAVE_AVX2)
+FM_DECLARE_VARIANT(avx2)
+#endif
+#if defined(FM_HAVE_AVX512)
+FM_DECLARE_VARIANT(avx512)
+#endif
+static const fm_variant fm_variants[] = {
+    {"baseline", fm_fill_f_baseline, fm_fill_d_baseline, fm_always},
+#if defined(FM_HAVE_AVX2)
+    {"avx2", fm_fill_f_avx2, fm_fill_d_avx2, fm_cpu_avx2},
+#endif
+#if defined(FM_HAVE_AVX512)
+    {"avx512", fm_fill_f_avx512, fm_fill_d_avx512, fm_cpu_avx512},
+#endif
+};
+#endif
+
+#define FM_N_VARIANTS ((int)(sizeof fm_variants / sizeof fm_variants[0]))
+
+static const char *fm_selected = "none";
+static char fm_error[200];
+static char fm_supported[64];
+
+const char *fm_isa_name(void) { return fm_selected; }
+const char *fm_isa_error(void) { return fm_error; }
+const char *fm_isa_supported(void) { return fm_supported; }
+
+int fm_select_isa(void)
+{
+    const char *forced = getenv("FUSEDMLP_ISA");
+    int i, best = 0, chosen = -1;
+    size_t used = 0;
+    fm_supported[0] = '\0';
+    for (i = 0; i < FM_N_VARIANTS; i++) {
+        if (!fm_variants[i].cpu_runs()) continue;
+        best = i;
+        used += (size_t)snprintf(fm_supported + used, sizeof fm_supported - used, "%s%s",
+                                 used ? "," : "", fm_variants[i].name);
+    }
+    if (forced != NULL && forced[0] != '\0') {
+        for (i = 0; i < FM_N_VARIANTS; i++)
+            if (strcmp(forced, fm_variants[i].name) == 0) chosen = i;
+        if (chosen < 0) {
+            char names[64];
+            size_t len = 0;
+            for (i = 0; i < FM_N_VARIANTS; i++)
+                len += (size_t)snprintf(names + len, sizeof names - len, "%s%s",
+                                        len ? "," : "", fm_variants[i].name);
+            snprintf(fm_error, sizeof fm_error,
+                     "FUSEDMLP_ISA=%s is not a variant of this build (it has: %s)", forced,
+                     names);
+            return -1;
+        }
+        if (!fm_variants[chosen].cpu_runs()) {
+            snprintf(fm_error, sizeof fm_error,
+                     "FUSEDMLP_ISA=%s: this CPU cannot run it (it runs: %s)", forced,
+                     fm_supported);
+            return -1;
+        }
+    } else {
+        chosen = best;
+    }
+    fm_variants[chosen].fill_f(&fm_kernels);
+    fm_variants[chosen].fill_d(&fm_kernels);
+    fm_selected = fm_variants[chosen].name;
+    return 0;
+}
