@@ -1,11 +1,11 @@
 """The pure-NumPy reference MLP the benchmarks compare against.
 
-It lives in the package (``fusedmlp.numpy_reference``) so that the comparison command,
+It lives in the package (``fusedmlp.reference``) so that the comparison command,
 ``python -m fusedmlp bench``, works from an installed wheel; this module re-exports it for
 scripts in this directory.
 """
 
-from fusedmlp.numpy_reference import (  # noqa: F401
+from fusedmlp.reference import (  # noqa: F401
     ACTIVATION_LAYERS, Affine, MeanSquaredLoss, NumpyAdam, NumpyMLP, NumpySGD, SoftmaxWithLoss,
 )
 

@@ -62,7 +62,7 @@ def test_predict_proba(benchmark, implementation, sizes, batch):
 def test_comparison_command_prints_the_tables(capsys):
     # A smoke run of `python -m fusedmlp bench` (skipped under --benchmark-only): two
     # competitors, one tiny setting, a millisecond per loop.
-    from fusedmlp.bench import main
+    from fusedmlp.cli.bench import main
 
     status = main(["--networks", "64-32-10", "--threads", "1", "--dtypes", "float64",
                    "--rounds", "2", "--target-time", "0.001", "--min-calls", "1",

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from fusedmlp.__main__ import main
-from fusedmlp.datasets import load_digits_dataset, load_idx_dataset, read_idx
+from fusedmlp.cli import main
+from fusedmlp.cli.datasets import load_digits_dataset, load_idx_dataset, read_idx
 
 
 # --------------------------------------------------------------------------- IDX files
@@ -106,7 +106,7 @@ def test_load_idx_dataset_refusals(tmp_path):
 
 
 def test_reads_the_installed_fashion_mnist():
-    from fusedmlp.datasets import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES
+    from fusedmlp.cli.datasets import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES
 
     if not os.path.isdir(DEFAULT_FASHION_MNIST_DIR):
         pytest.skip("the Debian package dataset-fashion-mnist is not installed")
@@ -218,7 +218,7 @@ def test_help_lists_the_commands():
 
 
 def test_bench_is_dispatched_to_its_own_parser(capsys):
-    pytest.importorskip("fusedmlp.bench")
+    pytest.importorskip("fusedmlp.cli.bench")
     with pytest.raises(SystemExit) as info:
         main(["bench", "--help"])
     assert info.value.code == 0

@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["functional", "layers", "layout", "model", "training", "optim", "io", "gradcheck",
-           "numpy_reference", "datasets", "demo", "bench", "sklearn", "dask", "_config"]
+           "reference.numpy_mlp", "cli.datasets", "cli.demo", "cli.bench", "sklearn", "dask",
+           "_config"]
 OPTIONAL = {"sklearn": "sklearn", "dask": "distributed"}
 
 

@@ -1,4 +1,4 @@
-"""The pure-NumPy reference MLP (fusedmlp.numpy_reference) computes what fusedmlp computes.
+"""The pure-NumPy reference MLP (fusedmlp.reference) computes what fusedmlp computes.
 
 The benchmarks compare fusedmlp's speed with this reference, so the comparison is only fair
 if both do the same work: same losses, same gradients, same optimiser updates. Checked here in
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fusedmlp
-from fusedmlp.numpy_reference import NumpyAdam, NumpyMLP, NumpySGD
+from fusedmlp.reference import NumpyAdam, NumpyMLP, NumpySGD
 
 RTOL, ATOL = 1e-10, 1e-12
 ACTIVATIONS = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "softplus"]

@@ -87,7 +87,7 @@ def read_idx(path) -> np.ndarray:
     Examples
     --------
     >>> import tempfile, os, numpy as np
-    >>> from fusedmlp.datasets import read_idx
+    >>> from fusedmlp.cli.datasets import read_idx
     >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte")
     >>> with open(path, "wb") as f:
     ...     _ = f.write(bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 2, 1]))
@@ -166,7 +166,7 @@ def load_idx_dataset(path=DEFAULT_FASHION_MNIST_DIR, *, name=None) -> Dataset:
 
     Examples
     --------
-    >>> from fusedmlp.datasets import load_idx_dataset
+    >>> from fusedmlp.cli.datasets import load_idx_dataset
     >>> data = load_idx_dataset("/usr/share/datasets/fashion-mnist")  # doctest: +SKIP
     >>> data                                                          # doctest: +SKIP
     Dataset('Fashion-MNIST': 60000 training and 10000 test samples, 784 features, 10 classes)
@@ -236,7 +236,7 @@ def load_digits_dataset(*, test_fraction=0.25, seed=0) -> Dataset:
 
     Examples
     --------
-    >>> from fusedmlp.datasets import load_digits_dataset
+    >>> from fusedmlp.cli.datasets import load_digits_dataset
     >>> data = load_digits_dataset()
     >>> data.X_train.shape, data.X_test.shape
     ((1347, 64), (450, 64))

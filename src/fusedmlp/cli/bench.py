@@ -1,12 +1,12 @@
 """fusedmlp against pure NumPy, PyTorch eager and scikit-learn: one command, one table.
 
-``python -m fusedmlp bench`` (or ``python -m fusedmlp.bench``, or
+``python -m fusedmlp bench`` (or ``python -m fusedmlp.cli.bench``, or
 ``python benchmarks/compare.py``) times a training step and an inference call
 (``predict_proba``) of the same multilayer perceptron in
 
 - fusedmlp (``MLP.train_step`` with Adam, or plain SGD with ``--optimizer sgd``;
   ``MLP.predict_proba``),
-- the pure-NumPy reference (``fusedmlp.numpy_reference.NumpyMLP``),
+- the pure-NumPy reference (``fusedmlp.reference.NumpyMLP``),
 - PyTorch eager (``nn.Sequential``, ``F.cross_entropy``, ``torch.optim.Adam``), when importable,
 - scikit-learn's ``MLPClassifier`` (``partial_fit`` on one batch, and
   ``predict_proba``), when importable,
@@ -16,7 +16,7 @@ and the **GEMM floor**: the matrix products of one fusedmlp training step alone,
 
 How it measures
 ---------------
-Each competitor runs in its own worker process (``python -m fusedmlp.bench --worker NAME``,
+Each competitor runs in its own worker process (``python -m fusedmlp.cli.bench --worker NAME``,
 JSON lines over stdin/stdout): NumPy's and SciPy's OpenBLAS thread pools slow each other down
 when one process uses both. For every setting (network, batch, dtype, BLAS threads) the rounds
 are interleaved -- round 1 of every competitor, then round 2, ... in a rotating order -- so a
@@ -82,7 +82,7 @@ def _build_fusedmlp(sizes, batch, dtype, optimizer_name):
 
 
 def _build_numpy(sizes, batch, dtype, optimizer_name):
-    from fusedmlp.numpy_reference import NumpyAdam, NumpyMLP, NumpySGD
+    from fusedmlp.reference import NumpyAdam, NumpyMLP, NumpySGD
 
     X, y = _data(sizes, batch, dtype)
     model = NumpyMLP(sizes, dtype=dtype, seed=0)
@@ -238,7 +238,7 @@ class _Worker:
         # stderr to a file, not a pipe: a chatty worker must never block on a full pipe
         self.errors = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "fusedmlp.bench", "--worker", name],
+            [sys.executable, "-m", "fusedmlp.cli.bench", "--worker", name],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True)
 
     def ask(self, **request):

@@ -19,7 +19,7 @@ so both compute the same numbers (``tests/test_numpy_reference.py`` checks that)
 Examples
 --------
 >>> import numpy as np
->>> from fusedmlp.numpy_reference import NumpyMLP, NumpyAdam
+>>> from fusedmlp.reference import NumpyMLP, NumpyAdam
 >>> rng = np.random.default_rng(0)
 >>> X = rng.normal(size=(200, 4)).astype(np.float32); y = (X[:, 0] > 0).astype(int)
 >>> model = NumpyMLP([4, 16, 2], seed=0)
@@ -34,10 +34,11 @@ import math
 
 import numpy as np
 
+from .._codes import LEAKY_RELU_SLOPE as LEAKY_SLOPE     # a constant, not a kernel
+
 __all__ = ["NumpyMLP", "NumpySGD", "NumpyAdam", "Affine", "SoftmaxWithLoss",
            "MeanSquaredLoss", "ACTIVATION_LAYERS"]
 
-LEAKY_SLOPE = 0.01          # the slope of leaky relu for z < 0 (fusedmlp's value)
 
 
 # ---------------------------------------------------------------- layers
@@ -289,7 +290,7 @@ class NumpyMLP:
     Examples
     --------
     >>> import numpy as np
-    >>> from fusedmlp.numpy_reference import NumpyMLP, NumpySGD
+    >>> from fusedmlp.reference import NumpyMLP, NumpySGD
     >>> model = NumpyMLP([3, 5, 2], seed=0)
     >>> loss, grads = model.loss_and_gradients(np.ones((4, 3)), [0, 1, 1, 0])
     >>> [dW.shape for dW, db in grads]

@@ -3,7 +3,7 @@
 The demo trains a :class:`fusedmlp.MLP` on scikit-learn's bundled digits (or, with
 ``--data DIR``, on MNIST-style IDX files such as Fashion-MNIST), prints one line per epoch,
 the test accuracy and the training time, then trains the pure-NumPy reference
-(:class:`fusedmlp.numpy_reference.NumpyMLP`) from the same initial weights with the same
+(:class:`fusedmlp.reference.NumpyMLP`) from the same initial weights with the same
 optimiser and batch size, and prints the speed-up per epoch. ``--plot PATH`` writes the loss
 and accuracy curves as a PNG (needs matplotlib).
 
@@ -155,7 +155,7 @@ def run(args, out=None) -> int:
     """Run the demo with parsed arguments (see :func:`add_arguments`), printing to `out`
     (standard output by default); returns 0. Errors (missing data or packages) raise."""
     import fusedmlp
-    from .numpy_reference import NumpyAdam, NumpyMLP
+    from ..reference import NumpyAdam, NumpyMLP
 
     out = sys.stdout if out is None else out
 
@@ -203,7 +203,7 @@ def run(args, out=None) -> int:
             f"({train_time / epochs * 1e3:.1f} ms per epoch; evaluation not included)")
 
         if reference is not None:
-            say(f"pure-NumPy reference (fusedmlp.numpy_reference.NumpyMLP), same network, "
+            say(f"pure-NumPy reference (fusedmlp.reference.NumpyMLP), same network, "
                 f"initial weights, optimiser and batch size: {reference_epochs} epochs ...")
             reference_times = _train_reference(
                 reference, NumpyAdam(args.lr), X_train, data.y_train, reference_epochs,
@@ -225,7 +225,7 @@ def run(args, out=None) -> int:
 
 
 def main(argv=None) -> int:
-    """Entry point of ``python -m fusedmlp.demo`` (the same as ``python -m fusedmlp demo``).
+    """Entry point of ``python -m fusedmlp.cli.demo`` (the same as ``python -m fusedmlp demo``).
 
     Parameters
     ----------
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
 
     Examples
     --------
-    >>> from fusedmlp.demo import main
+    >>> from fusedmlp.cli.demo import main
     >>> main(["--epochs", "3", "--plot", "curves.png"])     # doctest: +SKIP
     fusedmlp demo: digits, 1,347 training and 450 test samples, 64 features, 10 classes
     ...

@@ -1,0 +1,66 @@
+"""The ``fusedmlp`` command (also ``python -m fusedmlp``): ``demo`` and ``bench``.
+
+Tooling, not library: nothing in the core package imports ``fusedmlp.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+
+_DESCRIPTION = (
+    "fusedmlp: dense neural networks whose training step is one compiled call over BLAS.\n\n"
+    "  fusedmlp demo    train an MLP on digits (or Fashion-MNIST with --data DIR) and\n"
+    "                   compare its speed with the pure-NumPy reference\n"
+    "  fusedmlp bench   time training steps and inference against NumPy, PyTorch and\n"
+    "                   scikit-learn\n\n"
+    "Run 'fusedmlp COMMAND --help' for a command's options."
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import demo
+
+    parser = argparse.ArgumentParser(prog="fusedmlp", description=_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fusedmlp {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo.add_arguments(commands.add_parser(
+        "demo", help="train an MLP on real data; accuracy, time and speed-up over NumPy",
+        description=demo.__doc__.split("\n\n")[0]))
+    # bench parses its own options (fusedmlp.cli.bench.main); listed here for --help
+    commands.add_parser("bench", help="benchmark against NumPy, PyTorch and scikit-learn "
+                                      "(options: fusedmlp bench --help)", add_help=False)
+    return parser
+
+
+def _bench(argv) -> int:
+    try:
+        from . import bench
+    except ImportError as exc:
+        print(f"fusedmlp bench: not available in this installation ({exc})", file=sys.stderr)
+        return 1
+    return bench.main(list(argv))
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "bench":
+        # everything after 'bench' belongs to the benchmark's own parser
+        return _bench(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from . import demo
+
+    try:
+        return demo.run(args)
+    except (OSError, ValueError, ImportError, RuntimeError) as exc:
+        print(f"fusedmlp demo: error: {exc}", file=sys.stderr)
+        return 1
+
