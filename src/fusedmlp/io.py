@@ -34,6 +34,7 @@ import secrets
 import stat
 import threading
 import zipfile
+from typing import Set
 
 import numpy as np
 
@@ -98,7 +99,7 @@ def save(model, path, *, optimizer=None):
 
 
 _TEMPORARY_MARK = ".fusedmlp-"
-_ACTIVE = set()                      # temporary names this process is writing right now
+_ACTIVE: Set[str] = set()            # temporary names this process is writing right now
 _ACTIVE_LOCK = threading.Lock()
 
 

@@ -9,6 +9,8 @@ step is one compiled call -- but its ``layers`` are these same :class:`Dense` ob
 
 from __future__ import annotations
 
+from typing import Dict
+
 import numpy as np
 
 from . import _kernels
@@ -20,7 +22,7 @@ from .functional import ACTIVATIONS
 
 __all__ = ["Dense", "SoftmaxCrossEntropy", "MeanSquaredError", "initial_weights"]
 
-_EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+_EMPTY: Dict[np.dtype, np.ndarray] = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
 _EMPTY_2D = {d: e.reshape(0, 0) for d, e in _EMPTY.items()}
 _NO_LABELS = np.empty(0, np.int64)
 

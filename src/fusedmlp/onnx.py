@@ -35,7 +35,7 @@ checkout); running the exported file needs a runtime such as onnxruntime::
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -193,6 +193,7 @@ def _relabel(g: _Graph, onnx, outputs: List[tuple], classes: np.ndarray) -> List
     """Rename the index output and map it through the classes with Gather."""
     node = next(n for n in g.nodes if list(n.output) == ["label"])
     node.output[0] = "label_index"
+    kind: Any
     if classes.dtype.kind in "US":
         classes = classes.astype(object)
         kind = object

@@ -12,6 +12,7 @@ applies to the weights only, never to the biases (as scikit-learn's ``alpha``).
 from __future__ import annotations
 
 import math
+from typing import Any, Dict, Tuple
 import threading
 import weakref
 
@@ -50,7 +51,7 @@ def _number(value, name, *, low=0.0, high=math.inf, low_open=False, high_open=Fa
 # The legal range and hyper-parameter slot of every optimiser setting: the one table that the
 # constructors, the property setters, load_state_dict and model files (fusedmlp.load) check
 # against, through check_hyper below.
-_SETTINGS = {
+_SETTINGS: Dict[str, Tuple[int, Dict[str, Any]]] = {
     "lr": (_LR, dict(low_open=True)),
     "weight_decay": (_WEIGHT_DECAY, {}),
     "clip_norm": (_CLIP_NORM, {}),
@@ -89,7 +90,7 @@ class Optimizer:
 
     kind = Kind.OPT_NONE
     n_states = _kernels.optimizer_states(kind)
-    settings = ("lr", "weight_decay", "clip_norm")
+    settings: Tuple[str, ...] = ("lr", "weight_decay", "clip_norm")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -115,9 +116,9 @@ class Optimizer:
 
         return property(get, set)
 
-    lr = _param.__func__("lr")
-    weight_decay = _param.__func__("weight_decay")
-    clip_norm = _param.__func__("clip_norm")
+    lr = _param.__func__("lr")  # type: ignore[attr-defined]
+    weight_decay = _param.__func__("weight_decay")  # type: ignore[attr-defined]
+    clip_norm = _param.__func__("clip_norm")  # type: ignore[attr-defined]
 
     @property
     def steps(self) -> int:
