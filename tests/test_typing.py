@@ -1,5 +1,5 @@
 """Types: mypy is clean on src/fusedmlp (configured in pyproject.toml), and the stubs of the
-compiled modules (src/fusedmlp/_kernels.pyi, _network.pyi) name exactly what the modules
+compiled modules (src/fusedmlp/_codes.pyi, _kernels.pyi, _network.pyi) name exactly what the modules
 define, so a type checker downstream sees real signatures, not Any."""
 
 import ast
@@ -14,7 +14,7 @@ import pytest
 import fusedmlp
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPILED = ["_kernels", "_network"]
+COMPILED = ["_codes", "_kernels", "_network"]
 
 
 def _stub_names(path):

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 import numpy as np
 
+from . import _codes
+
 if TYPE_CHECKING:                          # pragma: no cover
     import onnx
 
@@ -51,8 +53,8 @@ OPSET = 17
 #: IR version 8 goes with opset 17: newer onnx packages write a newer one by default, which
 #: older runtimes refuse although the graph needs nothing from it.
 _IR_VERSION = 8
-#: Slope of leaky_relu for x < 0 (as the kernels in csrc/elementwise.h).
-LEAKY_SLOPE = 0.01
+#: Slope of leaky_relu for x < 0 (the kernels' own, csrc/elementwise.h).
+LEAKY_SLOPE = _codes.LEAKY_RELU_SLOPE
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from typing import Any, Dict
 
 import numpy as np
 
@@ -97,7 +98,7 @@ def _validation_split(model, X, y, weights, validation_data, validation_fraction
 
 
 def _new_history(classify: bool, validate: bool) -> dict:
-    history = {"loss": [], "lr": [], "time": []}
+    history: Dict[str, Any] = {"loss": [], "lr": [], "time": []}
     if classify:
         history["accuracy"] = []
     if validate:

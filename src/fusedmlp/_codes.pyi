@@ -1,0 +1,52 @@
+# Type stub of the compiled module fusedmlp._codes (csrc/_codes.pyx over
+# csrc/fusedmlp/_codes.pxd): the codes that cross the Python/C boundary. Keep it in step with
+# the .pxd (tests/test_typing.py checks the names).
+import enum
+
+ACT_ELU: int
+ACT_IDENTITY: int
+ACT_LEAKY_RELU: int
+ACT_RELU: int
+ACT_SIGMOID: int
+ACT_SOFTPLUS: int
+ACT_STEP: int
+ACT_TANH: int
+H_BETA1: int
+H_BETA2: int
+H_CLIP_NORM: int
+H_EPS: int
+H_LR: int
+H_MOMENTUM: int
+H_NESTEROV: int
+H_SIZE: int
+H_T: int
+H_WEIGHT_DECAY: int
+LEAKY_RELU_SLOPE: float
+
+
+class Inference(enum.IntEnum):
+    SCORES = 0
+    PROBABILITIES = 1
+    LOG_PROBABILITIES = 2
+
+
+class Loss(enum.IntEnum):
+    SOFTMAX_CROSS_ENTROPY = 0
+    MEAN_SQUARED_ERROR = 1
+
+
+class Optimizer(enum.IntEnum):
+    OPT_NONE = 0
+    OPT_SGD = 1
+    OPT_ADAM = 2
+    OPT_ADAMW = 3
+    OPT_RMSPROP = 4
+    OPT_ADAGRAD = 5
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    BAD_INPUT = 1
+    BAD_LABEL = 2
+    BAD_TARGET = 3
+    BAD_LOSS = 4
