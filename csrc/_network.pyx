@@ -21,6 +21,16 @@
 # The inputs are checked (finite, labels in range) before anything is written, and the update
 # is skipped when the loss is not finite, so a refused step leaves the model as it was.
 #
+# Training epoch (train_epoch): the steps of one pass over the training set in one call.
+# Python draws the shuffled order (so results are those of a loop of train_step calls on
+# the same batches, bit for bit); the core gathers each batch's rows (X, labels or targets,
+# weights) into gather buffers, runs step() on them and sums the loss (times the batch's
+# rows) and the correct predictions, read from the logits the step's forward pass left in
+# the workspace (the accuracy of the batches as they were trained). A step that fails stops
+# the epoch with the model as after the last good step, and the failing row is reported.
+# Validation data, when given, is then scored through the inference path (infer), exactly
+# as MLP.loss and MLP.score would.
+#
 # Every entry point runs its arithmetic with subnormals flushed (fpenv.h): set on entry to the
 # nogil block, restored before it ends, so the caller's floating-point environment is never
 # changed (errors are status codes, reported after the restore).
@@ -34,6 +44,7 @@ from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTI
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 from libc.math cimport isfinite
 
 from _blas cimport gemm, blas_enter, blas_leave, load_blas
@@ -41,8 +52,8 @@ from _activations cimport bias_activation, activation_grad, select_isa
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error)
 from _optim cimport optimizer_update, n_states
-from fusedmlp._codes cimport (H_SIZE, OK, BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_LOSS,
-                             SOFTMAX_CROSS_ENTROPY, PROBABILITIES, LOG_PROBABILITIES)
+from fusedmlp._codes cimport (H_SIZE, OK, BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_LOSS, OPT_NONE,
+                             SOFTMAX_CROSS_ENTROPY, SCORES, PROBABILITIES, LOG_PROBABILITIES)
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
@@ -252,6 +263,145 @@ cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
     return OK
 
 
+cdef double pairwise_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    """sum(x[0:n]) in float64 by NumPy's pairwise summation (its add.reduce), so a batch's
+    total sample weight is the very number ``weights.sum(dtype=np.float64)`` gives."""
+    cdef double r[8]
+    cdef double total
+    cdef Py_ssize_t i, j, half
+    if n < 8:
+        total = 0
+        for i in range(n):
+            total += x[i]
+        return total
+    if n <= 128:
+        for j in range(8):
+            r[j] = x[j]
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                r[j] += x[i + j]
+            i += 8
+        total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            total += x[i]
+            i += 1
+        return total
+    half = n // 2
+    half -= half % 8
+    return pairwise_sum(x, half) + pairwise_sum(x + half, n - half)
+
+
+cdef inline Py_ssize_t argmax_row(const floating* z, Py_ssize_t n) noexcept nogil:
+    """Index of the first maximum of z[0:n] (np.argmax for finite rows)."""
+    cdef Py_ssize_t j, best = 0
+    for j in range(1, n):
+        if z[j] > z[best]:
+            best = j
+    return best
+
+
+cdef Py_ssize_t count_correct(const floating* scores, const int64_t* labels,
+                              const floating* targets, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """Rows whose argmax of scores is the label (or the argmax of the target row)."""
+    cdef Py_ssize_t i, correct = 0, truth
+    for i in range(m):
+        truth = labels[i] if labels != NULL else argmax_row(targets + i * n, n)
+        correct += argmax_row(scores + i * n, n) == truth
+    return correct
+
+
+cdef void gather(const char* source, const int64_t* rows, Py_ssize_t count, Py_ssize_t row_bytes,
+                 char* out) noexcept nogil:
+    """out[i] := source[rows[i]] for rows of row_bytes bytes."""
+    cdef Py_ssize_t i
+    for i in range(count):
+        memcpy(out + i * row_bytes, source + rows[i] * row_bytes, row_bytes)
+
+
+cdef struct EpochData:
+    const void* X                  # n x n_0 training rows
+    const int64_t* labels          # n, or NULL
+    const void* targets            # n x n_L, or NULL
+    const void* weights            # n, or NULL
+    const int64_t* order           # the rows in training order
+    void* X_batch                  # gather buffers for one batch
+    int64_t* labels_batch
+    void* targets_batch
+    void* weights_batch
+
+
+cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t stop,
+               Py_ssize_t batch_size, int opt_kind, double* hyper, floating* state_a,
+               floating* state_b, double* loss_sum, Py_ssize_t* correct,
+               Py_ssize_t* failed_row) noexcept nogil:
+    """Train on order[first:stop] in batches of batch_size rows; returns a status.
+
+    loss_sum and correct are accumulated (batch loss x rows; correct predictions for
+    softmax outputs); on a failure failed_row is the failing batch's first position.
+    A batch whose sample weights sum to 0 carries no gradient: it is scored but not trained on.
+    """
+    cdef Py_ssize_t lo = first, m, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
+    cdef Py_ssize_t size = sizeof(floating)
+    cdef const int64_t* rows
+    cdef floating* weights
+    cdef const int64_t* labels = NULL
+    cdef const floating* targets = NULL
+    cdef double total, loss = 0
+    cdef int status, kind
+    cdef floating* out_block = (<floating*>net.acts
+                                + net.a_off[net.n_layers - 1] * net.max_batch)
+    while lo < stop:
+        m = min(batch_size, stop - lo)
+        rows = data.order + lo
+        gather(<const char*>data.X, rows, m, n_in * size, <char*>data.X_batch)
+        if data.labels != NULL:
+            gather(<const char*>data.labels, rows, m, sizeof(int64_t), <char*>data.labels_batch)
+            labels = data.labels_batch
+        else:
+            gather(<const char*>data.targets, rows, m, n_out * size, <char*>data.targets_batch)
+            targets = <const floating*>data.targets_batch
+        weights = NULL
+        total = m
+        kind = opt_kind
+        if data.weights != NULL:
+            weights = <floating*>data.weights_batch
+            gather(<const char*>data.weights, rows, m, size, <char*>weights)
+            total = pairwise_sum(weights, m)
+            if not total > 0:
+                total = 1
+                kind = OPT_NONE
+        status = step(net, <const floating*>data.X_batch, m, labels, targets, weights, total,
+                      kind, hyper, state_a, state_b, &loss)
+        if status != OK:
+            failed_row[0] = lo
+            return status
+        loss_sum[0] += loss * m
+        if net.loss == SOFTMAX_CROSS_ENTROPY:
+            # the step's forward pass left this batch's logits in the workspace
+            correct[0] += count_correct(out_block, labels, targets, m, n_out)
+        lo += m
+    return OK
+
+
+cdef int score(const Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
+               const floating* targets, floating* scores, floating* dscores, double* maxima,
+               floating* buffers, Py_ssize_t chunk, double* loss, Py_ssize_t* correct) noexcept nogil:
+    """Mean loss and correct predictions of m rows, through infer (the path of MLP.loss)."""
+    cdef int status = infer(net, X, m, scores, buffers, chunk, SCORES)
+    cdef Py_ssize_t n_out = net.sizes[net.n_layers]
+    if status != OK:
+        return status
+    if not all_finite(scores, m * n_out):
+        return BAD_LOSS           # finite inputs: the model itself overflows
+    if net.loss == SOFTMAX_CROSS_ENTROPY:
+        loss[0] = softmax_cross_entropy(scores, labels, targets, NULL, m, dscores, maxima, m, n_out)
+        correct[0] = count_correct(scores, labels, targets, m, n_out)
+    else:
+        loss[0] = mean_squared_error(scores, targets, NULL, m, dscores, m, n_out)
+    return OK
+
+
 cdef class Network:
     """The compiled view of an MLP: its layout, parameter buffers and training workspace.
 
@@ -368,6 +518,106 @@ cdef class Network:
             fm_fpenv_leave(saved)
             fusedmlp_leave()
         self.loss = loss
+        return status
+
+    def train_epoch(self, X, labels, targets, weights, order, Py_ssize_t first, Py_ssize_t stop,
+                    Py_ssize_t batch_size, int opt_kind, hyper, state_a, state_b, gather_buffers,
+                    validation, double[::1] results):
+        """Train on the rows order[first:stop] in batches of batch_size; returns a status.
+
+        X (n x n_0) with labels (n, int64) or targets (n x n_L), weights (n, or None) are the
+        training set, order (int64) the rows in training order; gather_buffers is
+        (X_batch, labels_batch, targets_batch, weights_batch), each for batch_size rows
+        (None where unused). results (float64, 5) accumulates [0] the summed batch loss x rows
+        and [1] the correct predictions (zero them at the start of an epoch); [2] gets the first position of a failing batch.
+        validation, unless None, is (X_val, labels_val, targets_val, scores, dscores, maxima,
+        buffers, chunk), scored after the last step into [3] (mean loss) and [4] (correct);
+        a non-finite validation output gives BAD_LOSS with [2] = -1.
+        """
+        cdef Py_ssize_t n = len(X), n_out = self.net.sizes[self.net.n_layers], i
+        cdef Py_ssize_t m_val, chunk, correct = 0, failed = 0, val_correct = 0
+        cdef int status = OK
+        cdef double loss_sum = 0, val_loss = 0
+        cdef fm_fpenv saved
+        cdef EpochData data
+        loss_sum = results[0]            # continued: an epoch may run as several calls
+        correct = <Py_ssize_t>results[1]
+        cdef const int64_t* rows
+        cdef char* v_x = NULL
+        cdef int64_t* v_y = NULL
+        cdef char* v_t = NULL
+        cdef char* v_scores = NULL
+        cdef char* v_dscores = NULL
+        cdef double* v_maxima = NULL
+        cdef char* v_buffers = NULL
+        cdef char* sa = address(state_a, self.kind, True, self.net.n_params)
+        cdef char* sb = address(state_b, self.kind, True, self.net.n_params)
+        cdef double* h = <double*>address(hyper, b"d", True, H_SIZE)
+        X_batch, labels_batch, targets_batch, weights_batch = gather_buffers
+        data.X = address(X, self.kind, False, n, self.net.sizes[0])
+        data.labels = <int64_t*>address(labels, b'q', False, n)
+        data.targets = address(targets, self.kind, False, n, n_out)
+        data.weights = address(weights, self.kind, False, n)
+        data.order = <int64_t*>address(order, b'q', False)
+        data.X_batch = address(X_batch, self.kind, True, batch_size, self.net.sizes[0])
+        data.labels_batch = <int64_t*>address(labels_batch, b'q', True, batch_size)
+        data.targets_batch = address(targets_batch, self.kind, True, batch_size, n_out)
+        data.weights_batch = address(weights_batch, self.kind, True, batch_size)
+        if n == 0 or batch_size < 1 or batch_size > self.net.max_batch:
+            raise ValueError(f"batch_size must lie in [1, {self.net.max_batch}] (the workspace)")
+        if not 0 <= first <= stop <= len(order) or results.shape[0] < 5:
+            raise ValueError("first/stop must select a part of order; results needs 5 entries")
+        if (data.labels == NULL) == (data.targets == NULL) or (data.targets == NULL and self.net.loss != SOFTMAX_CROSS_ENTROPY):
+            raise ValueError("give labels (softmax output only) or targets, not both")
+        if ((data.labels != NULL and data.labels_batch == NULL)
+                or (data.targets != NULL and data.targets_batch == NULL)
+                or (data.weights != NULL and data.weights_batch == NULL)):
+            raise ValueError("a gather buffer is missing")
+        if (n_states(opt_kind) >= 1 and sa == NULL) or (n_states(opt_kind) >= 2 and sb == NULL):
+            raise ValueError("the optimiser's state buffers are missing")
+        rows = data.order
+        for i in range(first, stop):
+            if not 0 <= rows[i] < n:
+                raise ValueError(f"order holds row {rows[i]}, outside [0, {n})")
+        if validation is not None:
+            X_val, labels_val, targets_val, scores, dscores, maxima, buffers, chunk = validation
+            m_val = len(X_val)
+            v_x = address(X_val, self.kind, False, m_val, self.net.sizes[0])
+            v_y = <int64_t*>address(labels_val, b'q', False, m_val)
+            v_t = address(targets_val, self.kind, False, m_val, n_out)
+            v_scores = address(scores, self.kind, True, m_val, n_out)
+            v_dscores = address(dscores, self.kind, True, m_val, n_out)
+            v_maxima = <double*>address(maxima, b'd', True, m_val)
+            v_buffers = address(buffers, self.kind, True)
+            if (m_val == 0 or chunk < 1 or len(buffers) < 2 * chunk * self.net.max_width
+                    or (v_y == NULL) == (v_t == NULL)):
+                raise ValueError("validation: rows, labels or targets, and buffers are needed")
+        with nogil:
+            fusedmlp_enter()
+            saved = fm_fpenv_enter()
+            if self.is_double:
+                status = epoch(&self.net, &data, first, stop, batch_size, opt_kind, h,
+                               <double*>sa, <double*>sb, &loss_sum, &correct, &failed)
+                if status == OK and v_x != NULL:
+                    status = score(&self.net, <double*>v_x, m_val, v_y, <double*>v_t,
+                                   <double*>v_scores, <double*>v_dscores, v_maxima,
+                                   <double*>v_buffers, chunk, &val_loss, &val_correct)
+                    failed = -1 if status != OK else 0
+            else:
+                status = epoch(&self.net, &data, first, stop, batch_size, opt_kind, h,
+                               <float*>sa, <float*>sb, &loss_sum, &correct, &failed)
+                if status == OK and v_x != NULL:
+                    status = score(&self.net, <float*>v_x, m_val, v_y, <float*>v_t,
+                                   <float*>v_scores, <float*>v_dscores, v_maxima,
+                                   <float*>v_buffers, chunk, &val_loss, &val_correct)
+                    failed = -1 if status != OK else 0
+            fm_fpenv_leave(saved)
+            fusedmlp_leave()
+        results[0] = loss_sum
+        results[1] = correct
+        results[2] = failed
+        results[3] = val_loss
+        results[4] = val_correct
         return status
 
     def predict(self, X, out, buffers, Py_ssize_t chunk, int output):
