@@ -70,7 +70,8 @@ def test_same_seed_gives_bit_identical_weights(digits):
 def test_history_keys_and_values_for_classification():
     X, y = _small_problem()
     model = fusedmlp.MLP([6, 8, 3], dtype=np.float64, seed=0)
-    history = model.fit(X, y, epochs=4, batch_size=25, optimizer=fusedmlp.Adam(0.01))
+    history = model.fit(X, y, epochs=4, batch_size=25, optimizer=fusedmlp.Adam(0.01),
+                        train_accuracy="full")
     assert set(history) == {"loss", "accuracy", "lr", "time", "stopped_epoch", "best_epoch"}
     for key in ("loss", "accuracy", "lr", "time"):
         assert len(history[key]) == 4
@@ -78,6 +79,8 @@ def test_history_keys_and_values_for_classification():
     assert history["lr"] == [0.01] * 4
     assert all(t >= 0 for t in history["time"])
     assert history["accuracy"][-1] == model.score(X, y)          # measured after the epoch
+    with pytest.raises(ValueError, match="train_accuracy"):
+        model.fit(X, y, epochs=1, train_accuracy="all")
 
 
 def test_history_keys_for_regression_with_validation():
@@ -334,8 +337,26 @@ def test_divergence_raises_and_keeps_the_last_finite_weights(dtype, full_batch):
                   optimizer=fusedmlp.SGD(5.0), callbacks=[callback])
     params = model.get_params_vector()
     assert np.all(np.isfinite(params))
-    last_epoch = max(seen, default=0)
-    np.testing.assert_array_equal(params, seen[last_epoch] if seen else initial)
+    # The same steps, one train_step at a time, up to the first refused one
+    twin = fusedmlp.MLP([3, 8, 1], activation="tanh", output="identity", dtype=dtype, seed=0)
+    optimizer, size = fusedmlp.SGD(5.0), 50 if full_batch else 5
+    X_model, y_model = twin.check_data(X, y)
+    try:
+        for _ in range(1000):
+            order = twin._rng.permutation(len(X))
+            for lo in range(0, len(X), size):
+                twin.train_step(X_model[order[lo:lo + size]], y_model[order[lo:lo + size]],
+                                optimizer)
+    except FloatingPointError:
+        pass
+    after_last_good_step = twin.get_params_vector()
+    if np.all(np.isfinite(after_last_good_step)):
+        # a step's loss was not finite: the weights after the last good step
+        np.testing.assert_array_equal(params, after_last_good_step)
+    else:
+        # the last update overflowed: the weights of the last epoch that ended finite
+        last_epoch = max(seen, default=0)
+        np.testing.assert_array_equal(params, seen[last_epoch] if seen else initial)
 
 
 # --------------------------------------------------------------------------- verbosity

@@ -400,13 +400,19 @@ class MLP:
     def fit(self, X, y, *, epochs=10, batch_size=32, optimizer="adam", validation_data=None,
             validation_fraction=0.0, shuffle=True, verbose=0, sample_weight=None,
             lr_schedule=None, weight_decay=None, clip_norm=None, patience=None, min_delta=0.0,
-            restore_best_weights=True, callbacks=()):
+            restore_best_weights=True, callbacks=(), train_accuracy="batches"):
         """Train for `epochs` passes over (X, y) in mini-batches; returns the history.
+
+        Each epoch is one compiled call (GIL released): it gathers every batch's rows, runs
+        the steps, sums the loss and counts correct predictions from the logits the steps
+        compute anyway, and scores the validation data after the last step. The results
+        are those of calling ``train_step`` on the same batches, bit for bit.
 
         Parameters
         ----------
         epochs, batch_size : int
-            Each epoch visits every sample once, in a fresh random order when `shuffle`.
+            Each epoch visits every sample once, in a fresh random order when `shuffle`
+            (drawn from the model's seeded generator).
         optimizer : Optimizer or str
             An optimiser instance (``fusedmlp.Adam(1e-3)``) or a name (``"adam"``, ``"sgd"``).
         validation_data : (X_val, y_val), optional
@@ -434,19 +440,29 @@ class MLP:
             True stops training.
         verbose : int
             0 silent; 1 one line per epoch (a tqdm progress bar when tqdm is installed and the
-            output is a terminal).
+            output is a terminal), and on a terminal the batches done and the running loss
+            within long epochs; 2 also prints those within-epoch lines when the output is
+            not a terminal. (An epoch then runs as a few compiled calls.)
+        train_accuracy : {"batches", "full"}
+            How ``history["accuracy"]`` is measured: ``"batches"`` (default) counts the
+            correct predictions of each batch as it was trained (before its update, as Keras
+            reports it), at no extra cost; ``"full"`` re-scores the whole training set with
+            the weights at the end of each epoch (one more forward pass over all of it).
 
         Returns
         -------
         dict
-            Lists per epoch: ``loss``, ``val_loss`` (with validation), ``accuracy`` and
-            ``val_accuracy`` (classification), ``lr`` and ``time``; plus ``stopped_epoch``
-            and ``best_epoch``.
+            Lists per epoch: ``loss`` (the mean of the batch losses, each before its
+            update), ``val_loss`` (with validation, after the epoch), ``accuracy`` (see
+            `train_accuracy`) and ``val_accuracy`` (classification), ``lr`` and ``time``;
+            plus ``stopped_epoch`` and ``best_epoch``.
 
         Raises
         ------
         FloatingPointError
-            When the loss becomes NaN or inf; the model keeps the weights of the last epoch
+            When the loss becomes NaN or inf, naming the epoch and the batch. The model
+            keeps the weights after the last step whose loss was finite, or, when those
+            are not finite (the last update overflowed), the weights of the last epoch
             whose parameters were all finite.
         """
         return training.fit(
@@ -455,7 +471,7 @@ class MLP:
             shuffle=shuffle, verbose=verbose, sample_weight=sample_weight,
             lr_schedule=lr_schedule, weight_decay=weight_decay, clip_norm=clip_norm,
             patience=patience, min_delta=min_delta, restore_best_weights=restore_best_weights,
-            callbacks=callbacks)
+            callbacks=callbacks, train_accuracy=train_accuracy)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path, *, optimizer=None):
@@ -534,3 +550,33 @@ class CompiledStep:
     def __call__(self, X, y, sample_weight=None) -> float:
         return self.model._step(X, y, self.kind, self.hyper, self.state_a, self.state_b,
                                 sample_weight)
+
+    def epoch(self, batches, order, first, stop, validation, results) -> int:
+        """Train on the batches of rows ``order[first:stop]`` of `batches` (a
+        ``training.Batches`` of checked data) in one compiled call; returns its status.
+
+        `results` (float64, 5 entries) accumulates the summed loss x rows and the correct
+        predictions; `validation` (``validation_buffers``) is scored after the last step.
+        """
+        model = self.model
+        labels, targets = ((batches.y, None) if batches.y.ndim == 1 and model.output == "softmax"
+                           else (None, batches.y))
+        gather = (batches.X_buffer, batches.y_buffer if labels is not None else None,
+                  batches.y_buffer if targets is not None else None, batches.w_buffer)
+        with model._lock:
+            model._ensure_workspace(batches.batch_size)
+            return model._net.train_epoch(batches.X, labels, targets, batches.sample_weight,
+                                          order, first, stop, batches.batch_size, self.kind,
+                                          self.hyper, self.state_a, self.state_b, gather,
+                                          validation, results)
+
+    def validation_buffers(self, X, y):
+        """What ``epoch`` needs to score checked data (X, labels or targets) after the last
+        step, the way ``model.loss`` and ``model.score`` do."""
+        model = self.model
+        m = len(X)
+        labels, targets = (y, None) if y.ndim == 1 and model.output == "softmax" else (None, y)
+        chunk = m if 0 < m < _INFERENCE_CHUNK else _INFERENCE_CHUNK
+        return (X, labels, targets, np.empty((m, model.n_outputs), model.dtype),
+                np.empty((m, model.n_outputs), model.dtype), np.empty(m),
+                np.empty(2 * chunk * model._max_width, model.dtype), chunk)

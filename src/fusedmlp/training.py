@@ -22,6 +22,7 @@ from typing import Any, Dict
 import numpy as np
 
 from . import _kernels
+from ._codes import Status
 from ._validation import as_positive_int, as_sample_weight, describe
 from .optim import make_optimizer, make_schedule
 
@@ -48,6 +49,12 @@ class Batches:
     def __len__(self):
         return len(self.X)
 
+    def identity_order(self):
+        """The rows in stored order, as the compiled epoch takes an order (kept)."""
+        if getattr(self, "_identity", None) is None:
+            self._identity = np.arange(len(self.X), dtype=np.int64)
+        return self._identity
+
     def epoch(self, order=None):
         X, y, weights = self.X, self.y, self.sample_weight
         for start in range(0, len(X), self.batch_size):
@@ -63,18 +70,74 @@ class Batches:
                                                         out=self.w_buffer[:rows]))
 
 
-def run_epoch(step, batches: Batches, order=None) -> float:
-    """One pass over `batches` in `order`; returns the mean of the batch losses weighted by
-    their row counts.
+class EpochResult:
+    """What one epoch measured: the mean batch loss, the training accuracy of the batches as
+    they were trained (classification with a compiled step, else None) and, when validation
+    data was scored in the same call, its loss and accuracy."""
 
-    ``step(X_batch, y_batch, w_batch) -> loss`` trains on one batch (``MLP.bind(optimizer)``
-    is the compiled step; the scikit-learn estimators wrap it). This is the only place that
-    loops over the batches of an epoch.
+    __slots__ = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+    def __init__(self, loss, accuracy=None, val_loss=None, val_accuracy=None):
+        self.loss, self.accuracy = loss, accuracy
+        self.val_loss, self.val_accuracy = val_loss, val_accuracy
+
+
+#: Within-epoch progress (verbose): an epoch of more batches than this runs as this many
+#: compiled calls, with a progress report after each (a few microseconds a call).
+PROGRESS_CALLS = 20
+
+
+def run_epoch(step, batches: Batches, order=None, *, validation=None, progress=None):
+    """One pass over `batches` in `order` (None: as stored).
+
+    ``step(X_batch, y_batch, w_batch) -> loss`` trains on one batch. A compiled step
+    (``MLP.bind(optimizer)``, which has ``step.epoch``) runs the whole epoch in one compiled
+    call, or in ``PROGRESS_CALLS`` calls when `progress` reports within epochs, with
+    `validation` (``step.validation_buffers(X_val, y_val)``) scored after the last step, and
+    returns an :class:`EpochResult`; any other step (the scikit-learn estimators wrap it) is
+    called batch by batch, and the mean loss is returned. This is the only place that loops
+    over the batches of an epoch.
     """
-    total = 0.0
-    for X_batch, y_batch, w_batch in batches.epoch(order):
-        total += step(X_batch, y_batch, w_batch) * len(X_batch)
-    return total / len(batches)
+    if not hasattr(step, "epoch"):
+        total = 0.0
+        for X_batch, y_batch, w_batch in batches.epoch(order):
+            total += step(X_batch, y_batch, w_batch) * len(X_batch)
+        return total / len(batches)
+    n, size = len(batches), batches.batch_size
+    order = batches.identity_order() if order is None else order.astype(np.int64, copy=False)
+    n_batches = -(-n // size)
+    per_call = n_batches
+    if progress is not None and progress.within_epochs and n_batches > PROGRESS_CALLS:
+        per_call = -(-n_batches // PROGRESS_CALLS)
+    results = np.zeros(5)
+    for first in range(0, n, per_call * size):
+        stop = min(n, first + per_call * size)
+        status = step.epoch(batches, order, first, stop,
+                            validation if stop == n else None, results)
+        if status:
+            _raise_epoch_status(status, int(results[2]), size, n_batches)
+        if per_call < n_batches:
+            progress.batch(-(-stop // size), n_batches, results[0] / stop)
+    result = EpochResult(results[0] / n)
+    if step.model.output == "softmax":
+        result.accuracy = results[1] / n
+    if validation is not None:
+        result.val_loss = results[3]
+        if step.model.output == "softmax":
+            result.val_accuracy = results[4] / len(validation[0])
+    return result
+
+
+def _raise_epoch_status(status, row, batch_size, n_batches):
+    if row < 0:
+        raise FloatingPointError("the model's outputs on the validation data are not finite "
+                                 "(NaN or inf)")
+    where = f"batch {row // batch_size + 1} of {n_batches}"
+    if status == Status.BAD_LOSS:
+        raise FloatingPointError(f"the loss is not finite (NaN or inf) in {where}; no update "
+                                 "was applied")
+    # fit checks its data before training: this is a last line of defence
+    raise ValueError(f"{where} was refused by the compiled step (status {status})")
 
 
 # ---------------------------------------------------------------------- around the epochs
@@ -156,12 +219,31 @@ class Progress:
 
     def __init__(self, verbose, epochs):
         self.verbose, self.epochs, self.bar = verbose, epochs, None
-        if verbose and sys.stdout.isatty():
+        self.epoch, self.started = 0, 0.0
+        terminal = sys.stdout.isatty()
+        # within an epoch: in place on a terminal (verbose >= 1), as lines with verbose >= 2
+        self.within_epochs = bool(verbose) and (terminal or verbose >= 2)
+        self.in_place = terminal
+        if verbose and terminal:
             try:
                 from tqdm.auto import tqdm
                 self.bar = tqdm(total=epochs, unit="epoch")
             except ImportError:
                 pass
+
+    def start(self, epoch):
+        self.epoch, self.started = epoch, time.perf_counter()
+
+    def batch(self, done, total, loss):
+        """Within an epoch: `done` of `total` batches trained, the mean loss so far."""
+        text = (f"epoch {self.epoch}/{self.epochs}: batch {done}/{total} loss={loss:.4g} "
+                f"({time.perf_counter() - self.started:.1f} s)")
+        if self.bar is not None:
+            self.bar.set_postfix_str(text.split(": ", 1)[1])
+        elif self.in_place:
+            print("\r" + text, end="", flush=True)
+        else:
+            print(text, flush=True)
 
     def update(self, epoch, logs):
         if not self.verbose:
@@ -173,7 +255,8 @@ class Progress:
             self.bar.set_postfix_str(text)
             self.bar.update(1)
         else:
-            print(f"epoch {epoch}/{self.epochs}: {text}", flush=True)
+            start = "\r" if self.in_place and self.within_epochs else ""
+            print(f"{start}epoch {epoch}/{self.epochs}: {text}", flush=True)
 
     def close(self):
         if self.bar is not None:
@@ -183,8 +266,11 @@ class Progress:
 
 def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
         validation_fraction, shuffle, verbose, sample_weight, lr_schedule, weight_decay,
-        clip_norm, patience, min_delta, restore_best_weights, callbacks) -> dict:
+        clip_norm, patience, min_delta, restore_best_weights, callbacks,
+        train_accuracy="batches") -> dict:
     """``MLP.fit`` (whose docstring describes every argument); `rng` shuffles and splits."""
+    if train_accuracy not in ("batches", "full"):
+        raise ValueError(f"train_accuracy must be 'batches' or 'full', got {train_accuracy!r}")
     epochs = as_positive_int(epochs, "epochs")
     batch_size = as_positive_int(batch_size, "batch_size")
     optimizer = make_optimizer(optimizer)
@@ -208,22 +294,26 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
 
     batches = Batches(X, y, weights, batch_size)
     step = model.bind(optimizer)
+    scoring = None if validation is None else step.validation_buffers(*validation)
     guard = _NanGuard(model.parameters)
     progress = Progress(verbose, epochs)
     lr0 = optimizer.lr
     try:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
+            progress.start(epoch)
             order = rng.permutation(len(X)) if shuffle else None
-            logs = {"loss": run_epoch(step, batches, order)}
+            result = run_epoch(step, batches, order, validation=scoring, progress=progress)
             guard.check()
-            logs.update(lr=optimizer.lr, time=time.perf_counter() - start)
+            logs = {"loss": result.loss, "lr": optimizer.lr,
+                    "time": time.perf_counter() - start}
             if classify:
-                logs["accuracy"] = model.score(X, y)
+                logs["accuracy"] = (model.score(X, y) if train_accuracy == "full"
+                                    else result.accuracy)
             if validation is not None:
-                logs["val_loss"] = model.loss(*validation)
+                logs["val_loss"] = result.val_loss
                 if classify:
-                    logs["val_accuracy"] = model.score(*validation)
+                    logs["val_accuracy"] = result.val_accuracy
             for key, value in logs.items():
                 history[key].append(value)
             guard.keep()
@@ -242,12 +332,17 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
                 history["stopped_epoch"] = epoch
                 break
     except FloatingPointError as exc:
-        guard.restore()
+        # A step refused mid-epoch left the model as after the last good step; if that
+        # step's update itself overflowed, fall back to the last epoch that ended finite.
+        kept = _kernels.all_finite(model.parameters)
+        if not kept:
+            guard.restore()
         progress.close()
         raise FloatingPointError(
-            f"training diverged in epoch {epoch}: {exc}. The model keeps the weights of the "
-            "last epoch whose parameters were finite; try a smaller learning rate, "
-            "clip_norm, or scaled inputs."
+            f"training diverged in epoch {epoch}: {exc}. The model keeps the weights "
+            + ("after the last step whose loss was finite" if kept else
+               "of the last epoch whose parameters were finite")
+            + "; try a smaller learning rate, clip_norm, or scaled inputs."
         ) from None
     progress.close()
     if stopping.best_params is not None:
