@@ -54,6 +54,8 @@ COMPETITORS = ("fusedmlp", "numpy", "torch", "sklearn")
 LABELS = {"fusedmlp": "fusedmlp", "numpy": "NumPy", "torch": "PyTorch", "sklearn": "sklearn",
           "floor": "GEMM floor"}
 LEARNING_RATE = 1e-3
+#: Further tables, each a module with its own ``main(argv)``: ``python -m fusedmlp bench NAME``.
+TABLES = {"runs": "fusedmlp.bench_runs"}
 
 
 # =================================================================== worker side
@@ -379,51 +381,13 @@ def _tables(results, competitors, spread=True):
     return "\n".join(lines)
 
 
-#: The issue's targets: (description, dtype, network, batch, kind, numerator, denominator,
-#: comparison, bound), all at one BLAS thread. A ratio numerator/denominator of medians.
-TARGETS = [
-    ("step >= 8x faster than NumPy", "float32", (64, 32, 10), 32, "train", "numpy", "fusedmlp",
-     ">=", 8.0),
-    ("step >= 30x faster than PyTorch", "float32", (64, 32, 10), 32, "train", "torch", "fusedmlp",
-     ">=", 30.0),
-    ("step >= 2x faster than NumPy", "float32", (784, 128, 10), 32, "train", "numpy", "fusedmlp",
-     ">=", 2.0),
-    ("step >= 2x faster than NumPy", "float64", (784, 128, 10), 32, "train", "numpy", "fusedmlp",
-     ">=", 2.0),
-    ("step >= 1.3x faster than NumPy", "float32", (784, 512, 512, 10), 1024, "train", "numpy",
-     "fusedmlp", ">=", 1.3),
-    ("step within 1.2x of the GEMM floor", "float32", (784, 512, 512, 10), 1024, "train",
-     "fusedmlp", "floor", "<=", 1.2),
-    ("inference >= 2x faster than NumPy", "float32", (784, 128, 10), 1, "infer", "numpy",
-     "fusedmlp", ">=", 2.0),
-    ("inference never slower than NumPy", "float32", (784, 128, 10), 256, "infer", "numpy",
-     "fusedmlp", ">=", 1.0),
-]
-
-
-def _target_report(results):
-    """One line per target of the issue that this run measured: met or missed."""
-    lines = ["Targets (1 BLAS thread; ratio of medians):"]
-    for text, dtype, sizes, batch, kind, top, bottom, comparison, bound in TARGETS:
-        for result in results:
-            if (result["threads"], result["dtype"], tuple(result["sizes"]), result["batch"]) \
-                    != (1, dtype, sizes, batch):
-                continue
-            a, b = result[kind].get(top), result[kind].get(bottom)
-            if a is None or b is None:
-                continue
-            ratio = a["median"] / b["median"]
-            met = ratio >= bound if comparison == ">=" else ratio <= bound
-            lines.append(f"  {'met   ' if met else 'MISSED'} {_net_name(sizes)} b{batch} {dtype} "
-                         f"{text}: {LABELS[top]}/{LABELS[bottom]} = {ratio:.2f}")
-    return "\n".join(lines) if len(lines) > 1 else ""
-
-
 def _parse(argv):
     parser = argparse.ArgumentParser(
         prog="python -m fusedmlp bench",
         description="Time fusedmlp's training step and inference against pure NumPy, PyTorch "
-                    "eager and scikit-learn, next to the GEMM floor (one process per competitor).")
+                    "eager and scikit-learn, next to the GEMM floor (one process per competitor). "
+                    "Further tables: " + ", ".join(f"'bench {name}'" for name in TABLES)
+                    + " (each with its own --help).")
     parser.add_argument("--quick", action="store_true",
                         help="float32 only, 3 short rounds: about a minute")
     parser.add_argument("--rounds", type=int, help="rounds per setting (default 5; quick 3)")
@@ -482,6 +446,10 @@ def main(argv=None):
     ``python -m fusedmlp bench`` (the full table, under ten minutes).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TABLES:
+        import importlib
+
+        return importlib.import_module(TABLES[argv[0]]).main(argv[1:])
     args = _parse(argv)
     args.command = " ".join(["python -m fusedmlp bench"] + argv)
     if args.worker:
@@ -542,8 +510,6 @@ def main(argv=None):
             worker.close()
 
     print(_tables(results, competitors, spread=not args.no_spread))
-    print()
-    print(_target_report(results))
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
     if args.json:
         with open(args.json, "w") as out:
