@@ -238,6 +238,31 @@ def _long_run(batch, optimizer_name, steps, data_path):
     return {"fresh": fresh, "late": late, "subnormal": subnormal}
 
 
+def _small_epochs(rounds):
+    """fusedmlp fit epochs of scikit-learn's digits (64-64-10, batch 32: 57 steps of a few
+    microseconds, where everything around the steps shows) against steps x step time."""
+    import numpy as np
+
+    import fusedmlp
+    from .datasets import load_digits_dataset
+
+    data = load_digits_dataset()
+    X = np.ascontiguousarray(data.X_train, np.float32)
+    y = data.y_train
+    net, optimizer = fusedmlp.MLP([64, 64, 10], seed=0), fusedmlp.Adam(LEARNING_RATE)
+    fresh, fresh_optimizer = fusedmlp.MLP([64, 64, 10], seed=0), fusedmlp.Adam(LEARNING_RATE)
+    net.fit(X, y, epochs=1, batch_size=32, optimizer=optimizer)
+    epochs, steps = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        net.fit(X, y, epochs=1, batch_size=32, optimizer=optimizer)
+        epochs.append(time.perf_counter() - start)
+        steps.append(_median_step(lambda: fresh.train_step(X[:32], y[:32], fresh_optimizer),
+                                  seconds=0.05))
+    return {"epoch": statistics.median(epochs), "step": statistics.median(steps),
+            "steps": -(-len(X) // 32), "rows": len(X)}
+
+
 def _worker(name, threads, data_path):
     """Serve one competitor at one thread count: JSON lines on stdin -> stdout."""
     warnings.simplefilter("ignore")
@@ -261,6 +286,8 @@ def _worker(name, threads, data_path):
                 reply = {"seconds": time.perf_counter() - start}
             elif request["op"] == "step":
                 reply = {"seconds": _median_step(built["step"])}
+            elif request["op"] == "small_epochs":
+                reply = _small_epochs(request["rounds"])
             elif request["op"] == "long_run":
                 reply = _long_run(request["batch"], request["optimizer"], request["steps"],
                                   data_path)
@@ -334,6 +361,14 @@ def _long_runs(args):
     worker = _Worker("fusedmlp", 1, args.data)
     rows = []
     try:
+        reply = worker.ask(op="small_epochs", rounds=max(args.rounds, 5) * 4)
+        if "error" in reply:
+            print(f"# digits epochs: {reply['error']}", file=sys.stderr)
+        else:
+            args.small = (f"digits ({reply['rows']:,} training rows) 64-64-10 b32, fit epoch "
+                          f"{reply['epoch'] * 1e3:.2f} ms = {reply['steps']} steps x "
+                          f"{reply['step'] * 1e6:.1f} us x "
+                          f"{reply['epoch'] / (reply['steps'] * reply['step']):.2f}")
         for batch in (1, 32):
             for optimizer in ("adam", "momentum"):
                 reply = worker.ask(op="long_run", batch=batch, optimizer=optimizer,
@@ -414,8 +449,11 @@ def main(argv=None) -> int:
         print(f"fusedmlp step time after {args.long_steps:,} steps relative to a fresh model, "
               "float32, 1 thread (µs; subnormal = optimiser-state entries below the smallest "
               "normal float32 at the end):\n")
+        args.small = None
         print(_markdown(["network", "optimiser", "fresh µs", "after µs", "ratio", "subnormal"],
                         _long_runs(args)))
+        if args.small:
+            print(f"\nSmall epochs (fusedmlp, 1 thread): {args.small}")
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
     return 0
 

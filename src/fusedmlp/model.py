@@ -576,7 +576,7 @@ class CompiledStep:
         model = self.model
         m = len(X)
         labels, targets = (y, None) if y.ndim == 1 and model.output == "softmax" else (None, y)
-        chunk = m if 0 < m < _INFERENCE_CHUNK else _INFERENCE_CHUNK
+        chunk = m if 0 < m < _network.INFERENCE_CHUNK else _network.INFERENCE_CHUNK
         return (X, labels, targets, np.empty((m, model.n_outputs), model.dtype),
                 np.empty((m, model.n_outputs), model.dtype), np.empty(m),
                 np.empty(2 * chunk * model._max_width, model.dtype), chunk)
