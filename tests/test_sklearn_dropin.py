@@ -125,12 +125,13 @@ def test_non_finite_validation_predictions_score_nan():
 
 
 # --------------------------------------------------------------------------- messages
-@pytest.mark.parametrize("Estimator", [MLPRegressor, neural_network.MLPRegressor])
-def test_validation_set_too_small(Estimator):
+def test_validation_set_too_small():
+    # scikit-learn >= 1.7's message, then the numbers
     X, y = np.arange(10.0).reshape(2, 5), np.array([0.0, 1.0])
     with pytest.raises(ValueError, match=r"^The validation set is too small\. Increase "
-                                         r"'validation_fraction' or the size of your dataset"):
-        Estimator(early_stopping=True, random_state=0).fit(X, y)
+                                         r"'validation_fraction' or the size of your dataset "
+                                         r"\(validation_fraction=0.1 of 2 samples leaves 1"):
+        MLPRegressor(early_stopping=True, random_state=0).fit(X, y)
 
 
 def test_least_populated_class_message_names_the_labels():
@@ -183,3 +184,155 @@ def test_learning_rate_survives_pickling_and_partial_fit():
     assert copy._optimizer.learning_rate == rate
     copy.partial_fit(X, y)
     assert copy._optimizer.learning_rate == clf.learning_rate_init / (copy.t_ + 1) ** 0.5
+
+
+# --------------------------------------------------------------------------- assigned weights
+def _known_weights(sizes, seed=1):
+    rng = np.random.default_rng(seed)
+    coefs = [rng.uniform(-0.5, 0.5, size=(n_in, n_out)) for n_in, n_out in zip(sizes, sizes[1:])]
+    return coefs, [rng.uniform(-0.5, 0.5, size=n_out) for n_out in sizes[1:]]
+
+
+def _problem(Estimator):
+    X, y = _data(40)
+    if Estimator is MLPClassifier:
+        return X, (y + (X[:, 2] > 0)) % 3, 3          # three classes: softmax in both libraries
+    return X, np.column_stack([X[:, 0] * X[:, 1], np.sin(X[:, 2])]), 2
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+def test_assigned_weights_warm_start_as_scikit_learn(Estimator):
+    X, y, n_outputs = _problem(Estimator)
+    kwargs = dict(hidden_layer_sizes=(5,), solver="sgd", momentum=0.0, learning_rate_init=0.1,
+                  alpha=0.01, max_iter=1, shuffle=False, random_state=0)
+    theirs = getattr(neural_network, Estimator.__name__)(**kwargs).fit(X, y)
+    ours = Estimator(**kwargs).fit(X, y)
+    coefs, intercepts = _known_weights([4, 5, n_outputs])
+    for estimator in (theirs, ours):
+        estimator.coefs_ = [W.copy() for W in coefs]
+        estimator.intercepts_ = [b.copy() for b in intercepts]
+    assert ours.coefs_[0] is not coefs[0] and np.array_equal(ours.coefs_[0], coefs[0])
+    for _ in range(3):
+        theirs.partial_fit(X, y)
+        ours.partial_fit(X, y)
+    for mine, reference in zip(ours.coefs_ + ours.intercepts_,
+                               theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(mine, reference, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ours.loss_curve_[-3:], theirs.loss_curve_[-3:], rtol=1e-12)
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+def test_assigned_weights_build_a_network_on_a_new_estimator(Estimator):
+    X, y, n_outputs = _problem(Estimator)
+    kwargs = dict(hidden_layer_sizes=(5,), solver="sgd", momentum=0.0, learning_rate_init=0.1,
+                  max_iter=1, shuffle=False, random_state=0)
+    classes = {"classes": [0, 1, 2]} if Estimator is MLPClassifier else {}
+    coefs, intercepts = _known_weights([4, 5, n_outputs])
+    fresh = Estimator(**kwargs)
+    fresh.coefs_, fresh.intercepts_ = list(coefs), list(intercepts)
+    assert fresh.coefs_[1] is coefs[1]                  # the assigned list, until it is used
+    fresh.partial_fit(X, y, **classes)
+    fitted = Estimator(**kwargs).fit(X, y)
+    fitted.coefs_, fitted.intercepts_ = list(coefs), list(intercepts)
+    fitted.partial_fit(X, y)
+    for a, b in zip(fresh.coefs_ + fresh.intercepts_, fitted.coefs_ + fitted.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    assert fresh.n_features_in_ == 4 and fresh.n_outputs_ == n_outputs and fresh.t_ == len(X)
+    # after use the attributes are views of the network again
+    fresh.coefs_[0][...] = 0.0
+    assert np.all(fresh.model_.layers[0].W == 0)
+
+
+def test_assigned_weights_predict_without_fitting():
+    X, _ = _data(10)
+    coefs, intercepts = _known_weights([4, 3, 1])
+    reg = MLPRegressor(hidden_layer_sizes=(3,), activation="tanh")
+    reg.coefs_, reg.intercepts_ = coefs, intercepts
+    expected = (np.tanh(X @ coefs[0] + intercepts[0]) @ coefs[1] + intercepts[1])[:, 0]
+    np.testing.assert_allclose(reg.predict(X), expected, rtol=1e-13)
+
+
+def test_a_classifier_needs_data_before_using_assigned_weights():
+    clf = MLPClassifier(hidden_layer_sizes=(3,))
+    clf.coefs_, clf.intercepts_ = _known_weights([4, 3, 3])
+    with pytest.raises(ValueError, match=r"learns its classes from data: call partial_fit"):
+        clf.predict(np.zeros((1, 4)))
+
+
+def test_assigned_float32_weights_make_a_float32_network():
+    coefs, intercepts = _known_weights([4, 3, 2])
+    reg = MLPRegressor(hidden_layer_sizes=3)
+    reg.coefs_ = [W.astype(np.float32) for W in coefs]
+    reg.intercepts_ = [b.astype(np.float32) for b in intercepts]
+    assert reg.predict(np.zeros((1, 4), np.float32)).dtype == np.float32
+    assert reg.coefs_[0].dtype == np.float32
+
+
+def test_fit_without_warm_start_ignores_assigned_weights():
+    # scikit-learn's rule: fit starts a new network unless warm_start
+    X, y = _data()
+    reference = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0)
+    clf.coefs_, clf.intercepts_ = _known_weights([4, 3, 2])
+    clf.fit(X, y)
+    for a, b in zip(clf.coefs_, reference.coefs_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_assigning_only_intercepts_keeps_the_fitted_weights():
+    X, y = _data()
+    clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
+    weights = [W.copy() for W in clf.coefs_]
+    clf.intercepts_ = [np.zeros(3), np.zeros(2)]
+    clf.predict(X)
+    assert all(np.array_equal(W, V) for W, V in zip(clf.coefs_, weights))
+    assert all(np.all(b == 0) for b in clf.intercepts_)
+
+
+def test_assigned_weights_survive_pickling():
+    X, y, _ = _problem(MLPRegressor)
+    reg = MLPRegressor(hidden_layer_sizes=(5,), solver="sgd", random_state=0)
+    reg.coefs_, reg.intercepts_ = _known_weights([4, 5, 2])
+    copy = pickle.loads(pickle.dumps(reg))
+    np.testing.assert_array_equal(copy.predict(X), reg.predict(X))
+
+
+@pytest.mark.parametrize("coefs, intercepts, error, match", [
+    ("weights", [np.zeros(3)], TypeError, r"coefs_ must be a non-empty list of arrays"),
+    ([np.zeros((4, 3))], [np.zeros(3), np.zeros(2)], ValueError,
+     r"coefs_ has 1 arrays but intercepts_ has 2"),
+    ([np.zeros((4, 3)), np.zeros((2, 2))], [np.zeros(3), np.zeros(2)], ValueError,
+     r"coefs_\[1\] must have 3 rows"),
+    ([np.zeros((4, 3)), np.zeros((3, 2))], [np.zeros(3), np.zeros(3)], ValueError,
+     r"intercepts_\[1\] must have shape \(2,\)"),
+    ([np.zeros((4, 3)), np.full((3, 2), np.nan)], [np.zeros(3), np.zeros(2)], ValueError,
+     r"coefs_\[1\] contains NaN"),
+    ([np.zeros((4, 7)), np.zeros((7, 2))], [np.zeros(7), np.zeros(2)], ValueError,
+     r"have shapes \[\(\(4, 7\), \(7,\)\), \(\(7, 2\), \(2,\)\)\], but the network for "
+     r"n_features_in_=4, hidden_layer_sizes=3 and 2 outputs has \[\(\(4, 3\), \(3,\)\), "),
+    ([np.zeros((5, 3)), np.zeros((3, 2))], [np.zeros(3), np.zeros(2)], ValueError,
+     r"have shapes \[\(\(5, 3\)"),
+])
+def test_assigned_weights_are_validated(coefs, intercepts, error, match):
+    X, y, _ = _problem(MLPRegressor)
+    reg = MLPRegressor(hidden_layer_sizes=3, solver="sgd")
+    reg.coefs_, reg.intercepts_ = coefs, intercepts
+    with pytest.raises(error, match=match):
+        reg.partial_fit(X, y)
+
+
+def test_assigned_weights_of_another_shape_than_the_fitted_network():
+    X, y = _data()
+    reg = MLPRegressor(hidden_layer_sizes=3, solver="sgd", max_iter=1).fit(X, y)
+    reg.coefs_, reg.intercepts_ = _known_weights([4, 5, 1])
+    with pytest.raises(ValueError, match=r"but the network for n_features_in_=4, "
+                                         r"hidden_layer_sizes=3 and 1 outputs has"):
+        reg.partial_fit(X, y)
+
+
+def test_a_new_estimator_needs_both_coefs_and_intercepts():
+    X, y = _data()
+    reg = MLPRegressor(hidden_layer_sizes=3, solver="sgd")
+    reg.coefs_ = _known_weights([4, 3, 1])[0]
+    with pytest.raises(ValueError, match="needs both coefs_ and intercepts_"):
+        reg.partial_fit(X, y)

@@ -116,6 +116,32 @@ class _DivergenceError(ValueError, FloatingPointError):
     :meth:`fusedmlp.MLP.fit` raises, so either ``except`` catches it."""
 
 
+def _check_weights(coefs, intercepts, dtype):
+    """Assigned coefs_/intercepts_ as arrays (of `dtype`; None: float32 stays float32, the
+    rest becomes float64): as many of each, 2-D weights and 1-D biases whose shapes chain,
+    finite."""
+    for name, value in (("coefs_", coefs), ("intercepts_", intercepts)):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise TypeError(f"{name} must be a non-empty list of arrays, got "
+                            f"{type(value).__name__}")
+    if len(coefs) != len(intercepts):
+        raise ValueError(f"coefs_ has {len(coefs)} arrays but intercepts_ has "
+                         f"{len(intercepts)}: one of each per layer")
+    dtype = [np.float64, np.float32] if dtype is None else dtype
+    coefs = [check_array(W, dtype=dtype, order="C", input_name=f"coefs_[{i}]")
+             for i, W in enumerate(coefs)]
+    intercepts = [check_array(b, dtype=dtype, ensure_2d=False, input_name=f"intercepts_[{i}]")
+                  for i, b in enumerate(intercepts)]
+    for i, (W, b) in enumerate(zip(coefs, intercepts)):
+        if b.shape != (W.shape[1],):
+            raise ValueError(f"intercepts_[{i}] must have shape ({W.shape[1]},) to match "
+                             f"coefs_[{i}] of shape {W.shape}, got {b.shape}")
+        if i and W.shape[0] != coefs[i - 1].shape[1]:
+            raise ValueError(f"coefs_[{i}] must have {coefs[i - 1].shape[1]} rows (the "
+                             f"columns of coefs_[{i - 1}]), got shape {W.shape}")
+    return coefs, intercepts
+
+
 def _has_stochastic_solver(estimator) -> bool:
     """``partial_fit`` exists only for the mini-batch solvers, as in scikit-learn (so
     ``hasattr(estimator, "partial_fit")`` tells tools such as dask-ml's Incremental)."""
@@ -248,18 +274,75 @@ class _BaseMLP(BaseEstimator):
         self._model_dtype()
 
     # ------------------------------------------------------------------ fitted attributes
+    # Assigning coefs_/intercepts_ (a warm start from known weights, as scikit-learn allows)
+    # keeps the assigned list in __dict__ under the same name, where the property finds it
+    # and check_is_fitted sees it; the next partial_fit, warm-started fit or predict
+    # validates it and copies it into the network's buffers (_take_assigned_weights).
     @property
     def coefs_(self) -> list:
         """The weight matrices, ``coefs_[i]`` of shape ``(n_in, n_out)`` (views: writing into
-        them changes the model)."""
-        model = self._fitted_model("coefs_")
-        return [layer.W for layer in model.layers]
+        them changes the model). Assignable: a list of arrays assigned here is validated and
+        copied into the network by the next ``partial_fit``, warm-started ``fit`` or
+        ``predict`` (until then the assigned list is returned as it is)."""
+        if "coefs_" in self.__dict__:
+            return self.__dict__["coefs_"]
+        return [layer.W for layer in self._fitted_model("coefs_").layers]
+
+    @coefs_.setter
+    def coefs_(self, coefs):
+        self.__dict__["coefs_"] = coefs
 
     @property
     def intercepts_(self) -> list:
-        """The bias vectors (views: writing into them changes the model)."""
-        model = self._fitted_model("intercepts_")
-        return [layer.b for layer in model.layers]
+        """The bias vectors (views: writing into them changes the model); assignable as
+        ``coefs_``."""
+        if "intercepts_" in self.__dict__:
+            return self.__dict__["intercepts_"]
+        return [layer.b for layer in self._fitted_model("intercepts_").layers]
+
+    @intercepts_.setter
+    def intercepts_(self, intercepts):
+        self.__dict__["intercepts_"] = intercepts
+
+    def _take_assigned_weights(self):
+        """Validate assigned coefs_/intercepts_ and copy them into the network's buffers."""
+        coefs = self.__dict__.pop("coefs_", None)
+        intercepts = self.__dict__.pop("intercepts_", None)
+        if coefs is None and intercepts is None:
+            return
+        layers = self.model_.layers
+        coefs, intercepts = _check_weights(
+            [layer.W for layer in layers] if coefs is None else coefs,
+            [layer.b for layer in layers] if intercepts is None else intercepts,
+            self.model_.dtype)
+        shapes = [(layer.W.shape, layer.b.shape) for layer in layers]
+        assigned = [(W.shape, b.shape) for W, b in zip(coefs, intercepts)]
+        if assigned != shapes:
+            raise ValueError(
+                f"the assigned coefs_/intercepts_ have shapes {assigned}, but the network "
+                f"for n_features_in_={self.n_features_in_}, hidden_layer_sizes="
+                f"{self.hidden_layer_sizes!r} and {self.n_outputs_} outputs has {shapes}")
+        for layer, W, b in zip(layers, coefs, intercepts):
+            layer.W[...] = W
+            layer.b[...] = b
+
+    def _check_both_assigned(self):
+        if "coefs_" not in self.__dict__ or "intercepts_" not in self.__dict__:
+            raise ValueError("an estimator without a fitted network needs both coefs_ and "
+                             "intercepts_ assigned")
+
+    def _network_from_assigned_weights(self):
+        """A network for assigned coefs_/intercepts_ when predicting before any fit."""
+        self._check_both_assigned()
+        if isinstance(self, ClassifierMixin):
+            raise ValueError(f"{type(self).__name__} learns its classes from data: call "
+                             "partial_fit(X, y, classes=...) or fit with warm_start=True to "
+                             "continue from the assigned coefs_/intercepts_")
+        coefs, _ = _check_weights(self.__dict__["coefs_"], self.__dict__["intercepts_"], None)
+        # as scikit-learn's, the network computes in the assigned weights' precision
+        dtype = self._model_dtype() or np.result_type(np.float32, *coefs)
+        self._initialize(coefs[0].shape[0], coefs[-1].shape[1], dtype, rng=None)
+        self.n_features_in_ = coefs[0].shape[0]
 
     def to_onnx(self, path):
         """Export the fitted network as an ONNX graph to `path` (``None``: only return it).
@@ -319,7 +402,8 @@ class _BaseMLP(BaseEstimator):
         sizes = [n_features, *self._hidden_sizes(), n_outputs]
         self.model_ = MLP(sizes, activation=_ACTIVATIONS[self.activation], output=self._output,
                           dtype=dtype, seed=0)
-        self._draw_initial_weights(rng)
+        if rng is not None:           # (None: the weights are assigned ones, copied next)
+            self._draw_initial_weights(rng)
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(sizes)
         self.out_activation_ = self._output
@@ -395,9 +479,17 @@ class _BaseMLP(BaseEstimator):
         self._check_params()
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
+        assigned = "coefs_" in self.__dict__ or "intercepts_" in self.__dict__
         fitted = "model_" in self.__dict__
-        first = not fitted or (not self.warm_start and not incremental)
-        X, y = self._validate_input(X, y, first=first, incremental=incremental, classes=classes)
+        first = not (fitted or assigned) or (not self.warm_start and not incremental)
+        if first:      # as scikit-learn: a new network, whatever weights were assigned
+            self.__dict__.pop("coefs_", None), self.__dict__.pop("intercepts_", None)
+        # a new network for assigned weights: the data are validated as for a first fit
+        build = assigned and not fitted and not first
+        if build:
+            self._check_both_assigned()
+        X, y = self._validate_input(X, y, first=first or build, incremental=incremental,
+                                    classes=classes)
         dtype = X.dtype
         sample_weight = self._check_sample_weight(sample_weight, X.shape[0], dtype)
         n_outputs = self._n_outputs(y)
@@ -405,6 +497,9 @@ class _BaseMLP(BaseEstimator):
         if first:
             self._initialize(X.shape[1], n_outputs, dtype, rng)
         else:
+            if build:
+                self._initialize(X.shape[1], n_outputs, dtype, rng=None)
+            self._take_assigned_weights()
             self._check_warm_model(n_outputs)
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._new_optimizer()
@@ -575,6 +670,9 @@ class _BaseMLP(BaseEstimator):
 
     def _validate_X(self, X):
         check_is_fitted(self)
+        if "model_" not in self.__dict__:
+            self._network_from_assigned_weights()
+        self._take_assigned_weights()
         return validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
 
 
@@ -711,7 +809,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         The trained network (``model_.save(path)`` writes it).
     coefs_, intercepts_ : list of ndarray
         Views of the layers' ``W`` (shape ``(n_in, n_out)``) and ``b``, in the model's dtype.
-        The last layer has ``n_classes`` columns, also for two classes.
+        The last layer has ``n_classes`` columns, also for two classes. Assign lists of
+        arrays to warm-start from known weights, as in scikit-learn: the next
+        ``partial_fit``, warm-started ``fit`` or ``predict`` validates them and copies them
+        into the network (a new estimator builds it for the data it is given).
     loss_, loss_curve_, best_loss_ : float, list of float, float or None
         Training loss (cross-entropy plus the L2 term) per epoch, as scikit-learn defines it;
         ``best_loss_`` is None with ``early_stopping``.
@@ -870,7 +971,7 @@ n_iter_no_change, dtype
     ----------
     model_ : fusedmlp.MLP
     coefs_, intercepts_ : list of ndarray
-        Views of the layers' ``W`` and ``b``.
+        Views of the layers' ``W`` and ``b``; assignable as in :class:`MLPClassifier`.
     loss_, loss_curve_, best_loss_
         Half the mean squared error plus the L2 term, as scikit-learn reports it.
     validation_scores_, best_validation_score_
