@@ -11,7 +11,7 @@ import pytest
 from hypothesis import settings
 from threadpoolctl import threadpool_limits
 
-# The float64 NumPy references (tests/reference*.py) are imported by name, also when the suite
+# The float64 NumPy oracle (tests/oracle.py) is imported by name, also when the suite
 # runs against an installed wheel with --import-mode=importlib (tools/check_wheel.sh).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

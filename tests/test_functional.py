@@ -1,6 +1,6 @@
 """The public array functions of fusedmlp (src/fusedmlp/functional.py).
 
-Checked against the float64 reference in reference.py and against SciPy, for NumPy's
+Checked against the float64 oracle in oracle.py and against SciPy, for NumPy's
 conventions (axis, out=, dtype preservation, 0-d input), extreme and hostile values, read-only,
 strided and Fortran-ordered inputs, and every refusal of DESIGN.md §5 that applies to array
 functions, with messages that name the argument.
@@ -15,15 +15,15 @@ import scipy.special
 
 import fusedmlp
 
-import reference
+import oracle
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-13}
 
 ACTIVATION_NAMES = ["identity", "relu", "sigmoid", "tanh", "step", "leaky_relu", "elu", "softplus"]
 PUBLIC_ACTIVATIONS = [name for name in ACTIVATION_NAMES if name != "identity"]
-ROWWISE = {"softmax": (fusedmlp.softmax, reference.softmax, scipy.special.softmax),
-           "log_softmax": (fusedmlp.log_softmax, reference.log_softmax, scipy.special.log_softmax)}
+ROWWISE = {"softmax": (fusedmlp.softmax, oracle.softmax, scipy.special.softmax),
+           "log_softmax": (fusedmlp.log_softmax, oracle.log_softmax, scipy.special.log_softmax)}
 
 #: (shape, axis) pairs: every axis of 1-D, 2-D and 3-D inputs, positive and negative.
 AXIS_CASES = [(shape, axis) for shape in [(6,), (4, 7), (3, 4, 5)]
@@ -94,7 +94,7 @@ def test_activation_matches_reference(name, shape, dtype):
     x = sample(shape, dtype, scale=4.0)
     result = activation(name)(x)
     assert result.dtype == dtype and np.shape(result) == shape
-    assert_close(result, reference.ACTIVATIONS[name](x), dtype)
+    assert_close(result, oracle.ACTIVATIONS[name](x), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -103,8 +103,8 @@ def test_activation_out_is_honoured_and_returned(name, dtype):
     x = sample((3, 5), dtype)
     out = np.full(x.shape, np.nan, dtype)
     assert activation(name)(x, out=out) is out
-    assert_close(out, reference.ACTIVATIONS[name](x), dtype)
-    expected = reference.ACTIVATIONS[name](x)
+    assert_close(out, oracle.ACTIVATIONS[name](x), dtype)
+    expected = oracle.ACTIVATIONS[name](x)
     assert activation(name)(x, out=x) is x                   # in place, like np.exp(x, out=x)
     assert_close(x, expected, dtype)
 
@@ -116,18 +116,18 @@ def test_activation_of_0d_input_is_a_scalar(name, dtype):
     for x in (np.array(0.75, dtype), dtype(0.75)):
         result = activation(name)(x)
         assert not isinstance(result, np.ndarray) and type(result) is dtype
-        assert_close(result, reference.ACTIVATIONS[name](0.75), dtype)
+        assert_close(result, oracle.ACTIVATIONS[name](0.75), dtype)
     # ...unless out= is given, which is returned.
     out = np.empty((), dtype)
     assert activation(name)(np.array(0.75, dtype), out=out) is out
-    assert_close(out, reference.ACTIVATIONS[name](0.75), dtype)
+    assert_close(out, oracle.ACTIVATIONS[name](0.75), dtype)
 
 
 @pytest.mark.parametrize("name", PUBLIC_ACTIVATIONS)
 def test_activation_of_python_scalar(name):
     result = activation(name)(-0.5)
     assert type(result) is np.float64
-    assert_close(result, reference.ACTIVATIONS[name](-0.5), np.float64)
+    assert_close(result, oracle.ACTIVATIONS[name](-0.5), np.float64)
 
 
 FUNCTIONS_OF_FLOATS = {
@@ -150,7 +150,7 @@ def test_dtype_preservation(name, input_dtype, result_dtype):
     if name in ROWWISE:
         assert_close(result, ROWWISE[name][1](x), result_dtype)
     elif name != "one_hot_encoding":
-        assert_close(result, reference.ACTIVATIONS[name](x), result_dtype)
+        assert_close(result, oracle.ACTIVATIONS[name](x), result_dtype)
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONS_OF_FLOATS))
@@ -289,7 +289,7 @@ def test_extreme_inputs_raise_no_warning(name, dtype):
     if name in ROWWISE:
         assert_close(result, ROWWISE[name][1](x), dtype)
     elif name != "one_hot_encoding":
-        np.testing.assert_allclose(result, reference.ACTIVATIONS[name](x),
+        np.testing.assert_allclose(result, oracle.ACTIVATIONS[name](x),
                                    rtol=TOL[np.dtype(dtype)],
                                    atol=np.finfo(dtype).tiny)
 
@@ -350,7 +350,7 @@ def test_read_only_strided_and_fortran_inputs(name, layout, dtype):
         elif name == "one_hot_encoding":
             expected = _one_hot_of_argmax(original, kwargs["axis"])
         else:
-            expected = reference.ACTIVATIONS[name](original)
+            expected = oracle.ACTIVATIONS[name](original)
         assert_close(result, expected, dtype)
     np.testing.assert_array_equal(x, before)                    # the input is never written
 

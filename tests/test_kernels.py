@@ -1,4 +1,4 @@
-"""The compiled kernels of ``fusedmlp._kernels`` against the float64 reference in reference.py.
+"""The compiled kernels of ``fusedmlp._kernels`` against the float64 oracle in oracle.py.
 
 Every kernel is checked over a dtype grid (float32, float64) with a tolerance per dtype and
 over a grid of shapes (1x1, 1xn, mx1, odd sizes, one large block). Kernels write into outputs
@@ -14,7 +14,7 @@ import pytest
 
 from fusedmlp import ACTIVATIONS, _kernels
 
-import reference
+import oracle
 
 DTYPES = [np.float32, np.float64]
 
@@ -27,7 +27,7 @@ MATRIX_SHAPES = [(1, 1), (1, 17), (23, 1), (7, 13), (300, 257)]
 #: Dense-layer shapes (batch, n_in, n_out).
 DENSE_SHAPES = [(1, 1, 1), (1, 17, 6), (23, 1, 4), (9, 6, 1), (7, 13, 5), (300, 257, 33)]
 
-ACTIVATION_NAMES = list(reference.ACTIVATION_NAMES)
+ACTIVATION_NAMES = list(oracle.ACTIVATION_NAMES)
 
 
 def test_activation_codes_match_reference_names():
@@ -71,8 +71,8 @@ def test_reference_derivatives_match_central_differences(name):
     # activations, away from the kinks at 0.
     z = np.concatenate([np.linspace(-6, -0.05, 40), np.linspace(0.05, 6, 40)])
     h = 1e-6
-    numeric = (reference.ACTIVATIONS[name](z + h) - reference.ACTIVATIONS[name](z - h)) / (2 * h)
-    np.testing.assert_allclose(reference.DERIVATIVES[name](z), numeric, rtol=1e-8, atol=1e-9)
+    numeric = (oracle.ACTIVATIONS[name](z + h) - oracle.ACTIVATIONS[name](z - h)) / (2 * h)
+    np.testing.assert_allclose(oracle.DERIVATIVES[name](z), numeric, rtol=1e-8, atol=1e-9)
 
 
 # --------------------------------------------------------------------------- activation
@@ -90,7 +90,7 @@ def test_activation_matches_reference(name, dtype, size):
     out = np.full_like(x, 7.0)
     _kernels.activation(x, out, ACTIVATIONS[name])
     assert out.dtype == dtype
-    expected = reference.ACTIVATIONS[name](x)
+    expected = oracle.ACTIVATIONS[name](x)
     # Elementwise relative tolerance; values below float's smallest normal are subnormal in
     # one dtype and not the other, so they are compared absolutely.
     with np.errstate(invalid="ignore"):
@@ -102,7 +102,7 @@ def test_activation_matches_reference(name, dtype, size):
 @pytest.mark.parametrize("name", ACTIVATION_NAMES)
 def test_activation_in_place(name, dtype):
     x = np.linspace(-4, 4, 33).astype(dtype)
-    expected = reference.ACTIVATIONS[name](x)
+    expected = oracle.ACTIVATIONS[name](x)
     _kernels.activation(x, x, ACTIVATIONS[name])
     assert_close(x, expected, dtype)
 
@@ -138,7 +138,7 @@ def test_softmax_matches_reference(shape, dtype, log):
     out = np.empty_like(x)
     _kernels.softmax(x, out, log)
     assert out.dtype == dtype
-    expected = (reference.log_softmax if log else reference.softmax)(x)
+    expected = (oracle.log_softmax if log else oracle.softmax)(x)
     assert_close(out, expected, dtype)
     if not log:
         np.testing.assert_allclose(out.sum(axis=1, dtype=np.float64), 1.0,
@@ -149,7 +149,7 @@ def test_softmax_matches_reference(shape, dtype, log):
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
 def test_softmax_in_place(dtype, log):
     x = np.random.default_rng(2).normal(0, 3, (5, 9)).astype(dtype)
-    expected = (reference.log_softmax if log else reference.softmax)(x)
+    expected = (oracle.log_softmax if log else oracle.softmax)(x)
     _kernels.softmax(x, x, log)
     assert_close(x, expected, dtype)
 
@@ -176,7 +176,7 @@ def test_softmax_extreme_rows(dtype):
     assert_close(p[5], [1 / 3] * 3, dtype)
     assert_close(log_p[0], [0, -2e30, -1e30], dtype)
     assert log_p[2, 0] == -np.inf
-    assert_close(log_p[1], reference.log_softmax(x[1:2])[0], dtype)
+    assert_close(log_p[1], oracle.log_softmax(x[1:2])[0], dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -190,7 +190,7 @@ def test_log_softmax_keeps_the_log_sum_apart_from_a_large_max(dtype):
     _kernels.softmax(x, log_p, True)
     expected = [[-np.log(2), -np.log(2), -2e30],
                 [-np.log(3)] * 3,
-                reference.log_softmax(np.array([[0.0, -1.0, -2.0]]))[0]]
+                oracle.log_softmax(np.array([[0.0, -1.0, -2.0]]))[0]]
     np.testing.assert_allclose(log_p, expected, rtol=TOL[np.dtype(dtype)])
 
 
@@ -210,7 +210,7 @@ def test_softmax_denominator_summed_in_float64():
     x[0, 0] = 0.0
     p = np.empty_like(x)
     _kernels.softmax(x, p, False)
-    np.testing.assert_allclose(p, reference.softmax(x), rtol=4 * np.finfo(np.float32).eps)
+    np.testing.assert_allclose(p, oracle.softmax(x), rtol=4 * np.finfo(np.float32).eps)
 
 
 # --------------------------------------------------------------------------- all_finite
@@ -243,7 +243,7 @@ def test_dense_forward_matches_reference(name, shape, dtype):
     out = np.full((shape[0], shape[2]), np.nan, dtype)
     _kernels.dense_forward(X, W, b, ACTIVATIONS[name], out)
     assert out.dtype == dtype
-    expected, _ = reference.dense_forward(X, W, b, name)
+    expected, _ = oracle.dense_forward(X, W, b, name)
     assert_close(out, expected, dtype)
 
 
@@ -257,7 +257,7 @@ def test_dense_backward_matches_reference(name, shape, dtype, variant):
     A = np.empty((m, n_out), dtype)
     _kernels.dense_forward(X, W, b, ACTIVATIONS[name], A)
     dA = np.random.default_rng(5).normal(size=(m, n_out)).astype(dtype)
-    dZ_ref, dW_ref, db_ref, dX_ref = reference.dense_backward(X, W, b, dA, name)
+    dZ_ref, dW_ref, db_ref, dX_ref = oracle.dense_backward(X, W, b, dA, name)
 
     dZ = dA.copy() if variant == "dZ_is_dA" else np.full((m, n_out), np.nan, dtype)
     dA_in = dZ if variant == "dZ_is_dA" else dA
@@ -305,8 +305,8 @@ def test_derivative_at_exactly_zero(name, dtype):
     dZ, dW, db, dX = (np.empty((4, 2), dtype), np.empty((3, 2), dtype), np.empty(2, dtype),
                       np.empty((4, 3), dtype))
     _kernels.dense_backward(X, W, A, dA, ACTIVATIONS[name], dZ, dW, db, dX, np.empty(2))
-    slope = reference.DERIVATIVES[name](0.0)
-    assert slope == {"relu": 0.0, "leaky_relu": reference.LEAKY_SLOPE, "step": 0.0}[name]
+    slope = oracle.DERIVATIVES[name](0.0)
+    assert slope == {"relu": 0.0, "leaky_relu": oracle.LEAKY_SLOPE, "step": 0.0}[name]
     np.testing.assert_array_equal(dZ, dtype(slope))
     assert_close(db, [4 * slope] * 2, dtype)
     np.testing.assert_array_equal(dW, 0.0)                      # X = 0
@@ -340,7 +340,7 @@ def test_dense_backward_against_finite_differences(name):
 
     h = 1e-6
     for analytic, parameter in ((dW, W), (db, b), (dX, X)):
-        numeric = reference.central_differences(loss, parameter, h)
+        numeric = oracle.central_differences(loss, parameter, h)
         if name == "step":
             assert (analytic == 0).all() and (numeric == 0).all()
         else:
@@ -416,7 +416,7 @@ def test_cross_entropy_matches_reference(shape, dtype, target_kind, weighted):
     loss, dlogits = _call_cross_entropy(logits, labels, targets, weights)
     assert type(loss) is float
     assert dlogits.dtype == dtype
-    expected_loss, expected_grad = reference.cross_entropy(logits, labels, targets, weights)
+    expected_loss, expected_grad = oracle.cross_entropy(logits, labels, targets, weights)
     assert_close(loss, expected_loss, dtype, scale=max(abs(expected_loss), 1e-3))
     assert_close(dlogits, expected_grad, dtype)
 
@@ -435,7 +435,7 @@ def test_cross_entropy_extreme_logits(dtype):
     # Probability targets: a zero target on a -inf logit adds 0, not NaN.
     targets = np.array([[1, 0, 0], [0, 1, 0], [0, 0.5, 0.5]], dtype)
     loss_t, dlogits_t = _call_cross_entropy(logits, None, targets, None)
-    expected, expected_grad = reference.cross_entropy(logits, targets=targets)
+    expected, expected_grad = oracle.cross_entropy(logits, targets=targets)
     assert np.isfinite(loss_t) and np.isfinite(dlogits_t).all()
     assert_close(loss_t, expected, dtype)
     assert_close(dlogits_t, expected_grad, dtype)
@@ -449,7 +449,7 @@ def test_cross_entropy_gradient_against_finite_differences(target_kind, weighted
     labels, targets = _targets(target_kind, rng, 4, 5, np.float64)
     weights = rng.uniform(0.5, 2, 4) if weighted else None
     _, analytic = _call_cross_entropy(logits, labels, targets, weights)
-    numeric = reference.central_differences(
+    numeric = oracle.central_differences(
         lambda: _call_cross_entropy(logits, labels, targets, weights)[0], logits, 1e-6)
     assert relative_error(analytic, numeric) < 1e-6
 
@@ -460,7 +460,7 @@ def test_cross_entropy_loss_accumulated_in_float64():
     logits = np.repeat(row, 100_000, axis=0)
     labels = np.full(100_000, 2)
     loss, _ = _call_cross_entropy(logits, labels, None, None)
-    expected, _ = reference.cross_entropy(row, labels[:1])
+    expected, _ = oracle.cross_entropy(row, labels[:1])
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 
@@ -486,7 +486,7 @@ def test_squared_error_matches_reference(shape, dtype, weighted):
     loss, dpred = _call_squared_error(pred, target, weights)
     assert type(loss) is float
     assert dpred.dtype == dtype
-    expected_loss, expected_grad = reference.squared_error(pred, target, weights)
+    expected_loss, expected_grad = oracle.squared_error(pred, target, weights)
     assert_close(loss, expected_loss, dtype)
     assert_close(dpred, expected_grad, dtype)
 
@@ -498,7 +498,7 @@ def test_squared_error_gradient_against_finite_differences(weighted):
     target = rng.normal(size=(4, 3))
     weights = rng.uniform(0.5, 2, 4) if weighted else None
     _, analytic = _call_squared_error(pred, target, weights)
-    numeric = reference.central_differences(
+    numeric = oracle.central_differences(
         lambda: _call_squared_error(pred, target, weights)[0], pred, 1e-6)
     assert relative_error(analytic, numeric) < 1e-6
 

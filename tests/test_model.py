@@ -8,8 +8,7 @@ import pytest
 
 import fusedmlp
 
-import reference_model as ref
-from reference import central_differences
+import oracle
 
 HIDDEN_ACTIVATIONS = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "softplus"]
 TARGET_KINDS = ["labels", "probabilities", "regression"]
@@ -53,7 +52,7 @@ def _numerical_gradients(model, X, y, sample_weight, eps=1e-6):
     for layer in model.layers:
         pair = []
         for param in (layer.W, layer.b):         # views into the model's parameters
-            pair.append(central_differences(loss, param, eps))
+            pair.append(oracle.central_differences(loss, param, eps))
         grads.append(pair)
     return grads
 
@@ -67,7 +66,7 @@ def _relative_error(analytic, numeric):
 def _kinks_nearby(model, X, eps=1e-4):
     """True when a pre-activation lies within eps of a kink (relu-like at 0): central
     differences are not valid there."""
-    zs, _ = ref.forward(ref.parameters_of(model), ref.activations_of(model), X)
+    zs, _ = oracle.forward(oracle.parameters_of(model), oracle.activations_of(model), X)
     return any(np.any(np.abs(z) < eps) for z in zs[:-1])
 
 
@@ -91,8 +90,8 @@ def test_gradients_match_finite_differences(activation, kind, depth, weighted):
         error = _relative_error([dW, db], [nW, nb])
         assert error < 1e-6, f"layer {layer_index}: relative error {error:.2e}"
     # and the loss itself is the documented one
-    expected_loss, _ = ref.loss_and_gradients(ref.parameters_of(model), ref.activations_of(model),
-                                              model.output, X, y, weights)
+    expected_loss, _ = oracle.loss_and_gradients(
+        oracle.parameters_of(model), oracle.activations_of(model), model.output, X, y, weights)
     assert loss == pytest.approx(expected_loss, rel=1e-12)
 
 
@@ -125,8 +124,8 @@ def test_gradients_with_one_output_regression_and_1d_targets():
     X, _ = _data("regression")
     y = np.random.default_rng(5).normal(size=BATCH)
     loss, grads = model.loss_and_gradients(X, y)
-    expected_loss, expected = ref.loss_and_gradients(
-        ref.parameters_of(model), ref.activations_of(model), "identity", X, y)
+    expected_loss, expected = oracle.loss_and_gradients(
+        oracle.parameters_of(model), oracle.activations_of(model), "identity", X, y)
     assert loss == pytest.approx(expected_loss, rel=1e-12)
     for (dW, db), (eW, eb) in zip(grads, expected):
         np.testing.assert_allclose(dW, eW, rtol=1e-10, atol=1e-14)
@@ -174,18 +173,18 @@ def test_forward_and_gradients_match_reference(activation, kind, dtype):
     model = _model(activation, kind, depth=2, dtype=dtype)
     model = model if kind != "regression" else model
     X, y = _data(kind, m=9)
-    params, activations = ref.parameters_of(model), ref.activations_of(model)
+    params, activations = oracle.parameters_of(model), oracle.activations_of(model)
     # the reference sees exactly the values the model sees
     X_cast = X.astype(dtype)
     y_cast = y.astype(dtype) if kind != "labels" else y
-    _, outputs = ref.forward(params, activations, X_cast)
+    _, outputs = oracle.forward(params, activations, X_cast)
 
     scores = model.forward(X)
     assert scores.dtype == dtype and scores.shape == (9, N_OUT)
     np.testing.assert_allclose(scores, outputs[-1], rtol=RTOL[dtype], atol=ATOL[dtype])
 
     loss, grads = model.loss_and_gradients(X, y)
-    expected_loss, expected = ref.loss_and_gradients(params, activations, model.output,
+    expected_loss, expected = oracle.loss_and_gradients(params, activations, model.output,
                                                      X_cast, y_cast)
     assert loss == pytest.approx(expected_loss, rel=RTOL[dtype])
     for (dW, db), (eW, eb) in zip(grads, expected):
@@ -219,14 +218,15 @@ def test_predict_proba_log_proba_predict_score(dtype):
     rng = np.random.default_rng(0)
     # more rows than one inference chunk (256), so the chunking is exercised
     X = rng.normal(size=(600, 4))
-    _, outputs = ref.forward(ref.parameters_of(model), ref.activations_of(model), X.astype(dtype))
+    _, outputs = oracle.forward(oracle.parameters_of(model), oracle.activations_of(model),
+                                X.astype(dtype))
     scores = outputs[-1]
     proba = model.predict_proba(X)
     assert proba.dtype == dtype and proba.shape == (600, 5)
-    np.testing.assert_allclose(proba, ref.softmax(scores), rtol=RTOL[dtype], atol=ATOL[dtype])
+    np.testing.assert_allclose(proba, oracle.softmax(scores), rtol=RTOL[dtype], atol=ATOL[dtype])
     np.testing.assert_allclose(proba.sum(axis=1, dtype=np.float64), 1.0, rtol=RTOL[dtype])
     log_proba = model.predict_log_proba(X)
-    np.testing.assert_allclose(log_proba, ref.log_softmax(scores), rtol=RTOL[dtype],
+    np.testing.assert_allclose(log_proba, oracle.log_softmax(scores), rtol=RTOL[dtype],
                                atol=ATOL[dtype])
     predicted = model.predict(X)
     assert predicted.shape == (600,) and predicted.dtype.kind == "i"
@@ -243,7 +243,8 @@ def test_predict_proba_log_proba_predict_score(dtype):
 def test_loss_method_matches_reference():
     model = _model("elu", "labels", depth=2)
     X, y = _data("labels", m=11)
-    expected = ref.loss_only(ref.parameters_of(model), ref.activations_of(model), "softmax", X, y)
+    expected = oracle.loss_only(oracle.parameters_of(model), oracle.activations_of(model),
+                                "softmax", X, y)
     assert model.loss(X, y) == pytest.approx(expected, rel=1e-12)
     assert model.loss(X, y) == pytest.approx(model.loss_and_gradients(X, y)[0], rel=1e-12)
 
@@ -253,7 +254,7 @@ def test_regression_predict_and_score(n_outputs):
     model = fusedmlp.MLP([4, 6, n_outputs], output="identity", activation="relu",
                          dtype=np.float64, seed=0)
     X = np.random.default_rng(0).normal(size=(20, 4))
-    _, outputs = ref.forward(ref.parameters_of(model), ref.activations_of(model), X)
+    _, outputs = oracle.forward(oracle.parameters_of(model), oracle.activations_of(model), X)
     predicted = model.predict(X)
     expected_shape = (20,) if n_outputs == 1 else (20, n_outputs)
     assert predicted.shape == expected_shape
@@ -438,8 +439,8 @@ def test_workspace_growth_gives_the_same_steps_as_a_fresh_model(dtype):
         model.loss_and_gradients(*_batch(m, dtype=np.float64))
     X, y = _batch(150, seed=7, dtype=np.float64)
     _, grads = model.loss_and_gradients(X, y)
-    _, expected = ref.loss_and_gradients(ref.parameters_of(model), ref.activations_of(model),
-                                         "softmax", X, y)
+    _, expected = oracle.loss_and_gradients(oracle.parameters_of(model),
+                                            oracle.activations_of(model), "softmax", X, y)
     for (dW, db), (eW, eb) in zip(grads, expected):
         np.testing.assert_allclose(dW, eW, rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(db, eb, rtol=1e-10, atol=1e-13)

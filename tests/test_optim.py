@@ -1,4 +1,4 @@
-"""Optimiser updates against PyTorch's formulas (tests/reference_model.py)."""
+"""Optimiser updates against PyTorch's formulas (tests/oracle.py)."""
 
 import gc
 
@@ -7,35 +7,37 @@ import pytest
 
 import fusedmlp
 
-import reference_model as ref
+import oracle
 
 N_STEPS = 6
 
 # (id, fusedmlp optimiser factory, reference optimiser factory, clip_norm)
 CASES = [
-    ("sgd", lambda: fusedmlp.SGD(0.1), lambda: ref.ReferenceOptimizer("sgd", 0.1), 0.0),
+    ("sgd", lambda: fusedmlp.SGD(0.1), lambda: oracle.ReferenceOptimizer("sgd", 0.1), 0.0),
     ("sgd-momentum", lambda: fusedmlp.SGD(0.1, momentum=0.9),
-     lambda: ref.ReferenceOptimizer("sgd", 0.1, momentum=0.9), 0.0),
+     lambda: oracle.ReferenceOptimizer("sgd", 0.1, momentum=0.9), 0.0),
     ("sgd-nesterov", lambda: fusedmlp.SGD(0.1, momentum=0.8, nesterov=True),
-     lambda: ref.ReferenceOptimizer("sgd", 0.1, momentum=0.8, nesterov=True), 0.0),
+     lambda: oracle.ReferenceOptimizer("sgd", 0.1, momentum=0.8, nesterov=True), 0.0),
     ("sgd-momentum-decay", lambda: fusedmlp.SGD(0.1, momentum=0.9, weight_decay=0.3),
-     lambda: ref.ReferenceOptimizer("sgd", 0.1, momentum=0.9, weight_decay=0.3), 0.0),
+     lambda: oracle.ReferenceOptimizer("sgd", 0.1, momentum=0.9, weight_decay=0.3), 0.0),
     ("sgd-clip", lambda: fusedmlp.SGD(0.1, momentum=0.5),
-     lambda: ref.ReferenceOptimizer("sgd", 0.1, momentum=0.5, clip_norm=0.05), 0.05),
-    ("adam", lambda: fusedmlp.Adam(0.01), lambda: ref.ReferenceOptimizer("adam", 0.01), 0.0),
+     lambda: oracle.ReferenceOptimizer("sgd", 0.1, momentum=0.5, clip_norm=0.05), 0.05),
+    ("adam", lambda: fusedmlp.Adam(0.01), lambda: oracle.ReferenceOptimizer("adam", 0.01), 0.0),
     ("adam-decay", lambda: fusedmlp.Adam(0.01, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.5),
-     lambda: ref.ReferenceOptimizer("adam", 0.01, beta1=0.8, beta2=0.99, eps=1e-6,
+     lambda: oracle.ReferenceOptimizer("adam", 0.01, beta1=0.8, beta2=0.99, eps=1e-6,
                                     weight_decay=0.5), 0.0),
     ("adam-clip", lambda: fusedmlp.Adam(0.01, weight_decay=0.1),
-     lambda: ref.ReferenceOptimizer("adam", 0.01, weight_decay=0.1, clip_norm=0.05), 0.05),
+     lambda: oracle.ReferenceOptimizer("adam", 0.01, weight_decay=0.1, clip_norm=0.05), 0.05),
     ("adamw", lambda: fusedmlp.AdamW(0.01, weight_decay=0.5),
-     lambda: ref.ReferenceOptimizer("adamw", 0.01, weight_decay=0.5), 0.0),
-    ("rmsprop", lambda: fusedmlp.RMSProp(0.01), lambda: ref.ReferenceOptimizer("rmsprop", 0.01), 0.0),
+     lambda: oracle.ReferenceOptimizer("adamw", 0.01, weight_decay=0.5), 0.0),
+    ("rmsprop", lambda: fusedmlp.RMSProp(0.01),
+     lambda: oracle.ReferenceOptimizer("rmsprop", 0.01), 0.0),
     ("rmsprop-decay", lambda: fusedmlp.RMSProp(0.01, alpha=0.9, weight_decay=0.5),
-     lambda: ref.ReferenceOptimizer("rmsprop", 0.01, alpha=0.9, weight_decay=0.5), 0.0),
-    ("adagrad", lambda: fusedmlp.AdaGrad(0.1), lambda: ref.ReferenceOptimizer("adagrad", 0.1), 0.0),
+     lambda: oracle.ReferenceOptimizer("rmsprop", 0.01, alpha=0.9, weight_decay=0.5), 0.0),
+    ("adagrad", lambda: fusedmlp.AdaGrad(0.1),
+     lambda: oracle.ReferenceOptimizer("adagrad", 0.1), 0.0),
     ("adagrad-decay-clip", lambda: fusedmlp.AdaGrad(0.1, weight_decay=0.5),
-     lambda: ref.ReferenceOptimizer("adagrad", 0.1, weight_decay=0.5, clip_norm=0.05), 0.05),
+     lambda: oracle.ReferenceOptimizer("adagrad", 0.1, weight_decay=0.5, clip_norm=0.05), 0.05),
 ]
 
 RTOL = {np.float32: 2e-4, np.float64: 1e-10}
@@ -70,11 +72,11 @@ def test_train_steps_match_reference(case, dtype):
     if clip_norm:
         opt.clip_norm = clip_norm
     reference = make_reference()
-    params, activations = ref.parameters_of(model), ref.activations_of(model)
+    params, activations = oracle.parameters_of(model), oracle.activations_of(model)
     clipped_steps = 0
     for step, (X, y) in enumerate(_batches(), start=1):
         X = X.astype(dtype)
-        expected_loss, grads = ref.loss_and_gradients(params, activations, "softmax", X, y)
+        expected_loss, grads = oracle.loss_and_gradients(params, activations, "softmax", X, y)
         if dtype == np.float32:
             # Adaptive steps divide by |g|: a float32 gradient's rounding (large, relatively,
             # for entries near 0) would dominate the comparison. Gradients are tested in
@@ -89,7 +91,7 @@ def test_train_steps_match_reference(case, dtype):
         _params_close(model, params, dtype)
         # float32 models drift from the float64 reference step by step: continue from the
         # model's own parameters, so each step is compared on its own
-        params = ref.parameters_of(model)
+        params = oracle.parameters_of(model)
         assert opt.steps == step
     if clip_norm:
         assert clipped_steps == N_STEPS           # the clipping path was exercised
@@ -99,14 +101,14 @@ def test_weight_decay_touches_weights_only():
     for kind, make in [("sgd", fusedmlp.SGD), ("adam", fusedmlp.Adam), ("adamw", fusedmlp.AdamW),
                        ("rmsprop", fusedmlp.RMSProp), ("adagrad", fusedmlp.AdaGrad)]:
         model = _model(np.float64)
-        before = ref.parameters_of(model)
+        before = oracle.parameters_of(model)
         opt = make(0.1, weight_decay=0.5)
         for layer in model.layers:          # zero gradients: only the decay can move anything
             layer.dW[...] = 0
             layer.db[...] = 0
         opt.step(model)
         zero = [(np.zeros_like(W), np.zeros_like(b)) for W, b in before]
-        expected = ref.ReferenceOptimizer(kind, 0.1, weight_decay=0.5).step(before, zero)
+        expected = oracle.ReferenceOptimizer(kind, 0.1, weight_decay=0.5).step(before, zero)
         _params_close(model, expected, np.float64)
         for layer, (W, b) in zip(model.layers, before):
             np.testing.assert_array_equal(layer.b, b)
@@ -179,7 +181,7 @@ def test_learning_rate_change_takes_effect_at_the_next_step():
     X, y = _batches(1)[0]
     opt.lr = 0.05
     reference_model.loss_and_gradients(X, y)
-    before = ref.parameters_of(reference_model)
+    before = oracle.parameters_of(reference_model)
     model.train_step(X, y, opt)
     for layer, ref_layer, (W, b) in zip(model.layers, reference_model.layers, before):
         np.testing.assert_allclose(layer.W, W - 0.05 * ref_layer.dW, rtol=1e-14)
