@@ -231,3 +231,18 @@ def test_console_script():
         pytest.skip("the fusedmlp console script is not on PATH")
     result = subprocess.run([script, "--help"], capture_output=True, text=True, check=True)
     assert "demo" in result.stdout
+
+
+def test_bench_runs_prints_both_tables_on_small_data():
+    # a smoke run of 'bench runs' (real timings need the full data): fusedmlp and NumPy
+    # workers, one timed epoch of 1,024 synthetic rows, a short long run
+    result = subprocess.run(
+        [sys.executable, "-m", "fusedmlp", "bench", "runs", "--competitors", "fusedmlp,numpy",
+         "--rounds", "1", "--threads", "1", "--rows", "1024", "--long-steps", "20"],
+        capture_output=True, text=True, timeout=300, cwd=os.path.dirname(__file__) or ".")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"^\| fusedmlp \| 1 \| [\d.]+ \|", out, re.M), out
+    assert re.search(r"^\| numpy \| 1 \| [\d.]+ \|", out, re.M), out
+    assert out.count("| 784-128-10 b") == 4 and "Small epochs" in out
+    assert "MISSED" not in out

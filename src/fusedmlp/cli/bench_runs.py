@@ -46,7 +46,7 @@ LONG_RUN_STEPS = 3000
 
 
 # =================================================================== worker side
-def _data(path, seed=0):
+def _data(path, rows=60000, seed=0):
     """(X float32 (n, 784) in [0, 1], y int64): the real training set, or data shaped like it."""
     import numpy as np
 
@@ -59,7 +59,7 @@ def _data(path, seed=0):
             X /= 255
         return X, data.y_train.astype(np.int64)
     rng = np.random.default_rng(seed)
-    X = rng.random((60000, 784), dtype=np.float32)
+    X = rng.random((rows, 784), dtype=np.float32)
     X[X < 0.5] = 0                                  # about half the pixels blank
     images = X.reshape(-1, 28, 28)
     images[:, :3], images[:, -3:], images[:, :, :3], images[:, :, -3:] = 0, 0, 0, 0
@@ -87,7 +87,7 @@ def _fusedmlp(X, y, threads):
 def _numpy(X, y, threads):
     import numpy as np
 
-    from .numpy_reference import NumpyAdam, NumpyMLP
+    from fusedmlp.reference import NumpyAdam, NumpyMLP
 
     net, optimizer = NumpyMLP(list(SIZES), seed=0), NumpyAdam(LEARNING_RATE)
     fresh, fresh_optimizer = NumpyMLP(list(SIZES), seed=0), NumpyAdam(LEARNING_RATE)
@@ -213,13 +213,13 @@ def _median_step(step, seconds=0.3, rounds=5):
     return statistics.median(times)
 
 
-def _long_run(batch, optimizer_name, steps, data_path):
+def _long_run(batch, optimizer_name, steps, data_path, rows):
     """Step time after `steps` steps over a fresh model's, for fusedmlp at 784-128-10."""
     import numpy as np
 
     import fusedmlp
 
-    X, y = _data(data_path)
+    X, y = _data(data_path, rows)
     X, y = X[:batch * 200], y[:batch * 200]
     model = fusedmlp.MLP([784, 128, 10], seed=0)
     optimizer = (fusedmlp.Adam(LEARNING_RATE) if optimizer_name == "adam"
@@ -263,7 +263,7 @@ def _small_epochs(rounds):
             "steps": -(-len(X) // 32), "rows": len(X)}
 
 
-def _worker(name, threads, data_path):
+def _worker(name, threads, data_path, rows):
     """Serve one competitor at one thread count: JSON lines on stdin -> stdout."""
     warnings.simplefilter("ignore")
     reply_stream, sys.stdout = sys.stdout, sys.stderr
@@ -276,7 +276,7 @@ def _worker(name, threads, data_path):
         try:
             if request["op"] == "setup":
                 start = time.perf_counter()
-                X, y = _data(data_path)
+                X, y = _data(data_path, rows)
                 built = _BUILDERS[name](X, y, threads)
                 built["epoch"]()                      # warm-up (and compilation)
                 reply = {"seconds": time.perf_counter() - start, "steps": -(-len(X) // BATCH)}
@@ -290,7 +290,7 @@ def _worker(name, threads, data_path):
                 reply = _small_epochs(request["rounds"])
             elif request["op"] == "long_run":
                 reply = _long_run(request["batch"], request["optimizer"], request["steps"],
-                                  data_path)
+                                  data_path, rows)
             else:
                 raise ValueError(f"unknown op {request['op']!r}")
         except Exception as exc:       # report, keep serving: the table shows the gap
@@ -303,7 +303,7 @@ def _worker(name, threads, data_path):
 class _Worker(bench._Worker):
     """A bench worker of this module for one competitor at one BLAS thread count."""
 
-    def __init__(self, name, threads, data_path):
+    def __init__(self, name, threads, data_path, rows):
         import subprocess
         import tempfile
 
@@ -313,10 +313,11 @@ class _Worker(bench._Worker):
                    XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
                               + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
                               + f" intra_op_parallelism_threads={threads}"))
-        command = [sys.executable, "-m", "fusedmlp.bench_runs", "--worker", name,
+        command = [sys.executable, "-m", "fusedmlp.cli.bench_runs", "--worker", name,
                    "--worker-threads", str(threads)]
         if data_path:
             command += ["--data", data_path]
+        command += ["--rows", str(rows)]
         self.errors = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.errors, text=True, env=env)
@@ -327,7 +328,7 @@ def _end_to_end(args, competitors):
     for threads in args.threads:
         workers, steps = {}, {}
         for name in competitors:
-            worker = _Worker(name, threads, args.data)
+            worker = _Worker(name, threads, args.data, args.rows)
             reply = worker.ask(op="setup")
             if "error" in reply:
                 print(f"# {worker.name}: {reply['error']}; left out", file=sys.stderr)
@@ -358,7 +359,7 @@ def _end_to_end(args, competitors):
 
 
 def _long_runs(args):
-    worker = _Worker("fusedmlp", 1, args.data)
+    worker = _Worker("fusedmlp", 1, args.data, args.rows)
     rows = []
     try:
         reply = worker.ask(op="small_epochs", rounds=max(args.rounds, 5) * 4)
@@ -406,6 +407,8 @@ def _parse(argv):
                         help=f"steps of the long run (default {LONG_RUN_STEPS})")
     parser.add_argument("--tables", default="end-to-end,long-run",
                         help="which tables (default end-to-end,long-run)")
+    parser.add_argument("--rows", type=int, default=60000,
+                        help="rows of the synthetic data (default 60000, as Fashion-MNIST)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -423,7 +426,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
     if args.worker:
-        _worker(args.worker, args.worker_threads, args.data)
+        _worker(args.worker, args.worker_threads, args.data, args.rows)
         return 0
     started = time.perf_counter()
     competitors = [c for c in args.competitors if bench._importable(MODULES[c])]
@@ -437,7 +440,7 @@ def main(argv=None) -> int:
         print(f"# not importable, left out: {', '.join(skipped)}")
     print(flush=True)
     if "end-to-end" in args.tables:
-        source = args.data or "synthetic 60,000 x 784 float32 (blank border)"
+        source = args.data or f"synthetic {args.rows:,} x 784 float32 (blank border)"
         print(f"One epoch, {source}, 784-256-10 ReLU, batch {BATCH}, Adam(lr={LEARNING_RATE:g}), "
               f"float32; seconds (median, first and last of {args.rounds} timed epochs "
               "after one untimed); step = one batch repeated on a fresh model; "
