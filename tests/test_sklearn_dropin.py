@@ -283,7 +283,7 @@ def test_assigning_only_intercepts_keeps_the_fitted_weights():
     X, y = _data()
     clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
     weights = [W.copy() for W in clf.coefs_]
-    clf.intercepts_ = [np.zeros(3), np.zeros(2)]
+    clf.intercepts_ = [np.zeros_like(b) for b in clf.intercepts_]
     clf.predict(X)
     assert all(np.array_equal(W, V) for W, V in zip(clf.coefs_, weights))
     assert all(np.all(b == 0) for b in clf.intercepts_)
