@@ -186,12 +186,60 @@ def test_demo_plot(tmp_path, capsys):
         import matplotlib  # noqa: F401
     except ImportError:
         assert status == 1 and not path.exists()
-        assert "matplotlib" in captured.err and "fusedmlp[plot]" in captured.err
+        assert "matplotlib" in captured.err and '".[plot]"' in captured.err
         assert "epoch" not in captured.out            # refused before training
     else:
         assert status == 0
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert "speed-up" not in captured.out         # --reference-epochs 0
+
+
+def test_demo_plot_path_is_checked_before_training(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    directory = _idx_directory(tmp_path / "bars")
+    for plot, problem in ((tmp_path / "missing" / "curves.png", "does not exist"),
+                          (tmp_path, "is a directory")):
+        status = main(["demo", "--data", str(directory), "--epochs", "1", "--hidden", "4",
+                       "--reference-epochs", "0", "--plot", str(plot)])
+        captured = capsys.readouterr()
+        assert status == 1 and problem in captured.err
+        assert captured.err.startswith("fusedmlp demo: error: --plot")
+        assert "epoch" not in captured.out            # refused before training
+
+
+def test_bench_plot_directory_is_checked_before_measuring(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("fusedmlp.cli.bench")
+    not_a_directory = tmp_path / "file.txt"
+    not_a_directory.write_text("")
+    assert main(["bench", "--plot", str(not_a_directory)]) == 1
+    captured = capsys.readouterr()
+    assert "fusedmlp bench: error: --plot" in captured.err and "is a file" in captured.err
+    assert "benchmark" not in captured.out            # nothing measured
+
+
+def test_bench_plot_writes_the_figures(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("fusedmlp.cli.bench")
+    figures = tmp_path / "figures"
+    status = main(["bench", "--quick", "--rounds", "1", "--target-time", "0.001", "--threads",
+                   "1", "--competitors", "fusedmlp", "--networks", "784-128-10",
+                   "--plot", str(figures)])
+    assert status == 0
+    for name in ("step_time.png", "inference.png", "epoch_time.png"):
+        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "figure written to" in capsys.readouterr().out
+
+
+def test_help_texts_are_plain_and_name_one_program():
+    texts = {}
+    for command in ("demo", "bench"):
+        result = subprocess.run([sys.executable, "-m", "fusedmlp", command, "--help"],
+                                capture_output=True, text=True, check=True)
+        texts[command] = result.stdout
+        assert result.stdout.startswith(f"usage: fusedmlp {command} ")
+    for text in texts.values():
+        assert "``" not in text and ":class:" not in text and ":func:" not in text
 
 
 def test_bad_options_are_usage_errors(capsys):

@@ -6,9 +6,32 @@ Tooling, not library: nothing in the core package imports ``fusedmlp.cli``.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import textwrap
 
 from .. import __version__
+
+#: The one program name every command's usage and messages use (the console script's).
+PROG = "fusedmlp"
+
+
+def plain(docstring: str, width: int = 78) -> str:
+    """A module docstring as plain text for ``--help``: reST roles and literals unmarked,
+    the leading ``command``: label dropped, each paragraph re-wrapped to `width`."""
+    text = re.sub(r":\w+:`~?([^`]*?)`", lambda m: m.group(1).rsplit(".", 1)[-1]
+                  if m.group(0).count("~") else m.group(1), docstring)
+    text = text.replace("``", "")
+    text = re.sub(r"^[\w .-]+: (?=\w)", "", text.strip(), count=1)     # "python -m x: ..."
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
+    return "\n\n".join(textwrap.fill(p[:1].upper() + p[1:], width) for p in paragraphs)
+
+
+def parser_for(command: str, docstring: str) -> argparse.ArgumentParser:
+    """The parser of ``fusedmlp COMMAND``: its usage names the program as the others do, its
+    help is the module's docstring as plain text."""
+    return argparse.ArgumentParser(prog=f"{PROG} {command}", description=plain(docstring),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 _DESCRIPTION = (
     "fusedmlp: dense neural networks whose training step is one compiled call over BLAS.\n\n"
@@ -23,13 +46,14 @@ _DESCRIPTION = (
 def _parser() -> argparse.ArgumentParser:
     from . import demo
 
-    parser = argparse.ArgumentParser(prog="fusedmlp", description=_DESCRIPTION,
+    parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"fusedmlp {__version__}")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.add_arguments(commands.add_parser(
         "demo", help="train an MLP on real data; accuracy, time and speed-up over NumPy",
-        description=demo.__doc__.split("\n\n")[0]))
+        description=plain(demo.__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     # bench parses its own options (fusedmlp.cli.bench.main); listed here for --help
     commands.add_parser("bench", help="benchmark against NumPy, PyTorch and scikit-learn "
                                       "(options: fusedmlp bench --help)", add_help=False)
@@ -40,7 +64,7 @@ def _bench(argv) -> int:
     try:
         from . import bench
     except ImportError as exc:
-        print(f"fusedmlp bench: not available in this installation ({exc})", file=sys.stderr)
+        print(f"{PROG} bench: not available in this installation ({exc})", file=sys.stderr)
         return 1
     return bench.main(list(argv))
 
@@ -61,6 +85,6 @@ def main(argv=None) -> int:
     try:
         return demo.run(args)
     except (OSError, ValueError, ImportError, RuntimeError) as exc:
-        print(f"fusedmlp demo: error: {exc}", file=sys.stderr)
+        print(f"{PROG} demo: error: {exc}", file=sys.stderr)
         return 1
 

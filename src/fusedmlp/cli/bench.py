@@ -41,6 +41,8 @@ import tempfile
 import time
 import warnings
 
+from . import PROG, _plotting
+
 __all__ = ["main", "CONFIGS", "QUICK_CONFIGS"]
 
 #: (layer sizes, batch sizes) measured by a full run.
@@ -383,7 +385,7 @@ def _tables(results, competitors, spread=True):
 
 def _parse(argv):
     parser = argparse.ArgumentParser(
-        prog="python -m fusedmlp bench",
+        prog=f"{PROG} bench",
         description="Time fusedmlp's training step and inference against pure NumPy, PyTorch "
                     "eager and scikit-learn, next to the GEMM floor (one process per competitor). "
                     "Further tables: " + ", ".join(f"'bench {name}'" for name in TABLES)
@@ -410,6 +412,10 @@ def _parse(argv):
                              "sgd is plain SGD: no momentum)")
     parser.add_argument("--no-spread", action="store_true", help="print medians only")
     parser.add_argument("--json", metavar="PATH", help="also write the raw results to PATH")
+    parser.add_argument("--plot", metavar="DIR",
+                        help="also write figures to DIR (created if needed): step_time.png, "
+                             "inference.png and epoch_time.png, time against batch size per "
+                             "competitor (needs matplotlib)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (3 if args.quick else 5)
@@ -451,10 +457,18 @@ def main(argv=None):
 
         return importlib.import_module(TABLES[argv[0]]).main(argv[1:])
     args = _parse(argv)
-    args.command = " ".join(["python -m fusedmlp bench"] + argv)
+    args.command = " ".join([f"{PROG} bench"] + argv)
     if args.worker:
         _worker(args.worker)
         return 0
+    plt = None
+    if args.plot:
+        try:                                  # before any measuring: fail in a second, not later
+            plt = _plotting.pyplot(f"--plot {args.plot}")
+            _plotting.check_directory(args.plot)
+        except RuntimeError as exc:
+            print(f"{PROG} bench: error: {exc}", file=sys.stderr)
+            return 1
 
     module_of = {"fusedmlp": "fusedmlp", "numpy": "numpy", "torch": "torch", "sklearn": "sklearn"}
     competitors = [c for c in args.competitors if _importable(module_of[c])]
@@ -514,6 +528,9 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"infos": infos, "results": results}, out, indent=1)
+    if plt is not None:
+        for path in _plotting.bench_figures(plt, results, LABELS, args.plot):
+            print(f"figure written to {path}")
     return 0
 
 

@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from . import PROG, _plotting, parser_for
+
 __all__ = ["add_arguments", "run", "main"]
 
 #: Above this many training samples the reference trains for fewer epochs by default.
@@ -96,19 +98,11 @@ def _load(args):
 
 
 def _check_plotting(path):
-    """Fail before training when a plot was asked for and cannot be made."""
+    """Fail before training when a plot was asked for and cannot be made or written."""
     if path is None:
         return None
-    try:
-        import matplotlib
-    except ImportError:
-        raise RuntimeError(
-            f"--plot {path} needs matplotlib, which is not installed: "
-            "pip install 'fusedmlp[plot]' (or leave out --plot)"
-        ) from None
-    matplotlib.use("Agg")                  # files only: no display needed
-    import matplotlib.pyplot as plt
-
+    plt = _plotting.pyplot(f"--plot {path}")
+    _plotting.check_file(path)
     return plt
 
 
@@ -245,13 +239,12 @@ def main(argv=None) -> int:
     fusedmlp demo: digits, 1,347 training and 450 test samples, 64 features, 10 classes
     ...
     """
-    parser = add_arguments(argparse.ArgumentParser(
-        prog="python -m fusedmlp demo", description=__doc__.split("\n\n")[0]))
+    parser = add_arguments(parser_for("demo", __doc__))
     args = parser.parse_args(argv)
     try:
         return run(args)
     except (OSError, ValueError, ImportError, RuntimeError) as exc:
-        print(f"fusedmlp demo: error: {exc}", file=sys.stderr)
+        print(f"{PROG} demo: error: {exc}", file=sys.stderr)
         return 1
 
 
