@@ -22,6 +22,7 @@ from cpython.pystate cimport PyThreadState_GetDict
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport Py_INCREF, Py_DECREF
 from cpython.pycapsule cimport PyCapsule_New
+from libc.stdint cimport uint32_t
 cimport numpy as cnp
 
 import numpy as _np
@@ -134,3 +135,252 @@ def infer_into(Network network, X, out, int output):
         fm_fpenv_leave(saved)
         fusedmlp_leave()
     return status if status else out
+
+
+# =========================================================================== the C API
+
+cdef extern from "fusedmlp.h":
+    int FUSEDMLP_CAPI_VERSION
+    const char* FUSEDMLP_CAPSULE_NAME
+    enum:
+        FUSEDMLP_FLOAT32
+        FUSEDMLP_FLOAT64
+        FUSEDMLP_WRONG_DTYPE
+        FUSEDMLP_BAD_ARGUMENT
+        FUSEDMLP_TOO_MANY_ROWS
+        FUSEDMLP_NO_MEMORY
+    ctypedef struct fusedmlp_model
+    ctypedef struct fusedmlp_trainer
+    ctypedef struct fusedmlp_capi:
+        uint32_t version
+        uint32_t size
+        fusedmlp_model* (*model_new)(PyObject*) except NULL
+        void (*model_free)(fusedmlp_model*) noexcept
+        fusedmlp_trainer* (*trainer_new)(PyObject*, PyObject*, Py_ssize_t) except NULL
+        void (*trainer_free)(fusedmlp_trainer*) noexcept
+        int (*model_dtype)(const fusedmlp_model*) noexcept nogil
+        Py_ssize_t (*model_n_inputs)(const fusedmlp_model*) noexcept nogil
+        Py_ssize_t (*model_n_outputs)(const fusedmlp_model*) noexcept nogil
+        size_t (*scratch_bytes)(const fusedmlp_model*, Py_ssize_t) noexcept nogil
+        int (*infer_f32)(const fusedmlp_model*, const float*, Py_ssize_t, float*, int,
+                         void*) noexcept nogil
+        int (*infer_f64)(const fusedmlp_model*, const double*, Py_ssize_t, double*, int,
+                         void*) noexcept nogil
+        int (*train_step_f32)(fusedmlp_trainer*, const float*, Py_ssize_t, const int64_t*,
+                              const float*, double*) noexcept nogil
+        int (*train_step_f64)(fusedmlp_trainer*, const double*, Py_ssize_t, const int64_t*,
+                              const double*, double*) noexcept nogil
+
+
+# What a handle is behind the header's { api } prefix. `owner` (the MLP) and `network` are
+# strong references: the Net and its parameter buffers outlive the handle.
+cdef struct ModelHandle:
+    const fusedmlp_capi* api
+    PyObject* owner
+    PyObject* network
+    Net* net
+    bint is_double
+
+cdef struct TrainerHandle:
+    const fusedmlp_capi* api
+    PyObject* owner
+    PyObject* network
+    Net* net
+    bint is_double
+    PyObject* keep                 # (optimizer, hyper, state_a, state_b)
+    Py_ssize_t max_batch           # the workspace never shrinks below it
+    int opt_kind
+    double* hyper
+    void* state_a
+    void* state_b
+
+cdef fusedmlp_capi TABLE
+
+
+cdef Network network_of(object mlp, str caller):
+    network = getattr(mlp, "_net", None)
+    if not isinstance(network, Network):
+        raise TypeError(f"{caller} needs a fusedmlp.MLP, got {type(mlp).__name__}")
+    return <Network>network
+
+
+cdef fusedmlp_model* capi_model_new(PyObject* mlp) except NULL:
+    cdef Network network = network_of(<object>mlp, "fusedmlp_model_new")
+    cdef ModelHandle* handle = <ModelHandle*>malloc(sizeof(ModelHandle))
+    if handle == NULL:
+        raise MemoryError()
+    handle.api = &TABLE
+    handle.owner = mlp
+    handle.network = <PyObject*>network
+    handle.net = &network.net
+    handle.is_double = network.is_double
+    Py_INCREF(<object>mlp)
+    Py_INCREF(network)
+    return <fusedmlp_model*>handle
+
+
+cdef void capi_model_free(fusedmlp_model* model) noexcept:
+    cdef ModelHandle* handle = <ModelHandle*>model
+    Py_DECREF(<object>handle.network)
+    Py_DECREF(<object>handle.owner)
+    free(handle)
+
+
+cdef fusedmlp_trainer* capi_trainer_new(PyObject* mlp, PyObject* optimizer,
+                                        Py_ssize_t max_batch) except NULL:
+    cdef object model = <object>mlp, opt = <object>optimizer
+    cdef Network network = network_of(model, "fusedmlp_trainer_new")
+    cdef TrainerHandle* handle
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if not hasattr(opt, "_buffers") or not hasattr(opt, "kind"):
+        raise TypeError(f"fusedmlp_trainer_new needs a fusedmlp Optimizer, got {type(opt).__name__}")
+    hyper, state_a, state_b = opt._buffers(model)
+    with model._lock:
+        model._ensure_workspace(max_batch)
+    handle = <TrainerHandle*>malloc(sizeof(TrainerHandle))
+    if handle == NULL:
+        raise MemoryError()
+    handle.api = &TABLE
+    handle.owner = mlp
+    handle.network = <PyObject*>network
+    handle.net = &network.net
+    handle.is_double = network.is_double
+    handle.max_batch = max_batch
+    handle.opt_kind = opt.kind
+    handle.hyper = <double*>address(hyper, b'd', True, H_SIZE)
+    handle.state_a = address(state_a, network.kind, True, network.net.n_params)
+    handle.state_b = address(state_b, network.kind, True, network.net.n_params)
+    keep = (opt, hyper, state_a, state_b)
+    handle.keep = <PyObject*>keep
+    Py_INCREF(keep)
+    Py_INCREF(model)
+    Py_INCREF(network)
+    return <fusedmlp_trainer*>handle
+
+
+cdef void capi_trainer_free(fusedmlp_trainer* trainer) noexcept:
+    cdef TrainerHandle* handle = <TrainerHandle*>trainer
+    Py_DECREF(<object>handle.keep)
+    Py_DECREF(<object>handle.network)
+    Py_DECREF(<object>handle.owner)
+    free(handle)
+
+
+cdef int capi_model_dtype(const fusedmlp_model* model) noexcept nogil:
+    return FUSEDMLP_FLOAT64 if (<const ModelHandle*>model).is_double else FUSEDMLP_FLOAT32
+
+
+cdef Py_ssize_t capi_model_n_inputs(const fusedmlp_model* model) noexcept nogil:
+    return (<const ModelHandle*>model).net.sizes[0]
+
+
+cdef Py_ssize_t capi_model_n_outputs(const fusedmlp_model* model) noexcept nogil:
+    cdef const Net* net = (<const ModelHandle*>model).net
+    return net.sizes[net.n_layers]
+
+
+cdef size_t capi_scratch_bytes(const fusedmlp_model* model, Py_ssize_t m) noexcept nogil:
+    cdef const ModelHandle* handle = <const ModelHandle*>model
+    return scratch_bytes(handle.net, m, 8 if handle.is_double else 4)
+
+
+cdef int capi_infer(const fusedmlp_model* model, const floating* X, Py_ssize_t m,
+                    floating* out, int output, void* scratch) noexcept nogil:
+    cdef const ModelHandle* handle = <const ModelHandle*>model
+    cdef const Net* net = handle.net
+    cdef Py_ssize_t n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
+    cdef double stack[1024]              # small calls need no scratch of the caller's
+    cdef void* owned = NULL
+    cdef fm_fpenv saved
+    cdef int status
+    if handle.is_double != (sizeof(floating) == sizeof(double)):
+        return FUSEDMLP_WRONG_DTYPE
+    if (m < 0 or output < SCORES or output > LOG_PROBABILITIES
+            or (output != SCORES and net.loss != SOFTMAX_CROSS_ENTROPY)):
+        return FUSEDMLP_BAD_ARGUMENT
+    if m == 0:
+        return OK
+    if (X == NULL or out == NULL
+            or overlap(<const char*>X, m * n_in * sizeof(floating),
+                       <const char*>out, m * n_out * sizeof(floating))):
+        return FUSEDMLP_BAD_ARGUMENT
+    if scratch == NULL:
+        if scratch_bytes(net, m, sizeof(floating)) <= sizeof(stack):
+            scratch = stack
+        else:
+            owned = scratch = malloc(scratch_bytes(net, m, sizeof(floating)))
+            if scratch == NULL:
+                return FUSEDMLP_NO_MEMORY
+    fusedmlp_enter()
+    saved = fm_fpenv_enter()
+    status = infer(net, X, m, out, <floating*>scratch, min(m, CHUNK), output)
+    fm_fpenv_leave(saved)
+    fusedmlp_leave()
+    free(owned)
+    return status
+
+
+cdef int capi_infer_f32(const fusedmlp_model* model, const float* X, Py_ssize_t m, float* out,
+                        int output, void* scratch) noexcept nogil:
+    return capi_infer(model, X, m, out, output, scratch)
+
+
+cdef int capi_infer_f64(const fusedmlp_model* model, const double* X, Py_ssize_t m,
+                        double* out, int output, void* scratch) noexcept nogil:
+    return capi_infer(model, X, m, out, output, scratch)
+
+
+cdef int capi_train_step(fusedmlp_trainer* trainer, const floating* X, Py_ssize_t m,
+                         const int64_t* labels, const floating* targets,
+                         double* loss_out) noexcept nogil:
+    cdef TrainerHandle* handle = <TrainerHandle*>trainer
+    cdef fm_fpenv saved
+    cdef double loss = 0
+    cdef int status
+    if handle.is_double != (sizeof(floating) == sizeof(double)):
+        return FUSEDMLP_WRONG_DTYPE
+    if (m < 1 or X == NULL or (labels == NULL) == (targets == NULL)
+            or (labels != NULL and handle.net.loss != SOFTMAX_CROSS_ENTROPY)):
+        return FUSEDMLP_BAD_ARGUMENT
+    if m > handle.max_batch:
+        return FUSEDMLP_TOO_MANY_ROWS
+    fusedmlp_enter()
+    saved = fm_fpenv_enter()
+    status = step(handle.net, X, m, labels, targets, NULL, m, handle.opt_kind, handle.hyper,
+                  <floating*>handle.state_a, <floating*>handle.state_b, &loss)
+    fm_fpenv_leave(saved)
+    fusedmlp_leave()
+    if loss_out != NULL:
+        loss_out[0] = loss
+    return status
+
+
+cdef int capi_train_step_f32(fusedmlp_trainer* trainer, const float* X, Py_ssize_t m,
+                             const int64_t* labels, const float* targets,
+                             double* loss) noexcept nogil:
+    return capi_train_step(trainer, X, m, labels, targets, loss)
+
+
+cdef int capi_train_step_f64(fusedmlp_trainer* trainer, const double* X, Py_ssize_t m,
+                             const int64_t* labels, const double* targets,
+                             double* loss) noexcept nogil:
+    return capi_train_step(trainer, X, m, labels, targets, loss)
+
+
+TABLE.version = FUSEDMLP_CAPI_VERSION
+TABLE.size = sizeof(fusedmlp_capi)
+TABLE.model_new = capi_model_new
+TABLE.model_free = capi_model_free
+TABLE.trainer_new = capi_trainer_new
+TABLE.trainer_free = capi_trainer_free
+TABLE.model_dtype = capi_model_dtype
+TABLE.model_n_inputs = capi_model_n_inputs
+TABLE.model_n_outputs = capi_model_n_outputs
+TABLE.scratch_bytes = capi_scratch_bytes
+TABLE.infer_f32 = capi_infer_f32
+TABLE.infer_f64 = capi_infer_f64
+TABLE.train_step_f32 = capi_train_step_f32
+TABLE.train_step_f64 = capi_train_step_f64
+
+_C_API = PyCapsule_New(&TABLE, FUSEDMLP_CAPSULE_NAME, NULL)

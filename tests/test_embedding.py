@@ -1,6 +1,11 @@
 """Embedding: inference into caller memory (out=), the per-thread scratch cache, and the C and
 Cython APIs (built into a temporary directory by the fixtures in this file)."""
 
+import importlib.util
+import os
+import shutil
+import sys
+import sysconfig
 import threading
 import tracemalloc
 
@@ -8,6 +13,9 @@ import numpy as np
 import pytest
 
 import fusedmlp
+from fusedmlp import _network
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 METHODS = ["forward", "predict_proba", "predict_log_proba"]
 
@@ -152,8 +160,8 @@ def test_scratch_grows_for_bigger_batches_and_results_stay_exact():
         X = rng.normal(size=(m, 12))
         out = np.empty((m, 5))
         model.predict_proba(X, out=out)
-        chunks = [model.predict_proba(X[i:i + 1]) for i in range(m)]
-        np.testing.assert_array_equal(out, np.concatenate(chunks))
+        # the checked path (a Fortran-ordered input) uses fresh per-call buffers
+        assert out.tobytes() == model.predict_proba(np.asfortranarray(X)).tobytes()
 
 
 # --------------------------------------------------------------------------- threads
@@ -184,3 +192,217 @@ def test_out_from_many_threads_equals_serial(dtype):
     for thread in threads:
         thread.join()
     assert not mismatches
+
+
+# --------------------------------------------------------------------------- C and Cython API
+# Two small extensions (tests/embedding/) are compiled against the installed fusedmlp, as a
+# user's package would be: the C one includes fusedmlp.h from fusedmlp.get_include(), the
+# Cython one cimports fusedmlp.capi.
+
+def _need_compiler():
+    compiler = (sysconfig.get_config_var("CC") or "").split()
+    if sys.platform != "win32" and (not compiler or shutil.which(compiler[0]) is None):
+        pytest.skip(f"no C compiler ({compiler[0] if compiler else 'sysconfig CC unset'} not "
+                    "found): the C and Cython API test extensions cannot be built")
+
+
+def _build_and_import(name, source, build_dir, cython=False):
+    from setuptools import Distribution, Extension
+    from setuptools.command.build_ext import build_ext
+
+    openmp = ["-fopenmp"] if cython and sys.platform.startswith("linux") else []
+    extension = Extension(name, [source], include_dirs=[fusedmlp.get_include()],
+                          extra_compile_args=openmp, extra_link_args=openmp)
+    if cython:
+        from Cython.Build import cythonize
+
+        # the directory holding the imported fusedmlp, so `cimport fusedmlp.capi` finds the
+        # capi.pxd installed beside it
+        site = os.path.dirname(os.path.dirname(fusedmlp.__file__))
+        extension, = cythonize([extension], build_dir=str(build_dir), include_path=[site],
+                               quiet=True)
+    command = build_ext(Distribution({"ext_modules": [extension]}))
+    command.build_lib = str(build_dir)
+    command.build_temp = str(build_dir / "temp")
+    command.ensure_finalized()
+    command.run()
+    spec = importlib.util.spec_from_file_location(name, command.get_ext_fullpath(name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def c_client(tmp_path_factory):
+    _need_compiler()
+    return _build_and_import("c_client", os.path.join(HERE, "embedding", "c_client.c"),
+                             tmp_path_factory.mktemp("c_client"))
+
+
+@pytest.fixture(scope="module")
+def cython_client(tmp_path_factory):
+    _need_compiler()
+    pytest.importorskip("Cython", reason="Cython is needed to build the Cython API client")
+    return _build_and_import("cython_client", os.path.join(HERE, "embedding", "cython_client.pyx"),
+                             tmp_path_factory.mktemp("cython_client"), cython=True)
+
+
+def test_get_include_holds_the_header_and_the_pxd_is_installed():
+    assert os.path.isfile(os.path.join(fusedmlp.get_include(), "fusedmlp.h"))
+    assert os.path.isfile(os.path.join(os.path.dirname(fusedmlp.__file__), "capi.pxd"))
+    assert _network._C_API.__class__.__name__ == "PyCapsule"
+
+
+def test_c_api_table_is_versioned(c_client):
+    version, size, header_size = c_client.table()
+    assert version == c_client.constants()["CAPI_VERSION"] == 1
+    assert size == header_size
+
+
+def test_c_api_codes_are_the_python_layers(c_client):
+    # the header's numbers are those of the compiled layer's outputs and statuses
+    codes = c_client.constants()
+    from fusedmlp import model as model_module
+    assert (codes["SCORES"], codes["PROBABILITIES"], codes["LOG_PROBABILITIES"]) == (
+        model_module._SCORES, model_module._PROBABILITIES, model_module._LOG_PROBABILITIES)
+    assert codes["OK"] == 0
+    assert {codes["BAD_INPUT"], codes["BAD_LABEL"], codes["BAD_TARGET"], codes["BAD_LOSS"]} == (
+        set(model_module._STATUS))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("output", [0, 1, 2])
+def test_c_api_inference_from_threads_equals_python(c_client, dtype, output):
+    model = _classifier(dtype)
+    method = getattr(model, METHODS[output])
+    handle = c_client.model_new(model)
+    dtype_code = 0 if dtype == np.float32 else 1
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(300, 12)).astype(dtype)
+    n_threads = 6
+    results = {}
+    barrier = threading.Barrier(n_threads)
+
+    def work(t):
+        block = (1, 7, 300, 256, 32, 300)[t]      # rows per call
+        out = np.full((300, 5), np.nan, dtype)
+        barrier.wait()
+        for _ in range(5):
+            status = c_client.infer(handle, X, out, output, block, t % 2 == 0, dtype_code)
+        results[t] = (status, block, out)
+
+    _network.most_concurrent_calls(reset=True)
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for status, block, out in results.values():
+        assert status == 0
+        expected = np.concatenate([method(X[i:i + block]) for i in range(0, 300, block)])
+        assert out.tobytes() == expected.tobytes(), block
+
+
+def test_c_api_handle_keeps_the_model_alive(c_client):
+    model = _classifier(np.float64)
+    X = np.random.default_rng(7).normal(size=(4, 12))
+    expected = model.predict_log_proba(X)
+    handle = c_client.model_new(model)
+    del model
+    import gc
+    gc.collect()
+    out = np.empty((4, 5))
+    assert c_client.infer(handle, X, out, 2, 4, False, 1) == 0
+    assert out.tobytes() == expected.tobytes()
+
+
+def test_c_api_refusals(c_client):
+    codes = c_client.constants()
+    model = _classifier(np.float32)
+    handle = c_client.model_new(model)
+    X = np.ones((3, 12), np.float32)
+    out = np.empty((3, 5), np.float32)
+    assert c_client.infer(handle, X, out, 1, 3, False, 1) == codes["WRONG_DTYPE"]
+    assert c_client.infer(handle, X, out, 7, 3, False, 0) == codes["BAD_ARGUMENT"]
+    X[1, 1] = np.inf
+    assert c_client.infer(handle, X, out, 1, 3, False, 0) == codes["BAD_INPUT"]
+    regressor = c_client.model_new(fusedmlp.MLP([12, 5], output="identity", dtype=np.float32))
+    assert c_client.infer(regressor, np.ones((3, 12), np.float32), out, 1, 3, False, 0) == (
+        codes["BAD_ARGUMENT"])
+    with pytest.raises(TypeError, match="fusedmlp_model_new needs a fusedmlp.MLP"):
+        c_client.model_new("not a model")
+    with pytest.raises(TypeError, match="needs a fusedmlp Optimizer"):
+        c_client.trainer_new(model, "adam", 8)
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        c_client.trainer_new(model, fusedmlp.Adam(), 0)
+    trainer = c_client.trainer_new(model, fusedmlp.Adam(), 2)
+    labels = np.zeros(3, np.int64)
+    assert c_client.train_step(trainer, np.ones((3, 12), np.float32), labels, None)[0] == (
+        codes["TOO_MANY_ROWS"])
+    labels[0] = 5
+    before = model.get_params_vector()
+    assert c_client.train_step(trainer, np.ones((2, 12), np.float32), labels[:2], None)[0] == (
+        codes["BAD_LABEL"])
+    assert np.array_equal(model.get_params_vector(), before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("output", ["softmax", "identity"])
+def test_c_api_train_steps_equal_python_train_steps(c_client, dtype, output):
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(16, 12)).astype(dtype)
+    if output == "softmax":
+        labels, targets = rng.integers(0, 5, size=16), None
+    else:
+        labels, targets = None, rng.normal(size=(16, 5)).astype(dtype)
+    twins = [fusedmlp.MLP([12, 24, 5], output=output, dtype=dtype, seed=1) for _ in range(2)]
+    optimizers = [fusedmlp.Adam(0.01), fusedmlp.Adam(0.01)]
+    trainer = c_client.trainer_new(twins[0], optimizers[0], 16)
+    for _ in range(3):
+        status, loss = c_client.train_step(trainer, X, labels, targets)
+        expected = twins[1].train_step(X, labels if labels is not None else targets, optimizers[1])
+        assert status == 0 and loss == expected
+    assert optimizers[0].steps == optimizers[1].steps == 3
+    assert twins[0].get_params_vector().tobytes() == twins[1].get_params_vector().tobytes()
+    # Python and the C trainer may take turns on one model (never at the same time)
+    twins[0].train_step(X, labels if labels is not None else targets, optimizers[0])
+    twins[1].train_step(X, labels if labels is not None else targets, optimizers[1])
+    assert twins[0].get_params_vector().tobytes() == twins[1].get_params_vector().tobytes()
+
+
+def test_cython_api_prange_rows_equal_python(cython_client):
+    model = _classifier(np.float32)
+    X = np.random.default_rng(9).normal(size=(200, 12)).astype(np.float32)
+    out = np.full((200, 5), np.nan, np.float32)
+    assert cython_client.predict_proba_rows(model, X, out, 4) == 0
+    expected = np.concatenate([model.predict_proba(X[i:i + 1]) for i in range(200)])
+    assert out.tobytes() == expected.tobytes()
+
+
+def test_cython_api_from_python_threads_equals_python(cython_client):
+    model = _classifier(np.float64)
+    X = np.random.default_rng(10).normal(size=(100, 12))
+    expected = model.forward(X)
+    outs = [np.empty((100, 5)) for _ in range(4)]
+    statuses = []
+    threads = [threading.Thread(target=lambda o=o: statuses.append(
+        cython_client.forward_all(model, X, o))) for o in outs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [0] * 4
+    for out in outs:
+        assert out.tobytes() == expected.tobytes()
+
+
+def test_cython_api_train_step_equals_python(cython_client):
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(8, 12)).astype(np.float32)
+    y = rng.integers(0, 5, size=8)
+    twins = [fusedmlp.MLP([12, 16, 5], seed=2) for _ in range(2)]
+    optimizers = [fusedmlp.SGD(0.1, momentum=0.9) for _ in range(2)]
+    status, loss = cython_client.train_step(twins[0], optimizers[0], X, y.astype(np.int64))
+    assert status == 0
+    assert loss == twins[1].train_step(X, y, optimizers[1])
+    assert twins[0].get_params_vector().tobytes() == twins[1].get_params_vector().tobytes()
