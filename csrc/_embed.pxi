@@ -74,6 +74,27 @@ cdef inline Py_ssize_t scratch_bytes(const Net* net, Py_ssize_t m, Py_ssize_t it
     return 2 * min(max(m, 1), CHUNK) * net.max_width * itemsize
 
 
+cdef struct Entered:
+    fm_fpenv fpenv
+    int blas
+
+
+cdef inline Entered enter() noexcept nogil:
+    """What every entry point does first (as Network's methods): count the thread in, flush
+    subnormals, single-threaded BLAS; leave() undoes it in reverse order."""
+    cdef Entered entered
+    fusedmlp_enter()
+    entered.fpenv = fm_fpenv_enter()
+    entered.blas = blas_enter()
+    return entered
+
+
+cdef inline void leave(Entered entered) noexcept nogil:
+    blas_leave(entered.blas)
+    fm_fpenv_leave(entered.fpenv)
+    fusedmlp_leave()
+
+
 cdef inline bint overlap(const char* a, Py_ssize_t a_bytes, const char* b, Py_ssize_t b_bytes) noexcept nogil:
     return a < b + b_bytes and b < a + a_bytes
 
@@ -108,7 +129,7 @@ def infer_into(Network network, X, out, int output):
     cdef char* x
     cdef char* o
     cdef int status
-    cdef fm_fpenv saved
+    cdef Entered entered
     cdef _Scratch scratch
     if not cnp.PyArray_Check(X) or cnp.PyArray_NDIM(<cnp.ndarray>X) != 2:
         return None
@@ -124,16 +145,14 @@ def infer_into(Network network, X, out, int output):
         return out
     scratch = thread_scratch(scratch_bytes(net, m, itemsize))
     with nogil:
-        fusedmlp_enter()
-        saved = fm_fpenv_enter()
+        entered = enter()
         if network.is_double:
             status = infer(net, <double*>x, m, <double*>o, <double*>scratch.data,
                            min(m, CHUNK), output)
         else:
             status = infer(net, <float*>x, m, <float*>o, <float*>scratch.data,
                            min(m, CHUNK), output)
-        fm_fpenv_leave(saved)
-        fusedmlp_leave()
+        leave(entered)
     return status if status else out
 
 
@@ -292,7 +311,7 @@ cdef int capi_infer(const fusedmlp_model* model, const floating* X, Py_ssize_t m
     cdef Py_ssize_t n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
     cdef double stack[1024]              # small calls need no scratch of the caller's
     cdef void* owned = NULL
-    cdef fm_fpenv saved
+    cdef Entered entered
     cdef int status
     if handle.is_double != (sizeof(floating) == sizeof(double)):
         return FUSEDMLP_WRONG_DTYPE
@@ -312,11 +331,9 @@ cdef int capi_infer(const fusedmlp_model* model, const floating* X, Py_ssize_t m
             owned = scratch = malloc(scratch_bytes(net, m, sizeof(floating)))
             if scratch == NULL:
                 return FUSEDMLP_NO_MEMORY
-    fusedmlp_enter()
-    saved = fm_fpenv_enter()
+    entered = enter()
     status = infer(net, X, m, out, <floating*>scratch, min(m, CHUNK), output)
-    fm_fpenv_leave(saved)
-    fusedmlp_leave()
+    leave(entered)
     free(owned)
     return status
 
@@ -335,7 +352,7 @@ cdef int capi_train_step(fusedmlp_trainer* trainer, const floating* X, Py_ssize_
                          const int64_t* labels, const floating* targets,
                          double* loss_out) noexcept nogil:
     cdef TrainerHandle* handle = <TrainerHandle*>trainer
-    cdef fm_fpenv saved
+    cdef Entered entered
     cdef double loss = 0
     cdef int status
     if handle.is_double != (sizeof(floating) == sizeof(double)):
@@ -345,12 +362,10 @@ cdef int capi_train_step(fusedmlp_trainer* trainer, const floating* X, Py_ssize_
         return FUSEDMLP_BAD_ARGUMENT
     if m > handle.max_batch:
         return FUSEDMLP_TOO_MANY_ROWS
-    fusedmlp_enter()
-    saved = fm_fpenv_enter()
+    entered = enter()
     status = step(handle.net, X, m, labels, targets, NULL, m, handle.opt_kind, handle.hyper,
                   <floating*>handle.state_a, <floating*>handle.state_b, &loss)
-    fm_fpenv_leave(saved)
-    fusedmlp_leave()
+    leave(entered)
     if loss_out != NULL:
         loss_out[0] = loss
     return status
@@ -384,3 +399,43 @@ TABLE.train_step_f32 = capi_train_step_f32
 TABLE.train_step_f64 = capi_train_step_f64
 
 _C_API = PyCapsule_New(&TABLE, FUSEDMLP_CAPSULE_NAME, NULL)
+
+
+def c_loop(mlp, X, out, Py_ssize_t repeats, bint gemm_only=False):
+    """Call the C API's inference (probabilities) `repeats` times from a C loop, the way a C
+    caller would (through the capsule's table, GIL released); with gemm_only, only the
+    forward pass's matrix products instead (the benchmarks' GEMM floor). X and out are
+    native arrays of the model's dtype, out (m x n_L); time it from outside."""
+    cdef Network network = network_of(mlp, "c_loop")
+    cdef Py_ssize_t r, m = len(X), itemsize = 8 if network.is_double else 4
+    cdef int type_num = cnp.NPY_FLOAT64 if network.is_double else cnp.NPY_FLOAT32
+    cdef char* x = native(X, type_num, cnp.NPY_ARRAY_CARRAY_RO, m, network.net.sizes[0])
+    cdef char* o = native(out, type_num, cnp.NPY_ARRAY_CARRAY, m,
+                          network.net.sizes[network.net.n_layers])
+    cdef fusedmlp_model* model
+    cdef _Scratch scratch = thread_scratch(scratch_bytes(&network.net, m, itemsize))
+    cdef int status = OK
+    if x == NULL or o == NULL or m < 1 or m > CHUNK:
+        raise ValueError(f"X and out must be native arrays of 1 to {CHUNK} rows for this model")
+    cdef Entered entered
+    model = capi_model_new(<PyObject*>mlp)
+    with nogil:
+        if gemm_only:
+            entered = enter()
+        for r in range(repeats):
+            if gemm_only and network.is_double:
+                forward(&network.net, <double*>x, m, <double*>scratch.data,
+                        -(m * network.net.max_width), <double*>o, True)
+            elif gemm_only:
+                forward(&network.net, <float*>x, m, <float*>scratch.data,
+                        -(m * network.net.max_width), <float*>o, True)
+            elif network.is_double:
+                status |= TABLE.infer_f64(model, <double*>x, m, <double*>o, PROBABILITIES,
+                                          scratch.data)
+            else:
+                status |= TABLE.infer_f32(model, <float*>x, m, <float*>o, PROBABILITIES,
+                                          scratch.data)
+        if gemm_only:
+            leave(entered)
+    capi_model_free(model)
+    return status

@@ -406,3 +406,23 @@ def test_cython_api_train_step_equals_python(cython_client):
     assert status == 0
     assert loss == twins[1].train_step(X, y, optimizers[1])
     assert twins[0].get_params_vector().tobytes() == twins[1].get_params_vector().tobytes()
+
+
+# --------------------------------------------------------------------------- latency bench
+
+def test_latency_bench_measures_and_tabulates(capsys):
+    from fusedmlp.cli import bench_latency
+    from fusedmlp.cli import main
+
+    results, skipped = bench_latency.measure(networks=[(8, 4, 3)], rows=(1, 2), rounds=2,
+                                             target_time=0.002,
+                                             competitors=["fusedmlp", "numpy"])
+    assert set(results) == {((8, 4, 3), 1), ((8, 4, 3), 2)}
+    for row in results.values():
+        assert set(row) == {"proba", "proba_out", "c_api", "floor", "numpy"}
+        assert all(t > 0 for t in row.values())
+    text = bench_latency.table(results)
+    assert "| 8-4-3 | 2 |" in text and "C API (C loop)" in text
+    with pytest.raises(SystemExit):
+        main(["bench", "latency", "--help"])
+    assert "onnxruntime" in capsys.readouterr().out
