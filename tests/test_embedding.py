@@ -195,9 +195,10 @@ def test_out_from_many_threads_equals_serial(dtype):
 
 
 # --------------------------------------------------------------------------- C and Cython API
-# Two small extensions (tests/embedding/) are compiled against the installed fusedmlp, as a
-# user's package would be: the C one includes fusedmlp.h from fusedmlp.get_include(), the
-# Cython one cimports fusedmlp.capi.
+# Small extensions are compiled against the installed fusedmlp, as a user's package would be:
+# tests/embedding/c_client.c includes fusedmlp.h from fusedmlp.get_include(); the examples of
+# docs/embedding.md (a Cython module that cimports fusedmlp.capi, built by its own setup.py,
+# and a C module) are built from the page itself.
 
 def _need_compiler():
     compiler = (sysconfig.get_config_var("CC") or "").split()
@@ -206,21 +207,11 @@ def _need_compiler():
                     "found): the C and Cython API test extensions cannot be built")
 
 
-def _build_and_import(name, source, build_dir, cython=False):
+def _build_and_import(name, source, build_dir):
     from setuptools import Distribution, Extension
     from setuptools.command.build_ext import build_ext
 
-    openmp = ["-fopenmp"] if cython and sys.platform.startswith("linux") else []
-    extension = Extension(name, [source], include_dirs=[fusedmlp.get_include()],
-                          extra_compile_args=openmp, extra_link_args=openmp)
-    if cython:
-        from Cython.Build import cythonize
-
-        # the directory holding the imported fusedmlp, so `cimport fusedmlp.capi` finds the
-        # capi.pxd installed beside it
-        site = os.path.dirname(os.path.dirname(fusedmlp.__file__))
-        extension, = cythonize([extension], build_dir=str(build_dir), include_path=[site],
-                               quiet=True)
+    extension = Extension(name, [source], include_dirs=[fusedmlp.get_include()])
     command = build_ext(Distribution({"ext_modules": [extension]}))
     command.build_lib = str(build_dir)
     command.build_temp = str(build_dir / "temp")
@@ -237,14 +228,6 @@ def c_client(tmp_path_factory):
     _need_compiler()
     return _build_and_import("c_client", os.path.join(HERE, "embedding", "c_client.c"),
                              tmp_path_factory.mktemp("c_client"))
-
-
-@pytest.fixture(scope="module")
-def cython_client(tmp_path_factory):
-    _need_compiler()
-    pytest.importorskip("Cython", reason="Cython is needed to build the Cython API client")
-    return _build_and_import("cython_client", os.path.join(HERE, "embedding", "cython_client.pyx"),
-                             tmp_path_factory.mktemp("cython_client"), cython=True)
 
 
 def test_get_include_holds_the_header_and_the_pxd_is_installed():
@@ -370,44 +353,6 @@ def test_c_api_train_steps_equal_python_train_steps(c_client, dtype, output):
     assert twins[0].get_params_vector().tobytes() == twins[1].get_params_vector().tobytes()
 
 
-def test_cython_api_prange_rows_equal_python(cython_client):
-    model = _classifier(np.float32)
-    X = np.random.default_rng(9).normal(size=(200, 12)).astype(np.float32)
-    out = np.full((200, 5), np.nan, np.float32)
-    assert cython_client.predict_proba_rows(model, X, out, 4) == 0
-    expected = np.concatenate([model.predict_proba(X[i:i + 1]) for i in range(200)])
-    assert out.tobytes() == expected.tobytes()
-
-
-def test_cython_api_from_python_threads_equals_python(cython_client):
-    model = _classifier(np.float64)
-    X = np.random.default_rng(10).normal(size=(100, 12))
-    expected = model.forward(X)
-    outs = [np.empty((100, 5)) for _ in range(4)]
-    statuses = []
-    threads = [threading.Thread(target=lambda o=o: statuses.append(
-        cython_client.forward_all(model, X, o))) for o in outs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert statuses == [0] * 4
-    for out in outs:
-        assert out.tobytes() == expected.tobytes()
-
-
-def test_cython_api_train_step_equals_python(cython_client):
-    rng = np.random.default_rng(11)
-    X = rng.normal(size=(8, 12)).astype(np.float32)
-    y = rng.integers(0, 5, size=8)
-    twins = [fusedmlp.MLP([12, 16, 5], seed=2) for _ in range(2)]
-    optimizers = [fusedmlp.SGD(0.1, momentum=0.9) for _ in range(2)]
-    status, loss = cython_client.train_step(twins[0], optimizers[0], X, y.astype(np.int64))
-    assert status == 0
-    assert loss == twins[1].train_step(X, y, optimizers[1])
-    assert twins[0].get_params_vector().tobytes() == twins[1].get_params_vector().tobytes()
-
-
 # --------------------------------------------------------------------------- latency bench
 
 def test_latency_bench_measures_and_tabulates(capsys):
@@ -426,3 +371,95 @@ def test_latency_bench_measures_and_tabulates(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "latency", "--help"])
     assert "onnxruntime" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- docs examples
+
+def _doc_examples():
+    """{file name: source} of the examples in docs/embedding.md (marked for this test)."""
+    import re
+
+    path = os.path.join(HERE, os.pardir, "docs", "embedding.md")
+    if not os.path.exists(path):
+        pytest.skip("docs/embedding.md is not beside the tests (installed-only run)")
+    with open(path, encoding="utf-8") as file:
+        text = file.read()
+    return dict(re.findall(r"<!-- embedding-example: (\S+) -->\n```\w+\n(.*?)```", text, re.S))
+
+
+@pytest.fixture(scope="module")
+def fast_policy(tmp_path_factory):
+    """The Cython API client: docs/embedding.md's example, built with its own setup.py."""
+    import subprocess
+
+    _need_compiler()
+    pytest.importorskip("Cython", reason="Cython is needed to build the Cython API example")
+    examples = _doc_examples()
+    build_dir = tmp_path_factory.mktemp("fast_policy")
+    for name in ("fast_policy.pyx", "setup.py"):
+        (build_dir / name).write_text(examples[name])
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                   cwd=build_dir, check=True, capture_output=True)
+    built = [p for p in build_dir.glob("fast_policy*") if p.suffix not in (".pyx", ".c")]
+    spec = importlib.util.spec_from_file_location("fast_policy", str(built[0]))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cython_api_prange_rows_equal_python(fast_policy):
+    model = _classifier(np.float32)
+    X = np.random.default_rng(12).normal(size=(200, 12)).astype(np.float32)
+    out = np.full((200, 5), np.nan, np.float32)
+    assert fast_policy.act(model, X, out) == 0
+    expected = np.concatenate([model.predict_proba(X[i:i + 1]) for i in range(200)])
+    assert out.tobytes() == expected.tobytes()
+    X[7, 3] = np.nan                      # a refused row is counted, the others computed
+    assert fast_policy.act(model, X, out) == 1
+    with pytest.raises(ValueError, match="float32 model"):
+        fast_policy.act(model, X[:, :6].copy(), out)
+
+
+def test_cython_api_from_python_threads_equals_python(fast_policy):
+    # act releases the GIL: Python threads run it on one model at once
+    model = _classifier(np.float32)
+    X = np.random.default_rng(14).normal(size=(64, 12)).astype(np.float32)
+    expected = np.concatenate([model.predict_proba(X[i:i + 1]) for i in range(64)]).tobytes()
+    outs = [np.empty((64, 5), np.float32) for _ in range(4)]
+    failures = []
+    threads = [threading.Thread(target=lambda o=o: failures.append(fast_policy.act(model, X, o)))
+               for o in outs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [0] * 4
+    assert all(out.tobytes() == expected for out in outs)
+
+
+def test_cython_api_train_step_equals_python(fast_policy):
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(8, 12)).astype(np.float32)
+    y = rng.integers(0, 5, size=8)
+    twins = [_classifier(np.float32) for _ in range(2)]
+    optimizers = [fusedmlp.SGD(0.1, momentum=0.9) for _ in range(2)]
+    for _ in range(2):
+        assert fast_policy.learn(twins[0], optimizers[0], X, y) == (
+            twins[1].train_step(X, y, optimizers[1]))
+    assert twins[0].get_params_vector().tobytes() == twins[1].get_params_vector().tobytes()
+    y[0] = 9
+    with pytest.raises(ValueError, match="training step refused"):
+        fast_policy.learn(twins[0], optimizers[0], X, y)
+
+
+def test_docs_c_example_builds_and_works(tmp_path):
+    _need_compiler()
+    source = tmp_path / "policy.c"
+    source.write_text(_doc_examples()["policy.c"])
+    policy = _build_and_import("policy", str(source), tmp_path)
+    model = _classifier(np.float32)
+    X = np.random.default_rng(13).normal(size=(20, 12)).astype(np.float32)
+    out = np.empty((20, 5), np.float32)
+    assert policy.act(model, X, out) == 0
+    assert out.tobytes() == model.predict_proba(X).tobytes()
+    assert policy.act(model, X, np.empty((20, 4), np.float32)) == -2    # FUSEDMLP_BAD_ARGUMENT
