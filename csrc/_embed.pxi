@@ -24,6 +24,8 @@ from cpython.ref cimport Py_INCREF, Py_DECREF
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport uint32_t
 cimport numpy as cnp
+from fusedmlp._codes cimport (OK, BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_LOSS, SCORES,
+                             PROBABILITIES, LOG_PROBABILITIES, SOFTMAX_CROSS_ENTROPY)
 
 import numpy as _np
 
@@ -162,6 +164,14 @@ cdef extern from "fusedmlp.h":
     int FUSEDMLP_CAPI_VERSION
     const char* FUSEDMLP_CAPSULE_NAME
     enum:
+        FUSEDMLP_SCORES
+        FUSEDMLP_PROBABILITIES
+        FUSEDMLP_LOG_PROBABILITIES
+        FUSEDMLP_OK
+        FUSEDMLP_BAD_INPUT
+        FUSEDMLP_BAD_LABEL
+        FUSEDMLP_BAD_TARGET
+        FUSEDMLP_BAD_LOSS
         FUSEDMLP_FLOAT32
         FUSEDMLP_FLOAT64
         FUSEDMLP_WRONG_DTYPE
@@ -382,6 +392,13 @@ cdef int capi_train_step_f64(fusedmlp_trainer* trainer, const double* X, Py_ssiz
                              double* loss) noexcept nogil:
     return capi_train_step(trainer, X, m, labels, targets, loss)
 
+
+# The header spells out the numbers of fusedmlp._codes for C callers: they must agree.
+if ((FUSEDMLP_SCORES, FUSEDMLP_PROBABILITIES, FUSEDMLP_LOG_PROBABILITIES, FUSEDMLP_OK,
+     FUSEDMLP_BAD_INPUT, FUSEDMLP_BAD_LABEL, FUSEDMLP_BAD_TARGET, FUSEDMLP_BAD_LOSS)
+        != (SCORES, PROBABILITIES, LOG_PROBABILITIES, OK, BAD_INPUT, BAD_LABEL, BAD_TARGET,
+            BAD_LOSS)):
+    raise ImportError("fusedmlp.h's output and status codes differ from fusedmlp._codes")
 
 TABLE.version = FUSEDMLP_CAPI_VERSION
 TABLE.size = sizeof(fusedmlp_capi)
