@@ -38,9 +38,7 @@ _DESCRIPTION = (
     "  fusedmlp demo    train an MLP on digits (or Fashion-MNIST with --data DIR) and\n"
     "                   compare its speed with the pure-NumPy reference\n"
     "  fusedmlp bench   time training steps and inference against NumPy, PyTorch and\n"
-    "                   scikit-learn\n"
-    "  fusedmlp bench latency\n"
-    "                   inference latency of 1-32 rows (out=, the C API, onnxruntime, ...)\n\n"
+    "                   scikit-learn\n\n"
     "Run 'fusedmlp COMMAND --help' for a command's options."
 )
 
@@ -62,24 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Tables with a command of their own: ``fusedmlp bench NAME [options]`` runs the module
-#: fusedmlp.cli.<module>'s main; plain ``fusedmlp bench`` runs fusedmlp.cli.bench.
-BENCH_TABLES = {"latency": "bench_latency"}
-
-
 def _bench(argv) -> int:
-    import importlib
-
-    argv = list(argv)
-    module = BENCH_TABLES.get(argv[0]) if argv else None
-    if module is not None:
-        argv = argv[1:]
     try:
-        bench = importlib.import_module(f".{module or 'bench'}", __package__)
+        from . import bench
     except ImportError as exc:
         print(f"{PROG} bench: not available in this installation ({exc})", file=sys.stderr)
         return 1
-    return bench.main(argv)
+    return bench.main(list(argv))
 
 
 def main(argv=None) -> int:
