@@ -81,20 +81,24 @@ cdef struct Entered:
     int blas
 
 
-cdef inline Entered enter() noexcept nogil:
-    """What every entry point does first (as Network's methods): count the thread in, flush
-    subnormals, single-threaded BLAS; leave() undoes it in reverse order."""
+cdef inline Entered enter(bint counted) noexcept nogil:
+    """What every entry point does first (as Network's methods): flush subnormals, make BLAS
+    single-threaded, and (counted) count the thread in for most_concurrent_calls; leave()
+    undoes it in reverse order. The C API is not counted: its callers run many threads at
+    once, and a shared atomic counter would make their cores fight over one cache line."""
     cdef Entered entered
-    fusedmlp_enter()
+    if counted:
+        fusedmlp_enter()
     entered.fpenv = fm_fpenv_enter()
     entered.blas = blas_enter()
     return entered
 
 
-cdef inline void leave(Entered entered) noexcept nogil:
+cdef inline void leave(Entered entered, bint counted) noexcept nogil:
     blas_leave(entered.blas)
     fm_fpenv_leave(entered.fpenv)
-    fusedmlp_leave()
+    if counted:
+        fusedmlp_leave()
 
 
 cdef inline bint overlap(const char* a, Py_ssize_t a_bytes, const char* b, Py_ssize_t b_bytes) noexcept nogil:
@@ -147,14 +151,14 @@ def infer_into(Network network, X, out, int output):
         return out
     scratch = thread_scratch(scratch_bytes(net, m, itemsize))
     with nogil:
-        entered = enter()
+        entered = enter(True)
         if network.is_double:
             status = infer(net, <double*>x, m, <double*>o, <double*>scratch.data,
                            min(m, CHUNK), output)
         else:
             status = infer(net, <float*>x, m, <float*>o, <float*>scratch.data,
                            min(m, CHUNK), output)
-        leave(entered)
+        leave(entered, True)
     return status if status else out
 
 
@@ -341,9 +345,9 @@ cdef int capi_infer(const fusedmlp_model* model, const floating* X, Py_ssize_t m
             owned = scratch = malloc(scratch_bytes(net, m, sizeof(floating)))
             if scratch == NULL:
                 return FUSEDMLP_NO_MEMORY
-    entered = enter()
+    entered = enter(False)
     status = infer(net, X, m, out, <floating*>scratch, min(m, CHUNK), output)
-    leave(entered)
+    leave(entered, False)
     free(owned)
     return status
 
@@ -372,10 +376,10 @@ cdef int capi_train_step(fusedmlp_trainer* trainer, const floating* X, Py_ssize_
         return FUSEDMLP_BAD_ARGUMENT
     if m > handle.max_batch:
         return FUSEDMLP_TOO_MANY_ROWS
-    entered = enter()
+    entered = enter(False)
     status = step(handle.net, X, m, labels, targets, NULL, m, handle.opt_kind, handle.hyper,
                   <floating*>handle.state_a, <floating*>handle.state_b, &loss)
-    leave(entered)
+    leave(entered, False)
     if loss_out != NULL:
         loss_out[0] = loss
     return status
@@ -438,7 +442,7 @@ def c_loop(mlp, X, out, Py_ssize_t repeats, bint gemm_only=False):
     model = capi_model_new(<PyObject*>mlp)
     with nogil:
         if gemm_only:
-            entered = enter()
+            entered = enter(False)
         for r in range(repeats):
             if gemm_only and network.is_double:
                 forward(&network.net, <double*>x, m, <double*>scratch.data,
@@ -453,6 +457,6 @@ def c_loop(mlp, X, out, Py_ssize_t repeats, bint gemm_only=False):
                 status |= TABLE.infer_f32(model, <float*>x, m, <float*>o, PROBABILITIES,
                                           scratch.data)
         if gemm_only:
-            leave(entered)
+            leave(entered, False)
     capi_model_free(model)
     return status
