@@ -201,8 +201,11 @@ def test_out_from_many_threads_equals_serial(dtype):
 # and a C module) are built from the page itself.
 
 def _need_compiler():
-    compiler = (sysconfig.get_config_var("CC") or "").split()
-    if sys.platform != "win32" and (not compiler or shutil.which(compiler[0]) is None):
+    # the compiler Python was built with (MSVC's cl on Windows, found on PATH in a
+    # developer prompt)
+    compiler = ["cl"] if sys.platform == "win32" else (
+        sysconfig.get_config_var("CC") or "").split()
+    if not compiler or shutil.which(compiler[0]) is None:
         pytest.skip(f"no C compiler ({compiler[0] if compiler else 'sysconfig CC unset'} not "
                     "found): the C and Cython API test extensions cannot be built")
 
