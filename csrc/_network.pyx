@@ -51,9 +51,9 @@ from _blas cimport gemm, blas_enter, blas_leave, load_blas
 from _activations cimport bias_activation, activation_grad, select_isa
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error)
-from _optim cimport optimizer_update, n_states
-from fusedmlp._codes cimport (H_SIZE, OK, BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_LOSS, OPT_NONE,
-                             SOFTMAX_CROSS_ENTROPY, SCORES, PROBABILITIES, LOG_PROBABILITIES)
+from _optim cimport optimizer_update, n_states, fm_sum_sq_f, fm_sum_sq_d
+from fusedmlp._codes cimport (H_SIZE, H_WEIGHT_DECAY, H_EPS, OK, BAD_INPUT, BAD_LABEL,
+                             BAD_TARGET, BAD_LOSS, OPT_NONE, SOFTMAX_CROSS_ENTROPY, SCORES, PROBABILITIES, LOG_PROBABILITIES)
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
@@ -329,6 +329,8 @@ cdef struct EpochData:
     int64_t* labels_batch
     void* targets_batch
     void* weights_batch
+    const double* rule             # scikit-learn's per-batch L2 rule, or NULL (epoch())
+    Py_ssize_t rule_size
 
 
 cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t stop,
@@ -340,6 +342,14 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
     loss_sum and correct are accumulated (batch loss x rows; correct predictions for
     softmax outputs); on a failure failed_row is the failing batch's first position.
     A batch whose sample weights sum to 0 carries no gradient: it is scored but not trained on.
+
+    With data.rule = [alpha, scale, 0.5 alpha, loss factor, (epsilons)] (the scikit-learn
+    estimators), each batch of total sample weight s instead: is skipped when s is 0; sets
+    the weight decay to alpha / (scale s) (scikit-learn's L2 term) and, when there are
+    epsilons, the epsilon to the k-th for the k-th step of this call (Adam's epsilon
+    schedule); and reports loss factor x loss + ||W||^2 x (0.5 alpha / s), the squared
+    weights read before the update (scikit-learn's loss with its penalty). The arithmetic
+    is that of sklearn.py's _Step, operation for operation.
     """
     cdef Py_ssize_t lo = first, m, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
     cdef Py_ssize_t size = sizeof(floating)
@@ -347,8 +357,10 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
     cdef floating* weights
     cdef const int64_t* labels = NULL
     cdef const floating* targets = NULL
-    cdef double total, loss = 0
+    cdef double total, loss = 0, penalty
     cdef int status, kind
+    cdef Py_ssize_t k = 0
+    cdef const double* rule = data.rule
     cdef floating* out_block = (<floating*>net.acts
                                 + net.a_off[net.n_layers - 1] * net.max_batch)
     while lo < stop:
@@ -364,18 +376,34 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
         weights = NULL
         total = m
         kind = opt_kind
+        penalty = 0
         if data.weights != NULL:
             weights = <floating*>data.weights_batch
             gather(<const char*>data.weights, rows, m, size, <char*>weights)
             total = pairwise_sum(weights, m)
             if not total > 0:
+                if rule != NULL:            # scikit-learn skips such a batch
+                    lo += m
+                    continue
                 total = 1
                 kind = OPT_NONE
+        if rule != NULL:
+            hyper[H_WEIGHT_DECAY] = rule[0] / (rule[1] * total)
+            if data.rule_size > 4:
+                hyper[H_EPS] = rule[4 + k]
+            if rule[0] > 0:
+                if floating is float:
+                    penalty = fm_sum_sq_f(<float*>net.params, net.n_weights) * (rule[2] / total)
+                else:
+                    penalty = fm_sum_sq_d(<double*>net.params, net.n_weights) * (rule[2] / total)
         status = step(net, <const floating*>data.X_batch, m, labels, targets, weights, total,
                       kind, hyper, state_a, state_b, &loss)
         if status != OK:
             failed_row[0] = lo
             return status
+        if rule != NULL:
+            loss = rule[3] * loss + penalty
+        k += 1
         loss_sum[0] += loss * m
         if net.loss == SOFTMAX_CROSS_ENTROPY:
             # the step's forward pass left this batch's logits in the workspace
@@ -522,7 +550,7 @@ cdef class Network:
 
     def train_epoch(self, X, labels, targets, weights, order, Py_ssize_t first, Py_ssize_t stop,
                     Py_ssize_t batch_size, int opt_kind, hyper, state_a, state_b, gather_buffers,
-                    validation, double[::1] results):
+                    validation, double[::1] results, rule=None):
         """Train on the rows order[first:stop] in batches of batch_size; returns a status.
 
         X (n x n_0) with labels (n, int64) or targets (n x n_L), weights (n, or None) are the
@@ -532,7 +560,10 @@ cdef class Network:
         and [1] the correct predictions (zero them at the start of an epoch); [2] gets the first position of a failing batch.
         validation, unless None, is (X_val, labels_val, targets_val, scores, dscores, maxima,
         buffers, chunk), scored after the last step into [3] (mean loss) and [4] (correct);
-        a non-finite validation output gives BAD_LOSS with [2] = -1.
+        a non-finite validation output gives BAD_LOSS with [2] = -1. rule (float64, or
+        None) is the scikit-learn estimators' per-batch rule (see epoch()): alpha, the
+        gradient scale, 0.5 alpha, the reported loss factor, then optionally one epsilon
+        per batch of this call.
         """
         cdef Py_ssize_t n = len(X), n_out = self.net.sizes[self.net.n_layers], i
         cdef Py_ssize_t m_val, chunk, correct = 0, failed = 0, val_correct = 0
@@ -563,6 +594,11 @@ cdef class Network:
         data.labels_batch = <int64_t*>address(labels_batch, b'q', True, batch_size)
         data.targets_batch = address(targets_batch, self.kind, True, batch_size, n_out)
         data.weights_batch = address(weights_batch, self.kind, True, batch_size)
+        data.rule = <double*>address(rule, b'd', False)
+        data.rule_size = 0 if rule is None else len(rule)
+        if rule is not None and (data.rule_size < 4 or (data.rule_size > 4 and
+                                 data.rule_size < 4 + (stop - first + batch_size - 1) // batch_size)):
+            raise ValueError("rule needs 4 entries, or 4 plus one epsilon per batch")
         if n == 0 or batch_size < 1 or batch_size > self.net.max_batch:
             raise ValueError(f"batch_size must lie in [1, {self.net.max_batch}] (the workspace)")
         if not 0 <= first <= stop <= len(order) or results.shape[0] < 5:

@@ -152,3 +152,65 @@ def test_verbose_progress_does_not_change_the_results():
     h_chatty = chatty.fit(X, y, epochs=2, batch_size=4, verbose=2)
     np.testing.assert_array_equal(quiet.get_params_vector(), chatty.get_params_vector())
     assert h_quiet["loss"] == h_chatty["loss"] and h_quiet["accuracy"] == h_chatty["accuracy"]
+
+
+def test_two_models_fit_in_parallel():
+    # The epoch call releases the GIL: two threads fitting their own models are inside
+    # compiled epochs at the same moment (counted by the core, so no timing is involved).
+    import threading
+
+    from fusedmlp import _network
+
+    X, y, _, _ = _problem("labels", np.float32, n=2000)
+    models = [fusedmlp.MLP([5, 32, 4], seed=s) for s in (0, 1)]
+    reached = []
+
+    def work(t):
+        for _ in range(500):
+            models[t].fit(X, y, epochs=1, batch_size=50)
+            if _network.most_concurrent_calls() >= 2:
+                reached.append(t)
+                return
+
+    _network.most_concurrent_calls(reset=True)
+    threads = [threading.Thread(target=work, args=(t,)) for t in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert reached and _network.most_concurrent_calls() == 2
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+@pytest.mark.parametrize("estimator", ["classifier", "regressor"])
+def test_estimators_train_through_the_compiled_epoch(monkeypatch, solver, estimator):
+    # partial_fit/fit of the scikit-learn estimators run each epoch in one compiled call
+    # whose per-batch rule (L2 from the batch's total weight, Adam's epsilon schedule, the
+    # penalty in the reported loss) gives the weights of the per-batch Python loop exactly.
+    pytest.importorskip("sklearn")
+    from fusedmlp import sklearn as fsk
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 5))
+    y = rng.integers(0, 3, 150) if estimator == "classifier" else X @ rng.normal(size=5)
+    weights = rng.uniform(0, 2, 150)
+    weights[:40] = 0                               # whole zero-weight batches (unshuffled)
+    cls = fsk.MLPClassifier if estimator == "classifier" else fsk.MLPRegressor
+
+    def train():
+        model = cls(hidden_layer_sizes=(7,), solver=solver, alpha=1e-2, batch_size=20,
+                    max_iter=3, shuffle=False, random_state=0, momentum=0.9)
+        if estimator == "classifier":
+            model.partial_fit(X, y, sample_weight=weights, classes=np.arange(3))
+        else:
+            model.partial_fit(X, y, sample_weight=weights)
+        model.partial_fit(X, y, sample_weight=weights)
+        return model
+
+    compiled = train()
+    monkeypatch.delattr(fsk._Step, "epoch")        # the per-batch loop of train_step calls
+    looped = train()
+    for a, b in zip(compiled.coefs_ + compiled.intercepts_, looped.coefs_ + looped.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(compiled.loss_curve_, looped.loss_curve_, rtol=1e-12)
+    assert compiled._optimizer.steps == looped._optimizer.steps

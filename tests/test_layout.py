@@ -51,7 +51,7 @@ def test_batches_visit_every_row_once_in_order(order):
     np.testing.assert_array_equal(np.concatenate([b[0] for b in seen]), X[rows])
     np.testing.assert_array_equal(np.concatenate([b[2] for b in seen]), w[rows])
     # run_epoch: the row-weighted mean of the batch losses
-    assert run_epoch(lambda Xb, yb, wb: float(yb.sum()), batches, order) == pytest.approx(
+    assert run_epoch(lambda Xb, yb, wb: float(yb.sum()), batches, order).loss == pytest.approx(
         sum(float(b[1].sum()) * len(b[1]) for b in seen) / 5)
 
 

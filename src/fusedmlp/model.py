@@ -551,24 +551,28 @@ class CompiledStep:
         return self.model._step(X, y, self.kind, self.hyper, self.state_a, self.state_b,
                                 sample_weight)
 
-    def epoch(self, batches, order, first, stop, validation, results) -> int:
+    def epoch(self, batches, order, first, stop, validation, results, rule=None) -> int:
         """Train on the batches of rows ``order[first:stop]`` of `batches` (a
         ``training.Batches`` of checked data) in one compiled call; returns its status.
 
         `results` (float64, 5 entries) accumulates the summed loss x rows and the correct
-        predictions; `validation` (``validation_buffers``) is scored after the last step.
+        predictions; `validation` (``validation_buffers``) is scored after the last step;
+        `rule` is the scikit-learn estimators' per-batch L2 rule (``Network.train_epoch``).
         """
         model = self.model
         labels, targets = ((batches.y, None) if batches.y.ndim == 1 and model.output == "softmax"
                            else (None, batches.y))
+        target_buffer = batches.y_buffer
+        if targets is not None and targets.ndim == 1:       # one output as a vector
+            targets, target_buffer = targets[:, None], target_buffer[:, None]
         gather = (batches.X_buffer, batches.y_buffer if labels is not None else None,
-                  batches.y_buffer if targets is not None else None, batches.w_buffer)
+                  target_buffer if targets is not None else None, batches.w_buffer)
         with model._lock:
             model._ensure_workspace(batches.batch_size)
             return model._net.train_epoch(batches.X, labels, targets, batches.sample_weight,
                                           order, first, stop, batches.batch_size, self.kind,
                                           self.hyper, self.state_a, self.state_b, gather,
-                                          validation, results)
+                                          validation, results, rule)
 
     def validation_buffers(self, X, y):
         """What ``epoch`` needs to score checked data (X, labels or targets) after the last

@@ -556,6 +556,10 @@ class _BaseMLP(BaseEstimator):
                 warnings.warn(f"batch_size={self.batch_size} is larger than the {n_samples} "
                               "training samples; using batches of all samples", UserWarning)
             batch_size = min(self.batch_size, n_samples)
+        # the compiled epoch's native form: the model's dtype, int64 labels or 2-D targets
+        X, y = self.model_.check_data(X, y)
+        if sample_weight is not None:
+            sample_weight = np.ascontiguousarray(sample_weight, self.model_.dtype)
         batches = Batches(X, y, sample_weight, batch_size)
         step = _Step(self, optimizer)
         lr = optimizer.learning_rate              # scikit-learn's current rate
@@ -572,7 +576,7 @@ class _BaseMLP(BaseEstimator):
                     order = order[permutation]
                 diverged = None
                 try:
-                    self.loss_ = run_epoch(step, batches, order)
+                    self.loss_ = run_epoch(step, batches, order).loss
                 except FloatingPointError as exc:    # the step refused a non-finite loss
                     if not early_stopping or self._best_parameters is None:
                         raise self._diverged(exc) from None
@@ -711,10 +715,15 @@ class _Adam(Adam):
 
 class _Step:
     """One scikit-learn mini-batch step on the compiled model; returns the batch's loss as
-    scikit-learn reports it (data loss plus the L2 term, before the update)."""
+    scikit-learn reports it (data loss plus the L2 term, before the update).
+
+    ``epoch`` runs the same steps for a whole epoch in one compiled call
+    (``training.run_epoch`` uses it): the core applies the per-batch rule below itself.
+    """
 
     def __init__(self, estimator, optimizer):
         self.model, self.optimizer = estimator.model_, optimizer
+        self.compiled = self.model.bind(optimizer)
         self.scale = estimator._gradient_scale()
         self.loss_factor = estimator._reported_loss_factor()
         self.alpha = float(estimator.alpha)
@@ -747,6 +756,19 @@ class _Step:
             optimizer.eps = self.epsilon / (self.scale * np.sqrt(1.0 - self.beta_2 ** t))
         loss = self.model.train_step(X_batch, y_batch, optimizer, sample_weight=w_batch)
         return self.loss_factor * loss + penalty
+
+    def epoch(self, batches, order, first, stop, validation, results):
+        """The batches of rows order[first:stop] in one compiled call, with ``__call__``'s
+        rule per batch (weight decay from the batch's total weight, Adam's epsilon of each
+        step, the penalty in the reported loss), computed by the core the same way."""
+        rule = [self.alpha, self.scale, 0.5 * self.alpha, self.loss_factor]
+        if self.adam:
+            t = self.optimizer.steps
+            n_batches = -(-(stop - first) // batches.batch_size)
+            rule += [self.epsilon / (self.scale * np.sqrt(1.0 - self.beta_2 ** (t + k)))
+                     for k in range(1, n_batches + 1)]
+        return self.compiled.epoch(batches, order, first, stop, validation, results,
+                                   np.array(rule))
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """A multilayer perceptron classifier with scikit-learn's API, trained by fusedmlp.

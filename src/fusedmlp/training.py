@@ -94,15 +94,15 @@ def run_epoch(step, batches: Batches, order=None, *, validation=None, progress=N
     (``MLP.bind(optimizer)``, which has ``step.epoch``) runs the whole epoch in one compiled
     call, or in ``PROGRESS_CALLS`` calls when `progress` reports within epochs, with
     `validation` (``step.validation_buffers(X_val, y_val)``) scored after the last step, and
-    returns an :class:`EpochResult`; any other step (the scikit-learn estimators wrap it) is
-    called batch by batch, and the mean loss is returned. This is the only place that loops
-    over the batches of an epoch.
+    returns an :class:`EpochResult`; any other step is called batch by batch (an
+    :class:`EpochResult` with the loss only). This is the only place that loops over the
+    batches of an epoch.
     """
     if not hasattr(step, "epoch"):
         total = 0.0
         for X_batch, y_batch, w_batch in batches.epoch(order):
             total += step(X_batch, y_batch, w_batch) * len(X_batch)
-        return total / len(batches)
+        return EpochResult(total / len(batches))
     n, size = len(batches), batches.batch_size
     order = batches.identity_order() if order is None else order.astype(np.int64, copy=False)
     n_batches = -(-n // size)
