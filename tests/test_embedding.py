@@ -208,6 +208,8 @@ def _need_compiler():
     if not compiler or shutil.which(compiler[0]) is None:
         pytest.skip(f"no C compiler ({compiler[0] if compiler else 'sysconfig CC unset'} not "
                     "found): the C and Cython API test extensions cannot be built")
+    pytest.importorskip("setuptools", reason="setuptools builds the test extensions "
+                                             '(pip install ".[test]")')
 
 
 def _build_and_import(name, source, build_dir):
@@ -395,7 +397,7 @@ def fast_policy(tmp_path_factory):
     import subprocess
 
     _need_compiler()
-    pytest.importorskip("Cython", reason="Cython is needed to build the Cython API example")
+    pytest.importorskip("Cython", reason='Cython builds the Cython API example (pip install ".[test]")')
     examples = _doc_examples()
     build_dir = tmp_path_factory.mktemp("fast_policy")
     for name in ("fast_policy.pyx", "setup.py"):
