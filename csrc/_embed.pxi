@@ -71,7 +71,8 @@ cdef _Scratch thread_scratch(Py_ssize_t size):
     return scratch
 
 
-cdef inline Py_ssize_t scratch_bytes(const Net* net, Py_ssize_t m, Py_ssize_t itemsize) noexcept nogil:
+cdef inline Py_ssize_t scratch_bytes(const Net* net, Py_ssize_t m,
+                                     Py_ssize_t itemsize) noexcept nogil:
     """Bytes of scratch an inference of m rows needs: two ping-pong blocks of the widest layer."""
     return 2 * min(max(m, 1), CHUNK) * net.max_width * itemsize
 
@@ -101,7 +102,8 @@ cdef inline void leave(Entered entered, bint counted) noexcept nogil:
         fusedmlp_leave()
 
 
-cdef inline bint overlap(const char* a, Py_ssize_t a_bytes, const char* b, Py_ssize_t b_bytes) noexcept nogil:
+cdef inline bint overlap(const char* a, Py_ssize_t a_bytes, const char* b,
+                         Py_ssize_t b_bytes) noexcept nogil:
     return a < b + b_bytes and b < a + a_bytes
 
 
@@ -267,7 +269,8 @@ cdef fusedmlp_trainer* capi_trainer_new(PyObject* mlp, PyObject* optimizer,
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     if not hasattr(opt, "_buffers") or not hasattr(opt, "kind"):
-        raise TypeError(f"fusedmlp_trainer_new needs a fusedmlp Optimizer, got {type(opt).__name__}")
+        raise TypeError(f"fusedmlp_trainer_new needs a fusedmlp Optimizer, "
+                        f"got {type(opt).__name__}")
     hyper, state_a, state_b = opt._buffers(model)
     with model._lock:
         model._ensure_workspace(max_batch)

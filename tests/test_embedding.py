@@ -397,7 +397,8 @@ def fast_policy(tmp_path_factory):
     import subprocess
 
     _need_compiler()
-    pytest.importorskip("Cython", reason='Cython builds the Cython API example (pip install ".[test]")')
+    pytest.importorskip("Cython",
+                        reason='Cython builds the Cython API example (pip install ".[test]")')
     examples = _doc_examples()
     build_dir = tmp_path_factory.mktemp("fast_policy")
     for name in ("fast_policy.pyx", "setup.py"):
