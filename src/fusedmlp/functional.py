@@ -174,7 +174,7 @@ def _activation(name):
 sigmoid = _activation("sigmoid")
 sigmoid.__doc__ = """Logistic sigmoid 1 / (1 + exp(-x)), elementwise.
 
-Evaluated from exp(-|x|), so it never overflows: sigmoid(-1000) is exactly 0 with no warning,
+Evaluated from ``exp(-abs(x))``, so it never overflows: sigmoid(-1000) is exactly 0 with no warning,
 and nothing is clipped.
 
 Examples
@@ -239,7 +239,8 @@ array([1., 0.])
 """
 
 softplus = _activation("softplus")
-softplus.__doc__ = """Softplus log(1 + exp(x)), evaluated as max(x, 0) + log1p(exp(-|x|)) (no overflow).
+softplus.__doc__ = """Softplus log(1 + exp(x)), evaluated as ``max(x, 0) + log1p(exp(-abs(x)))``
+(no overflow).
 
 Examples
 --------
