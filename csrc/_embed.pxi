@@ -136,7 +136,7 @@ def infer_into(Network network, X, out, int output):
     cdef cnp.npy_intp shape[2]
     cdef char* x
     cdef char* o
-    cdef int status
+    cdef int status, n_parts
     cdef Entered entered
     cdef _Scratch scratch
     if not cnp.PyArray_Check(X) or cnp.PyArray_NDIM(<cnp.ndarray>X) != 2:
@@ -151,15 +151,16 @@ def infer_into(Network network, X, out, int output):
         return None
     if m == 0:
         return out
-    scratch = thread_scratch(scratch_bytes(net, m, itemsize))
+    n_parts = inference_parts(net, m)
+    scratch = thread_scratch(scratch_bytes(net, m, itemsize) * n_parts)
     with nogil:
         entered = enter(True)
         if network.is_double:
             status = infer(net, <double*>x, m, <double*>o, <double*>scratch.data,
-                           min(m, CHUNK), output)
+                           min(m, CHUNK), output, n_parts)
         else:
             status = infer(net, <float*>x, m, <float*>o, <float*>scratch.data,
-                           min(m, CHUNK), output)
+                           min(m, CHUNK), output, n_parts)
         leave(entered, True)
     return status if status else out
 

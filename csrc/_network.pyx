@@ -51,9 +51,11 @@ from _blas cimport gemm, blas_enter, blas_leave, load_blas
 from _activations cimport bias_activation, activation_grad, select_isa
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error)
-from _optim cimport optimizer_update, n_states, fm_sum_sq_f, fm_sum_sq_d
+from _optim cimport (optimizer_update, optimizer_prepare, optimizer_apply, n_states,
+                    fm_sum_sq_f, fm_sum_sq_d)
 from fusedmlp._codes cimport (H_SIZE, H_WEIGHT_DECAY, H_EPS, OK, BAD_INPUT, BAD_LABEL,
-                             BAD_TARGET, BAD_LOSS, OPT_NONE, SOFTMAX_CROSS_ENTROPY, SCORES, PROBABILITIES, LOG_PROBABILITIES)
+                             BAD_TARGET, BAD_LOSS, OPT_NONE, SOFTMAX_CROSS_ENTROPY, SCORES,
+                             PROBABILITIES, LOG_PROBABILITIES, ACT_IDENTITY)
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
@@ -141,6 +143,11 @@ cdef struct Net:
     void* delta_a
     void* delta_b
     double* scratch
+    bint is_double
+    int n_threads              # parts per step/inference: > 0 as set; 0 "auto" (_parallel.pxi)
+    bint auto_parallel         # "auto" may use more than one thread (not with SciPy's BLAS)
+    int max_parts              # part_scratch holds max_parts x max_width doubles
+    double* part_scratch
 
 
 cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* acts,
@@ -203,6 +210,9 @@ cdef void backward(Net* net, const floating* X, Py_ssize_t m, bint gemm_only) no
             d_next = tmp
 
 
+include "_parallel.pxi"
+
+
 cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
               const floating* targets, const floating* weights, double total_weight,
               int opt_kind, double* hyper, floating* state_a, floating* state_b,
@@ -223,7 +233,13 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
     if targets != NULL and not all_finite(targets, m * n_classes):
         return BAD_TARGET
 
-    forward(net, X, m, acts, net.max_batch, out_block, False)
+    cdef fm_team team
+    cdef int n_parts = n_parts_for(net, step_flops(net, m))
+    fm_team_begin(&team, n_parts)
+    if n_parts > 1:
+        parallel_forward(net, &team, n_parts, X, m)
+    else:
+        forward(net, X, m, acts, net.max_batch, out_block, False)
     if net.loss == SOFTMAX_CROSS_ENTROPY:
         loss = softmax_cross_entropy(out_block, labels, targets, weights, total_weight, d,
                                      net.scratch, m, n_classes)
@@ -231,10 +247,16 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
         loss = mean_squared_error(out_block, targets, weights, total_weight, d, m, n_classes)
     loss_out[0] = loss
     if not isfinite(loss):
+        fm_team_end(&team)
         return BAD_LOSS
-    backward(net, X, m, False)
-    optimizer_update(opt_kind, hyper, <floating*>net.params, <floating*>net.grads, state_a,
-                     state_b, net.n_params, net.n_weights)
+    if n_parts > 1:
+        parallel_backward(net, &team, n_parts, X, m, sizeof(floating))
+        parallel_update(net, &team, n_parts, opt_kind, hyper, state_a, state_b)
+    else:
+        backward(net, X, m, False)
+        optimizer_update(opt_kind, hyper, <floating*>net.params, <floating*>net.grads, state_a,
+                         state_b, net.n_params, net.n_weights)
+    fm_team_end(&team)
     return OK
 
 
@@ -247,19 +269,26 @@ cdef void matmuls(Net* net, const floating* X, Py_ssize_t m) noexcept nogil:
 
 
 cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
-               floating* buffers, Py_ssize_t chunk, int output) noexcept nogil:
-    cdef Py_ssize_t start = 0, rows, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
-    if not all_finite(X, m * n_in):
+               floating* buffers, Py_ssize_t chunk, int output, int n_parts=1) noexcept nogil:
+    """Inference of m rows, chunk rows at a time, split into n_parts blocks of rows (buffers:
+    n_parts x 2 x chunk x widest layer)."""
+    cdef Work w
+    cdef fm_team team
+    if not all_finite(X, m * net.sizes[0]):
         return BAD_INPUT
-    while start < m:
-        rows = min(chunk, m - start)
-        forward(net, X + start * n_in, rows, buffers, -(chunk * net.max_width),
-                out + start * n_out, False)
-        start += rows
-    if output == PROBABILITIES:
-        softmax_rows(out, out, m, n_out)
-    elif output == LOG_PROBABILITIES:
-        log_softmax_rows(out, out, m, n_out)
+    if n_parts <= 1:
+        infer_rows(net, X, 0, m, out, buffers, chunk, output)
+        return OK
+    w.net = <Net*>net
+    w.X = X
+    w.m = m
+    w.out = out
+    w.buffers = buffers
+    w.chunk = chunk
+    w.output = output
+    fm_team_begin(&team, n_parts)
+    fm_team_run(&team, infer_task, &w, n_parts)
+    fm_team_end(&team)
     return OK
 
 
@@ -472,7 +501,12 @@ cdef class Network:
         self.net.params = address(params, self.kind, True)
         self.net.grads = address(grads, self.kind, True)
         self.net.max_batch = 0
-        self._keep = [params, grads, None]
+        self.net.is_double = self.is_double
+        self.net.n_threads = 0
+        self.net.auto_parallel = BLAS["name"] != "scipy"
+        self.net.max_parts = 1
+        self.net.part_scratch = NULL
+        self._keep = [params, grads, None, None]
 
     def __dealloc__(self):
         free(self.net.sizes)
@@ -501,6 +535,26 @@ cdef class Network:
     @property
     def max_batch(self):
         return self.net.max_batch
+
+    def set_threads(self, int n_threads, part_scratch):
+        """Split steps and inference into n_threads parts (0: "auto", _parallel.pxi), at most
+        len(part_scratch) // (widest layer) of them (float64 scratch, one row per part)."""
+        cdef Py_ssize_t parts = len(part_scratch) // self.net.max_width
+        if n_threads < 0 or parts < max(n_threads, 1):
+            raise ValueError("n_threads must be >= 0 with scratch for that many parts")
+        self.net.part_scratch = <double*>address(part_scratch, b'd', True)
+        self.net.max_parts = <int>min(parts, 4096)
+        self.net.n_threads = n_threads
+        self._keep[3] = part_scratch
+
+    def step_parts(self, Py_ssize_t m):
+        """Parts a training step of m rows is split into."""
+        return n_parts_for(&self.net, step_flops(&self.net, m))
+
+    def inference_parts(self, Py_ssize_t m):
+        """Parts an inference of m rows is split into; predict's buffers hold that many
+        blocks of 2 x chunk x (widest layer) entries."""
+        return inference_parts(&self.net, m)
 
     def train_step(self, X, labels, targets, weights, double total_weight, int opt_kind,
                    hyper, state_a, state_b):
@@ -570,6 +624,7 @@ cdef class Network:
         cdef int status = OK
         cdef double loss_sum = 0, val_loss = 0
         cdef fm_fpenv saved
+        cdef int blas_saved
         cdef EpochData data
         loss_sum = results[0]            # continued: an epoch may run as several calls
         correct = <Py_ssize_t>results[1]
@@ -631,6 +686,7 @@ cdef class Network:
         with nogil:
             fusedmlp_enter()
             saved = fm_fpenv_enter()
+            blas_saved = blas_enter()
             if self.is_double:
                 status = epoch(&self.net, &data, first, stop, batch_size, opt_kind, h,
                                <double*>sa, <double*>sb, &loss_sum, &correct, &failed)
@@ -647,6 +703,7 @@ cdef class Network:
                                    <float*>v_scores, <float*>v_dscores, v_maxima,
                                    <float*>v_buffers, chunk, &val_loss, &val_correct)
                     failed = -1 if status != OK else 0
+            blas_leave(blas_saved)
             fm_fpenv_leave(saved)
             fusedmlp_leave()
         results[0] = loss_sum
@@ -669,8 +726,11 @@ cdef class Network:
         cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
         cdef char* o = address(out, self.kind, True, m, self.net.sizes[self.net.n_layers])
         cdef char* buf = address(buffers, self.kind, True)
+        cdef int n_parts
         if len(buffers) < 2 * chunk * self.net.max_width or chunk < 1:
             raise ValueError("inference buffers are too small")
+        n_parts = <int>min(inference_parts(&self.net, m),
+                           len(buffers) // (2 * chunk * self.net.max_width))
         if m == 0:
             return OK
         with nogil:
@@ -678,9 +738,11 @@ cdef class Network:
             saved = fm_fpenv_enter()
             blas_saved = blas_enter()
             if self.is_double:
-                status = infer(&self.net, <double*>x, m, <double*>o, <double*>buf, chunk, output)
+                status = infer(&self.net, <double*>x, m, <double*>o, <double*>buf, chunk, output,
+                               n_parts)
             else:
-                status = infer(&self.net, <float*>x, m, <float*>o, <float*>buf, chunk, output)
+                status = infer(&self.net, <float*>x, m, <float*>o, <float*>buf, chunk, output,
+                               n_parts)
             blas_leave(blas_saved)
             fm_fpenv_leave(saved)
             fusedmlp_leave()

@@ -98,16 +98,13 @@ cdef inline void _update_range(int kind, const double* hyper, floating wd, float
                      wd, scale)
 
 
-cdef inline void optimizer_update(int kind, double* hyper, floating* p, const floating* grad,
-                                  floating* state_a, floating* state_b,
-                                  Py_ssize_t size, Py_ssize_t n_decay) noexcept nogil:
-    """One optimiser step over p[0:size]; state_a/state_b are the optimiser's buffers
-    (size entries each, zero before the first step; unused ones may be NULL)."""
-    cdef Py_ssize_t i
+cdef inline double optimizer_prepare(int kind, double* hyper, const floating* grad,
+                                     Py_ssize_t size) noexcept nogil:
+    """The once-per-step part of an update: counts the step, returns the gradient scale
+    (gradient-norm clipping; 1 without). Then optimizer_apply over any split of [0, size)."""
     cdef double scale = 1, norm
-    cdef floating wd = <floating>hyper[H_WEIGHT_DECAY]
     if kind == OPT_NONE:
-        return
+        return 1
     hyper[H_T] += 1
     if hyper[H_CLIP_NORM] > 0:
         if floating is float:
@@ -116,24 +113,49 @@ cdef inline void optimizer_update(int kind, double* hyper, floating* p, const fl
             norm = sqrt(fm_sum_sq_d(grad, size))
         if norm > hyper[H_CLIP_NORM]:
             scale = hyper[H_CLIP_NORM] / (norm + 1e-6)
+    return scale
+
+
+cdef inline void optimizer_apply(int kind, const double* hyper, double scale, floating* p,
+                                 const floating* grad, floating* state_a, floating* state_b,
+                                 Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n_decay) noexcept nogil:
+    """The update of p[lo:hi] after optimizer_prepare; elementwise, so the worker pool may
+    split [0, size) into ranges and the result does not depend on the split."""
+    cdef Py_ssize_t i, w_hi = min(hi, n_decay), b_lo = max(lo, n_decay)
+    cdef floating wd = <floating>hyper[H_WEIGHT_DECAY]
+    if kind == OPT_NONE or hi <= lo:
+        return
     if kind == OPT_ADAMW:
-        for i in range(n_decay):
+        for i in range(lo, w_hi):
             p[i] *= <floating>(1 - hyper[H_LR] * hyper[H_WEIGHT_DECAY])
         wd = 0
     # the weights (decayed), then the biases (not decayed)
-    _update_range(kind, hyper, wd, <floating>scale, p, grad, state_a, state_b, n_decay)
-    _update_range(kind, hyper, <floating>0, <floating>scale, p + n_decay, grad + n_decay,
-                  state_a + n_decay if state_a != NULL else NULL,
-                  state_b + n_decay if state_b != NULL else NULL, size - n_decay)
+    if w_hi > lo:
+        _update_range(kind, hyper, wd, <floating>scale, p + lo, grad + lo,
+                      state_a + lo if state_a != NULL else NULL,
+                      state_b + lo if state_b != NULL else NULL, w_hi - lo)
+    if hi > b_lo:
+        _update_range(kind, hyper, <floating>0, <floating>scale, p + b_lo, grad + b_lo,
+                      state_a + b_lo if state_a != NULL else NULL,
+                      state_b + b_lo if state_b != NULL else NULL, hi - b_lo)
     # Where the hardware has no flush-to-zero mode (fpenv.h), the state of always-zero
     # gradients would decay into subnormals: flush it here (a no-op elsewhere).
     if floating is float:
         if state_a != NULL:
-            fm_flush_subnormals_f(state_a, size)
+            fm_flush_subnormals_f(state_a + lo, hi - lo)
         if state_b != NULL:
-            fm_flush_subnormals_f(state_b, size)
+            fm_flush_subnormals_f(state_b + lo, hi - lo)
     else:
         if state_a != NULL:
-            fm_flush_subnormals_d(state_a, size)
+            fm_flush_subnormals_d(state_a + lo, hi - lo)
         if state_b != NULL:
-            fm_flush_subnormals_d(state_b, size)
+            fm_flush_subnormals_d(state_b + lo, hi - lo)
+
+
+cdef inline void optimizer_update(int kind, double* hyper, floating* p, const floating* grad,
+                                  floating* state_a, floating* state_b,
+                                  Py_ssize_t size, Py_ssize_t n_decay) noexcept nogil:
+    """One optimiser step over p[0:size]; state_a/state_b are the optimiser's buffers
+    (size entries each, zero before the first step; unused ones may be NULL)."""
+    cdef double scale = optimizer_prepare(kind, hyper, grad, size)
+    optimizer_apply(kind, hyper, scale, p, grad, state_a, state_b, 0, size, n_decay)

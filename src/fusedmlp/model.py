@@ -16,6 +16,7 @@ from .functional import ACTIVATIONS
 from .layers import Dense, MeanSquaredError, SoftmaxCrossEntropy, check_activation
 from .layout import ParamLayout
 from .optim import Optimizer
+from .threads import bind as bind_threads, check_n_threads
 
 __all__ = ["MLP", "OUTPUTS"]
 
@@ -57,6 +58,9 @@ class MLP:
         Weight initialisation (see ``fusedmlp.layers.initial_weights``).
     seed : int, numpy Generator or None
         Seeds the initial weights and ``fit``'s shuffling.
+    n_threads : "auto" or int
+        Threads for each training step and inference call (see the ``n_threads`` attribute
+        and docs/threading.md); results do not depend on it.
 
     Notes
     -----
@@ -81,7 +85,7 @@ class MLP:
     """
 
     def __init__(self, layer_sizes, *, activation="relu", output="softmax", dtype=np.float32,
-                 init="auto", seed=None):
+                 init="auto", seed=None, n_threads="auto"):
         try:
             sizes = [as_positive_int(s, "layer_sizes entry", maximum=BLAS_INT_MAX)
                      for s in layer_sizes]
@@ -130,7 +134,27 @@ class MLP:
         )
         self._lock = threading.Lock()
         self._workspace = None
+        self._n_threads = check_n_threads(n_threads)
+        bind_threads(self._net, self._n_threads, self._max_width)
         self._no_update = np.zeros(H_SIZE)   # hyper-parameters of a gradient-only step
+
+    @property
+    def n_threads(self):
+        """Threads for each training step and inference call: ``"auto"`` (default) or an int.
+
+        ``"auto"`` picks from the work of the call (one thread for small networks and
+        batches, never more than the usable cores or a ``threadpoolctl.threadpool_limits``
+        limit); an integer n splits every call into exactly n parts run by the caller and
+        fusedmlp's worker pool. Results are the same for every value (docs/threading.md).
+        """
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value):
+        value = check_n_threads(value)
+        with self._lock:
+            bind_threads(self._net, value, self._max_width)
+            self._n_threads = value
 
     # ------------------------------------------------------------------ description
     @property
@@ -338,7 +362,7 @@ class MLP:
                 raise ValueError("out must not overlap X (X is read while out is written)")
         chunk = m if 0 < m < _network.INFERENCE_CHUNK else _network.INFERENCE_CHUNK
         # per-call scratch (two ping-pong blocks): what makes concurrent predicts safe
-        buffers = np.empty(2 * chunk * self._max_width, self.dtype)
+        buffers = np.empty(2 * chunk * self._max_width * self._net.inference_parts(m), self.dtype)
         status = self._net.predict(X, out, buffers, chunk, output)
         if status:
             _raise_status(status)
@@ -511,11 +535,13 @@ class MLP:
         # The weights and the configuration: never the workspace or the compiled handle.
         return {"layer_sizes": self.layer_sizes, "activation": self.activations,
                 "output": self.output, "dtype": self.dtype.name, "init": self.init,
-                "params": self._params.copy(), "rng": self._rng.bit_generator.state}
+                "params": self._params.copy(), "rng": self._rng.bit_generator.state,
+                "n_threads": self._n_threads}
 
     def __setstate__(self, state):
         self.__init__(state["layer_sizes"], activation=state["activation"],
-                      output=state["output"], dtype=state["dtype"], init="zeros")
+                      output=state["output"], dtype=state["dtype"], init="zeros",
+                      n_threads=state.get("n_threads", "auto"))
         self.init = state["init"]
         self._params[...] = state["params"]
         self._rng.bit_generator.state = state["rng"]

@@ -170,7 +170,8 @@ class _BaseMLP(BaseEstimator):
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype=None):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype=None,
+                 n_threads="auto"):
         # scikit-learn's rule: __init__ stores the parameters and does nothing else.
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -195,6 +196,7 @@ class _BaseMLP(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
+        self.n_threads = n_threads
 
     # ------------------------------------------------------------------ parameters
     def _hidden_sizes(self) -> list:
@@ -401,7 +403,7 @@ class _BaseMLP(BaseEstimator):
     def _initialize(self, n_features, n_outputs, dtype, rng):
         sizes = [n_features, *self._hidden_sizes(), n_outputs]
         self.model_ = MLP(sizes, activation=_ACTIVATIONS[self.activation], output=self._output,
-                          dtype=dtype, seed=0)
+                          dtype=dtype, seed=0, n_threads=self.n_threads)
         if rng is not None:           # (None: the weights are assigned ones, copied next)
             self._draw_initial_weights(rng)
         self.n_outputs_ = n_outputs
@@ -823,6 +825,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         What the network computes in. ``None`` follows the training data as scikit-learn's
         MLP does (float32 stays float32, everything else becomes float64). ``np.float32``
         is typically 1.5-2x faster and plenty for most classification.
+    n_threads : "auto" or int, default="auto"
+        Threads for each training step and prediction (fusedmlp's own pool; see
+        ``fusedmlp.MLP.n_threads``). Results do not depend on it beyond rounding.
 
     Attributes
     ----------
@@ -986,7 +991,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, \
 momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon, \
-n_iter_no_change, dtype
+n_iter_no_change, dtype, n_threads
         As in :class:`MLPClassifier`.
 
     Attributes

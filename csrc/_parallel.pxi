@@ -1,0 +1,347 @@
+# fusedmlp's own parallelism: the training step and inference split across the worker pool
+# (pool.h). Included by _network.pyx after forward()/backward(), before step().
+#
+# How a step is split into n parts (n = the model's n_threads, or the "auto" choice below):
+#   forward   rows: part p runs every layer for its block of rows (no barrier between layers)
+#   loss      the caller alone (m x n_classes: small; its sum stays in one fixed order)
+#   backward  one parallel region per layer l, given dZ_l:
+#               db_l        columns of dZ_l, each summed in float64 over the rows in order
+#               dW_l        rows of dW_l (n_in) or its columns (n_out), whichever is larger
+#               dA_{l-1}    rows of the batch, then dZ_{l-1} = dA_{l-1} * f'(A_{l-1}) on the
+#                           same rows (the next region's input)
+#   update    parameter ranges (after the caller counted the step and clipped the norm)
+# Inference: rows, each part running the whole forward pass (and softmax) on its own rows
+# with its own scratch.
+# Every part writes a disjoint block and nothing is summed across parts, so the results are
+# the same whatever the number of parts -- bit for bit, as long as the BLAS computes each
+# output element the same way wherever it lies in a product (tests/test_threads.py checks it
+# for the backends present). Blocks are whole multiples of ALIGN rows or columns.
+
+cdef extern from "pool.h" nogil:
+    ctypedef void (*fm_task)(void* ctx, int part, int n_parts) noexcept nogil
+    ctypedef struct fm_team:
+        int n_members
+    void fm_pool_init()
+    void fm_team_begin(fm_team* team, int n_parts)
+    void fm_team_end(fm_team* team)
+    void fm_team_run(fm_team* team, fm_task task, void* ctx, int n_parts)
+    int fm_n_workers
+
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #if defined(_WIN32)
+    #define FM_EXPORT __declspec(dllexport)
+    #else
+    #define FM_EXPORT __attribute__((visibility("default")))
+    #endif
+    /* "auto" uses at most this many threads: the usable cores, lowered by a threadpoolctl
+     * limit (fusedmlp.threads registers a controller that calls these two). */
+    static int fm_cores = 1, fm_thread_limit = 1;
+    FM_EXPORT int fusedmlp_get_num_threads(void) { return fm_thread_limit; }
+    FM_EXPORT void fusedmlp_set_num_threads(int n) { fm_thread_limit = n < 1 ? 1 : n; }
+
+    /* Cores that are not busy with other processes, from the 1-minute load average (read at
+     * most every 250 ms): a step split across threads waits at every layer for its slowest
+     * part, so on a machine whose cores are all taken "auto" stays on one thread. */
+    #if defined(__linux__) || defined(__APPLE__)
+    static long long fm_load_checked = 0;
+    static int fm_idle_cores = 1 << 30;
+    static int fm_free_cores(void)
+    {
+        long long now = fm_now_ns();
+        if (now - __atomic_load_n(&fm_load_checked, __ATOMIC_RELAXED) > 250000000LL) {
+            double load = 0;
+            __atomic_store_n(&fm_load_checked, now, __ATOMIC_RELAXED);
+            if (getloadavg(&load, 1) == 1)
+                /* the caller's own thread is part of the load */
+                __atomic_store_n(&fm_idle_cores, (int)(fm_cores - load + 1.5), __ATOMIC_RELAXED);
+        }
+        return __atomic_load_n(&fm_idle_cores, __ATOMIC_RELAXED);
+    }
+    #else
+    static int fm_free_cores(void) { return 1 << 30; }
+    #endif
+    """
+    int fm_cores
+    int fm_thread_limit
+    int fm_free_cores() nogil
+
+cdef enum:
+    ALIGN = 16                 # rows/columns per block (a cache line of float32)
+# "auto": one part per this many floating-point operations of a step (or inference call),
+# measured (docs/threading.md): below it the pool's hand-offs cost more than they save.
+cdef double AUTO_FLOPS_PER_THREAD = 4e6
+
+fm_pool_init()
+
+
+def set_cores(int cores):
+    """The cores "auto" may use (fusedmlp.threads sets it from the process's CPU affinity)."""
+    global fm_cores, fm_thread_limit
+    fm_cores = max(cores, 1)
+    fm_thread_limit = fm_cores
+
+
+def thread_limit():
+    """The most threads "auto" uses now (cores, or a threadpoolctl limit)."""
+    return min(fm_cores, fm_thread_limit)
+
+
+def pool_size():
+    """Worker threads started so far (the pool starts lazily)."""
+    return fm_n_workers
+
+
+cdef inline void block(Py_ssize_t n, int part, int n_parts, Py_ssize_t* lo,
+                       Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi) of part `part` when n items are split into n_parts runs of whole ALIGN blocks."""
+    cdef Py_ssize_t blocks = (n + ALIGN - 1) // ALIGN
+    lo[0] = min(n, (blocks * part // n_parts) * ALIGN)
+    hi[0] = min(n, (blocks * (part + 1) // n_parts) * ALIGN)
+
+
+cdef inline int n_parts_for(const Net* net, double flops) noexcept nogil:
+    """How many parts a call of `flops` floating-point operations is split into."""
+    cdef int n
+    if net.n_threads > 0:
+        n = net.n_threads
+    elif not net.auto_parallel:
+        n = 1
+    else:
+        n = <int>(flops / AUTO_FLOPS_PER_THREAD)
+        if n > 1:
+            n = min(n, fm_cores, fm_thread_limit, fm_free_cores())
+        n = max(1, n)
+    return min(n, net.max_parts)
+
+
+cdef inline double step_flops(const Net* net, Py_ssize_t m) noexcept nogil:
+    # forward and dW: 2 m n_in n_out each; dA: the same for every layer but the first
+    return 2.0 * m * (3 * net.n_weights - net.sizes[0] * net.sizes[1])
+
+
+cdef struct Work:
+    Net* net
+    const void* X
+    Py_ssize_t m
+    int layer
+    void* d                    # backward: dZ of `layer`
+    void* d_next               # backward: where dA/dZ of layer - 1 go
+    int opt_kind               # update
+    const double* hyper
+    double scale
+    void* state_a
+    void* state_b
+    void* out                  # inference
+    void* buffers
+    Py_ssize_t chunk
+    int output
+
+
+cdef void forward_rows(const Net* net, const floating* X, Py_ssize_t lo,
+                       Py_ssize_t hi) noexcept nogil:
+    """Rows [lo, hi) of the training forward pass, every layer (its block of the workspace)."""
+    cdef int l
+    cdef const floating* params = <const floating*>net.params
+    cdef floating* acts = <floating*>net.acts
+    cdef const floating* inp = X + lo * net.sizes[0]
+    cdef floating* out
+    cdef Py_ssize_t n_in, n_out
+    for l in range(net.n_layers):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        out = acts + net.a_off[l] * net.max_batch + lo * n_out
+        gemm(False, False, <int>(hi - lo), <int>n_out, <int>n_in, <floating>1, inp, <int>n_in,
+             params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
+        bias_activation(out, params + net.b_off[l], hi - lo, n_out, net.activations[l])
+        inp = out
+
+
+cdef void forward_task(void* ctx, int part, int n_parts) noexcept nogil:
+    cdef Work* w = <Work*>ctx
+    cdef Py_ssize_t lo, hi
+    cdef int saved = blas_enter()
+    block(w.m, part, n_parts, &lo, &hi)
+    if hi > lo:
+        if w.net.is_double:
+            forward_rows(w.net, <const double*>w.X, lo, hi)
+        else:
+            forward_rows(w.net, <const float*>w.X, lo, hi)
+    blas_leave(saved)
+
+
+cdef void grad_rows(const Net* net, int l, floating* d, Py_ssize_t lo, Py_ssize_t hi,
+                    double* acc) noexcept nogil:
+    """dZ_l := dA_l * f'(A_l) on rows [lo, hi), in place (the bias gradient comes later)."""
+    cdef Py_ssize_t n = net.sizes[l + 1]
+    cdef floating* a = <floating*>net.acts + net.a_off[l] * net.max_batch
+    if hi > lo and net.activations[l] != ACT_IDENTITY:
+        activation_grad(d + lo * n, a + lo * n, d + lo * n, acc, <floating*>NULL, hi - lo, n,
+                        net.activations[l])
+
+
+cdef void backward_part(Net* net, const floating* X, Py_ssize_t m, int l, const floating* d,
+                        floating* d_next, int part, int n_parts) noexcept nogil:
+    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi, i, j
+    cdef floating* params = <floating*>net.params
+    cdef floating* grads = <floating*>net.grads
+    cdef floating* acts = <floating*>net.acts
+    cdef const floating* a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
+    cdef double* acc = net.part_scratch + part * net.max_width
+    cdef floating* db = grads + net.b_off[l]
+    # db_l: columns [lo, hi), each summed over the rows in order (as activation_grad does)
+    block(n_out, part, n_parts, &lo, &hi)
+    for j in range(lo, hi):
+        acc[j - lo] = 0
+    for i in range(m):
+        for j in range(lo, hi):
+            acc[j - lo] += d[i * n_out + j]
+    for j in range(lo, hi):
+        db[j] = <floating>acc[j - lo]
+    # dW_l = A_{l-1}^T @ dZ_l: rows or columns of dW
+    if n_in >= n_out:
+        block(n_in, part, n_parts, &lo, &hi)
+        if hi > lo:
+            gemm(True, False, <int>(hi - lo), <int>n_out, <int>m, <floating>1, a_prev + lo,
+                 <int>n_in, d, <int>n_out, <floating>0, grads + net.w_off[l] + lo * n_out,
+                 <int>n_out)
+    else:
+        block(n_out, part, n_parts, &lo, &hi)
+        if hi > lo:
+            gemm(True, False, <int>n_in, <int>(hi - lo), <int>m, <floating>1, a_prev,
+                 <int>n_in, d + lo, <int>n_out, <floating>0, grads + net.w_off[l] + lo,
+                 <int>n_out)
+    # dA_{l-1} = dZ_l @ W_l^T on rows [lo, hi), then dZ_{l-1} on the same rows
+    if l > 0:
+        block(m, part, n_parts, &lo, &hi)
+        if hi > lo:
+            gemm(False, True, <int>(hi - lo), <int>n_in, <int>n_out, <floating>1,
+                 d + lo * n_out, <int>n_out, params + net.w_off[l], <int>n_out, <floating>0,
+                 d_next + lo * n_in, <int>n_in)
+            grad_rows(net, l - 1, d_next, lo, hi, acc)
+
+
+cdef void backward_task(void* ctx, int part, int n_parts) noexcept nogil:
+    cdef Work* w = <Work*>ctx
+    cdef int saved = blas_enter()
+    if w.net.is_double:
+        backward_part(w.net, <const double*>w.X, w.m, w.layer, <const double*>w.d,
+                      <double*>w.d_next, part, n_parts)
+    else:
+        backward_part(w.net, <const float*>w.X, w.m, w.layer, <const float*>w.d,
+                      <float*>w.d_next, part, n_parts)
+    blas_leave(saved)
+
+
+cdef void output_grad_task(void* ctx, int part, int n_parts) noexcept nogil:
+    """dZ of the output layer when its activation is not the identity."""
+    cdef Work* w = <Work*>ctx
+    cdef Py_ssize_t lo, hi
+    block(w.m, part, n_parts, &lo, &hi)
+    if w.net.is_double:
+        grad_rows(w.net, w.layer, <double*>w.d, lo, hi, w.net.part_scratch + part * w.net.max_width)
+    else:
+        grad_rows(w.net, w.layer, <float*>w.d, lo, hi, w.net.part_scratch + part * w.net.max_width)
+
+
+cdef void update_task(void* ctx, int part, int n_parts) noexcept nogil:
+    cdef Work* w = <Work*>ctx
+    cdef Net* net = w.net
+    cdef Py_ssize_t lo, hi
+    # ranges of whole 64-entry blocks (4 cache lines of float32): no false sharing
+    block((net.n_params + 3) // 4, part, n_parts, &lo, &hi)
+    lo = min(4 * lo, net.n_params)
+    hi = min(4 * hi, net.n_params)
+    if net.is_double:
+        optimizer_apply(w.opt_kind, w.hyper, w.scale, <double*>net.params,
+                        <const double*>net.grads, <double*>w.state_a, <double*>w.state_b,
+                        lo, hi, net.n_weights)
+    else:
+        optimizer_apply(w.opt_kind, w.hyper, w.scale, <float*>net.params,
+                        <const float*>net.grads, <float*>w.state_a, <float*>w.state_b,
+                        lo, hi, net.n_weights)
+
+
+cdef void parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
+                           Py_ssize_t m) noexcept nogil:
+    cdef Work w
+    w.net = net
+    w.X = X
+    w.m = m
+    fm_team_run(team, forward_task, &w, n_parts)
+
+
+cdef void parallel_backward(Net* net, fm_team* team, int n_parts, const void* X,
+                            Py_ssize_t m, size_t itemsize) noexcept nogil:
+    """Backward from dZ of the last layer in delta_a; fills the gradient buffer."""
+    cdef Work w
+    cdef int l
+    cdef void* tmp
+    w.net = net
+    w.X = X
+    w.m = m
+    w.d = net.delta_a
+    w.d_next = net.delta_b
+    if net.activations[net.n_layers - 1] != ACT_IDENTITY:
+        w.layer = net.n_layers - 1
+        fm_team_run(team, output_grad_task, &w, n_parts)
+    for l in range(net.n_layers - 1, -1, -1):
+        w.layer = l
+        fm_team_run(team, backward_task, &w, n_parts)
+        tmp = w.d
+        w.d = w.d_next
+        w.d_next = tmp
+
+
+cdef void parallel_update(Net* net, fm_team* team, int n_parts, int opt_kind, double* hyper,
+                          void* state_a, void* state_b) noexcept nogil:
+    cdef Work w
+    if opt_kind == OPT_NONE:
+        return
+    w.net = net
+    w.opt_kind = opt_kind
+    w.hyper = hyper
+    w.state_a = state_a
+    w.state_b = state_b
+    if net.is_double:
+        w.scale = optimizer_prepare(opt_kind, hyper, <const double*>net.grads, net.n_params)
+    else:
+        w.scale = optimizer_prepare(opt_kind, hyper, <const float*>net.grads, net.n_params)
+    fm_team_run(team, update_task, &w, n_parts)
+
+
+cdef void infer_rows(const Net* net, const floating* X, Py_ssize_t lo, Py_ssize_t hi,
+                     floating* out, floating* buffers, Py_ssize_t chunk,
+                     int output) noexcept nogil:
+    cdef Py_ssize_t start = lo, rows, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
+    while start < hi:
+        rows = min(chunk, hi - start)
+        forward(net, X + start * n_in, rows, buffers, -(chunk * net.max_width),
+                out + start * n_out, False)
+        start += rows
+    if hi > lo:
+        if output == PROBABILITIES:
+            softmax_rows(out + lo * n_out, out + lo * n_out, hi - lo, n_out)
+        elif output == LOG_PROBABILITIES:
+            log_softmax_rows(out + lo * n_out, out + lo * n_out, hi - lo, n_out)
+
+
+cdef void infer_task(void* ctx, int part, int n_parts) noexcept nogil:
+    cdef Work* w = <Work*>ctx
+    cdef Py_ssize_t lo, hi, per_part = 2 * w.chunk * w.net.max_width
+    cdef int saved = blas_enter()
+    block(w.m, part, n_parts, &lo, &hi)
+    if w.net.is_double:
+        infer_rows(w.net, <const double*>w.X, lo, hi, <double*>w.out,
+                   <double*>w.buffers + part * per_part, w.chunk, w.output)
+    else:
+        infer_rows(w.net, <const float*>w.X, lo, hi, <float*>w.out,
+                   <float*>w.buffers + part * per_part, w.chunk, w.output)
+    blas_leave(saved)
+
+
+cdef inline int inference_parts(const Net* net, Py_ssize_t m) noexcept nogil:
+    """Parts an inference of m rows is split into (its scratch is that many blocks)."""
+    cdef int n = n_parts_for(net, 2.0 * m * net.n_weights)
+    return max(1, min(n, <int>((m + ALIGN - 1) // ALIGN)))

@@ -1,0 +1,295 @@
+/* pool.h -- fusedmlp's own worker pool: persistent threads that run the parts of a compiled call.
+ *
+ *     fm_team team;
+ *     fm_team_begin(&team, n_parts);        // claim up to n_parts - 1 idle workers (maybe none)
+ *     fm_team_run(&team, task, ctx, n_parts);  // task(ctx, p, n_parts) for every p < n_parts,
+ *     ...                                   //   by the caller and its team; returns when all ran
+ *     fm_team_end(&team);                   // the workers go back to the pool
+ *
+ * The parts of a run are fixed by n_parts alone; which thread runs which part is decided at run
+ * time (each participant takes the next part index) and never affects a result, because the
+ * parts write disjoint outputs and contain no cross-part reduction. A caller that finds no idle
+ * worker (another Python thread is using them) runs every part itself: two models trained from
+ * two threads share the pool instead of oversubscribing the machine. The busy threads are the
+ * callers plus at most (pool size) workers; the pool grows to the largest n_parts - 1 asked for.
+ *
+ * Workers start lazily (the first team that wants one), spin for about FM_SPIN_NS after their
+ * last part before sleeping on a condition variable, and run every part with the floating-point
+ * environment of fpenv.h set and restored. After fork() the child gets a fresh, empty pool
+ * (pthread_atfork): the parent's threads do not exist there.
+ *
+ * POSIX threads; on Windows the same through a small shim (threads, mutexes, condition
+ * variables of the Win32 API).
+ */
+#ifndef FUSEDMLP_POOL_H
+#define FUSEDMLP_POOL_H
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "fpenv.h"
+
+#if defined(_WIN32)
+#include <windows.h>
+typedef HANDLE fm_thread;
+typedef CRITICAL_SECTION fm_mutex;
+typedef CONDITION_VARIABLE fm_cond;
+static void fm_mutex_init(fm_mutex *m) { InitializeCriticalSection(m); }
+static void fm_mutex_lock(fm_mutex *m) { EnterCriticalSection(m); }
+static void fm_mutex_unlock(fm_mutex *m) { LeaveCriticalSection(m); }
+static void fm_cond_init(fm_cond *c) { InitializeConditionVariable(c); }
+static void fm_cond_wait(fm_cond *c, fm_mutex *m) { SleepConditionVariableCS(c, m, INFINITE); }
+static void fm_cond_signal(fm_cond *c) { WakeConditionVariable(c); }
+static void fm_yield(void) { SwitchToThread(); }
+static long long fm_now_ns(void)
+{
+    LARGE_INTEGER f, t;
+    QueryPerformanceFrequency(&f);
+    QueryPerformanceCounter(&t);
+    return (long long)((double)t.QuadPart * 1e9 / (double)f.QuadPart);
+}
+typedef DWORD fm_thread_ret;
+#define FM_THREAD_CALL WINAPI
+static int fm_thread_start(fm_thread *t, fm_thread_ret (FM_THREAD_CALL *fn)(void *), void *arg)
+{
+    *t = CreateThread(NULL, 0, fn, arg, 0, NULL);
+    if (*t == NULL) return -1;
+    CloseHandle(*t);
+    return 0;
+}
+#define FM_ATFORK(prepare, parent, child) 0
+#else
+#include <pthread.h>
+#include <sched.h>
+typedef pthread_t fm_thread;
+typedef pthread_mutex_t fm_mutex;
+typedef pthread_cond_t fm_cond;
+static void fm_mutex_init(fm_mutex *m) { pthread_mutex_init(m, NULL); }
+static void fm_mutex_lock(fm_mutex *m) { pthread_mutex_lock(m); }
+static void fm_mutex_unlock(fm_mutex *m) { pthread_mutex_unlock(m); }
+static void fm_cond_init(fm_cond *c) { pthread_cond_init(c, NULL); }
+static void fm_cond_wait(fm_cond *c, fm_mutex *m) { pthread_cond_wait(c, m); }
+static void fm_cond_signal(fm_cond *c) { pthread_cond_signal(c); }
+static void fm_yield(void) { sched_yield(); }
+static long long fm_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+typedef void *fm_thread_ret;
+#define FM_THREAD_CALL
+static int fm_thread_start(fm_thread *t, fm_thread_ret (*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    int err;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    err = pthread_create(t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return err;
+}
+#define FM_ATFORK(prepare, parent, child) pthread_atfork(prepare, parent, child)
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <immintrin.h>
+#define FM_PAUSE() _mm_pause()
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define FM_PAUSE() __asm__ __volatile__("yield")
+#else
+#define FM_PAUSE() ((void)0)
+#endif
+
+#define FM_ATOMIC_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define FM_ATOMIC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define FM_ATOMIC_ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_ACQ_REL)
+
+#define FM_MAX_WORKERS 256
+#define FM_SPIN_NS 100000LL       /* a worker spins this long after its last part, then sleeps */
+
+typedef void (*fm_task)(void *ctx, int part, int n_parts);
+
+/* A job lives in the first team member's slot (worker slots are never freed), so a worker
+ * that wakes up late -- after its team finished the job, or even ended -- touches only valid
+ * memory. It takes a part by advancing `word` (job id << 32 | next part) with a CAS that fails
+ * once the id is not its job's: late or stale workers take nothing, and nobody waits for them. */
+typedef struct {
+    fm_task task;
+    void *ctx;
+    int n_parts;
+    unsigned long long word;
+    int done;                     /* parts finished */
+} fm_job;
+
+typedef struct {
+    fm_mutex lock;
+    fm_cond wake;
+    fm_job *job;                  /* the job to join and its id, set before seq changes */
+    unsigned long long job_id;
+    long seq;                     /* bumped for every job sent to this worker */
+    int sleeping;
+    int claimed;                  /* 1 while a team owns this worker */
+    fm_job own_job;               /* the job of the team this worker leads */
+} fm_worker;
+
+typedef struct {
+    int n_members;
+    fm_worker *members[FM_MAX_WORKERS];
+} fm_team;
+
+static fm_worker *fm_workers;     /* FM_MAX_WORKERS slots, allocated on first use */
+static int fm_n_workers = 0;      /* threads started so far */
+static fm_mutex fm_pool_lock;     /* guards starting workers */
+static int fm_pool_ready = 0;
+static unsigned long long fm_job_ids = 0;
+
+/* Take and run parts of job `id` until none is left; returns how many this thread ran. */
+static void fm_run_parts(fm_job *job, unsigned long long id)
+{
+    for (;;) {
+        unsigned long long word = __atomic_load_n(&job->word, __ATOMIC_ACQUIRE);
+        if ((word >> 32) != (id & 0xffffffffULL)) return;
+        if ((long long)(word & 0xffffffffULL) >= (long long)job->n_parts) return;
+        if (!__atomic_compare_exchange_n(&job->word, &word, word + 1, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            continue;
+        /* the part is ours: the job cannot finish (nor change) before we report it done */
+        job->task(job->ctx, (int)(word & 0xffffffffULL), job->n_parts);
+        FM_ATOMIC_ADD(&job->done, 1);
+    }
+}
+
+static fm_thread_ret FM_THREAD_CALL fm_worker_main(void *arg)
+{
+    fm_worker *self = (fm_worker *)arg;
+    long seen = 0;                /* seq starts at 0: a job sent before we started is seen */
+    for (;;) {
+        long long spin_until = fm_now_ns() + FM_SPIN_NS;
+        int polls = 0;
+        while (__atomic_load_n(&self->seq, __ATOMIC_SEQ_CST) == seen) {
+            FM_PAUSE();
+            if (++polls % 64 == 0 && fm_now_ns() > spin_until) {
+                fm_mutex_lock(&self->lock);
+                __atomic_store_n(&self->sleeping, 1, __ATOMIC_SEQ_CST);
+                while (__atomic_load_n(&self->seq, __ATOMIC_SEQ_CST) == seen)
+                    fm_cond_wait(&self->wake, &self->lock);
+                __atomic_store_n(&self->sleeping, 0, __ATOMIC_SEQ_CST);
+                fm_mutex_unlock(&self->lock);
+            }
+        }
+        seen = __atomic_load_n(&self->seq, __ATOMIC_SEQ_CST);
+        {
+            fm_job *job = FM_ATOMIC_LOAD(&self->job);
+            unsigned long long id = FM_ATOMIC_LOAD(&self->job_id);
+            fm_fpenv saved = fm_fpenv_enter();
+            fm_run_parts(job, id);
+            fm_fpenv_leave(saved);
+        }
+    }
+    return 0;
+}
+
+static void fm_send(fm_worker *w, fm_job *job, unsigned long long id)
+{
+    FM_ATOMIC_STORE(&w->job, job);
+    FM_ATOMIC_STORE(&w->job_id, id);
+    __atomic_add_fetch(&w->seq, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&w->sleeping, __ATOMIC_SEQ_CST)) {
+        fm_mutex_lock(&w->lock);
+        fm_cond_signal(&w->wake);
+        fm_mutex_unlock(&w->lock);
+    }
+}
+
+static void fm_pool_forget(void)
+{   /* in a forked child: the workers' threads are gone; start over with an empty pool */
+    fm_workers = NULL;
+    fm_n_workers = 0;
+    fm_mutex_init(&fm_pool_lock);
+}
+
+static void fm_pool_prepare(void) { if (fm_pool_ready) fm_mutex_lock(&fm_pool_lock); }
+static void fm_pool_parent(void) { if (fm_pool_ready) fm_mutex_unlock(&fm_pool_lock); }
+
+/* Call once, at module import (with the GIL, before any team). */
+static void fm_pool_init(void)
+{
+    if (fm_pool_ready) return;
+    fm_mutex_init(&fm_pool_lock);
+    FM_ATFORK(fm_pool_prepare, fm_pool_parent, fm_pool_forget);
+    fm_pool_ready = 1;
+}
+
+/* Start workers until there are `wanted` (capped); returns how many exist. */
+static int fm_pool_grow(int wanted)
+{
+    if (wanted > FM_MAX_WORKERS) wanted = FM_MAX_WORKERS;
+    if (FM_ATOMIC_LOAD(&fm_n_workers) >= wanted) return FM_ATOMIC_LOAD(&fm_n_workers);
+    fm_mutex_lock(&fm_pool_lock);
+    if (fm_workers == NULL)
+        fm_workers = (fm_worker *)calloc(FM_MAX_WORKERS, sizeof(fm_worker));
+    while (fm_workers != NULL && fm_n_workers < wanted) {
+        fm_worker *w = &fm_workers[fm_n_workers];
+        fm_thread thread;
+        memset(w, 0, sizeof *w);
+        fm_mutex_init(&w->lock);
+        fm_cond_init(&w->wake);
+        w->job = &w->own_job;     /* a spurious first wake-up finds a finished job */
+        if (fm_thread_start(&thread, fm_worker_main, w) != 0) break;
+        FM_ATOMIC_STORE(&fm_n_workers, fm_n_workers + 1);
+    }
+    fm_mutex_unlock(&fm_pool_lock);
+    return FM_ATOMIC_LOAD(&fm_n_workers);
+}
+
+static void fm_team_begin(fm_team *team, int n_parts)
+{
+    int i, n, want = n_parts - 1;
+    team->n_members = 0;
+    if (want <= 0) return;
+    n = fm_pool_grow(want);
+    for (i = 0; i < n && team->n_members < want; i++) {
+        int idle = 0;
+        if (__atomic_compare_exchange_n(&fm_workers[i].claimed, &idle, 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED))
+            team->members[team->n_members++] = &fm_workers[i];
+    }
+}
+
+static void fm_team_end(fm_team *team)
+{
+    int i;
+    for (i = 0; i < team->n_members; i++)
+        FM_ATOMIC_STORE(&team->members[i]->claimed, 0);
+    team->n_members = 0;
+}
+
+/* Run task(ctx, p, n_parts) for p = 0 .. n_parts - 1 on the caller and its team; returns
+ * when every part has run. Team members that are not running (descheduled, asleep) when the
+ * caller has taken the last part are not waited for. */
+static void fm_team_run(fm_team *team, fm_task task, void *ctx, int n_parts)
+{
+    fm_job *job;
+    unsigned long long id;
+    int i, helpers = team->n_members < n_parts - 1 ? team->n_members : n_parts - 1, polls = 0;
+    if (helpers <= 0) {
+        for (i = 0; i < n_parts; i++) task(ctx, i, n_parts);
+        return;
+    }
+    job = &team->members[0]->own_job;
+    id = __atomic_add_fetch(&fm_job_ids, 1, __ATOMIC_RELAXED) & 0xffffffffULL;
+    job->task = task;
+    job->ctx = ctx;
+    job->n_parts = n_parts;
+    job->done = 0;
+    __atomic_store_n(&job->word, id << 32, __ATOMIC_RELEASE);
+    for (i = 0; i < helpers; i++) fm_send(team->members[i], job, id);
+    fm_run_parts(job, id);
+    while (FM_ATOMIC_LOAD(&job->done) < n_parts) {
+        FM_PAUSE();
+        if (++polls > 2000) fm_yield();     /* a helper was descheduled mid-part */
+    }
+}
+
+#endif

@@ -1,0 +1,238 @@
+"""fusedmlp's own worker pool: n_threads, equal results for every thread count, threadpoolctl,
+fork, and models trained from several Python threads (docs/threading.md).
+
+Tolerance: the parts of a step are disjoint blocks with no cross-part sum, but the BLAS picks
+its kernels by matrix size, so a product computed in two blocks may round differently (in the
+last bit) from the same product computed whole. Results for different n_threads therefore
+agree to rounding (RTOL below), and are bit-identical between runs with the same n_threads.
+"""
+
+import os
+import sys
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import fusedmlp
+from fusedmlp import _network
+from fusedmlp.threads import usable_cores
+
+ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity", "leaky_relu", "elu", "softplus", "step"]
+DTYPES = [np.float32, np.float64]
+RTOL = {np.float32: 2e-5, np.float64: 1e-11}
+ATOL = {np.float32: 2e-6, np.float64: 1e-13}
+THREADS = (1, 2, 3)
+
+
+def data(n=200, n_in=40, n_out=6, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, n_in)).astype(dtype), rng.integers(0, n_out, size=n)
+
+
+def train(n_threads, dtype, activation="relu", optimizer=None, sizes=(40, 48, 36, 6),
+          output="softmax", targets=None, sample_weight=None, epochs=2, batch_size=64):
+    X, y = data(dtype=dtype)
+    if targets is not None:
+        y = targets
+    model = fusedmlp.MLP(list(sizes), activation=activation, output=output, dtype=dtype, seed=0,
+                         n_threads=n_threads)
+    model.fit(X, y, epochs=epochs, batch_size=batch_size, shuffle=False,
+              optimizer=optimizer() if optimizer else fusedmlp.Adam(0.01),
+              sample_weight=sample_weight)
+    return model, X
+
+
+def assert_close(a, b, dtype):
+    np.testing.assert_allclose(a, b, rtol=RTOL[dtype], atol=ATOL[dtype])
+
+
+def outputs(model, X):
+    if model.output == "softmax":
+        return [model._params.copy(), model.predict_proba(X), model.predict_log_proba(X)]
+    return [model._params.copy(), model.forward(X)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_fit_and_inference_agree_for_1_2_3_threads(dtype, activation):
+    results = []
+    for n in THREADS:
+        model, X = train(n, dtype, activation)
+        assert model._net.step_parts(64) == n            # really split as asked
+        results.append(outputs(model, X))
+    for other in results[1:]:
+        for got, expected in zip(other, results[0]):
+            assert_close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["sample_weight", "soft_targets", "regression"])
+def test_weights_soft_targets_and_regression_agree_across_threads(dtype, case):
+    rng = np.random.default_rng(5)
+    kwargs = {}
+    if case == "sample_weight":
+        kwargs["sample_weight"] = rng.uniform(0.1, 2.0, size=200)
+    elif case == "soft_targets":
+        t = rng.uniform(size=(200, 6))
+        kwargs["targets"] = t / t.sum(axis=1, keepdims=True)
+    else:
+        kwargs.update(output="identity", targets=rng.normal(size=(200, 6)))
+    results = [outputs(*train(n, dtype, "tanh", **kwargs)) for n in THREADS]
+    for other in results[1:]:
+        for got, expected in zip(other, results[0]):
+            assert_close(got, expected, dtype)
+
+
+OPTIMIZERS = {
+    "sgd": lambda: fusedmlp.SGD(0.05),
+    "nesterov": lambda: fusedmlp.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adamw": lambda: fusedmlp.AdamW(0.01, weight_decay=0.1),
+    "rmsprop": lambda: fusedmlp.RMSProp(0.01),
+    "adagrad": lambda: fusedmlp.AdaGrad(0.05),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_update_agrees_across_threads(name):
+    results = [train(n, np.float64, optimizer=OPTIMIZERS[name])[0]._params.copy()
+               for n in THREADS]
+    for other in results[1:]:
+        assert_close(other, results[0], np.float64)
+
+
+def test_clipped_training_agrees_across_threads():
+    X, y = data()
+    params = []
+    for n in THREADS:
+        model = fusedmlp.MLP([40, 48, 6], dtype=np.float64, seed=1, n_threads=n)
+        model.fit(X, y, epochs=2, batch_size=50, shuffle=False, clip_norm=0.05)
+        params.append(model._params.copy())
+    for other in params[1:]:
+        assert_close(other, params[0], np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_same_thread_count_is_bit_identical_run_to_run(dtype):
+    first, X = train(2, dtype, sizes=(40, 64, 6), batch_size=100)
+    second, _ = train(2, dtype, sizes=(40, 64, 6), batch_size=100)
+    np.testing.assert_array_equal(first._params, second._params)
+    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_inference_split_across_threads(dtype):
+    model, _ = train(1, dtype, epochs=1)
+    X, _ = data(n=1500, dtype=dtype, seed=9)       # several chunks per part
+    expected = model.predict_proba(X)
+    for n in (2, 3):
+        model.n_threads = n
+        assert model._net.inference_parts(len(X)) == n
+        assert_close(model.predict_proba(X), expected, dtype)
+        out = np.empty_like(expected)
+        assert model.predict_proba(X, out=out) is out
+        assert_close(out, expected, dtype)
+
+
+def test_n_threads_attribute_and_validation():
+    model = fusedmlp.MLP([4, 8, 2])
+    assert model.n_threads == "auto"
+    model.n_threads = 3
+    assert model.n_threads == 3 and model._net.step_parts(32) == 3
+    model.n_threads = "auto"
+    assert model.n_threads == "auto"
+    for bad, error in [(0, ValueError), (-1, ValueError), (5000, ValueError), (2.0, TypeError),
+                       (True, TypeError), ("two", TypeError), (None, TypeError)]:
+        with pytest.raises(error, match="n_threads must be 'auto' or"):
+            model.n_threads = bad
+        with pytest.raises(error, match="n_threads must be 'auto' or"):
+            fusedmlp.MLP([4, 8, 2], n_threads=bad)
+    assert model.n_threads == "auto"
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_n_threads_survives_pickle_and_reaches_the_estimators():
+    import pickle
+    model = fusedmlp.MLP([4, 8, 2], n_threads=2)
+    assert pickle.loads(pickle.dumps(model)).n_threads == 2
+    pytest.importorskip("sklearn")
+    from fusedmlp.sklearn import MLPClassifier
+    X, y = data(n=60, n_in=4, n_out=2)
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, n_threads=2).fit(X, y)
+    assert est.get_params()["n_threads"] == 2 and est.model_.n_threads == 2
+
+
+def test_auto_is_one_thread_for_small_work_and_bounded_by_cores():
+    small = fusedmlp.MLP([64, 32, 10])
+    assert small._net.step_parts(32) == 1
+    assert small._net.inference_parts(32) == 1
+    big = fusedmlp.MLP([784, 512, 512, 10])
+    assert 1 <= big._net.step_parts(1024) <= usable_cores()
+
+
+def test_threadpool_limits_caps_auto_and_explicit_counts_are_obeyed():
+    big = fusedmlp.MLP([784, 512, 512, 10])
+    explicit = fusedmlp.MLP([784, 512, 512, 10], n_threads=2)
+    pools = [p for p in threadpool_info() if p["user_api"] == "fusedmlp"]
+    assert len(pools) == 1 and pools[0]["num_threads"] == _network.thread_limit()
+    before = _network.thread_limit()      # (tests/conftest.py holds threadpool_limits(1))
+    with threadpool_limits(2):
+        assert _network.thread_limit() == min(2, usable_cores())
+    with threadpool_limits(1):
+        assert _network.thread_limit() == 1
+        assert big._net.step_parts(1024) == 1
+        assert explicit._net.step_parts(1024) == 2
+    with threadpool_limits({"fusedmlp": 1}):
+        assert big._net.step_parts(1024) == 1
+    assert _network.thread_limit() == before
+
+
+def test_threadpool_info_unchanged_by_threaded_calls():
+    before = sorted((p["filepath"], p["num_threads"]) for p in threadpool_info())
+    model, X = train(2, np.float32)
+    model.predict(X)
+    assert sorted((p["filepath"], p["num_threads"]) for p in threadpool_info()) == before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_after_a_threaded_fit_gives_the_child_a_working_pool():
+    model, X = train(2, np.float64)
+    assert _network.pool_size() >= 1
+    expected = train(2, np.float64)[0]._params.copy()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                # child: a fresh pool, started on demand
+        status = 1
+        try:
+            os.close(read)
+            fresh = _network.pool_size() == 0
+            again = train(2, np.float64)[0]._params
+            ok = fresh and _network.pool_size() >= 1 and np.array_equal(again, expected)
+            os.write(write, b"ok" if ok else b"mismatch")
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        answer = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0 and answer == b"ok"
+
+
+def test_two_models_in_two_python_threads_share_the_pool():
+    """Each call uses the idle workers it can claim and runs the other parts itself, so two
+    models stepping at once neither wait for each other nor change each other's results."""
+    results = [None, None]
+
+    def work(i):
+        results[i] = train(2, np.float32, sizes=(40, 96, 6), epochs=4)[0]._params.copy()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = train(2, np.float32, sizes=(40, 96, 6), epochs=4)[0]._params
+    for got in results:
+        np.testing.assert_array_equal(got, expected)   # same n_threads: same bits
