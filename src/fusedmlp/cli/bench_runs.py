@@ -198,7 +198,7 @@ _BUILDERS = {"fusedmlp": _fusedmlp, "numpy": _numpy, "torch": _torch,
              "torch.compile": lambda X, y, t: _torch(X, y, t, compiled=True), "jax": _jax}
 
 
-def _median_step(step, seconds=0.3, rounds=5):
+def _median_step(step, seconds=0.3, rounds=5, clock=time.perf_counter):
     """Median over rounds of the mean time of a timed loop of about `seconds`."""
     step()
     start = time.perf_counter()
@@ -206,10 +206,10 @@ def _median_step(step, seconds=0.3, rounds=5):
     calls = max(3, int(seconds / rounds / max(time.perf_counter() - start, 1e-7)))
     times = []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(calls):
             step()
-        times.append((time.perf_counter() - start) / calls)
+        times.append((clock() - start) / calls)
     return statistics.median(times)
 
 
@@ -281,11 +281,13 @@ def _worker(name, threads, data_path, rows):
                 built["epoch"]()                      # warm-up (and compilation)
                 reply = {"seconds": time.perf_counter() - start, "steps": -(-len(X) // BATCH)}
             elif request["op"] == "epoch":
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 built["epoch"]()
-                reply = {"seconds": time.perf_counter() - start}
+                reply = {"seconds": time.perf_counter() - start,
+                         "cpu": time.process_time() - cpu}
             elif request["op"] == "step":
-                reply = {"seconds": _median_step(built["step"])}
+                reply = {"seconds": _median_step(built["step"]),
+                         "cpu": _median_step(built["step"], clock=time.process_time)}
             elif request["op"] == "small_epochs":
                 reply = _small_epochs(request["rounds"])
             elif request["op"] == "long_run":
@@ -339,22 +341,31 @@ def _end_to_end(args, competitors):
                   file=sys.stderr, flush=True)
         epochs = {name: [] for name in workers}
         step_times = {name: [] for name in workers}
+        cpu_epochs = {name: [] for name in workers}
+        cpu_steps = {name: [] for name in workers}
         names = list(workers)
         try:
             for round_index in range(args.rounds):
                 shift = round_index % max(1, len(names))
                 for name in names[shift:] + names[:shift]:
-                    epochs[name].append(workers[name].ask(op="epoch")["seconds"])
-                    step_times[name].append(workers[name].ask(op="step")["seconds"])
+                    reply = workers[name].ask(op="epoch")
+                    epochs[name].append(reply["seconds"])
+                    cpu_epochs[name].append(reply["cpu"])
+                    reply = workers[name].ask(op="step")
+                    step_times[name].append(reply["seconds"])
+                    cpu_steps[name].append(reply["cpu"])
         finally:
             for worker in workers.values():
                 worker.close()
         for name in names:
             epoch = statistics.median(epochs[name])
             step = statistics.median(step_times[name])
+            cpu_epoch = statistics.median(cpu_epochs[name])
+            cpu_step = statistics.median(cpu_steps[name])
             rows.append([name, str(threads), f"{epoch:.3f}", f"{epochs[name][0]:.3f}",
                          f"{epochs[name][-1]:.3f}", f"{step * 1e3:.3f}",
-                         f"{epoch / (steps[name] * step):.2f}×"])
+                         f"{epoch / (steps[name] * step):.2f}×", f"{cpu_epoch:.3f}",
+                         f"{cpu_epoch / (steps[name] * cpu_step):.2f}×"])
     return rows
 
 
@@ -444,8 +455,10 @@ def main(argv=None) -> int:
         print(f"One epoch, {source}, 784-256-10 ReLU, batch {BATCH}, Adam(lr={LEARNING_RATE:g}), "
               f"float32; seconds (median, first and last of {args.rounds} timed epochs "
               "after one untimed); step = one batch repeated on a fresh model; "
-              "×steps = epoch / (steps × step):\n")
-        print(_markdown(["", "threads", "epoch s", "first", "last", "step ms", "×steps"],
+              "×steps = epoch / (steps × step); CPU s = the worker's CPU time (all its "
+              "threads; on a loaded machine steadier than wall time):\n")
+        print(_markdown(["", "threads", "epoch s", "first", "last", "step ms", "×steps",
+                         "CPU s", "×steps (CPU)"],
                         _end_to_end(args, competitors)), flush=True)
         print()
     if "long-run" in args.tables:
