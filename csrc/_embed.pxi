@@ -223,7 +223,7 @@ cdef struct TrainerHandle:
     PyObject* network
     Net* net
     bint is_double
-    PyObject* keep                 # (optimizer, hyper, state_a, state_b)
+    PyObject* keep                 # model.bind(optimizer): the optimiser and its state
     Py_ssize_t max_batch           # the workspace never shrinks below it
     int opt_kind
     double* hyper
@@ -269,10 +269,7 @@ cdef fusedmlp_trainer* capi_trainer_new(PyObject* mlp, PyObject* optimizer,
     cdef TrainerHandle* handle
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    if not hasattr(opt, "_buffers") or not hasattr(opt, "kind"):
-        raise TypeError(f"fusedmlp_trainer_new needs a fusedmlp Optimizer, "
-                        f"got {type(opt).__name__}")
-    hyper, state_a, state_b = opt._buffers(model)
+    bound = model.bind(opt)               # checks the optimiser, binds its state to model
     with model._lock:
         model._ensure_workspace(max_batch)
     handle = <TrainerHandle*>malloc(sizeof(TrainerHandle))
@@ -284,11 +281,11 @@ cdef fusedmlp_trainer* capi_trainer_new(PyObject* mlp, PyObject* optimizer,
     handle.net = &network.net
     handle.is_double = network.is_double
     handle.max_batch = max_batch
-    handle.opt_kind = opt.kind
-    handle.hyper = <double*>address(hyper, b'd', True, H_SIZE)
-    handle.state_a = address(state_a, network.kind, True, network.net.n_params)
-    handle.state_b = address(state_b, network.kind, True, network.net.n_params)
-    keep = (opt, hyper, state_a, state_b)
+    handle.opt_kind = bound.kind
+    handle.hyper = <double*>address(bound.hyper, b'd', True, H_SIZE)
+    handle.state_a = address(bound.state_a, network.kind, True, network.net.n_params)
+    handle.state_b = address(bound.state_b, network.kind, True, network.net.n_params)
+    keep = bound
     handle.keep = <PyObject*>keep
     Py_INCREF(keep)
     Py_INCREF(model)

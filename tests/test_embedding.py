@@ -318,7 +318,7 @@ def test_c_api_refusals(c_client):
         codes["BAD_ARGUMENT"])
     with pytest.raises(TypeError, match="fusedmlp_model_new needs a fusedmlp.MLP"):
         c_client.model_new("not a model")
-    with pytest.raises(TypeError, match="needs a fusedmlp Optimizer"):
+    with pytest.raises(TypeError, match="optimizer must be a fusedmlp Optimizer"):
         c_client.trainer_new(model, "adam", 8)
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         c_client.trainer_new(model, fusedmlp.Adam(), 0)
