@@ -272,6 +272,9 @@ cdef fusedmlp_trainer* capi_trainer_new(PyObject* mlp, PyObject* optimizer,
     bound = model.bind(opt)               # checks the optimiser, binds its state to model
     with model._lock:
         model._ensure_workspace(max_batch)
+    cdef double* hyper = <double*>address(bound.hyper, b'd', True, H_SIZE)
+    cdef void* state_a = address(bound.state_a, network.kind, True, network.net.n_params)
+    cdef void* state_b = address(bound.state_b, network.kind, True, network.net.n_params)
     handle = <TrainerHandle*>malloc(sizeof(TrainerHandle))
     if handle == NULL:
         raise MemoryError()
@@ -282,12 +285,9 @@ cdef fusedmlp_trainer* capi_trainer_new(PyObject* mlp, PyObject* optimizer,
     handle.is_double = network.is_double
     handle.max_batch = max_batch
     handle.opt_kind = bound.kind
-    handle.hyper = <double*>address(bound.hyper, b'd', True, H_SIZE)
-    handle.state_a = address(bound.state_a, network.kind, True, network.net.n_params)
-    handle.state_b = address(bound.state_b, network.kind, True, network.net.n_params)
-    keep = bound
-    handle.keep = <PyObject*>keep
-    Py_INCREF(keep)
+    handle.hyper, handle.state_a, handle.state_b = hyper, state_a, state_b
+    handle.keep = <PyObject*>bound
+    Py_INCREF(bound)
     Py_INCREF(model)
     Py_INCREF(network)
     return <fusedmlp_trainer*>handle
