@@ -236,3 +236,12 @@ def test_two_models_in_two_python_threads_share_the_pool():
     expected = train(2, np.float32, sizes=(40, 96, 6), epochs=4)[0]._params
     for got in results:
         np.testing.assert_array_equal(got, expected)   # same n_threads: same bits
+
+
+def test_threads_bench_table_runs():
+    from fusedmlp.cli import bench_threads
+    peaks, results, skipped = bench_threads.measure(configs=[((8, 8, 2), 4)], rounds=1,
+                                                    target_time=0.001, peers=())
+    assert peaks[1] > 0 and peaks[2] > 0
+    text = bench_threads.table(results)
+    assert "| 8-8-2 | 4 |" in text and "2 vs 1" in text

@@ -57,7 +57,8 @@ LABELS = {"fusedmlp": "fusedmlp", "numpy": "NumPy", "torch": "PyTorch", "sklearn
           "floor": "GEMM floor"}
 LEARNING_RATE = 1e-3
 #: Further tables, each a module with its own ``main(argv)``: ``python -m fusedmlp bench NAME``.
-TABLES = {"runs": "fusedmlp.cli.bench_runs", "latency": "fusedmlp.cli.bench_latency"}
+TABLES = {"runs": "fusedmlp.cli.bench_runs", "latency": "fusedmlp.cli.bench_latency",
+          "threads": "fusedmlp.cli.bench_threads"}
 
 
 # =================================================================== worker side
