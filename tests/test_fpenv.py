@@ -151,3 +151,27 @@ def test_dead_units_never_leave_subnormal_optimiser_state(dtype, steps, optimize
             assert not np.any((state != 0) & (np.abs(state) < tiny))
     assert not np.any((model._params != 0) & (np.abs(model._params) < tiny))
     numpy_keeps_subnormals()
+
+
+def test_pool_threads_flush_too():
+    # With two threads the update runs on parameter ranges split across the pool's workers:
+    # each flushes while it works (pool.h), so the dead units' state still never goes
+    # subnormal, and the caller's environment is left as it was.
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(64, 64)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    model = fusedmlp.MLP([64, 96, 3], seed=0, n_threads=2)
+    opt = fusedmlp.Adam(1e-3)
+    for i in range(50):
+        model.train_step(X[i:i + 1], y[i:i + 1], opt)
+    model.layers[0].b[:48] = -1e3
+    before = control_word()
+    for i in range(3000):
+        model.train_step(X[i % 64:i % 64 + 1], y[i % 64:i % 64 + 1], opt)
+    assert control_word() == before
+    from fusedmlp import _network
+    assert model._net.step_parts(1) == 2 and _network.pool_size() >= 1   # the pool did work
+    tiny = np.finfo(np.float32).tiny
+    for state in opt._states[1:]:
+        assert not np.any((state != 0) & (np.abs(state) < tiny))
+    numpy_keeps_subnormals()
