@@ -237,11 +237,12 @@ class Progress:
     def batch(self, done, total, loss):
         """Within an epoch: `done` of `total` batches trained, the mean loss so far."""
         text = (f"epoch {self.epoch}/{self.epochs}: batch {done}/{total} loss={loss:.4g} "
-                f"({time.perf_counter() - self.started:.1f} s)")
+                f"({(time.perf_counter() - self.started) * 1e3:.0f} ms)")
         if self.bar is not None:
             self.bar.set_postfix_str(text.split(": ", 1)[1])
         elif self.in_place:
-            print("\r" + text, end="", flush=True)
+            self.width = max(getattr(self, "width", 0), len(text))
+            print("\r" + text.ljust(self.width), end="", flush=True)
         else:
             print(text, flush=True)
 
@@ -255,8 +256,10 @@ class Progress:
             self.bar.set_postfix_str(text)
             self.bar.update(1)
         else:
-            start = "\r" if self.in_place and self.within_epochs else ""
-            print(f"{start}epoch {epoch}/{self.epochs}: {text}", flush=True)
+            line = f"epoch {epoch}/{self.epochs}: {text}"
+            if self.in_place and self.within_epochs:     # over the in-place progress line
+                line = "\r" + line.ljust(getattr(self, "width", 0))
+            print(line, flush=True)
 
     def close(self):
         if self.bar is not None:
