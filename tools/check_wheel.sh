@@ -15,8 +15,8 @@
 #      developer's editable build in build/ is not touched;
 #   3. `auditwheel repair` to the most compatible manylinux tag the wheel qualifies for
 #      (it links only libc/libm and reaches BLAS through SciPy at run time);
-#   4. a fresh venv (no system site-packages) with the repaired wheel and its test and dask
-#      extras, plus pandas, so that no test is skipped for a missing optional dependency;
+#   4. a fresh venv (no system site-packages) with the repaired wheel and its test, dask and
+#      plot extras, plus pandas, so that no test is skipped for a missing optional dependency;
 #   5. pytest on the repository's tests/ from a temporary directory with
 #      --import-mode=importlib and FUSEDMLP_EXPECT_INSTALLED=1, so tests/test_installed.py
 #      asserts that fusedmlp came from site-packages, not from src/.
@@ -100,7 +100,7 @@ auditwheel show "${repaired[0]}" | tee "$WORK/auditwheel-show.txt" | sed 's/^/  
 
 step "fresh venv with the repaired wheel and the test dependencies"
 "$PYTHON" -m venv "$WORK/venv"
-quiet_pip "$WORK/venv/bin/python" -m pip install -q "${repaired[0]}[test,dask]" pandas
+quiet_pip "$WORK/venv/bin/python" -m pip install -q "${repaired[0]}[test,dask,plot]" pandas
 
 step "pytest against the installed wheel"
 run_dir="$(mktemp -d "$WORK/run.XXXXXX")"
