@@ -95,6 +95,8 @@ def test_show_config_dict_and_print(capsys):
     if info["blas"]["name"] != "scipy":
         assert os.path.isabs(info["blas"]["path"])      # loaded by absolute path
     assert isinstance(info["bfloat16"]["available"], bool) and info["bfloat16"]["why"]
+    assert 1 <= info["threads"]["auto_limit"] <= info["threads"]["usable_cores"]
+    assert info["threads"]["workers_started"] == _network.pool_size()
     assert fusedmlp.show_config() is None
     printed = json.loads(capsys.readouterr().out)
     assert printed["blas"] == json.loads(json.dumps(info["blas"]))

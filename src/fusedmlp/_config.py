@@ -7,14 +7,6 @@ import json
 __all__ = ["show_config"]
 
 
-def _threads(backend):
-    if backend == "scipy":
-        blas = "SciPy's OpenBLAS pool (process-wide; pin it with threadpoolctl)"
-    else:
-        blas = "1 per calling thread (fusedmlp's own instance)"
-    return {"compute": "the calling thread", "blas_threads": blas}
-
-
 def show_config(as_dict: bool = False):
     """Print (or return, with ``as_dict=True``) fusedmlp's runtime configuration.
 
@@ -23,8 +15,10 @@ def show_config(as_dict: bool = False):
     ``version``, the ``path`` it was loaded from and ``skipped``: why earlier default
     candidates were not used); ``elementwise_isa`` (the instruction-set variant of the
     elementwise loops: "baseline", "avx2", "avx512" or "neon"); ``elementwise_isa_supported``
-    (the variants this build has and this CPU runs; ``FUSEDMLP_ISA`` forces one of them); ``threads`` (fusedmlp's worker pool); ``bfloat16`` (whether a bf16
-    matrix product is available and, if not, why). Set ``FUSEDMLP_BLAS=openblas|mkl|scipy``
+    (the variants this build has and this CPU runs; ``FUSEDMLP_ISA`` forces one of them);
+    ``threads`` (fusedmlp's worker pool: workers started, usable cores, the most threads
+    ``n_threads="auto"`` uses now, the BLAS's threads); ``bfloat16`` (whether a bf16 matrix
+    product is available and, if not, why). Set ``FUSEDMLP_BLAS=openblas|mkl|scipy``
     before importing fusedmlp to force a backend.
 
     Examples
@@ -34,6 +28,7 @@ def show_config(as_dict: bool = False):
     True
     """
     from . import __version__, _kernels, _network
+    from .threads import pool_info
     blas = _network.BLAS
     if blas["bf16_gemm"] and blas["cpu_bf16"]:
         bf16 = {"available": True, "why": "MKL cblas_gemm_bf16bf16f32 on a CPU with bf16"}
@@ -50,7 +45,7 @@ def show_config(as_dict: bool = False):
                  "skipped": dict(blas["tried"])},
         "elementwise_isa": _kernels.isa(),
         "elementwise_isa_supported": list(_kernels.isa_supported()),
-        "threads": _threads(blas["name"]),
+        "threads": pool_info(),
         "bfloat16": bf16,
     }
     if as_dict:
