@@ -22,7 +22,9 @@
  * touches Python objects.
  *
  * Threads. Inference only reads the model: any number of threads may call fusedmlp_infer_*
- * on one handle at once (give each call its own out and scratch). A training step writes the
+ * on one handle at once (give each call its own out and scratch); each call computes on the
+ * calling thread alone (parallelise across your own threads). A training step uses the
+ * model's worker pool as MLP.train_step does (MLP.n_threads). A training step writes the
  * parameters, the optimiser state and the model's training workspace: at most one training
  * step per model at any time (from a trainer, MLP.train_step or fit), and no inference on
  * that model while it runs -- serialise them yourself; fusedmlp does not lock across the C
