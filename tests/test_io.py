@@ -841,3 +841,10 @@ def test_an_unbound_optimizer_pickles_and_copies():
     opt = fusedmlp.SGD(0.1, momentum=0.5)
     for clone in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
         assert repr(clone) == repr(opt) and clone._model is None
+
+
+# --------------------------------------------------------------------------- issue 14: fuzz
+def test_fuzz_load_short_run():
+    """A short run of the load fuzzer (tests/fuzz_load.py; longer runs: see its docstring)."""
+    import fuzz_load
+    fuzz_load.hypothesis_test(max_examples=150)()

@@ -2,7 +2,8 @@
 # Build the compiled core with AddressSanitizer + UndefinedBehaviorSanitizer (gcc) and run the
 # test suite under it. Any sanitizer report fails the run.
 #
-#   tools/sanitize.sh                  # -fsanitize=address,undefined, shipped Cython directives
+#   tools/sanitize.sh                  # -fsanitize=address,undefined,float-cast-overflow,
+#                                      # shipped Cython directives
 #   tools/sanitize.sh --debug-checks   # the same, plus Cython bounds/wraparound checks
 #                                      # (-DFUSEDMLP_DEBUG_CHECKS=ON)
 #   tools/sanitize.sh --all            # both modes, one after the other
@@ -34,7 +35,7 @@ while (($#)); do
         --debug-checks) modes=(checks) ;;
         --all) modes=(plain checks) ;;
         --) shift; pytest_extra=("$@"); break ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -59,7 +60,10 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 
 # (RelWithDebInfo adds -O2 -g: optimised code, as shipped, with line numbers in reports)
-SAN_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+# float-cast-overflow is not part of gcc's "undefined" group: a double too large for the
+# integer it is cast to (e.g. a step count of 1e300 into unsigned long long) is UB too.
+SANITIZERS="address,undefined,float-cast-overflow"
+SAN_FLAGS="-fsanitize=$SANITIZERS -fno-omit-frame-pointer -fno-sanitize-recover=undefined,float-cast-overflow"
 status=0
 for mode in "${modes[@]}"; do
     checks=OFF
@@ -72,8 +76,8 @@ for mode in "${modes[@]}"; do
         -Cbuild-dir="$build_dir" \
         -Ccmake.build-type=RelWithDebInfo \
         -Ccmake.define.CMAKE_C_FLAGS="$SAN_FLAGS" \
-        -Ccmake.define.CMAKE_MODULE_LINKER_FLAGS="-fsanitize=address,undefined" \
-        -Ccmake.define.CMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" \
+        -Ccmake.define.CMAKE_MODULE_LINKER_FLAGS="-fsanitize=$SANITIZERS" \
+        -Ccmake.define.CMAKE_SHARED_LINKER_FLAGS="-fsanitize=$SANITIZERS" \
         -Ccmake.define.FUSEDMLP_DEBUG_CHECKS="$checks" \
         "$REPO"
     # Prove the build really is instrumented before trusting a clean run.
@@ -96,6 +100,21 @@ _kernels.activation(np.ones(4000), np.empty(2000), 1)
         echo "the canary overflow was not reported: the sanitizer is not active" >&2
         echo "$canary" | tail -20 >&2; exit 1; }
     echo "== [$mode] canary: a deliberate heap overflow in a kernel is reported"
+
+    # ... and a float-to-integer cast overflow: a raw hyper-parameter array with a step count
+    # of 1e300, which fusedmlp.load and the optimisers refuse, fed straight to the kernel.
+    canary="$(cd "$WORK" && LD_PRELOAD="$LIBASAN:$LIBUBSAN" ASAN_OPTIONS=detect_leaks=0 \
+        UBSAN_OPTIONS=halt_on_error=1 "$VENV/bin/python" -c '
+import numpy as np
+from fusedmlp import _kernels
+hyper = np.zeros(8); hyper[0] = 0.1; hyper[2] = 0.9; hyper[3] = 0.999; hyper[4] = 1e-8
+hyper[6] = 1e300
+p = np.zeros(4); _kernels.optimizer_update(2, hyper, p, np.ones(4), np.zeros(4), np.zeros(4), 2)
+' 2>&1 || true)"
+    grep -q "runtime error:.*outside the range of representable values" <<<"$canary" || {
+        echo "the canary float-cast overflow was not reported: float-cast-overflow is off" >&2
+        echo "$canary" | tail -20 >&2; exit 1; }
+    echo "== [$mode] canary: a deliberate float-to-integer overflow in a kernel is reported"
 
     echo "== [$mode] running tests/ under ASan+UBSan (log: $log)"
     start=$SECONDS
