@@ -7,6 +7,8 @@ what was expected and what came.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _kernels
@@ -125,43 +127,109 @@ def as_positive_int(value, name: str, minimum: int = 1, maximum: int | None = No
     return int(value)
 
 
+def as_real(value, name: str, *, low=-math.inf, high=math.inf, low_open=False,
+            high_open=False) -> float:
+    """A finite real number (bools and strings refused) in the interval from low to high
+    (closed unless low_open/high_open), as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok or not math.isfinite(value):
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}, got {value}")
+    return value
+
+
+def as_bool(value, name: str) -> bool:
+    """True or False (Python's or NumPy's bools only: "no" and None are refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {describe(value)}")
+    return bool(value)
+
+
 def as_labels(y, name: str, n_classes: int | None = None, ndim: int | None = 1) -> np.ndarray:
     """Integer class labels as a C-contiguous int64 array of `ndim` dimensions (any with
-    None), checked against [0, n_classes). Integral floats are accepted."""
+    None), checked against [0, n_classes). Integral floats are accepted.
+
+    The range is checked in the labels' own dtype, before any cast, so that a message shows
+    the offending values as given (a uint64 2**63 + 1 or a float 1e20, not what a wrapping
+    cast to int64 makes of them).
+    """
     if (isinstance(y, np.ndarray) and y.dtype == np.int64 and y.flags.c_contiguous
             and (ndim is None or y.ndim == ndim)):
-        labels = y
-    else:
-        array = np.asarray(y)
-        if ndim is not None and array.ndim != ndim:
-            raise ValueError(f"{name} must be {ndim}-D class labels, got shape {array.shape}")
-        if array.dtype.kind in "iu":
-            labels = np.ascontiguousarray(array, dtype=np.int64)
-        elif array.dtype.kind == "f":
-            if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-                raise ValueError(f"{name} must hold integral class labels, got non-integral values")
-            labels = array.astype(np.int64)
-        else:
-            raise TypeError(f"{name} must hold integer class labels, got dtype {array.dtype}")
-    if n_classes is not None and labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(
-            f"{name} must lie in [0, {n_classes}), got labels from {labels.min()} to {labels.max()}"
-        )
-    return labels
+        if n_classes is not None and y.size:
+            _check_label_range(y, name, n_classes)
+        return y
+    array = np.asarray(y)
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D class labels, got shape {array.shape}")
+    kind = array.dtype.kind
+    if kind == "f":
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise ValueError(f"{name} must hold integral class labels, got non-integral values")
+    elif kind not in "iu":
+        raise TypeError(f"{name} must hold integer class labels, got dtype {array.dtype}")
+    if array.size:
+        _check_label_range(array, name, n_classes)
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def _check_label_range(array, name, n_classes):
+    low, high = array.min(), array.max()
+    if n_classes is not None:
+        if low < 0 or high >= n_classes:
+            raise ValueError(f"{name} must lie in [0, {n_classes}), got labels from {low} to {high}")
+    elif low < -2**63 or high >= 2**63:
+        raise ValueError(f"{name} must hold class labels within int64's range, got values "
+                         f"from {low} to {high}")
 
 
 def as_sample_weight(sample_weight, n: int, dtype):
-    """(weights, their sum): non-negative finite weights of shape (n,) with a positive sum,
-    C-contiguous in `dtype`; ``(None, float(n))`` for ``sample_weight=None``."""
+    """(weights, their sum) for ``sample_weight`` of shape (n,): finite, non-negative, not all
+    zero, C-contiguous in `dtype`, scaled so that the largest is in [0.5, 1);
+    ``(None, float(n))`` for ``sample_weight=None``.
+
+    The scale is a power of two, so it is exact (only weights some 2**1000 times smaller than
+    the largest can round, to zero, as they would in any sum with it) and changes no weighted
+    mean; it keeps the sum and every weight * loss product from overflowing (weights of 1e308
+    would otherwise sum to inf and make every gradient zero), and lets float64 weights beyond
+    float32's range weigh a float32 model.
+    """
     if sample_weight is None:
         return None, float(n)
-    weights = np.ascontiguousarray(as_float_array(sample_weight, "sample_weight", dtype))
+    weights = np.ascontiguousarray(as_float_array(sample_weight, "sample_weight"))
     if weights.shape != (n,):
         raise ValueError(f"sample_weight must have shape ({n},), got {weights.shape}")
     check_finite(weights, "sample_weight")
-    if np.any(weights < 0):
-        raise ValueError("sample_weight must be non-negative")
-    total = float(weights.sum(dtype=np.float64))
-    if not total > 0:
-        raise ValueError("sample_weight must have a positive sum")
-    return weights, total
+    if n and weights.min() < 0:
+        raise ValueError(f"sample_weight must be non-negative, got {weights.min()}")
+    largest = weights.max() if n else 0
+    if not largest > 0:
+        raise ValueError("sample_weight must have a positive sum (not all zero)")
+    weights = np.ldexp(weights, -int(np.frexp(largest)[1])).astype(dtype, copy=False)
+    return weights, float(weights.sum(dtype=np.float64))
+
+
+#: How far from 1 a row of soft targets (class probabilities) may sum: the slack for rounding
+#: in targets computed in float32 (label smoothing, averaged one-hot rows).
+SOFT_TARGET_TOLERANCE = 1e-4
+
+
+def check_distribution(targets: np.ndarray, name: str) -> None:
+    """Refuse soft targets that are not class probabilities: each entry finite and >= 0,
+    each row summing to 1 within SOFT_TARGET_TOLERANCE (targets: C-contiguous, 2-D)."""
+    check_finite(targets, name)
+    if targets.size == 0:
+        return
+    low = targets.min()
+    if low < 0:
+        raise ValueError(f"{name} holds soft targets (class probabilities), which must be "
+                         f"non-negative, got a value of {low}")
+    sums = targets.sum(axis=1, dtype=np.float64)
+    off = np.abs(sums - 1.0)
+    worst = int(np.argmax(off))
+    if off[worst] > SOFT_TARGET_TOLERANCE:
+        raise ValueError(f"{name} holds soft targets (class probabilities), whose rows must "
+                         f"sum to 1 (within {SOFT_TARGET_TOLERANCE:g}), got row {worst} "
+                         f"summing to {sums[worst]!r}")

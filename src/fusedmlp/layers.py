@@ -16,7 +16,7 @@ import numpy as np
 from . import _kernels
 from ._validation import (
     BLAS_INT_MAX, as_float_array, as_labels, as_matrix, as_model_dtype, as_positive_int,
-    as_sample_weight, check_finite,
+    as_sample_weight, check_distribution, check_finite,
 )
 from .functional import ACTIVATIONS
 
@@ -177,9 +177,10 @@ class SoftmaxCrossEntropy:
     """Softmax and cross-entropy as one layer (the mean over the batch).
 
     ``forward(scores, y)`` takes integer labels (shape ``(batch,)``) or target probabilities
-    (shape ``(batch, n_classes)``) and returns the loss, computed from the scores by
-    log-sum-exp; ``backward()`` returns ``(softmax(scores) - target) / batch`` (weighted by
-    ``sample_weight`` when given), computed in the same pass.
+    (shape ``(batch, n_classes)``: finite, non-negative, each row summing to 1 within
+    ``SOFT_TARGET_TOLERANCE`` = 1e-4, else ValueError) and returns the loss, computed from
+    the scores by log-sum-exp; ``backward()`` returns ``(softmax(scores) - target) / batch``
+    (weighted by ``sample_weight`` when given), computed in the same pass.
     """
 
     def forward(self, scores, y, sample_weight=None) -> float:
@@ -189,7 +190,7 @@ class SoftmaxCrossEntropy:
         labels, targets = _NO_LABELS, _EMPTY_2D[scores.dtype]
         if np.ndim(y) == 2:
             targets = as_matrix(y, "y", scores.dtype, n)
-            check_finite(targets, "y")
+            check_distribution(targets, "y")
         else:
             labels = as_labels(y, "y", n)
         if len(labels) + len(targets) != m:

@@ -19,7 +19,7 @@ import weakref
 import numpy as np
 
 from . import _kernels
-from ._validation import describe
+from ._validation import as_real, describe
 from . import _codes
 from ._codes import Optimizer as Kind
 
@@ -37,15 +37,8 @@ HYPER_SIZE = _codes.H_SIZE     # entries of the hyper-parameter array
 _BINDING = threading.Lock()
 
 
-def _number(value, name, *, low=0.0, high=math.inf, low_open=False, high_open=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok or not math.isfinite(value):
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}, got {value}")
-    return value
+def _real(value, name, *, low=0.0, **limits) -> float:
+    return as_real(value, name, low=low, **limits)
 
 
 # The legal range and hyper-parameter slot of every optimiser setting: the one table that the
@@ -68,7 +61,7 @@ MAX_STEPS = 2**53
 def check_hyper(name: str, value) -> float:
     """`value` as a float if it is a legal `name` (``"lr"``, ``"beta1"``, ...), else
     TypeError/ValueError naming it."""
-    return _number(value, name, **_SETTINGS[name][1])
+    return _real(value, name, **_SETTINGS[name][1])
 
 
 def _check_steps(value) -> int:
@@ -390,7 +383,7 @@ class StepLR:
 
     def __init__(self, step_size=10, gamma=0.1):
         self.step_size = int(step_size)
-        self.gamma = _number(gamma, "gamma", low_open=True)
+        self.gamma = _real(gamma, "gamma", low_open=True)
         if self.step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}")
 
@@ -403,7 +396,7 @@ class CosineLR:
 
     def __init__(self, total_epochs, min_lr=0.0):
         self.total_epochs = int(total_epochs)
-        self.min_lr = _number(min_lr, "min_lr")
+        self.min_lr = _real(min_lr, "min_lr")
         if self.total_epochs < 1:
             raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
 
@@ -417,10 +410,10 @@ class ReduceLROnPlateau:
     ``min_delta`` for ``patience`` epochs."""
 
     def __init__(self, factor=0.1, patience=5, min_lr=0.0, min_delta=1e-4):
-        self.factor = _number(factor, "factor", low_open=True, high=1.0, high_open=True)
+        self.factor = _real(factor, "factor", low_open=True, high=1.0, high_open=True)
         self.patience = int(patience)
-        self.min_lr = _number(min_lr, "min_lr")
-        self.min_delta = _number(min_delta, "min_delta")
+        self.min_lr = _real(min_lr, "min_lr")
+        self.min_delta = _real(min_delta, "min_delta")
         self.best, self.wait = math.inf, 0
 
     def __call__(self, epoch, lr0, lr, loss):
