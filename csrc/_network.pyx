@@ -54,8 +54,8 @@ from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_
 from _optim cimport (optimizer_update, optimizer_prepare, optimizer_apply, n_states,
                     fm_sum_sq_f, fm_sum_sq_d)
 from fusedmlp._codes cimport (H_SIZE, H_WEIGHT_DECAY, H_EPS, OK, BAD_INPUT, BAD_LABEL,
-                             BAD_TARGET, BAD_LOSS, OPT_NONE, SOFTMAX_CROSS_ENTROPY, SCORES,
-                             PROBABILITIES, LOG_PROBABILITIES, ACT_IDENTITY)
+                             BAD_TARGET, BAD_LOSS, BAD_OUTPUT, OPT_NONE, SOFTMAX_CROSS_ENTROPY,
+                             SCORES, PROBABILITIES, LOG_PROBABILITIES, ACT_IDENTITY)
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
@@ -278,17 +278,21 @@ cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
         return BAD_INPUT
     if n_parts <= 1:
         infer_rows(net, X, 0, m, out, buffers, chunk, output)
-        return OK
-    w.net = <Net*>net
-    w.X = X
-    w.m = m
-    w.out = out
-    w.buffers = buffers
-    w.chunk = chunk
-    w.output = output
-    fm_team_begin(&team, n_parts)
-    fm_team_run(&team, infer_task, &w, n_parts)
-    fm_team_end(&team)
+    else:
+        w.net = <Net*>net
+        w.X = X
+        w.m = m
+        w.out = out
+        w.buffers = buffers
+        w.chunk = chunk
+        w.output = output
+        fm_team_begin(&team, n_parts)
+        fm_team_run(&team, infer_task, &w, n_parts)
+        fm_team_end(&team)
+    # X is finite, so non-finite outputs mean NaN/inf parameters (or an overflow): never a
+    # prediction. One pass over the outputs; checking every weight per call would not be cheap.
+    if not all_finite(out, m * net.sizes[net.n_layers]):
+        return BAD_OUTPUT
     return OK
 
 

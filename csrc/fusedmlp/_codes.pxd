@@ -65,6 +65,7 @@ cpdef enum Status:
     BAD_LABEL = 2       # a label outside [0, n_classes)
     BAD_TARGET = 3      # targets hold NaN or inf
     BAD_LOSS = 4        # the loss is NaN or inf: no update was applied
+    BAD_OUTPUT = 5      # inference outputs NaN or inf (the parameters are, or overflow)
 
 
 # What inference writes into its output.

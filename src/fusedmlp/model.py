@@ -9,8 +9,8 @@ import numpy as np
 from . import _kernels, _network, training
 from ._codes import H_SIZE, Inference, Loss, Status
 from ._validation import (
-    BLAS_INT_MAX, as_labels, as_matrix, as_model_dtype, as_positive_int, as_sample_weight,
-    check_finite, check_out, describe,
+    BLAS_INT_MAX, as_float_array, as_labels, as_matrix, as_model_dtype, as_positive_int,
+    as_sample_weight, check_distribution, check_finite, check_out, describe,
 )
 from .functional import ACTIVATIONS
 from .layers import Dense, MeanSquaredError, SoftmaxCrossEntropy, check_activation
@@ -31,6 +31,10 @@ STATUS_ERRORS = {
     Status.BAD_TARGET: (ValueError, "y contains NaN or infinity"),
     Status.BAD_LOSS: (FloatingPointError,
                       "the loss is not finite (NaN or inf); no update was applied"),
+    Status.BAD_OUTPUT: (FloatingPointError,
+                        "the model's outputs are not finite (NaN or inf): its parameters "
+                        "contain NaN or infinity or overflow on this input (see "
+                        "model.get_params_vector())"),
 }
 
 
@@ -217,25 +221,27 @@ class MLP:
             return X
         return as_matrix(X, "X", self.dtype, self.layer_sizes[0])
 
-    def _targets(self, y, m):
-        """(labels or None, targets or None) for m rows, checked against the output."""
+    def _targets(self, y, m, name="y"):
+        """(labels or None, targets or None) for m rows, checked against the output: labels
+        in [0, n_classes), soft targets class probabilities (``check_distribution``)."""
         n_out = self.layer_sizes[-1]
         if self.output == "softmax":
             if np.ndim(y) == 2:
-                targets = as_matrix(y, "y", self.dtype, n_out)
+                targets = as_matrix(y, name, self.dtype, n_out)
                 if len(targets) != m:
-                    raise ValueError(f"y must have {m} rows like X, got shape {targets.shape}")
+                    raise ValueError(f"{name} must have {m} rows like X, got shape {targets.shape}")
+                check_distribution(targets, name)
                 return None, targets
-            labels = as_labels(y, "y")
+            labels = as_labels(y, name, n_out)
             if labels.shape != (m,):
-                raise ValueError(f"y must have shape ({m},) like X's rows, got {labels.shape}")
+                raise ValueError(f"{name} must have shape ({m},) like X's rows, got {labels.shape}")
             return labels, None
         targets = y if isinstance(y, np.ndarray) else np.asarray(y)
         if targets.ndim == 1 and n_out == 1:
             targets = targets[:, None]
-        targets = as_matrix(targets, "y", self.dtype, n_out)
+        targets = as_matrix(targets, name, self.dtype, n_out)
         if len(targets) != m:
-            raise ValueError(f"y must have {m} rows like X, got shape {targets.shape}")
+            raise ValueError(f"{name} must have {m} rows like X, got shape {targets.shape}")
         return None, targets
 
     def check_data(self, X, y, what=""):
@@ -244,9 +250,9 @@ class MLP:
         epoch). `what` prefixes the argument names in error messages."""
         X = self._inputs(X)
         check_finite(X, f"{what}X")
-        labels, targets = self._targets(y, len(X))
+        labels, targets = self._targets(y, len(X), f"{what}y")
         if labels is not None:
-            return X, as_labels(labels, f"{what}y", self.n_outputs)
+            return X, labels
         check_finite(targets, f"{what}y")
         return X, targets
 
@@ -277,7 +283,7 @@ class MLP:
                 pass
             else:
                 if status:
-                    _raise_status(status, self.layer_sizes[-1])
+                    self._raise_step_status(status, y)
                 return loss
         X = self._inputs(X)
         m = X.shape[0]
@@ -294,8 +300,13 @@ class MLP:
                                           state_a, state_b)
             loss = self._net.loss
         if status:
-            _raise_status(status, self.layer_sizes[-1])
+            self._raise_step_status(status, labels)
         return loss
+
+    def _raise_step_status(self, status, labels):
+        if status == Status.BAD_LABEL:
+            as_labels(labels, "y", self.n_outputs)      # raises, showing the bad values
+        _raise_status(status, self.n_outputs)
 
     def train_step(self, X, y, optimizer, *, sample_weight=None) -> float:
         """One step of `optimizer` on the batch (X, y); returns the batch's loss before the step.
@@ -331,9 +342,6 @@ class MLP:
         labels, targets = self._targets(y, len(scores))
         if len(scores) == 0:
             raise ValueError("X is empty: the loss needs at least one sample")
-        if not _kernels.all_finite(scores.reshape(-1)):
-            # X was checked: the model itself overflows (its parameters are too large)
-            raise FloatingPointError("the model's outputs on X are not finite (NaN or inf)")
         if self.output == "softmax":
             return SoftmaxCrossEntropy().forward(scores, labels if labels is not None else targets,
                                                  sample_weight)
@@ -344,6 +352,8 @@ class MLP:
         # Fast path: native arrays go straight into one compiled call (scratch from a
         # per-thread cache, so a warm call with out= allocates nothing); anything else is
         # checked and converted below.
+        # Non-finite outputs (NaN/inf parameters, or an overflow) are refused by the compiled
+        # call itself (Status.BAD_OUTPUT): never returned as predictions.
         result = _network.infer_into(self._net, X, out, output)
         if result is None:
             return self._infer_checked(X, output, out)
@@ -432,17 +442,27 @@ class MLP:
         compute anyway, and scores the validation data after the last step. The results
         are those of calling ``train_step`` on the same batches, bit for bit.
 
+        `y` holds integer labels in ``[0, n_classes)`` or, for ``output="softmax"``, target
+        probabilities of shape ``(n_samples, n_classes)``: finite, non-negative, each row
+        summing to 1 within 1e-4. Every argument is checked before training starts (and a
+        refused call changes neither the model nor the optimiser); so are the model's own
+        parameters, which must be finite.
+
         Parameters
         ----------
         epochs, batch_size : int
             Each epoch visits every sample once, in a fresh random order when `shuffle`
-            (drawn from the model's seeded generator).
+            (drawn from the model's seeded generator); True or False.
         optimizer : Optimizer or str
             An optimiser instance (``fusedmlp.Adam(1e-3)``) or a name (``"adam"``, ``"sgd"``).
         validation_data : (X_val, y_val), optional
             Held-out data scored after every epoch.
-        validation_fraction : float
+        validation_fraction : float in [0, 1)
             Or hold out this fraction of (X, y) (a seeded random subset).
+        sample_weight : array-like of shape (n_samples,), optional
+            Finite, non-negative, not all zero; each batch's loss is the weighted mean.
+            The weights are scaled by a power of two (exactly) so that their sum cannot
+            overflow: only their ratios matter.
         lr_schedule : None, "constant", "step", "cosine", "plateau" or callable
             Sets ``optimizer.lr`` after each epoch (epochs count from 1; ``lr0`` is the rate
             at the start of fit). ``"step"``: ``lr0 * 0.1 ** (epoch // max(1, epochs // 3))``;
@@ -457,12 +477,13 @@ class MLP:
             gradient-norm limit.
         patience : int, optional
             Early stopping: stop when the monitored loss (validation loss if there is
-            validation data, training loss otherwise) has not improved by `min_delta` for
-            `patience` epochs; with `restore_best_weights` the best epoch's weights are kept.
-        callbacks : sequence of callables
+            validation data, training loss otherwise) has not improved by `min_delta` (a
+            finite number >= 0) for `patience` epochs; with `restore_best_weights` (True or
+            False) the best epoch's weights are kept.
+        callbacks : list or tuple of callables
             Each is called as ``callback(model, epoch, logs)`` after every epoch; returning
             True stops training.
-        verbose : int
+        verbose : int >= 0 or bool
             0 silent; 1 one line per epoch (a tqdm progress bar when tqdm is installed and the
             output is a terminal), and on a terminal the batches done and the running loss
             within long epochs; 2 also prints those within-epoch lines when the output is
@@ -483,6 +504,8 @@ class MLP:
 
         Raises
         ------
+        TypeError, ValueError
+            For an invalid argument (named in the message), or parameters holding NaN/inf.
         FloatingPointError
             When the loss becomes NaN or inf, naming the epoch and the batch. The model
             keeps the weights after the last step whose loss was finite, or, when those
@@ -524,11 +547,13 @@ class MLP:
 
     def set_params_vector(self, vector):
         """Set all parameters from one flat vector (the layout of ``get_params_vector``)."""
-        vector = np.asarray(vector)
-        if vector.shape != self._params.shape:
-            raise ValueError(f"vector must have shape {self._params.shape}, got {vector.shape}")
-        vector = vector.astype(self.dtype)
-        check_finite(np.ascontiguousarray(vector), "vector")
+        def check_shape(array):
+            if array.shape != self._params.shape:
+                raise ValueError(f"vector must have shape {self._params.shape}, got {array.shape}")
+
+        # real numbers only (complex, strings, objects and float16 are refused), finite
+        vector = np.ascontiguousarray(as_float_array(vector, "vector", self.dtype, check_shape))
+        check_finite(vector, "vector")
         self._params[...] = vector
 
     def __getstate__(self):

@@ -955,7 +955,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return 1.0
 
     def _validation_score(self, X, y, sample_weight):
-        return accuracy_score(y, self.model_.predict(X), sample_weight=sample_weight)
+        try:
+            predictions = self.model_.predict(X)
+        except FloatingPointError:      # diverged weights: scored NaN, never the best
+            return np.nan
+        return accuracy_score(y, predictions, sample_weight=sample_weight)
 
     def predict(self, X):
         """The most probable class of each row of X (from ``classes_``)."""
@@ -1067,9 +1071,10 @@ n_iter_no_change, dtype, n_threads
         return 0.5                 # scikit-learn reports half the mean squared error
 
     def _validation_score(self, X, y, sample_weight):
-        predictions = self.model_.predict(X)
-        if not np.isfinite(predictions).all():
-            return np.nan               # as scikit-learn: r2_score would refuse them
+        try:
+            predictions = self.model_.predict(X)
+        except FloatingPointError:      # non-finite predictions: NaN, as scikit-learn
+            return np.nan
         return r2_score(y, predictions, sample_weight=sample_weight)
 
     def predict(self, X):

@@ -23,8 +23,8 @@ import numpy as np
 
 from . import _kernels
 from ._codes import Status
-from ._validation import as_positive_int, as_sample_weight, describe
-from .optim import make_optimizer, make_schedule
+from ._validation import as_bool, as_positive_int, as_real, as_sample_weight, describe
+from .optim import check_hyper, make_optimizer, make_schedule
 
 __all__ = ["Batches", "run_epoch", "fit"]
 
@@ -179,7 +179,8 @@ class _EarlyStopping:
 
     def __init__(self, patience, min_delta, restore_best_weights):
         self.patience = None if patience is None else as_positive_int(patience, "patience")
-        self.min_delta, self.restore_best = min_delta, restore_best_weights
+        self.min_delta = as_real(min_delta, "min_delta", low=0.0)
+        self.restore_best = as_bool(restore_best_weights, "restore_best_weights")
         self.best_loss, self.best_params, self.wait = math.inf, None, 0
 
     def improved(self, monitored, parameters) -> bool:
@@ -194,6 +195,19 @@ class _EarlyStopping:
     @property
     def stop(self) -> bool:
         return self.patience is not None and self.wait >= self.patience
+
+
+def _as_verbosity(verbose) -> int:
+    if isinstance(verbose, (bool, np.bool_)):
+        return int(verbose)
+    return as_positive_int(verbose, "verbose", minimum=0)
+
+
+def _as_callbacks(callbacks) -> tuple:
+    if not isinstance(callbacks, (list, tuple)) or not all(callable(c) for c in callbacks):
+        raise TypeError("callbacks must be a list or tuple of callables "
+                        f"callback(model, epoch, logs), got {describe(callbacks)}")
+    return tuple(callbacks)
 
 
 class _NanGuard:
@@ -271,27 +285,44 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
         validation_fraction, shuffle, verbose, sample_weight, lr_schedule, weight_decay,
         clip_norm, patience, min_delta, restore_best_weights, callbacks,
         train_accuracy="batches") -> dict:
-    """``MLP.fit`` (whose docstring describes every argument); `rng` shuffles and splits."""
+    """``MLP.fit`` (whose docstring describes every argument); `rng` shuffles and splits.
+
+    Every argument is checked before anything changes (the optimiser's settings included):
+    a refused call leaves the model and the optimiser as they were.
+    """
     if train_accuracy not in ("batches", "full"):
         raise ValueError(f"train_accuracy must be 'batches' or 'full', got {train_accuracy!r}")
     epochs = as_positive_int(epochs, "epochs")
     batch_size = as_positive_int(batch_size, "batch_size")
     optimizer = make_optimizer(optimizer)
-    if weight_decay is not None:
-        optimizer.weight_decay = weight_decay
-    if clip_norm is not None:
-        optimizer.clip_norm = clip_norm
+    weight_decay = None if weight_decay is None else check_hyper("weight_decay", weight_decay)
+    clip_norm = None if clip_norm is None else check_hyper("clip_norm", clip_norm)
     schedule = make_schedule(lr_schedule, epochs)
+    shuffle = as_bool(shuffle, "shuffle")
+    verbose = _as_verbosity(verbose)
+    validation_fraction = as_real(validation_fraction, "validation_fraction", low=0.0,
+                                  high=1.0, high_open=True)
+    callbacks = _as_callbacks(callbacks)
     stopping = _EarlyStopping(patience, min_delta, restore_best_weights)
 
     X, y = model.check_data(X, y)
     if len(X) == 0:
         raise ValueError("X is empty: fit needs at least one sample")
+    if not _kernels.all_finite(model.parameters):
+        # (training from them would diverge at once, and "the last finite weights" to fall
+        # back to would be these)
+        raise ValueError("the model's parameters contain NaN or infinity: fit cannot start "
+                         "from them (set finite ones with set_params_vector, or make a new "
+                         "model)")
     weights = None
     if sample_weight is not None:
         weights, _ = as_sample_weight(sample_weight, len(X), model.dtype)
     X, y, weights, validation = _validation_split(model, X, y, weights, validation_data,
                                                   validation_fraction, rng)
+    if weight_decay is not None:
+        optimizer.weight_decay = weight_decay
+    if clip_norm is not None:
+        optimizer.clip_norm = clip_norm
     classify = model.output == "softmax"
     history = _new_history(classify, validation is not None)
 
