@@ -451,10 +451,10 @@ cdef int score(const Net* net, const floating* X, Py_ssize_t m, const int64_t* l
     """Mean loss and correct predictions of m rows, through infer (the path of MLP.loss)."""
     cdef int status = infer(net, X, m, scores, buffers, chunk, SCORES)
     cdef Py_ssize_t n_out = net.sizes[net.n_layers]
+    if status == BAD_OUTPUT:
+        return BAD_LOSS           # finite inputs: the model itself overflows
     if status != OK:
         return status
-    if not all_finite(scores, m * n_out):
-        return BAD_LOSS           # finite inputs: the model itself overflows
     if net.loss == SOFTMAX_CROSS_ENTROPY:
         loss[0] = softmax_cross_entropy(scores, labels, targets, NULL, m, dscores, maxima, m, n_out)
         correct[0] = count_correct(scores, labels, targets, m, n_out)

@@ -50,3 +50,4 @@ class Status(enum.IntEnum):
     BAD_LABEL = 2
     BAD_TARGET = 3
     BAD_LOSS = 4
+    BAD_OUTPUT = 5
