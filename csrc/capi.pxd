@@ -32,6 +32,7 @@ cdef extern from "fusedmlp.h":
         FUSEDMLP_BAD_LABEL
         FUSEDMLP_BAD_TARGET
         FUSEDMLP_BAD_LOSS
+        FUSEDMLP_BAD_OUTPUT
         FUSEDMLP_WRONG_DTYPE
         FUSEDMLP_BAD_ARGUMENT
         FUSEDMLP_TOO_MANY_ROWS

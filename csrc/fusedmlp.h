@@ -67,6 +67,8 @@ enum {
     FUSEDMLP_BAD_LABEL = 2,        /* a label outside [0, n_outputs) */
     FUSEDMLP_BAD_TARGET = 3,       /* targets hold NaN or inf */
     FUSEDMLP_BAD_LOSS = 4,         /* the loss is NaN or inf: no update was applied */
+    FUSEDMLP_BAD_OUTPUT = 5,       /* inference outputs NaN or inf (the parameters hold
+                                      NaN/inf or overflow on X): not predictions */
     FUSEDMLP_WRONG_DTYPE = -1,     /* an f32 function on a float64 model, or the reverse */
     FUSEDMLP_BAD_ARGUMENT = -2,    /* NULL array, m < 0, unknown output, out overlapping X,
                                       labels with targets, probabilities of a regressor */

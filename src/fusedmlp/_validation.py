@@ -204,11 +204,16 @@ def as_sample_weight(sample_weight, n: int, dtype):
     check_finite(weights, "sample_weight")
     if n and weights.min() < 0:
         raise ValueError(f"sample_weight must be non-negative, got {weights.min()}")
-    largest = weights.max() if n else 0
-    if not largest > 0:
+    if not (n and weights.max() > 0):
         raise ValueError("sample_weight must have a positive sum (not all zero)")
-    weights = np.ldexp(weights, -int(np.frexp(largest)[1])).astype(dtype, copy=False)
+    weights = np.ldexp(weights, -weight_exponent(weights)).astype(dtype, copy=False)
     return weights, float(weights.sum(dtype=np.float64))
+
+
+def weight_exponent(weights) -> int:
+    """e such that ``np.ldexp(weights, -e)`` brings the largest of `weights` (finite, >= 0,
+    not all zero) into [0.5, 1): exact, barring weights underflowing to zero."""
+    return math.frexp(float(weights.max()))[1]
 
 
 #: How far from 1 a row of soft targets (class probabilities) may sum: the slack for rounding

@@ -77,6 +77,7 @@ except ImportError as exc:                               # pragma: no cover - de
         "pip install scikit-learn (from a fusedmlp checkout: pip install \".[sklearn]\")"
     ) from exc
 
+from ._validation import weight_exponent
 from .functional import ACTIVATIONS
 from .model import MLP
 from .optim import SGD, Adam
@@ -462,6 +463,7 @@ class _BaseMLP(BaseEstimator):
             )
 
     def _check_sample_weight(self, sample_weight, n_samples, dtype):
+        self._weight_exponent = 0
         if sample_weight is None:
             return None
         if _is_real(sample_weight):
@@ -475,7 +477,10 @@ class _BaseMLP(BaseEstimator):
         if not weights.sum(dtype=np.float64) > 0:
             raise ValueError("sample_weight must contain at least one non-zero weight, "
                              "got all zero weights")
-        return weights
+        # scaled exactly (by a power of two) so that no batch's sum can overflow, and alpha
+        # alike (_Step), so that alpha / sum(s) means what it meant
+        self._weight_exponent = weight_exponent(weights)
+        return np.ldexp(weights, -self._weight_exponent)
 
     def _fit(self, X, y, sample_weight=None, *, incremental=False, classes=None):
         self._check_params()
@@ -728,7 +733,10 @@ class _Step:
         self.compiled = self.model.bind(optimizer)
         self.scale = estimator._gradient_scale()
         self.loss_factor = estimator._reported_loss_factor()
-        self.alpha = float(estimator.alpha)
+        # (the sample weights were scaled by 2**-_weight_exponent: alpha / sum(s) is not)
+        with np.errstate(over="ignore", under="ignore"):
+            self.alpha = float(np.ldexp(float(estimator.alpha),
+                                        -getattr(estimator, "_weight_exponent", 0)))
         self.adam = estimator.solver == "adam"
         self.beta_2, self.epsilon = float(estimator.beta_2), float(estimator.epsilon)
         self.weights = [layer.W.reshape(-1) for layer in self.model.layers]     # views
