@@ -9,8 +9,10 @@ and dtype, or the call raises.
 from __future__ import annotations
 
 import math
+from typing import Callable, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _codes, _kernels
 from ._validation import as_float_array, as_labels, as_positive_int, check_out, normalize_axis
@@ -53,7 +55,7 @@ def _rowwise(x, axis, out, log: bool):
     return result
 
 
-def softmax(x, /, *, axis=-1, out=None):
+def softmax(x: ArrayLike, /, *, axis: int = -1, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Softmax along `axis`: exp(x - max) / sum(exp(x - max)).
 
     Subtracting the maximum makes it overflow-free: logits of magnitude 1e30 give finite
@@ -84,7 +86,8 @@ def softmax(x, /, *, axis=-1, out=None):
     return _rowwise(x, axis, out, log=False)
 
 
-def log_softmax(x, /, *, axis=-1, out=None):
+def log_softmax(x: ArrayLike, /, *, axis: int = -1,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
     """Log of the softmax along `axis`: x - max - log(sum(exp(x - max))).
 
     Computed directly (never as log(softmax)), so it stays finite where the softmax underflows.
@@ -98,7 +101,7 @@ def log_softmax(x, /, *, axis=-1, out=None):
     return _rowwise(x, axis, out, log=True)
 
 
-def one_hot(labels, /, num_classes, *, dtype=np.float64):
+def one_hot(labels: ArrayLike, /, num_classes: int, *, dtype: DTypeLike = np.float64) -> np.ndarray:
     """One-hot encoding of integer labels: shape ``labels.shape + (num_classes,)``.
 
     Labels must be integral and lie in ``[0, num_classes)``; anything else raises ValueError.
@@ -123,7 +126,7 @@ def one_hot(labels, /, num_classes, *, dtype=np.float64):
     return result
 
 
-def one_hot_encoding(scores, /, *, axis=-1):
+def one_hot_encoding(scores: ArrayLike, /, *, axis: int = -1) -> np.ndarray:
     """One-hot of the argmax of `scores` along `axis` (ties go to the first maximum).
 
     The result has the scores' shape and float dtype: 1 at each slice's first maximum, 0
@@ -148,10 +151,10 @@ def one_hot_encoding(scores, /, *, axis=-1):
     return result
 
 
-def _activation(name):
+def _activation(name: str) -> Callable[..., np.ndarray]:
     kind = ACTIVATIONS[name]
 
-    def apply(x, /, *, out=None):
+    def apply(x: ArrayLike, /, *, out: Optional[np.ndarray] = None) -> np.ndarray:
         x = as_float_array(x, "x")
         if out is None:
             if x.flags.c_contiguous:

@@ -9,9 +9,10 @@ step is one compiled call -- but its ``layers`` are these same :class:`Dense` ob
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _kernels
 from ._validation import (
@@ -22,7 +23,8 @@ from .functional import ACTIVATIONS
 
 __all__ = ["Dense", "SoftmaxCrossEntropy", "MeanSquaredError", "initial_weights"]
 
-_EMPTY: Dict[np.dtype, np.ndarray] = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+_EMPTY: Dict[np.dtype, np.ndarray] = {np.dtype(np.float32): np.empty(0, np.float32),
+                                      np.dtype(np.float64): np.empty(0, np.float64)}
 _EMPTY_2D = {d: e.reshape(0, 0) for d, e in _EMPTY.items()}
 _NO_LABELS = np.empty(0, np.int64)
 
@@ -88,8 +90,9 @@ class Dense:
     ((3, 2), (4, 3))
     """
 
-    def __init__(self, n_in, n_out, *, activation="identity", init="auto", dtype=np.float32,
-                 seed=None):
+    def __init__(self, n_in: int, n_out: int, *, activation: str = "identity", init: str = "auto",
+                 dtype: DTypeLike = np.float32,
+                 seed: Union[int, np.random.Generator, None] = None):
         n_in = as_positive_int(n_in, "n_in", maximum=BLAS_INT_MAX)
         n_out = as_positive_int(n_out, "n_out", maximum=BLAS_INT_MAX)
         self.activation = check_activation(activation)
@@ -99,7 +102,8 @@ class Dense:
         self._b = np.zeros(n_out, self.dtype)
         self.dW = np.zeros_like(self._W)
         self.db = np.zeros_like(self._b)
-        self._X = self._A = None
+        self._X: Optional[np.ndarray] = None          # kept by forward for backward
+        self._A: Optional[np.ndarray] = None
 
     # W and b are views into the model's buffer when the layer belongs to an MLP: assigning
     # to them copies into that memory, so `layer.W = new` and `layer.W[...] = new` both work.
@@ -144,7 +148,7 @@ class Dense:
         b[...] = self._b
         self._W, self._b, self.dW, self.db = W, b, dW, db
 
-    def forward(self, X) -> np.ndarray:
+    def forward(self, X: ArrayLike) -> np.ndarray:
         """``f(X @ W + b)`` for X of shape (batch, n_in); keeps X and the output for backward."""
         X = as_matrix(X, "X", self.dtype, self.n_in)
         check_finite(X, "X")
@@ -153,9 +157,9 @@ class Dense:
         self._X, self._A = X, out
         return out
 
-    def backward(self, dA) -> np.ndarray:
+    def backward(self, dA: ArrayLike) -> np.ndarray:
         """Given d(loss)/dA, set ``dW`` and ``db`` and return d(loss)/dX."""
-        if self._A is None:
+        if self._A is None or self._X is None:
             raise RuntimeError("backward() needs a forward() call first")
         dA = as_matrix(dA, "dA", self.dtype, self.n_out)
         if dA.shape != self._A.shape:
@@ -183,7 +187,8 @@ class SoftmaxCrossEntropy:
     (weighted by ``sample_weight`` when given), computed in the same pass.
     """
 
-    def forward(self, scores, y, sample_weight=None) -> float:
+    def forward(self, scores: ArrayLike, y: ArrayLike,
+                sample_weight: Optional[ArrayLike] = None) -> float:
         scores = as_matrix(scores, "scores")
         check_finite(scores, "scores")
         m, n = scores.shape
@@ -213,7 +218,8 @@ class MeanSquaredError:
     """Mean squared error over all elements, ``mean((pred - target)**2)`` (PyTorch's
     ``MSELoss``); ``backward()`` returns ``2 * (pred - target) / pred.size``."""
 
-    def forward(self, pred, target, sample_weight=None) -> float:
+    def forward(self, pred: ArrayLike, target: ArrayLike,
+                sample_weight: Optional[ArrayLike] = None) -> float:
         pred = as_matrix(pred, "pred")
         check_finite(pred, "pred")
         target = np.asarray(target)
