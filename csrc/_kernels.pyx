@@ -3,9 +3,8 @@
 #
 # Each wrapper takes const memoryviews (read-only and memory-mapped inputs work), is written
 # once over `floating` (float32 and float64), checks nothing the Python layer in
-# src/fusedmlp/ has already checked, and releases the GIL around the arithmetic. Optional
-# arrays are passed as empty arrays (length 0) rather than None, so every signature stays
-# fully typed.
+# src/fusedmlp/ has already checked, and releases the GIL around the arithmetic. An optional
+# array is passed as None (a NULL pointer for the kernel), as in _network.pyx.
 #
 # Subnormals (fpenv.h): the layer and training kernels (dense, losses, optimiser update) run
 # with flush-to-zero, like the whole-network calls in _network.pyx, saving the caller's
@@ -105,11 +104,12 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
     """Backward through A = f(X @ W + b).
 
     dZ := dA * f'(A) and db := sum_rows(dZ) in one pass (scratch: n_out float64 sums),
-    dW := X^T @ dZ, and dX := dZ @ W^T unless dX is empty (the first layer needs none).
+    dW := X^T @ dZ, and dX := dZ @ W^T unless dX is None (the first layer needs none).
     """
     cdef fm_fpenv saved
     cdef int blas_saved
     cdef int m = X.shape[0], n_in = W.shape[0], n_out = W.shape[1]
+    cdef bint want_dX = dX is not None
     if m == 0:
         dW[:, :] = 0
         db[:] = 0
@@ -120,7 +120,7 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
         activation_grad(&dA[0, 0], &A[0, 0], &dZ[0, 0], &scratch[0], &db[0], m, n_out, kind)
         gemm(True, False, n_in, n_out, m, <floating>1, &X[0, 0], n_in, &dZ[0, 0], n_out,
              <floating>0, &dW[0, 0], n_out)
-        if dX.shape[0] != 0:
+        if want_dX:
             gemm(False, True, m, n_in, n_out, <floating>1, &dZ[0, 0], n_out, &W[0, 0], n_out,
                  <floating>0, &dX[0, 0], n_in)
         blas_leave(blas_saved)
@@ -132,21 +132,21 @@ def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
                   double total_weight, floating[:, ::1] dlogits, double[::1] scratch):
     """Mean softmax cross-entropy from logits and its gradient, computed together.
 
-    Give either labels (targets empty) or targets (labels empty); weights may be empty;
+    Give either labels (targets None) or targets (labels None); weights may be None;
     scratch holds one float64 per row.
     """
     cdef fm_fpenv saved
     cdef Py_ssize_t m = logits.shape[0], n = logits.shape[1]
     cdef double loss
+    cdef const int64_t* y = NULL if labels is None else &labels[0]
+    cdef const floating* t = NULL if targets is None else &targets[0, 0]
+    cdef const floating* w = NULL if weights is None else &weights[0]
     if m == 0:
         return 0.0
     with nogil:
         saved = fm_fpenv_enter()
-        loss = softmax_cross_entropy(
-            &logits[0, 0], &labels[0] if labels.shape[0] else NULL,
-            &targets[0, 0] if targets.shape[0] else NULL,
-            &weights[0] if weights.shape[0] else NULL, total_weight, &dlogits[0, 0],
-            &scratch[0], m, n)
+        loss = softmax_cross_entropy(&logits[0, 0], y, t, w, total_weight, &dlogits[0, 0],
+                                     &scratch[0], m, n)
         fm_fpenv_leave(saved)
     return loss
 
@@ -157,13 +157,13 @@ def squared_error(const floating[:, ::1] pred, const floating[:, ::1] target,
     cdef fm_fpenv saved
     cdef Py_ssize_t m = pred.shape[0], n = pred.shape[1]
     cdef double loss
+    cdef const floating* w = NULL if weights is None else &weights[0]
     if m == 0 or n == 0:
         return 0.0
     with nogil:
         saved = fm_fpenv_enter()
-        loss = mean_squared_error(&pred[0, 0], &target[0, 0],
-                                  &weights[0] if weights.shape[0] else NULL, total_weight,
-                                  &dpred[0, 0], m, n)
+        loss = mean_squared_error(&pred[0, 0], &target[0, 0], w, total_weight, &dpred[0, 0],
+                                  m, n)
         fm_fpenv_leave(saved)
     return loss
 
@@ -171,16 +171,17 @@ def squared_error(const floating[:, ::1] pred, const floating[:, ::1] target,
 def optimizer_update(int kind, double[::1] hyper, floating[::1] params,
                      const floating[::1] grads, floating[::1] state_a, floating[::1] state_b,
                      Py_ssize_t n_decay):
-    """One in-place optimiser step over a flat parameter buffer (see _optim.pxd)."""
+    """One in-place optimiser step over a flat parameter buffer (see _optim.pxd); the state
+    buffers the optimiser does not keep are None."""
     cdef fm_fpenv saved
+    cdef floating* sa = NULL if state_a is None else &state_a[0]
+    cdef floating* sb = NULL if state_b is None else &state_b[0]
     if params.shape[0] == 0:
         return
     with nogil:
         saved = fm_fpenv_enter()
-        _optimizer_update(kind, &hyper[0], &params[0], &grads[0],
-                          &state_a[0] if state_a.shape[0] else NULL,
-                          &state_b[0] if state_b.shape[0] else NULL,
-                          params.shape[0], n_decay)
+        _optimizer_update(kind, &hyper[0], &params[0], &grads[0], sa, sb, params.shape[0],
+                          n_decay)
         fm_fpenv_leave(saved)
 
 

@@ -172,7 +172,7 @@ def test_two_models_train_in_parallel_give_the_serial_results():
     parallel, serial = new_pair(), new_pair()
     parallel_opts = [fusedmlp.Adam(0.01) for _ in parallel]
     for model, optimizer, (X, y) in zip(parallel, parallel_opts, data):
-        optimizer._buffers(model)             # bind before the threads start
+        optimizer.buffers(model)             # bind before the threads start
     run_in_threads(lambda t: train(parallel[t], *data[t], parallel_opts[t]), 2)
     for model, (X, y) in zip(serial, data):
         train(model, X, y, fusedmlp.Adam(0.01))
@@ -219,7 +219,7 @@ def test_one_model_two_threads_different_batches_equal_some_serial_order():
 
     shared = new_model()
     shared_opt = fusedmlp.SGD(0.1, momentum=0.9)
-    shared_opt._buffers(shared)
+    shared_opt.buffers(shared)
     losses = [[], []]
 
     def work(t):

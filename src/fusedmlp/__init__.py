@@ -16,10 +16,9 @@ from .functional import (
     softmax, softplus, step, tanh,
 )
 from .gradcheck import gradient_check
-from .io import load
 from .layers import Dense, MeanSquaredError, SoftmaxCrossEntropy
 from ._config import show_config
-from .model import MLP
+from .model import MLP, load
 from .optim import (
     SGD, AdaGrad, Adam, AdamW, ConstantLR, CosineLR, Optimizer, ReduceLROnPlateau, RMSProp,
     StepLR,

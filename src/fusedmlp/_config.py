@@ -27,7 +27,8 @@ def show_config(as_dict: bool = False):
     >>> fusedmlp.show_config(as_dict=True)["blas"]["name"] in ("openblas", "mkl", "scipy")
     True
     """
-    from . import __version__, _kernels, _network
+    from . import _kernels, _network
+    from ._version import __version__
     from .threads import pool_info
     blas = _network.BLAS
     if blas["bf16_gemm"] and blas["cpu_bf16"]:

@@ -260,9 +260,7 @@ def _check_model(model):
 
 def _replica(state) -> MLP:
     """A private MLP with the state's architecture and weights (tasks never share one)."""
-    replica = MLP.__new__(MLP)
-    replica.__setstate__(state)
-    return replica
+    return MLP.from_state_dict(state)
 
 
 def _block_gradient(state, X_block, y_block):
@@ -321,7 +319,7 @@ def loss_and_gradients(model, X, y):
     y = _aligned_targets(y, X)
     if not math.isnan(X.shape[0]) and X.shape[0] == 0:
         raise ValueError("X is empty: the loss needs at least one sample")
-    state = dask.delayed(model.__getstate__(), pure=True)
+    state = dask.delayed(model.state_dict(), pure=True)
     parts = [dask.delayed(_block_gradient, pure=True)(state, X_block, y_block)
              for X_block, y_block in zip(*_row_blocks(X, y))]
     while len(parts) > 1:                     # pairwise: log2(blocks) levels of additions
@@ -471,7 +469,7 @@ def fit_data_parallel(model, X, y, *, optimizer, epochs=1, batch_size=256, clien
     n_shards = min(n_shards, n_blocks)
     entropy = np.random.SeedSequence(seed).entropy
 
-    state = model.__getstate__()
+    state = model.state_dict()
     X_blocks, y_blocks = _row_blocks(X, y)
     handles = []                          # the actors' futures: releasing them ends the actors
     try:

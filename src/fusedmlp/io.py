@@ -1,6 +1,6 @@
 """Model files: an ``.npz`` archive holding a JSON header and the flat parameter vector.
 
-Reading (``load``) never unpickles and never trusts the archive:
+Reading (``read``, behind ``fusedmlp.load``) never unpickles and never trusts the archive:
 
 - The archive may hold only the members the header calls for (``header.npy``,
   ``params.npy`` and, when the header names an optimiser, ``optimizer_hyper.npy`` and that
@@ -38,11 +38,13 @@ from typing import Set
 
 import numpy as np
 
+from . import optim
 from ._validation import BLAS_INT_MAX
 from .functional import ACTIVATIONS
+from .layers import OUTPUTS
 from .layout import ParamLayout
 
-__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "read", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "fusedmlp.MLP"
 FORMAT_VERSION = 1
@@ -52,7 +54,6 @@ MAX_HEADER_BYTES = 1 << 16
 # deflate cannot expand more than 1032:1; the slack covers a member's tiny fixed overhead
 _DEFLATE_MAX_RATIO = 1032
 _NPY_PREAMBLE_MAX = 10_000 + 12      # numpy's max_header_size plus magic and length fields
-_OUTPUTS = ("softmax", "identity")
 
 
 # ---------------------------------------------------------------------------------- save
@@ -83,7 +84,7 @@ def save(model, path, *, optimizer=None):
     if optimizer is not None:
         # binds an unused optimizer to the model (its state: zeros), so that the file always
         # holds state buffers of the model's size; refuses an optimizer of another model
-        optimizer._buffers(model)
+        optimizer.buffers(model)
         state = optimizer.state_dict()
         header["optimizer"] = state.pop("class")
         arrays.update({f"optimizer_{k}": v for k, v in state.items()})
@@ -245,20 +246,21 @@ class _InvalidFile(ValueError):
     pass
 
 
-def load(path, *, with_optimizer=False):
-    """Read a model written by ``MLP.save``; with ``with_optimizer=True`` return
-    ``(model, optimizer)`` (optimizer is None when the file holds none).
+def read(path, build, *, with_optimizer=False):
+    """Read a model file written by :func:`save` (``fusedmlp.load`` is this with the MLP).
 
-    `path` is a ``str``, ``bytes``, ``os.PathLike`` or a binary file object. Every check is
-    described in this module's docstring: an invalid file raises ``ValueError`` (the cause
-    chained), an unreadable one ``OSError``.
+    `build(header)` makes the model the checked header describes (its ``layer_sizes``,
+    ``activations``, ``output`` and ``dtype``); the parameters are read straight into its
+    ``parameters``. Returns the model, or with ``with_optimizer=True`` ``(model, optimizer)``
+    (optimizer is None when the file holds none). This module knows the file, not the
+    model class: it imports no model code.
     """
     if hasattr(path, "read"):
         where = getattr(path, "name", "the file object")
-        return _Reader(path, where).read(with_optimizer)
+        return _Reader(path, where).read(build, with_optimizer)
     where = os.fsdecode(os.fspath(path))
     with open(where, "rb") as file:                  # OSError: cannot be read at all
-        return _Reader(file, where).read(with_optimizer)
+        return _Reader(file, where).read(build, with_optimizer)
 
 
 class _Reader:
@@ -270,9 +272,9 @@ class _Reader:
     def refuse(self, why, cause=None):
         raise _InvalidFile(f"{self.where!s} is not a valid fusedmlp model file: {why}") from cause
 
-    def read(self, with_optimizer):
+    def read(self, build, with_optimizer):
         try:
-            return self._read(with_optimizer)
+            return self._read(build, with_optimizer)
         except (_InvalidFile, MemoryError):
             raise
         except OSError as exc:
@@ -285,10 +287,7 @@ class _Reader:
             self.refuse(f"cannot read the archive ({type(exc).__name__}: {exc})", exc)
 
     # -------------------------------------------------------------- the archive
-    def _read(self, with_optimizer):
-        from . import optim
-        from .model import MLP
-
+    def _read(self, build, with_optimizer):
         file = self.file
         start = file.tell()
         size = file.seek(0, os.SEEK_END) - start
@@ -337,8 +336,7 @@ class _Reader:
                     self._check_declared_size(members[member], *spec)
 
             # Everything declared is consistent: the model's memory is what the header says.
-            model = MLP(sizes, activation=header["activations"], output=header["output"],
-                        dtype=dtype, init="zeros")
+            model = build(header)
             self._array(archive, members["params.npy"], dtype, n_params, out=model.parameters)
             if not np.all(np.isfinite(model.parameters)):
                 self.refuse("the parameters contain NaN or infinity")
@@ -457,7 +455,7 @@ class _Reader:
         if (not isinstance(activations, list) or len(activations) != len(sizes) - 2
                 or not all(isinstance(a, str) and a in ACTIVATIONS for a in activations)):
             self.refuse(f"bad activations {activations!r}"[:200])
-        if header.get("output") not in _OUTPUTS:
+        if header.get("output") not in OUTPUTS:
             self.refuse(f"bad output {header.get('output')!r}"[:200])
         if header.get("dtype") not in ("float32", "float64"):
             self.refuse(f"bad dtype {header.get('dtype')!r}"[:200])

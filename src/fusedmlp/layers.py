@@ -9,24 +9,25 @@ step is one compiled call -- but its ``layers`` are these same :class:`Dense` ob
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from . import _kernels
+from ._codes import Loss
 from ._validation import (
     BLAS_INT_MAX, as_float_array, as_labels, as_matrix, as_model_dtype, as_positive_int,
     as_sample_weight, check_distribution, check_finite,
 )
 from .functional import ACTIVATIONS
 
-__all__ = ["Dense", "SoftmaxCrossEntropy", "MeanSquaredError", "initial_weights"]
+__all__ = ["Dense", "SoftmaxCrossEntropy", "MeanSquaredError", "initial_weights", "OUTPUTS"]
 
-_EMPTY: Dict[np.dtype, np.ndarray] = {np.dtype(np.float32): np.empty(0, np.float32),
-                                      np.dtype(np.float64): np.empty(0, np.float64)}
-_EMPTY_2D = {d: e.reshape(0, 0) for d, e in _EMPTY.items()}
-_NO_LABELS = np.empty(0, np.int64)
+#: A model's outputs and the loss each trains with (csrc/fusedmlp/_codes.pxd): the
+#: SoftmaxCrossEntropy and MeanSquaredError layers below, fused into the compiled step.
+OUTPUTS = {"softmax": Loss.SOFTMAX_CROSS_ENTROPY, "identity": Loss.MEAN_SQUARED_ERROR}
+
 
 #: Activations whose default initialisation is He's (the rest get Glorot/Xavier's).
 RELU_LIKE = ("relu", "leaky_relu", "elu")
@@ -142,8 +143,9 @@ class Dense:
     def activation_code(self) -> int:
         return ACTIVATIONS[self.activation]
 
-    def _bind(self, W, b, dW, db):
-        """Move this layer's parameters into views of a model's buffers."""
+    def use_buffers(self, W, b, dW, db):
+        """Move this layer's parameters into `W`, `b` and keep its gradients in `dW`, `db`
+        (views of a model's flat buffers, ``fusedmlp.layout``)."""
         W[...] = self._W
         b[...] = self._b
         self._W, self._b, self.dW, self.db = W, b, dW, db
@@ -192,16 +194,15 @@ class SoftmaxCrossEntropy:
         scores = as_matrix(scores, "scores")
         check_finite(scores, "scores")
         m, n = scores.shape
-        labels, targets = _NO_LABELS, _EMPTY_2D[scores.dtype]
+        labels = targets = None
         if np.ndim(y) == 2:
             targets = as_matrix(y, "y", scores.dtype, n)
             check_distribution(targets, "y")
         else:
             labels = as_labels(y, "y", n)
-        if len(labels) + len(targets) != m:
+        if len(labels if targets is None else targets) != m:
             raise ValueError(f"y must have {m} rows (one per row of scores), got {np.shape(y)}")
         weights, total = as_sample_weight(sample_weight, m, scores.dtype)
-        weights = _EMPTY[scores.dtype] if weights is None else weights
         self.dscores = np.empty_like(scores)
         self.loss = _kernels.cross_entropy(scores, labels, targets, weights, total, self.dscores,
                                            np.empty(m))
@@ -230,7 +231,6 @@ class MeanSquaredError:
         if target.shape != pred.shape:
             raise ValueError(f"target must have shape {pred.shape}, got {target.shape}")
         weights, total = as_sample_weight(sample_weight, pred.shape[0], pred.dtype)
-        weights = _EMPTY[pred.dtype] if weights is None else weights
         self.dpred = np.empty_like(pred)
         self.loss = _kernels.squared_error(pred, target, weights, total, self.dpred)
         return self.loss

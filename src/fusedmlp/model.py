@@ -6,22 +6,20 @@ import threading
 
 import numpy as np
 
-from . import _kernels, _network, training
-from ._codes import H_SIZE, Inference, Loss, Status
+from . import _kernels, _network, io, training
+from ._codes import H_SIZE, Inference, Status
 from ._validation import (
     BLAS_INT_MAX, as_float_array, as_labels, as_matrix, as_model_dtype, as_positive_int,
     as_sample_weight, check_distribution, check_finite, check_out, describe,
 )
 from .functional import ACTIVATIONS
-from .layers import Dense, MeanSquaredError, SoftmaxCrossEntropy, check_activation
+from .layers import OUTPUTS, Dense, MeanSquaredError, SoftmaxCrossEntropy, check_activation
 from .layout import ParamLayout
 from .optim import Optimizer
 from .threads import bind as bind_threads, check_n_threads
 
-__all__ = ["MLP", "OUTPUTS"]
+__all__ = ["MLP", "load", "OUTPUTS"]
 
-#: The model's outputs and the loss each trains with (csrc/_codes.pxd).
-OUTPUTS = {"softmax": Loss.SOFTMAX_CROSS_ENTROPY, "identity": Loss.MEAN_SQUARED_ERROR}
 _SCORES, _PROBABILITIES, _LOG_PROBABILITIES = (
     int(Inference.SCORES), int(Inference.PROBABILITIES), int(Inference.LOG_PROBABILITIES))
 #: What each status of a compiled call means (csrc/_codes.pxd Status).
@@ -131,7 +129,7 @@ class MLP:
         self._grads = np.zeros(self.layout.n_params, self.dtype)
         for layer, (W, b), (dW, db) in zip(self.layers, self.layout.views(self._params),
                                            self.layout.views(self._grads)):
-            layer._bind(W, b, dW, db)
+            layer.use_buffers(W, b, dW, db)
         self._net = _network.Network(
             self.layout, [ACTIVATIONS[a] for a in activations], OUTPUTS[output], self._params,
             self._grads
@@ -216,8 +214,7 @@ class MLP:
 
     # ------------------------------------------------------------------ input handling
     def _inputs(self, X) -> np.ndarray:
-        if (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2
-                and X.shape[1] == self.layer_sizes[0] and X.flags.c_contiguous):
+        if type(X) is np.ndarray and X.ndim == 2 and self._is_native(X):
             return X
         return as_matrix(X, "X", self.dtype, self.layer_sizes[0])
 
@@ -256,6 +253,11 @@ class MLP:
         check_finite(targets, f"{what}y")
         return X, targets
 
+    def _is_native(self, X) -> bool:
+        """X (a 2-D ndarray) is what the compiled calls take as it is: no conversion."""
+        return (X.dtype == self.dtype and X.shape[1] == self.layer_sizes[0]
+                and X.flags.c_contiguous and len(X) <= BLAS_INT_MAX)
+
     def _ensure_workspace(self, m):
         if m <= self._net.max_batch:
             return
@@ -273,6 +275,11 @@ class MLP:
             # Fast path: the compiled step checks types and shapes itself, so arrays already in
             # its native form (C-contiguous, the model's dtype, int64 labels) go straight in;
             # anything else is validated and converted below, with a precise error if needed.
+            # The workspace grows first, so a native batch never takes that route.
+            if (type(X) is np.ndarray and X.ndim == 2 and len(X) > self._net.max_batch
+                    and self._is_native(X)):
+                with self._lock:
+                    self._ensure_workspace(len(X))
             labels, targets = (y, None) if self.output == "softmax" else (None, y)
             try:
                 with self._lock:
@@ -321,7 +328,7 @@ class MLP:
                 f"optimizer must be a fusedmlp Optimizer (e.g. fusedmlp.Adam(1e-3)), "
                 f"got {describe(optimizer)}"
             )
-        hyper, state_a, state_b = optimizer._buffers(self)
+        hyper, state_a, state_b = optimizer.buffers(self)
         return self._step(X, y, optimizer.kind, hyper, state_a, state_b, sample_weight)
 
     def loss_and_gradients(self, X, y, *, sample_weight=None):
@@ -524,9 +531,7 @@ class MLP:
     def save(self, path, *, optimizer=None):
         """Write the model (and optionally an optimiser's state) to `path` (.npz + JSON
         header), atomically. Load it with ``fusedmlp.load``."""
-        from .io import save
-
-        save(self, path, optimizer=optimizer)
+        io.save(self, path, optimizer=optimizer)
 
     def to_onnx(self, path):
         """Export the model as an ONNX graph to `path` (``None``: only return it).
@@ -556,12 +561,24 @@ class MLP:
         check_finite(vector, "vector")
         self._params[...] = vector
 
-    def __getstate__(self):
-        # The weights and the configuration: never the workspace or the compiled handle.
+    def state_dict(self) -> dict:
+        """The configuration, a copy of the parameters and the shuffling generator's state:
+        everything that defines the model (never the workspace or the compiled handle).
+        ``MLP.from_state_dict`` rebuilds the model; pickling uses the pair."""
         return {"layer_sizes": self.layer_sizes, "activation": self.activations,
                 "output": self.output, "dtype": self.dtype.name, "init": self.init,
                 "params": self._params.copy(), "rng": self._rng.bit_generator.state,
                 "n_threads": self._n_threads}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "MLP":
+        """A new model from a ``state_dict()``."""
+        model = cls.__new__(cls)
+        model.__setstate__(state)
+        return model
+
+    def __getstate__(self):
+        return self.state_dict()
 
     def __setstate__(self, state):
         self.__init__(state["layer_sizes"], activation=state["activation"],
@@ -573,12 +590,34 @@ class MLP:
 
     def astype(self, dtype) -> "MLP":
         """A copy of the model with parameters of another dtype."""
-        state = self.__getstate__()
+        state = self.state_dict()
         state["dtype"] = as_model_dtype(dtype).name
         state["params"] = state["params"].astype(state["dtype"])
-        clone = MLP.__new__(MLP)
-        clone.__setstate__(state)
-        return clone
+        return MLP.from_state_dict(state)
+
+    def gemm_floor(self, X, repeats: int) -> None:
+        """Run only the matrix products of a training step on `X` (native: C-contiguous, the
+        model's dtype), `repeats` times: the benchmarks' GEMM floor, what a step would cost
+        if everything but BLAS were free. Needs a workspace of at least ``len(X)`` rows (any
+        earlier training step of that size); leaves the gradients meaningless."""
+        with self._lock:
+            self._net.matmuls_only(X, repeats)
+
+
+def load(path, *, with_optimizer=False):
+    """Read a model written by ``MLP.save``; with ``with_optimizer=True`` return
+    ``(model, optimizer)`` (optimizer is None when the file holds none).
+
+    `path` is a ``str``, ``bytes``, ``os.PathLike`` or a binary file object. Every check is
+    described in this module's docstring: an invalid file raises ``ValueError`` (the cause
+    chained), an unreadable one ``OSError``.
+    """
+    return io.read(path, _model_of_header, with_optimizer=with_optimizer)
+
+
+def _model_of_header(header) -> MLP:
+    return MLP(header["layer_sizes"], activation=header["activations"], output=header["output"],
+               dtype=header["dtype"], init="zeros")
 
 
 class CompiledStep:
@@ -596,7 +635,7 @@ class CompiledStep:
                 f"got {describe(optimizer)}"
             )
         self.model, self.optimizer, self.kind = model, optimizer, optimizer.kind
-        self.hyper, self.state_a, self.state_b = optimizer._buffers(model)
+        self.hyper, self.state_a, self.state_b = optimizer.buffers(model)
 
     def __call__(self, X, y, sample_weight=None) -> float:
         return self.model._step(X, y, self.kind, self.hyper, self.state_a, self.state_b,

@@ -145,7 +145,7 @@ class Optimizer:
         """Check the class's non-range settings; return their slots."""
         return set()
 
-    def _buffers(self, model):
+    def buffers(self, model):
         """(hyper, state_a, state_b) for `model`, creating the state at first use."""
         bound = self._model() if self._model is not None else None
         if bound is model:
@@ -177,12 +177,9 @@ class Optimizer:
     def step(self, model):
         """Apply one update to `model` from the gradients it holds (``loss_and_gradients``
         or the layers' ``backward`` fill them)."""
-        hyper, state_a, state_b = self._buffers(model)
-        empty = model.parameters[:0]
+        hyper, state_a, state_b = self.buffers(model)
         _kernels.optimizer_update(self.kind, hyper, model.parameters, model.gradients,
-                                  empty if state_a is None else state_a,
-                                  empty if state_b is None else state_b,
-                                  model.layout.n_weights)
+                                  state_a, state_b, model.layout.n_weights)
 
     def state_dict(self) -> dict:
         """Hyper-parameters, step count and state buffers (for saving)."""
@@ -224,7 +221,7 @@ class Optimizer:
                                  f"{describe(buffer)}")
             if not _kernels.all_finite(np.ascontiguousarray(buffer)):
                 raise ValueError(f"{name}'s {key} contains NaN or infinity")
-        hyper_out, *buffers = self._buffers(model)
+        hyper_out, *buffers = self.buffers(model)
         hyper_out[...] = hyper
         for i, buffer in enumerate(buffers):
             if buffer is not None and given:

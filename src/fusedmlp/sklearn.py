@@ -650,7 +650,7 @@ class _BaseMLP(BaseEstimator):
         """
         optimizer = self._optimizer
         new_lr = lr * optimizer.scale
-        velocity = optimizer._buffers(self.model_)[1]
+        velocity = optimizer.buffers(self.model_)[1]
         if velocity is not None and optimizer.lr != new_lr:
             velocity *= optimizer.lr / new_lr
         optimizer.lr = new_lr

@@ -10,7 +10,7 @@ import re
 import sys
 import textwrap
 
-from .. import __version__
+from .._version import __version__
 
 #: The one program name every command's usage and messages use (the console script's).
 PROG = "fusedmlp"

@@ -82,7 +82,7 @@ def _build_fusedmlp(sizes, batch, dtype, optimizer_name):
     return {
         "train": lambda: model.train_step(X, y, optimizer),
         "infer": lambda: model.predict_proba(X),
-        "floor": ("repeat", lambda repeats: model._net.matmuls_only(X, repeats)),
+        "floor": ("repeat", lambda repeats: model.gemm_floor(X, repeats)),
     }
 
 
@@ -176,7 +176,7 @@ def _time_call(function, target_time, min_calls):
     return elapsed / calls
 
 
-def _versions():
+def versions():
     """Installed versions, read from package metadata (importing torch or scikit-learn here
     would load their thread pools into every worker)."""
     from importlib import metadata
@@ -237,7 +237,7 @@ def _worker(name):
 
 
 # =================================================================== orchestrator side
-class _Worker:
+class Worker:
     def __init__(self, name):
         self.name = name
         # stderr to a file, not a pipe: a chatty worker must never block on a full pipe
@@ -267,13 +267,13 @@ class _Worker:
         self.errors.close()
 
 
-def _importable(name):
+def importable(name):
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
 
 
-def _machine():
+def machine():
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -472,10 +472,10 @@ def main(argv=None):
             return 1
 
     module_of = {"fusedmlp": "fusedmlp", "numpy": "numpy", "torch": "torch", "sklearn": "sklearn"}
-    competitors = [c for c in args.competitors if _importable(module_of[c])]
+    competitors = [c for c in args.competitors if importable(module_of[c])]
     skipped = [c for c in args.competitors if c not in competitors]
     started = time.perf_counter()
-    workers = {name: _Worker(name) for name in competitors}
+    workers = {name: Worker(name) for name in competitors}
     try:
         infos = {}
         for name, worker in list(workers.items()):
@@ -536,11 +536,11 @@ def main(argv=None):
 
 
 def _print_header(args, infos, skipped):
-    versions = _versions()
+    installed = versions()
     print("# fusedmlp benchmark")
     print(f"# command: {args.command}")
-    print(f"# machine: {_machine()}; {platform.system()} {platform.release()}")
-    print("# versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    print(f"# machine: {machine()}; {platform.system()} {platform.release()}")
+    print("# versions: " + ", ".join(f"{k} {v}" for k, v in installed.items() if v))
     for name, info in infos.items():
         pools = []
         for pool in info.get("blas", []):

@@ -302,7 +302,7 @@ def _worker(name, threads, data_path, rows):
 
 
 # =================================================================== orchestrator side
-class _Worker(bench._Worker):
+class _Worker(bench.Worker):
     """A bench worker of this module for one competitor at one BLAS thread count."""
 
     def __init__(self, name, threads, data_path, rows):
@@ -440,12 +440,12 @@ def main(argv=None) -> int:
         _worker(args.worker, args.worker_threads, args.data, args.rows)
         return 0
     started = time.perf_counter()
-    competitors = [c for c in args.competitors if bench._importable(MODULES[c])]
+    competitors = [c for c in args.competitors if bench.importable(MODULES[c])]
     skipped = [c for c in args.competitors if c not in competitors]
     print("# fusedmlp benchmark: training runs")
     print(f"# command: python -m fusedmlp bench runs {' '.join(argv)}".rstrip())
-    print(f"# machine: {bench._machine()}")
-    versions = bench._versions()
+    print(f"# machine: {bench.machine()}")
+    versions = bench.versions()
     print("# versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
     if skipped:
         print(f"# not importable, left out: {', '.join(skipped)}")
