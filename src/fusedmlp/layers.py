@@ -198,9 +198,11 @@ class SoftmaxCrossEntropy:
         if np.ndim(y) == 2:
             targets = as_matrix(y, "y", scores.dtype, n)
             check_distribution(targets, "y")
+            rows = len(targets)
         else:
             labels = as_labels(y, "y", n)
-        if len(labels if targets is None else targets) != m:
+            rows = len(labels)
+        if rows != m:
             raise ValueError(f"y must have {m} rows (one per row of scores), got {np.shape(y)}")
         weights, total = as_sample_weight(sample_weight, m, scores.dtype)
         self.dscores = np.empty_like(scores)

@@ -6,32 +6,10 @@ Tooling, not library: nothing in the core package imports ``fusedmlp.cli``.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-import textwrap
 
-from .._version import __version__
-
-#: The one program name every command's usage and messages use (the console script's).
-PROG = "fusedmlp"
-
-
-def plain(docstring: str, width: int = 78) -> str:
-    """A module docstring as plain text for ``--help``: reST roles and literals unmarked,
-    the leading ``command``: label dropped, each paragraph re-wrapped to `width`."""
-    text = re.sub(r":\w+:`~?([^`]*?)`", lambda m: m.group(1).rsplit(".", 1)[-1]
-                  if m.group(0).count("~") else m.group(1), docstring)
-    text = text.replace("``", "")
-    text = re.sub(r"^[\w .-]+: (?=\w)", "", text.strip(), count=1)     # "python -m x: ..."
-    paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
-    return "\n\n".join(textwrap.fill(p[:1].upper() + p[1:], width) for p in paragraphs)
-
-
-def parser_for(command: str, docstring: str) -> argparse.ArgumentParser:
-    """The parser of ``fusedmlp COMMAND``: its usage names the program as the others do, its
-    help is the module's docstring as plain text."""
-    return argparse.ArgumentParser(prog=f"{PROG} {command}", description=plain(docstring),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+from .._version import PROG, __version__
+from ._common import plain
 
 _DESCRIPTION = (
     "fusedmlp: dense neural networks whose training step is one compiled call over BLAS.\n\n"

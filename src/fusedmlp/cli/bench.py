@@ -41,7 +41,8 @@ import tempfile
 import time
 import warnings
 
-from . import PROG, _plotting
+from ._common import PROG
+from . import _plotting
 
 __all__ = ["main", "CONFIGS", "QUICK_CONFIGS"]
 

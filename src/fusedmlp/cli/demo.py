@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from . import PROG, _plotting, parser_for
+from . import _plotting
+from ._common import PROG, parser_for
 
 __all__ = ["add_arguments", "run", "main"]
 
