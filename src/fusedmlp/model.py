@@ -190,6 +190,12 @@ class MLP:
         training step or ``loss_and_gradients`` computed (the layers' ``dW``/``db`` views)."""
         return self._grads
 
+    @property
+    def network(self):
+        """The compiled network (``fusedmlp._network.Network``) behind this model, for the
+        benchmarks' and embedders' introspection (its methods are not a stable API)."""
+        return self._net
+
     def bind(self, optimizer) -> "CompiledStep":
         """The compiled training step with `optimizer` bound: ``step(X, y, sample_weight)``
         is ``train_step(X, y, optimizer, sample_weight=sample_weight)`` without the per-call

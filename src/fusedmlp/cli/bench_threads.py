@@ -154,7 +154,7 @@ def measure(configs=CONFIGS, rounds=5, target_time=0.1, peers=("torch", "jax")):
                 calls[f"infer {n}"] = (lambda m=model: m.predict_proba(X))
                 if n == 1:
                     model.train_step(X, y, optimizer)
-                    calls["GEMM floor"] = (lambda m=model: m._net.matmuls_only(X, 1))
+                    calls["GEMM floor"] = (lambda m=model: m.gemm_floor(X, 1))
             for name in peers:
                 try:
                     calls[f"{name} 2"] = builders[name](sizes, X, y)
@@ -171,7 +171,7 @@ def measure(configs=CONFIGS, rounds=5, target_time=0.1, peers=("torch", "jax")):
             row["hardware floor 1"] = flops / (peaks[1] * 1e9)
             row["hardware floor 2"] = flops / (peaks[2] * 1e9)
             results.append({"sizes": sizes, "batch": batch, "times": row,
-                            "auto_parts": model._net.step_parts(batch)})
+                            "auto_parts": model.network.step_parts(batch)})
     return peaks, results, skipped
 
 
