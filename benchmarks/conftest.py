@@ -1,7 +1,7 @@
 """Benchmark setup: BLAS pinned to one thread for the whole session.
 
 One thread makes timings repeatable on a shared machine, and keeps NumPy's and SciPy's two
-OpenBLAS thread pools from slowing each other down (DESIGN.md section 4). Run with
+OpenBLAS thread pools from slowing each other down (docs/architecture.md, Threading). Run with
 
     python -m pytest benchmarks/ --benchmark-enable --benchmark-only -p no:cacheprovider
 

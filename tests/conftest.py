@@ -1,7 +1,7 @@
 """Shared test setup.
 
 BLAS threads are pinned to one for the whole session: results are then bit-reproducible, and
-NumPy's and SciPy's two OpenBLAS thread pools cannot slow each other down (DESIGN.md §4).
+NumPy's and SciPy's two OpenBLAS thread pools cannot slow each other down (docs/architecture.md, Threading).
 """
 
 import os

@@ -2,8 +2,8 @@
 
 Checked against the float64 oracle in oracle.py and against SciPy, for NumPy's
 conventions (axis, out=, dtype preservation, 0-d input), extreme and hostile values, read-only,
-strided and Fortran-ordered inputs, and every refusal of DESIGN.md §5 that applies to array
-functions, with messages that name the argument.
+strided and Fortran-ordered inputs, and every refusal of docs/architecture.md (Inputs refused)
+that applies to array functions, with messages that name the argument.
 """
 
 import re

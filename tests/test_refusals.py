@@ -1,4 +1,4 @@
-"""The refusal matrix (DESIGN.md §5) at the model's entry points.
+"""The refusal matrix (docs/architecture.md, Inputs refused) at the model's entry points.
 
 Every case is one row of a table: the call, the exception type it must raise and the argument
 its message must name. After each refused call, everything the call could have touched --

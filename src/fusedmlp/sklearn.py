@@ -752,7 +752,7 @@ class _Step:
         if self.alpha > 0:
             # 0.5 * alpha * ||W||^2 / sum(s), from the weights before the step. Squares and
             # a sum rather than a dot product: NumPy's BLAS pool stays idle while SciPy's
-            # runs the step (DESIGN.md section 4).
+            # runs the step (docs/architecture.md, Threading).
             for w, square in zip(self.weights, self.squares):
                 penalty += float(np.multiply(w, w, out=square).sum())
             penalty *= 0.5 * self.alpha / total_weight
