@@ -10,7 +10,7 @@ import fusedmlp
 
 import oracle
 
-HIDDEN_ACTIVATIONS = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "softplus"]
+HIDDEN_ACTIVATIONS = [a for a in oracle.ACTIVATION_NAMES if a not in ("identity", "step")]
 TARGET_KINDS = ["labels", "probabilities", "regression"]
 DEPTHS = [1, 2, 4]
 N_FEATURES, N_HIDDEN, N_OUT, BATCH = 4, 5, 3, 6
