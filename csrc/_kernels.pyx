@@ -24,8 +24,10 @@ from _blas cimport gemm, blas_enter, blas_leave, load_blas
 from _activations cimport (apply_activation, bias_activation, activation_grad, select_isa,
                           fm_isa_name, fm_isa_supported)
 from _losses cimport (softmax_rows, log_softmax_rows, softmax_cross_entropy,
-                      mean_squared_error, all_finite as _all_finite)
+                      mean_squared_error, binary_cross_entropy, poisson_deviance,
+                      all_finite as _all_finite, targets_in_range as _in_range)
 from _optim cimport optimizer_update as _optimizer_update, n_states
+from fusedmlp._codes cimport BINARY_CROSS_ENTROPY, BAD_RANGE
 from _fpenv cimport (fm_fpenv, fm_fpenv_get, fm_fpenv_enter, fm_fpenv_leave, FM_FPENV_HARDWARE,
                      FM_FPENV_FLUSH_BITS, FM_FPENV_STATUS_BITS)
 
@@ -166,6 +168,39 @@ def squared_error(const floating[:, ::1] pred, const floating[:, ::1] target,
                                   m, n)
         fm_fpenv_leave(saved)
     return loss
+
+
+def targets_in_range(const floating[::1] targets, bint at_most_one):
+    """True when every target is >= 0 (and <= 1 when at_most_one): the domains of binary
+    cross-entropy and of the Poisson deviance."""
+    cdef bint ok = True
+    if targets.shape[0] != 0:
+        with nogil:
+            ok = _in_range(&targets[0], targets.shape[0], at_most_one)
+    return ok
+
+
+def output_loss(int kind, const floating[:, ::1] z, const floating[:, ::1] targets,
+                const floating[::1] weights, double total_weight, floating[:, ::1] dz):
+    """(status, loss) of binary cross-entropy or the half Poisson deviance (`kind`, a
+    fusedmlp._codes.Loss) of the output layer's pre-activation z against targets, with the
+    gradient in dz; status is BAD_RANGE when a target lies outside the loss's domain
+    (nothing is computed then)."""
+    cdef Py_ssize_t m = z.shape[0], n = z.shape[1]
+    cdef double loss = 0
+    cdef const floating* w
+    if m == 0 or n == 0:
+        return 0, 0.0
+    w = &weights[0] if weights.shape[0] else NULL
+    if not _in_range(&targets[0, 0], m * n, kind == BINARY_CROSS_ENTROPY):
+        return BAD_RANGE, 0.0
+    with nogil:
+        if kind == BINARY_CROSS_ENTROPY:
+            loss = binary_cross_entropy(&z[0, 0], &targets[0, 0], w, total_weight, &dz[0, 0],
+                                        m, n)
+        else:
+            loss = poisson_deviance(&z[0, 0], &targets[0, 0], w, total_weight, &dz[0, 0], m, n)
+    return 0, loss
 
 
 def optimizer_update(int kind, double[::1] hyper, floating[::1] params,

@@ -1,4 +1,4 @@
-# Row-wise softmax, log-softmax and the two losses, each with its gradient in the same pass.
+# Row-wise softmax, log-softmax and the four losses, each with its gradient in the same pass.
 #
 # Softmax of a row z: subtract the row maximum first, so every exponent is <= 0 and exp cannot
 # overflow (logits of 1e30 stay finite); entries of -inf get exactly 0; a NaN anywhere in a row
@@ -10,11 +10,23 @@
 # never as log(p + eps), and nothing is clipped. Its gradient is (softmax - target) scaled by
 # the sample's weight over the total weight, written in the same pass over the row.
 #
-# Losses are the weighted mean over the batch (weights default to 1). Every loss is
-# accumulated in float64 and returned as a double.
+# Binary cross-entropy of independent sigmoid outputs is computed from the logits too:
+#     loss_ij = max(z, 0) - t z + log1p(exp(-|z|))         (= softplus(z) - t z)
+# exp(-|z|) <= 1 never overflows, and max(z, 0) - t z is formed first so that a confident
+# correct logit (t = 1, z = 40) gives log1p(exp(-40)), not (40 + tiny) - 40. No clipping.
+#
+# The half Poisson deviance of an exponential output mu = exp(z):
+#     loss_ij = mu - t z + (t log t - t)                    (0 when mu = t)
+# with gradient mu - t; t log t is taken as 0 at t = 0.
+#
+# Losses are the weighted mean over the batch (weights default to 1); the three losses with
+# one value per output (squared error, binary cross-entropy, Poisson) average over the
+# outputs as well (PyTorch's reduction="mean"). Every loss is accumulated in float64 and
+# returned as a double; the elementwise exp/log of the last two are evaluated in float64 for
+# both dtypes.
 
 from cython cimport floating
-from libc.math cimport log1p
+from libc.math cimport log1p, frexp
 from libc.stdint cimport int64_t
 
 cdef extern from "elementwise.h" nogil:
@@ -29,6 +41,7 @@ cdef extern from "elementwise.h" nogil:
     double fm_exp_sum_d(const double* z, double mx, Py_ssize_t n)
     int fm_all_finite_f(const float* x, Py_ssize_t n)
     int fm_all_finite_d(const double* x, Py_ssize_t n)
+    double fm_exp_d(double x)
 
 
 cdef inline double log_of_sum(double s) noexcept nogil:
@@ -183,3 +196,100 @@ cdef inline double mean_squared_error(const floating* pred, const floating* targ
             dpred[i * n + j] = <floating>(2 * scale * d)
         total += squares * scale
     return total
+
+
+cdef inline bint targets_in_range(const floating* t, Py_ssize_t size,
+                                  bint at_most_one) noexcept nogil:
+    """True when every t[k] >= 0, and <= 1 when at_most_one (NaN fails both)."""
+    cdef Py_ssize_t k
+    for k in range(size):
+        if not (t[k] >= 0) or (at_most_one and t[k] > 1):
+            return False
+    return True
+
+
+cdef inline double log_positive(double x) noexcept nogil:
+    # log(x) for x > 0 as e ln2 + log1p(f - 1) with x = f 2^e, f in [0.5, 1): f - 1 is exact
+    # (Sterbenz), so this is as accurate as log1p itself, without glibc 2.29's log symbol.
+    cdef int e
+    cdef double f = frexp(x, &e)
+    return e * 0.6931471805599453 + log1p(f - 1)
+
+
+cdef inline double binary_cross_entropy(const floating* z, const floating* targets,
+                                        const floating* weights, double total_weight,
+                                        floating* dz, Py_ssize_t m,
+                                        Py_ssize_t n) noexcept nogil:
+    """Weighted mean over all elements of the sigmoid cross-entropy of logits z (m x n).
+
+    z        IN   logits
+    targets  IN   m x n targets in [0, 1]
+    weights  IN   m sample weights, or NULL for all ones
+    dz       OUT  m x n, (sigmoid(z) - t) * w_i / (total_weight * n); may be z
+    returns  sum_i w_i sum_j loss_ij / (total_weight * n)
+    """
+    cdef Py_ssize_t i, j, k
+    cdef double total = 0, row_loss, scale, zz, t, e
+    for i in range(m):
+        scale = (weights[i] if weights != NULL else 1.0) / (total_weight * n)
+        row_loss = 0
+        for j in range(n):
+            k = i * n + j
+            zz = z[k]
+            t = targets[k]
+            e = fm_exp_d(-zz if zz >= 0 else zz)          # exp(-|z|) in (0, 1]
+            row_loss += ((zz if zz > 0 else 0.0) - t * zz) + log1p(e)
+            # sigmoid(z) from the same exponential: 1 / (1 + e) or e / (1 + e)
+            dz[k] = <floating>(((1.0 if zz >= 0 else e) / (1.0 + e) - t) * scale)
+        total += row_loss * scale
+    return total
+
+
+cdef inline double poisson_deviance(const floating* z, const floating* targets,
+                                    const floating* weights, double total_weight,
+                                    floating* dz, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """Weighted mean over all elements of the half Poisson deviance of mu = exp(z).
+
+    z        IN   m x n log-means (the output layer's pre-activation)
+    targets  IN   m x n non-negative counts or rates
+    dz       OUT  m x n, (exp(z) - t) * w_i / (total_weight * n); may be z
+    returns  sum_i w_i sum_j (exp(z_ij) - t z_ij + t log t - t) / (total_weight * n)
+    """
+    cdef Py_ssize_t i, j, k
+    cdef double total = 0, row_loss, scale, zz, t, mu
+    for i in range(m):
+        scale = (weights[i] if weights != NULL else 1.0) / (total_weight * n)
+        row_loss = 0
+        for j in range(n):
+            k = i * n + j
+            zz = z[k]
+            t = targets[k]
+            mu = fm_exp_d(zz)
+            row_loss += mu - t * zz
+            if t > 0:
+                row_loss += t * log_positive(t) - t
+            dz[k] = <floating>((mu - t) * scale)
+        total += row_loss * scale
+    return total
+
+
+cdef inline void sigmoid_outputs(const floating* z, floating* out, Py_ssize_t size,
+                                 bint log) noexcept nogil:
+    """out := sigmoid(z), or log(sigmoid(z)) = -(max(-z, 0) + log1p(exp(-|z|))) computed
+    directly (finite where sigmoid underflows); out may be z."""
+    cdef Py_ssize_t k
+    cdef double zz, e
+    for k in range(size):
+        zz = z[k]
+        e = fm_exp_d(-zz if zz >= 0 else zz)
+        if log:
+            out[k] = <floating>(-((-zz if zz < 0 else 0.0) + log1p(e)))
+        else:
+            out[k] = <floating>((1.0 if zz >= 0 else e) / (1.0 + e))
+
+
+cdef inline void exp_outputs(const floating* z, floating* out, Py_ssize_t size) noexcept nogil:
+    """out := exp(z) (the mean of an exponential output); out may be z."""
+    cdef Py_ssize_t k
+    for k in range(size):
+        out[k] = <floating>fm_exp_d(z[k])

@@ -50,12 +50,15 @@ from libc.math cimport isfinite
 from _blas cimport gemm, blas_enter, blas_leave, load_blas
 from _activations cimport bias_activation, activation_grad, select_isa
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
-                      mean_squared_error)
+                      mean_squared_error, binary_cross_entropy, poisson_deviance,
+                      sigmoid_outputs, exp_outputs, targets_in_range)
 from _optim cimport (optimizer_update, optimizer_prepare, optimizer_apply, n_states,
                     fm_sum_sq_f, fm_sum_sq_d)
 from fusedmlp._codes cimport (H_SIZE, H_WEIGHT_DECAY, H_EPS, OK, BAD_INPUT, BAD_LABEL,
-                             BAD_TARGET, BAD_LOSS, BAD_OUTPUT, OPT_NONE, SOFTMAX_CROSS_ENTROPY,
-                             SCORES, PROBABILITIES, LOG_PROBABILITIES, ACT_IDENTITY)
+                             BAD_TARGET, BAD_LOSS, BAD_OUTPUT, BAD_RANGE, OPT_NONE,
+                             SOFTMAX_CROSS_ENTROPY, MEAN_SQUARED_ERROR, BINARY_CROSS_ENTROPY,
+                             POISSON_DEVIANCE, SCORES, PROBABILITIES, LOG_PROBABILITIES,
+                             ACT_IDENTITY)
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
@@ -232,6 +235,9 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
                 return BAD_LABEL
     if targets != NULL and not all_finite(targets, m * n_classes):
         return BAD_TARGET
+    if ((net.loss == BINARY_CROSS_ENTROPY or net.loss == POISSON_DEVIANCE)
+            and not targets_in_range(targets, m * n_classes, net.loss == BINARY_CROSS_ENTROPY)):
+        return BAD_RANGE
 
     cdef fm_team team
     cdef int n_parts = n_parts_for(net, step_flops(net, m))
@@ -243,8 +249,12 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
     if net.loss == SOFTMAX_CROSS_ENTROPY:
         loss = softmax_cross_entropy(out_block, labels, targets, weights, total_weight, d,
                                      net.scratch, m, n_classes)
-    else:
+    elif net.loss == MEAN_SQUARED_ERROR:
         loss = mean_squared_error(out_block, targets, weights, total_weight, d, m, n_classes)
+    elif net.loss == BINARY_CROSS_ENTROPY:
+        loss = binary_cross_entropy(out_block, targets, weights, total_weight, d, m, n_classes)
+    else:
+        loss = poisson_deviance(out_block, targets, weights, total_weight, d, m, n_classes)
     loss_out[0] = loss
     if not isfinite(loss):
         fm_team_end(&team)
@@ -344,6 +354,22 @@ cdef Py_ssize_t count_correct(const floating* scores, const int64_t* labels,
     return correct
 
 
+cdef Py_ssize_t count_correct_logistic(const floating* logits, const floating* targets,
+                                      Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """Rows whose every logistic output is right: logit > 0 exactly where the target > 1/2
+    (all labels of a row, scikit-learn's multilabel accuracy)."""
+    cdef Py_ssize_t i, j, correct = 0
+    cdef bint right
+    for i in range(m):
+        right = True
+        for j in range(n):
+            if (logits[i * n + j] > 0) != (targets[i * n + j] > 0.5):
+                right = False
+                break
+        correct += right
+    return correct
+
+
 cdef void gather(const char* source, const int64_t* rows, Py_ssize_t count, Py_ssize_t row_bytes,
                  char* out) noexcept nogil:
     """out[i] := source[rows[i]] for rows of row_bytes bytes."""
@@ -438,9 +464,11 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
             loss = rule[3] * loss + penalty
         k += 1
         loss_sum[0] += loss * m
+        # the step's forward pass left this batch's logits in the workspace
         if net.loss == SOFTMAX_CROSS_ENTROPY:
-            # the step's forward pass left this batch's logits in the workspace
             correct[0] += count_correct(out_block, labels, targets, m, n_out)
+        elif net.loss == BINARY_CROSS_ENTROPY:
+            correct[0] += count_correct_logistic(out_block, targets, m, n_out)
         lo += m
     return OK
 
@@ -458,8 +486,13 @@ cdef int score(const Net* net, const floating* X, Py_ssize_t m, const int64_t* l
     if net.loss == SOFTMAX_CROSS_ENTROPY:
         loss[0] = softmax_cross_entropy(scores, labels, targets, NULL, m, dscores, maxima, m, n_out)
         correct[0] = count_correct(scores, labels, targets, m, n_out)
-    else:
+    elif net.loss == MEAN_SQUARED_ERROR:
         loss[0] = mean_squared_error(scores, targets, NULL, m, dscores, m, n_out)
+    elif net.loss == BINARY_CROSS_ENTROPY:
+        loss[0] = binary_cross_entropy(scores, targets, NULL, m, dscores, m, n_out)
+        correct[0] = count_correct_logistic(scores, targets, m, n_out)
+    else:
+        loss[0] = poisson_deviance(scores, targets, NULL, m, dscores, m, n_out)
     return OK
 
 

@@ -311,6 +311,24 @@ cdef void parallel_update(Net* net, fm_team* team, int n_parts, int opt_kind, do
     fm_team_run(team, update_task, &w, n_parts)
 
 
+cdef inline void output_activation(const Net* net, floating* out, Py_ssize_t m,
+                                   int output) noexcept nogil:
+    """In place, the output layer's activation of m rows of scores for `output`
+    (PROBABILITIES: probabilities, or the mean exp(z) of an exponential output)."""
+    cdef Py_ssize_t n_out = net.sizes[net.n_layers]
+    if output == SCORES or net.loss == MEAN_SQUARED_ERROR:
+        return
+    if net.loss == SOFTMAX_CROSS_ENTROPY:
+        if output == PROBABILITIES:
+            softmax_rows(out, out, m, n_out)
+        else:
+            log_softmax_rows(out, out, m, n_out)
+    elif net.loss == BINARY_CROSS_ENTROPY:
+        sigmoid_outputs(out, out, m * n_out, output == LOG_PROBABILITIES)
+    else:
+        exp_outputs(out, out, m * n_out)
+
+
 cdef void infer_rows(const Net* net, const floating* X, Py_ssize_t lo, Py_ssize_t hi,
                      floating* out, floating* buffers, Py_ssize_t chunk,
                      int output) noexcept nogil:
@@ -321,10 +339,7 @@ cdef void infer_rows(const Net* net, const floating* X, Py_ssize_t lo, Py_ssize_
                 out + start * n_out, False)
         start += rows
     if hi > lo:
-        if output == PROBABILITIES:
-            softmax_rows(out + lo * n_out, out + lo * n_out, hi - lo, n_out)
-        elif output == LOG_PROBABILITIES:
-            log_softmax_rows(out + lo * n_out, out + lo * n_out, hi - lo, n_out)
+        output_activation(net, out + lo * n_out, hi - lo, output)
 
 
 cdef void infer_task(void* ctx, int part, int n_parts) noexcept nogil:

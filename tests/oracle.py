@@ -191,6 +191,31 @@ def squared_error(pred, target, weights=None):
     return float(np.sum((d ** 2).sum(axis=1) * scale)), 2.0 * d * scale[:, None]
 
 
+def binary_cross_entropy(logits, target, weights=None):
+    """Mean over all elements of -t log p - (1 - t) log(1 - p), p = 1 / (1 + exp(-z)), rows
+    weighted, by np.logaddexp: (loss, d(loss)/dz = (p - t) w_i / (sum w * n))."""
+    z, t = _f64(logits), _f64(target)
+    m, n = z.shape
+    w = _weights(m, weights)
+    scale = w / (w.sum() * n)
+    per_element = t * np.logaddexp(0, -z) + (1 - t) * np.logaddexp(0, z)
+    return (float(np.sum(per_element.sum(axis=1) * scale)),
+            (1 / (1 + np.exp(-z)) - t) * scale[:, None])
+
+
+def poisson_deviance(log_mean, target, weights=None):
+    """Mean over all elements of the half Poisson deviance mu - t log mu + t log t - t,
+    mu = exp(z), rows weighted: (loss, d(loss)/dz = (mu - t) w_i / (sum w * n))."""
+    z, t = _f64(log_mean), _f64(target)
+    m, n = z.shape
+    w = _weights(m, weights)
+    scale = w / (w.sum() * n)
+    mu = np.exp(z)
+    t_log_t = np.where(t > 0, t * np.log(np.where(t > 0, t, 1)), 0)
+    per_element = mu - t * z + t_log_t - t
+    return float(np.sum(per_element.sum(axis=1) * scale)), (mu - t) * scale[:, None]
+
+
 def central_differences(loss, array, h):
     """d loss / d array by central differences, perturbing `array` in place."""
     grad = np.zeros_like(array)
@@ -235,7 +260,8 @@ def loss_and_output_gradient(scores, y, output, sample_weight=None):
     """The weighted mean loss and its gradient with respect to the raw scores.
 
     ``output="softmax"``: cross-entropy with integer labels (1-D ``y``) or target
-    probabilities (2-D ``y``); ``output="identity"``: mean squared error over all elements.
+    probabilities (2-D ``y``); ``output="identity"``: mean squared error over all elements;
+    ``"sigmoid"``: binary cross-entropy; ``"exp"``: half Poisson deviance of exp(scores).
     """
     if output == "softmax":
         y = np.asarray(y)
@@ -245,6 +271,10 @@ def loss_and_output_gradient(scores, y, output, sample_weight=None):
     if output == "identity":
         target = np.asarray(y, np.float64).reshape(np.shape(scores))
         return squared_error(scores, target, sample_weight)
+    if output in ("sigmoid", "exp"):
+        target = np.asarray(y, np.float64).reshape(np.shape(scores))
+        loss = binary_cross_entropy if output == "sigmoid" else poisson_deviance
+        return loss(scores, target, sample_weight)
     raise ValueError(output)
 
 

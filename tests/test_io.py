@@ -173,7 +173,7 @@ def _corrupt_files(saved, tmp_path):
         "wrong-n_parameters": dict(header_changes={"n_parameters": params.size + 1}),
         "too-few-activations": dict(header_changes={"activations": ["tanh"]}),
         "unknown-activation": dict(header_changes={"activations": ["tanh", "gelu"]}),
-        "bad-output": dict(header_changes={"output": "sigmoid"}),
+        "bad-output": dict(header_changes={"output": "softsign"}),
         "bad-dtype": dict(header_changes={"dtype": "float16"}),
         "dtype-mismatch": dict(header_changes={"dtype": "float64"}),
         "negative-size": dict(header_changes={"layer_sizes": [5, -7, 6, 3]}),

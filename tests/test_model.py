@@ -11,7 +11,9 @@ import fusedmlp
 import oracle
 
 HIDDEN_ACTIVATIONS = [a for a in oracle.ACTIVATION_NAMES if a not in ("identity", "step")]
-TARGET_KINDS = ["labels", "probabilities", "regression"]
+TARGET_KINDS = ["labels", "probabilities", "regression", "multilabel", "poisson"]
+_OUTPUT_OF = {"labels": "softmax", "probabilities": "softmax", "regression": "identity",
+              "multilabel": "sigmoid", "poisson": "exp"}
 DEPTHS = [1, 2, 4]
 N_FEATURES, N_HIDDEN, N_OUT, BATCH = 4, 5, 3, 6
 
@@ -21,8 +23,7 @@ def _sizes(depth):
 
 
 def _model(activation, kind, depth, dtype=np.float64, seed=0):
-    output = "identity" if kind == "regression" else "softmax"
-    model = fusedmlp.MLP(_sizes(depth), activation=activation, output=output, dtype=dtype,
+    model = fusedmlp.MLP(_sizes(depth), activation=activation, output=_OUTPUT_OF[kind], dtype=dtype,
                          seed=seed)
     # non-zero biases, so that every bias term matters in the comparisons
     rng = np.random.default_rng(seed + 100)
@@ -38,6 +39,11 @@ def _data(kind, m=BATCH, seed=1):
         y = rng.integers(0, N_OUT, m)
     elif kind == "probabilities":
         y = rng.dirichlet(np.ones(N_OUT), m)
+    elif kind == "multilabel":
+        y = (rng.random((m, N_OUT)) < 0.5).astype(float)
+        y[0] = [0.25, 0.5, 1.0]                    # soft targets are allowed too
+    elif kind == "poisson":
+        y = rng.poisson(1.5, size=(m, N_OUT)).astype(float)
     else:
         y = rng.normal(size=(m, N_OUT))
     return X, y
@@ -240,6 +246,66 @@ def test_predict_proba_log_proba_predict_score(dtype):
     assert model.score(X, np.eye(5)[y]) == model.score(X, y)    # one-hot y is accepted
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_sigmoid_output_inference_loss_and_score(dtype, n_outputs):
+    model = fusedmlp.MLP([4, 8, n_outputs], activation="tanh", output="sigmoid", dtype=dtype,
+                         seed=0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 4))
+    _, outputs = oracle.forward(oracle.parameters_of(model), oracle.activations_of(model), X.astype(dtype))
+    scores = outputs[-1]
+    proba = model.predict_proba(X)
+    assert proba.dtype == dtype and proba.shape == (600, n_outputs)
+    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-scores)), rtol=RTOL[dtype],
+                               atol=ATOL[dtype])
+    np.testing.assert_allclose(model.predict_log_proba(X), -np.logaddexp(0, -scores),
+                               rtol=RTOL[dtype], atol=ATOL[dtype])
+    predicted = model.predict(X)
+    assert predicted.shape == ((600,) if n_outputs == 1 else (600, n_outputs))
+    np.testing.assert_array_equal(predicted, (proba > 0.5).astype(int).reshape(predicted.shape))
+    Y = (rng.random((600, n_outputs)) < 0.5).astype(int)
+    assert model.score(X, Y) == pytest.approx(np.mean(np.all((proba > 0.5) == Y, axis=1)))
+    expected = oracle.loss_only(oracle.parameters_of(model), oracle.activations_of(model), "sigmoid",
+                             X.astype(dtype), Y.astype(dtype))
+    assert model.loss(X, Y) == pytest.approx(expected, rel=RTOL[dtype])
+    # extreme logits: log-probabilities stay finite, the loss is exact (no clipping)
+    model.layers[-1].b[...] = 60.0
+    log_proba = model.predict_log_proba(X[:4])
+    assert np.all(np.isfinite(log_proba))
+    expected = float(np.mean(np.logaddexp(0, model.forward(X[:4]).astype(np.float64))))
+    assert model.loss(X[:4], np.zeros((4, n_outputs))) == pytest.approx(expected, rel=1e-6)
+
+
+def test_exp_output_predicts_the_mean_and_refuses_negative_targets():
+    model = fusedmlp.MLP([4, 6, 2], output="exp", activation="relu", dtype=np.float64, seed=0)
+    X = np.random.default_rng(0).normal(size=(30, 4))
+    np.testing.assert_allclose(model.predict(X), np.exp(model.forward(X)), rtol=1e-14)
+    with pytest.raises(AttributeError, match="regressor"):
+        model.predict_proba(X)
+    with pytest.raises(ValueError, match="negative targets"):
+        model.train_step(X, -np.ones((30, 2)), fusedmlp.SGD(0.1))
+    with pytest.raises(ValueError, match="negative targets"):
+        model.fit(X, -np.ones((30, 2)), epochs=1)
+    sigmoid = fusedmlp.MLP([4, 2], output="sigmoid", dtype=np.float64)
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        sigmoid.train_step(X, np.full((30, 2), 1.5), fusedmlp.SGD(0.1))
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        sigmoid.loss(X, np.full((30, 2), -0.5))
+    with pytest.raises(ValueError, match="y must have"):        # one column for two outputs
+        sigmoid.train_step(X, np.ones((30, 1)), fusedmlp.SGD(0.1))
+
+
+def test_sigmoid_and_exp_models_save_and_load(tmp_path):
+    for output in ("sigmoid", "exp"):
+        model = fusedmlp.MLP([4, 5, 2], output=output, dtype=np.float64, seed=0)
+        model.save(tmp_path / f"{output}.npz")
+        loaded = fusedmlp.load(tmp_path / f"{output}.npz")
+        X = np.random.default_rng(0).normal(size=(7, 4))
+        assert loaded.output == output
+        np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
 def test_loss_method_matches_reference():
     model = _model("elu", "labels", depth=2)
     X, y = _data("labels", m=11)
@@ -314,7 +380,7 @@ def test_constructor_refusals():
     with pytest.raises(ValueError, match="activation must be one of"):
         fusedmlp.MLP([3, 4, 2], activation="gelu")
     with pytest.raises(ValueError, match="output must be"):
-        fusedmlp.MLP([3, 4, 2], output="sigmoid")
+        fusedmlp.MLP([3, 4, 2], output="logistic")
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         fusedmlp.MLP([3, 4, 2], dtype=np.float16)
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):

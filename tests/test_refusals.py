@@ -232,7 +232,7 @@ MISC = [
     ("MLP-activation-unknown", lambda w: fusedmlp.MLP([4, 3, 2], activation="swish"), ValueError, "activation"),
     ("MLP-activation-wrong-count", lambda w: fusedmlp.MLP([4, 3, 3, 2], activation=["relu"]), ValueError, "activation"),
     ("MLP-activation-a-number", lambda w: fusedmlp.MLP([4, 3, 2], activation=3), (TypeError, ValueError), "activation"),
-    ("MLP-output-unknown", lambda w: fusedmlp.MLP([4, 2], output="sigmoid"), ValueError, "output"),
+    ("MLP-output-unknown", lambda w: fusedmlp.MLP([4, 2], output="softsign"), ValueError, "output"),
     ("MLP-output-a-list", lambda w: fusedmlp.MLP([4, 2], output=["softmax"]), (TypeError, ValueError), "output"),
     ("MLP-dtype-float16", lambda w: fusedmlp.MLP([4, 2], dtype=np.float16), TypeError, "dtype"),
     ("MLP-dtype-'float16'", lambda w: fusedmlp.MLP([4, 2], dtype="float16"), TypeError, "dtype"),
@@ -386,7 +386,7 @@ LOAD_CASES = [
     ("layer_sizes-inconsistent", _header_with(layer_sizes=[3, 6, 4])),
     ("activation-unknown", _header_with(activations=["swish"])),
     ("activations-too-many", _header_with(activations=["relu", "relu"])),
-    ("output-unknown", _header_with(output="sigmoid")),
+    ("output-unknown", _header_with(output="softsign")),
     ("dtype-float16", _header_with(dtype="float16")),
     ("n_parameters-wrong", _header_with(n_parameters=7)),
     ("header-not-json", lambda w, d: _npz_with(

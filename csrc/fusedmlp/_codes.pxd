@@ -28,9 +28,13 @@ cdef extern from "elementwise.h":
 
 
 # The loss a network trains with (one per MLP output kind, see fusedmlp.model.OUTPUTS).
+# The output activation is the loss's canonical link, so d loss / d z of the last layer is
+# (output - target), scaled.
 cpdef enum Loss:
-    SOFTMAX_CROSS_ENTROPY = 0
-    MEAN_SQUARED_ERROR = 1
+    SOFTMAX_CROSS_ENTROPY = 0   # output "softmax"
+    MEAN_SQUARED_ERROR = 1      # output "identity"
+    BINARY_CROSS_ENTROPY = 2    # output "sigmoid": independent logistic units
+    POISSON_DEVIANCE = 3        # output "exp": half Poisson deviance of exp(z)
 
 
 # Optimiser kinds (csrc/_optim.pxd implements them; fusedmlp.optim has one class each).
@@ -66,9 +70,11 @@ cpdef enum Status:
     BAD_TARGET = 3      # targets hold NaN or inf
     BAD_LOSS = 4        # the loss is NaN or inf: no update was applied
     BAD_OUTPUT = 5      # inference outputs NaN or inf (the parameters are, or overflow)
+    BAD_RANGE = 6       # a target outside the loss's domain ([0, 1]; >= 0 for Poisson)
 
 
-# What inference writes into its output.
+# What inference writes into its output: the last layer's pre-activation, its output
+# activation (probabilities, or the mean exp(z) of an exponential output), log-probabilities.
 cpdef enum Inference:
     SCORES = 0
     PROBABILITIES = 1

@@ -26,7 +26,8 @@ __all__ = ["Dense", "SoftmaxCrossEntropy", "MeanSquaredError", "initial_weights"
 
 #: A model's outputs and the loss each trains with (csrc/fusedmlp/_codes.pxd): the
 #: SoftmaxCrossEntropy and MeanSquaredError layers below, fused into the compiled step.
-OUTPUTS = {"softmax": Loss.SOFTMAX_CROSS_ENTROPY, "identity": Loss.MEAN_SQUARED_ERROR}
+OUTPUTS = {"softmax": Loss.SOFTMAX_CROSS_ENTROPY, "identity": Loss.MEAN_SQUARED_ERROR,
+           "sigmoid": Loss.BINARY_CROSS_ENTROPY, "exp": Loss.POISSON_DEVIANCE}
 
 
 #: Activations whose default initialisation is He's (the rest get Glorot/Xavier's).

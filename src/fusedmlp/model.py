@@ -20,6 +20,7 @@ from .threads import bind as bind_threads, check_n_threads
 
 __all__ = ["MLP", "load", "OUTPUTS"]
 
+_CLASSIFIERS = ("softmax", "sigmoid")
 _SCORES, _PROBABILITIES, _LOG_PROBABILITIES = (
     int(Inference.SCORES), int(Inference.PROBABILITIES), int(Inference.LOG_PROBABILITIES))
 #: What each status of a compiled call means (csrc/_codes.pxd Status).
@@ -33,11 +34,17 @@ STATUS_ERRORS = {
                         "the model's outputs are not finite (NaN or inf): its parameters "
                         "contain NaN or infinity or overflow on this input (see "
                         "model.get_params_vector())"),
+    Status.BAD_RANGE: (ValueError, "y holds targets outside [0, 1] (output='sigmoid' needs "
+                                   "0/1 labels or probabilities)"),
 }
+_NEGATIVE_TARGETS = ("y holds negative targets (output='exp' trains with the Poisson "
+                     "deviance, which needs y >= 0)")
 
 
-def _raise_status(status, n_classes=None):
+def _raise_status(status, n_classes=None, output=None):
     cls, message = STATUS_ERRORS[status]
+    if status == Status.BAD_RANGE and output == "exp":
+        message = _NEGATIVE_TARGETS
     if n_classes is not None:
         message = message.replace("n_classes", str(n_classes))
     raise cls(message)
@@ -52,9 +59,14 @@ class MLP:
         Widths from input to output, e.g. ``[784, 128, 10]`` (at least two).
     activation : str or sequence of str
         The hidden layers' activation, or one per hidden layer (``"relu"`` by default).
-    output : {"softmax", "identity"}
+    output : {"softmax", "identity", "sigmoid", "exp"}
         ``"softmax"``: classification trained with softmax cross-entropy on integer labels or
         target probabilities. ``"identity"``: regression trained with mean squared error.
+        ``"sigmoid"``: independent logistic outputs (binary with one output, multilabel with
+        several) trained with binary cross-entropy computed from the logits, on targets in
+        [0, 1] of shape ``(n, n_outputs)`` (or ``(n,)`` for one output). ``"exp"``: counts or
+        rates, predictions ``exp(z)``, trained with the half Poisson deviance on targets
+        ``>= 0``. The losses of the last three are means over all elements.
     dtype : float32 or float64
     init : str
         Weight initialisation (see ``fusedmlp.layers.initial_weights``).
@@ -114,7 +126,7 @@ class MLP:
                 )
         activations = [check_activation(a) for a in activations] + ["identity"]
         if not isinstance(output, str) or output not in OUTPUTS:
-            raise ValueError(f"output must be 'softmax' or 'identity', got {output!r}")
+            raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
         self.layer_sizes = tuple(sizes)
         self._max_width = max(sizes[1:])
         self.output = output
@@ -257,6 +269,9 @@ class MLP:
         if labels is not None:
             return X, labels
         check_finite(targets, f"{what}y")
+        if self.output in ("sigmoid", "exp") and not _kernels.targets_in_range(
+                targets.reshape(-1), self.output == "sigmoid"):
+            _raise_status(Status.BAD_RANGE, output=self.output)
         return X, targets
 
     def _is_native(self, X) -> bool:
@@ -319,7 +334,7 @@ class MLP:
     def _raise_step_status(self, status, labels):
         if status == Status.BAD_LABEL:
             as_labels(labels, "y", self.n_outputs)      # raises, showing the bad values
-        _raise_status(status, self.n_outputs)
+        _raise_status(status, self.n_outputs, self.output)
 
     def train_step(self, X, y, optimizer, *, sample_weight=None) -> float:
         """One step of `optimizer` on the batch (X, y); returns the batch's loss before the step.
@@ -358,7 +373,16 @@ class MLP:
         if self.output == "softmax":
             return SoftmaxCrossEntropy().forward(scores, labels if labels is not None else targets,
                                                  sample_weight)
-        return MeanSquaredError().forward(scores, targets, sample_weight)
+        if self.output == "identity":
+            return MeanSquaredError().forward(scores, targets, sample_weight)
+        check_finite(targets, "y")
+        weights, total = as_sample_weight(sample_weight, len(scores), self.dtype)
+        weights = np.empty(0, self.dtype) if weights is None else weights
+        status, loss = _kernels.output_loss(OUTPUTS[self.output], scores, targets, weights,
+                                            total, np.empty_like(scores))
+        if status:
+            _raise_status(Status.BAD_RANGE, output=self.output)
+        return loss
 
     # ------------------------------------------------------------------ inference
     def _infer(self, X, output, out=None):
@@ -392,7 +416,8 @@ class MLP:
         return out
 
     def forward(self, X, out=None) -> np.ndarray:
-        """Raw output scores ``(n_samples, n_outputs)`` (logits for ``output="softmax"``).
+        """Raw output scores ``(n_samples, n_outputs)``: the last layer's pre-activation
+        (logits for ``output="softmax"`` and ``"sigmoid"``, log-means for ``"exp"``).
 
         `out`, if given, receives the result: a writable C-contiguous array of the model's
         dtype and shape ``(n_samples, n_outputs)``, not overlapping X. With it a call on a
@@ -401,7 +426,8 @@ class MLP:
         return self._infer(X, _SCORES, out)
 
     def predict_proba(self, X, out=None) -> np.ndarray:
-        """Class probabilities (softmax of the scores); classification models only.
+        """Probabilities: the softmax of the scores, or each sigmoid output's probability
+        (``output="sigmoid"``); classification models only.
 
         `out` as for ``forward``.
         """
@@ -409,7 +435,8 @@ class MLP:
         return self._infer(X, _PROBABILITIES, out)
 
     def predict_log_proba(self, X, out=None) -> np.ndarray:
-        """Log class probabilities (log-softmax of the scores, computed directly).
+        """Log-probabilities, computed directly from the scores (log-softmax, or
+        ``log sigmoid(z) = -softplus(-z)``): finite where ``predict_proba`` underflows.
 
         `out` as for ``forward``.
         """
@@ -417,15 +444,20 @@ class MLP:
         return self._infer(X, _LOG_PROBABILITIES, out)
 
     def predict(self, X) -> np.ndarray:
-        """Class indices (argmax of the scores) for classification; outputs for regression
-        (shape ``(n,)`` when there is one output)."""
-        scores = self._infer(X, _SCORES)
+        """Class indices (argmax of the scores) for ``output="softmax"``; 0/1 indicators
+        (probability above 1/2) for ``"sigmoid"``; outputs for regression, ``exp(z)`` for
+        ``"exp"`` (shape ``(n,)`` when there is one output)."""
         if self.output == "softmax":
-            return np.argmax(scores, axis=1)
-        return scores[:, 0] if scores.shape[1] == 1 else scores
+            return np.argmax(self._infer(X, _SCORES), axis=1)
+        if self.output == "sigmoid":
+            pred = (self._infer(X, _PROBABILITIES) > 0.5).astype(np.int64)
+        else:
+            pred = self._infer(X, _SCORES if self.output == "identity" else _PROBABILITIES)
+        return pred[:, 0] if pred.shape[1] == 1 else pred
 
     def score(self, X, y) -> float:
-        """Accuracy for classification, R^2 for regression."""
+        """Accuracy for classification (for several sigmoid outputs, the fraction of rows
+        whose every output is right), R^2 for regression."""
         pred = self.predict(X)
         labels, targets = self._targets(y, len(pred))
         if self.output == "softmax":
@@ -434,14 +466,18 @@ class MLP:
                 labels = np.argmax(targets, axis=1)
             return float(np.mean(pred == labels))
         check_finite(targets, "y")
+        if self.output == "sigmoid":
+            right = pred.reshape(len(pred), -1) == (targets > 0.5)
+            return float(np.mean(np.all(right, axis=1)))
         y = targets.reshape(pred.shape).astype(np.float64)
         residual = ((y - pred) ** 2).sum()
         total = ((y - y.mean(axis=0)) ** 2).sum()
         return float(1 - residual / total) if total > 0 else 0.0
 
     def _need_classifier(self, what):
-        if self.output != "softmax":
-            raise AttributeError(f"{what} needs output='softmax'; this model is a regressor")
+        if self.output not in _CLASSIFIERS:
+            raise AttributeError(f"{what} needs output='softmax' or 'sigmoid'; this model is "
+                                 f"a regressor (output={self.output!r})")
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, *, epochs=10, batch_size=32, optimizer="adam", validation_data=None,

@@ -17,22 +17,32 @@ the update in one compiled call). scikit-learn minimises, per batch ``B`` with s
 of the weights only, so ``alpha`` becomes a per-batch ``weight_decay = alpha / sum(s)``: the
 same objective, including the last, smaller batch and weighted batches.
 
-For regression scikit-learn's gradient is that of half the squared error summed over the
-outputs (``(pred - y) / sum(s)``), while fusedmlp's loss is the mean squared error over all
-elements, whose gradient is ``2 / n_outputs`` times scikit-learn's. Scaling a gradient by
-``c`` is exactly equivalent to SGD with learning rate ``c * lr`` and weight decay ``wd / c``,
-and to Adam with ``eps / c`` and ``wd / c``; the regressor uses this with
-``c = n_outputs / 2``, so ``alpha``, ``learning_rate_init`` and ``epsilon`` mean what they mean
-in scikit-learn. The classifier needs no scaling (softmax cross-entropy's gradient is
-``(p - y) / sum(s)`` in both).
+The output layer is scikit-learn's: softmax for multiclass targets, one logistic unit for two
+classes, one logistic unit per label for a multilabel indicator ``y`` (fusedmlp's
+``output="sigmoid"``, binary cross-entropy from the logits), the identity for squared-error
+regression and ``exp`` for ``loss="poisson"`` (fusedmlp's ``output="exp"``, half Poisson
+deviance). scikit-learn's gradient for every one of them is ``(output - y) / sum(s)``
+summed over the outputs, while fusedmlp's squared error, binary cross-entropy and Poisson
+deviance average over the outputs (and its squared error is not halved). Scaling a gradient
+by ``c`` is exactly equivalent to SGD with learning rate ``c * lr`` and weight decay
+``wd / c``, and to Adam with ``eps / c`` and ``wd / c``; the estimators use this with
+``c = n_outputs / 2`` (squared error), ``c = n_outputs`` (logistic, Poisson) and ``c = 1``
+(softmax), so ``alpha``, ``learning_rate_init`` and ``epsilon`` mean what they mean in
+scikit-learn.
+
+``solver="lbfgs"`` runs SciPy's L-BFGS-B with scikit-learn's options (``maxiter=max_iter``,
+``maxfun=max_fun``, ``gtol=tol``) on the full-batch objective: each evaluation is one
+compiled forward/backward pass with no update, scaled as above, plus the L2 term; the
+parameter vector is the model's flat buffer, which is packed as scikit-learn packs it.
 
 Everything else follows scikit-learn's stochastic solvers step by step: the initial weights
 are drawn as scikit-learn draws them, from the same ``random_state`` stream; the batches come
 in the same order; Adam's ``epsilon`` is placed as scikit-learn places it (before the bias
 correction); SGD keeps scikit-learn's momentum semantics when ``learning_rate`` changes the
 rate; the stopping rules (``tol``, ``n_iter_no_change``, ``early_stopping``) are the same. So
-with the same ``random_state`` the multiclass classifier and the regressor reproduce
-scikit-learn's ``loss_curve_`` and weights to rounding (``tests/test_sklearn.py``), faster.
+with the same ``random_state`` the classifier (multiclass, binary, multilabel) and the
+regressor (squared error, Poisson) reproduce scikit-learn's ``loss_curve_``, weights and
+``predict_proba`` to rounding (``tests/test_sklearn.py``), faster.
 
 What users and tools match on behaves as scikit-learn's too (``tests/test_sklearn_dropin.py``,
 and scikit-learn's own MLP tests in ``tests/sklearn_upstream``): ``partial_fit`` exists only
@@ -46,12 +56,9 @@ solver's current rate as scikit-learn keeps it; error messages start with scikit
 
 Known differences from scikit-learn's estimators (all documented on the classes):
 
-- binary classification uses a two-way softmax (two output units) instead of one logistic
-  unit; it starts from scikit-learn's initial network (logits ``[0, z]``) and
-  ``predict_proba`` means the same, but the training path differs and ``coefs_[-1]`` has two
-  columns;
-- multilabel targets are not supported (the output is a softmax);
-- no ``solver="lbfgs"``, no ``loss="poisson"``, no sparse input;
+- the logistic loss is computed from the logits, so where scikit-learn clips probabilities
+  to ``[eps, 1 - eps]`` (logits beyond about +-36) its reported loss is the clipped one and
+  fusedmlp's the exact one (the gradients are the same);
 - ``momentum`` must be below 1 (scikit-learn accepts 1, which never forgets a gradient).
 """
 
@@ -61,16 +68,20 @@ import numbers
 import warnings
 
 import numpy as np
+import scipy.optimize
+from scipy.special import expit
 
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_array, check_random_state
     from sklearn.utils.metaestimators import available_if
-    from sklearn.utils.multiclass import check_classification_targets, unique_labels
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.multiclass import (check_classification_targets, type_of_target,
+                                          unique_labels)
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as exc:                               # pragma: no cover - depends on env
     raise ImportError(
         "fusedmlp.sklearn needs scikit-learn >= 1.6 (validate_data, __sklearn_tags__); "
@@ -89,8 +100,11 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 #: fusedmlp activation but "step", whose zero derivative leaves nothing to learn).
 _ACTIVATIONS = {"logistic": "sigmoid",
                 **{name: name for name in ACTIVATIONS if name != "step"}}
-_SOLVERS = ("adam", "sgd")
+_SOLVERS = ("adam", "sgd", "lbfgs")
 _STOCHASTIC_SOLVERS = ("adam", "sgd")       # the solvers with partial_fit
+#: fusedmlp's output kinds under scikit-learn's names (``out_activation_``).
+_OUT_ACTIVATIONS = {"softmax": "softmax", "sigmoid": "logistic", "identity": "identity",
+                    "exp": "exp"}
 _LEARNING_RATES = ("constant", "invscaling", "adaptive")
 
 
@@ -164,15 +178,13 @@ def _check_int(value, name, *, low):
 class _BaseMLP(BaseEstimator):
     """The training loop shared by MLPClassifier and MLPRegressor (not public)."""
 
-    _output = "softmax"            # the MLP's output, set by the subclasses
-
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype=None,
-                 n_threads="auto"):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype=None, n_threads="auto"):
         # scikit-learn's rule: __init__ stores the parameters and does nothing else.
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -196,6 +208,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
 
@@ -241,8 +254,7 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, "
                              f"got {self.activation!r}")
         if self.solver not in _SOLVERS:
-            raise ValueError(f"solver must be one of {list(_SOLVERS)} (fusedmlp has no 'lbfgs'), "
-                             f"got {self.solver!r}")
+            raise ValueError(f"solver must be one of {list(_SOLVERS)}, got {self.solver!r}")
         if self.learning_rate not in _LEARNING_RATES:
             raise ValueError(f"learning_rate must be one of {list(_LEARNING_RATES)}, "
                              f"got {self.learning_rate!r}")
@@ -255,6 +267,7 @@ class _BaseMLP(BaseEstimator):
         _check_real(self.learning_rate_init, "learning_rate_init", low=0, low_open=True)
         _check_real(self.power_t, "power_t", low=0)
         _check_int(self.max_iter, "max_iter", low=1)
+        _check_int(self.max_fun, "max_fun", low=1)
         _check_real(self.tol, "tol", low=0)
         _check_real(self.momentum, "momentum", low=0, high=1, high_open=True)
         _check_real(self.beta_1, "beta_1", low=0, high=1, high_open=True)
@@ -390,8 +403,18 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ training
     def _gradient_scale(self) -> float:
-        """c such that scikit-learn's gradient = c * the gradient of fusedmlp's loss."""
-        return 1.0
+        """c such that scikit-learn's gradient = c * the gradient of fusedmlp's loss.
+
+        fusedmlp's squared error, binary cross-entropy and Poisson deviance average over the
+        outputs, scikit-learn's (half squared error for the first) sum over them; softmax
+        cross-entropy is the same in both."""
+        output, k = self.model_.output, self.n_outputs_
+        return {"softmax": 1.0, "sigmoid": k, "identity": k / 2.0, "exp": k}[output]
+
+    def _reported_loss_factor(self) -> float:
+        """scikit-learn's reported loss over fusedmlp's (before the L2 term)."""
+        output, k = self.model_.output, self.n_outputs_
+        return {"softmax": 1.0, "sigmoid": k, "identity": 0.5, "exp": k}[output]
 
     def _new_optimizer(self):
         scale = self._gradient_scale()
@@ -403,15 +426,20 @@ class _BaseMLP(BaseEstimator):
 
     def _initialize(self, n_features, n_outputs, dtype, rng):
         sizes = [n_features, *self._hidden_sizes(), n_outputs]
-        self.model_ = MLP(sizes, activation=_ACTIVATIONS[self.activation], output=self._output,
+        output = self._model_output()
+        self.model_ = MLP(sizes, activation=_ACTIVATIONS[self.activation], output=output,
                           dtype=dtype, seed=0, n_threads=self.n_threads)
         if rng is not None:           # (None: the weights are assigned ones, copied next)
             self._draw_initial_weights(rng)
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(sizes)
-        self.out_activation_ = self._output
+        self.out_activation_ = _OUT_ACTIVATIONS[output]
         self.n_iter_ = 0
         self.t_ = 0
+        if self.solver != "lbfgs":            # as scikit-learn: lbfgs keeps no loss curve
+            self._initialize_stochastic()
+
+    def _initialize_stochastic(self):
         self.loss_curve_ = []
         self._no_improvement_count = 0
         self._best_parameters = None
@@ -429,34 +457,27 @@ class _BaseMLP(BaseEstimator):
         with the same random_state both start from the same network.
 
         Weights and biases are uniform in +-sqrt(6 / (fan_in + fan_out)) (Glorot; 2 instead
-        of 6 for the logistic activation). A two-class softmax gets scikit-learn's single
-        logistic unit as logits ``[0, z]``: column 0 starts at zero, column 1 holds z.
+        of 6 for the logistic activation).
         """
         factor = 2.0 if self.activation in ("logistic", "sigmoid") else 6.0
-        layers = self.model_.layers
-        for i, layer in enumerate(layers):
+        for layer in self.model_.layers:
             fan_in, fan_out = layer.W.shape
-            binary_output = i == len(layers) - 1 and self._output == "softmax" and fan_out == 2
-            drawn_out = 1 if binary_output else fan_out
-            bound = np.sqrt(factor / (fan_in + drawn_out))
-            W = rng.uniform(-bound, bound, (fan_in, drawn_out))
-            b = rng.uniform(-bound, bound, drawn_out)
-            if binary_output:
-                W = np.hstack([np.zeros_like(W), W])
-                b = np.concatenate([np.zeros_like(b), b])
-            layer.W[...] = W
-            layer.b[...] = b
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            layer.W[...] = rng.uniform(-bound, bound, (fan_in, fan_out))
+            layer.b[...] = rng.uniform(-bound, bound, fan_out)
 
     def _check_warm_model(self, n_outputs):
         model = self.model_
-        expected = (model.layer_sizes[1:-1], model.activations, model.layer_sizes[-1])
+        expected = (model.layer_sizes[1:-1], model.activations, model.layer_sizes[-1],
+                    model.output)
         wanted = (tuple(self._hidden_sizes()),
-                  [_ACTIVATIONS[self.activation]] * (len(model.layer_sizes) - 2), n_outputs)
+                  [_ACTIVATIONS[self.activation]] * (len(model.layer_sizes) - 2), n_outputs,
+                  self._model_output())
         dtype = self._model_dtype()
         if expected != wanted or (dtype is not None and dtype != model.dtype):
             raise ValueError(
                 "warm_start/partial_fit continue the fitted network, but hidden_layer_sizes, "
-                f"activation or dtype changed: fitted {model!r}, now hidden_layer_sizes="
+                f"activation, loss or dtype changed: fitted {model!r}, now hidden_layer_sizes="
                 f"{self.hidden_layer_sizes!r}, activation={self.activation!r}, "
                 f"dtype={self.dtype!r}; set "
                 "warm_start=False (or call fit) to start a new network"
@@ -508,18 +529,69 @@ class _BaseMLP(BaseEstimator):
                 self._initialize(X.shape[1], n_outputs, dtype, rng=None)
             self._take_assigned_weights()
             self._check_warm_model(n_outputs)
+        if self.solver == "lbfgs":
+            self._optimizer = None
+            self._fit_lbfgs(X, y, sample_weight)
+            return self
+        if "loss_curve_" not in self.__dict__:      # a warm start after an lbfgs fit
+            self._initialize_stochastic()
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._new_optimizer()
         self._train(X, y, sample_weight, rng, incremental)
         return self
 
+    def _fit_lbfgs(self, X, y, sample_weight):
+        """Full-batch L-BFGS-B (SciPy) on scikit-learn's objective, as scikit-learn runs it.
+
+        One evaluation is one compiled forward/backward pass over all of X (no update),
+        scaled to scikit-learn's loss and gradient, plus the L2 term
+        ``alpha / (2 * sum(s)) * ||W||^2``. The parameter vector is the model's own flat
+        buffer layout ``[W_0, ..., b_0, ...]``, which is also scikit-learn's packing.
+        """
+        model = self.model_
+        factor, scale = self._reported_loss_factor(), self._gradient_scale()
+        total = float(len(X) if sample_weight is None else sample_weight.sum(dtype=np.float64))
+        alpha = float(self.alpha) / total
+        n_weights = sum(layer.W.size for layer in model.layers)
+        params, grads = model._params, model._grads          # live flat buffers
+        gradient = np.empty(params.size, np.float64)
+
+        def loss_and_gradient(packed):
+            params[...] = packed
+            loss = model._step(X, y, 0, model._no_update, None, None, sample_weight)
+            weights = packed[:n_weights]
+            np.multiply(grads, scale, out=gradient)
+            gradient[:n_weights] += alpha * weights
+            return factor * loss + 0.5 * alpha * float(weights @ weights), gradient
+
+        try:
+            result = scipy.optimize.minimize(
+                loss_and_gradient, params.astype(np.float64), method="L-BFGS-B", jac=True,
+                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"lbfgs diverged: {exc}; try scaled inputs or a larger "
+                                     f"alpha (now {self.alpha})") from None
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        if result.status != 0:
+            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                          f"(status={result.status}, {result.nfev} evaluations of the loss): "
+                          f"{result.message}. Increase max_iter (now {self.max_iter}) or "
+                          f"max_fun (now {self.max_fun}), or scale the data.",
+                          ConvergenceWarning)
+        self.loss_ = float(result.fun)
+        params[...] = result.x
+        if self.verbose:
+            print(f"lbfgs: {self.n_iter_} iterations, {result.nfev} evaluations, "
+                  f"loss = {self.loss_:.8f}", flush=True)
+
     def _split_validation(self, X, y, sample_weight, rng):
-        # As scikit-learn: stratified for two classes only (its multiclass targets are
-        # one-hot rows, which it does not stratify), on the same (n, 1) boolean column of
-        # "is the second class" it stratifies on, so equal random_states give equal splits
-        # and a class too small to split is reported as scikit-learn reports it.
-        binary = self._output == "softmax" and len(self.classes_) == 2
-        stratify = (y == 1)[:, None] if binary else None
+        # As scikit-learn: stratified for classifiers with one output unit only (its
+        # multiclass and multilabel targets are indicator rows, which it does not stratify),
+        # on the same (n, 1) boolean column of "is the second class" it stratifies on, so
+        # equal random_states give equal splits and a class too small to split is reported
+        # as scikit-learn reports it.
+        binary = is_classifier(self) and self.n_outputs_ == 1
+        stratify = y > 0.5 if binary else None
         arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
         try:
             parts = train_test_split(*arrays, random_state=rng,
@@ -783,9 +855,11 @@ class _Step:
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """A multilayer perceptron classifier with scikit-learn's API, trained by fusedmlp.
 
-    Drop-in for ``sklearn.neural_network.MLPClassifier`` with ``solver="adam"`` or
-    ``"sgd"``: the same parameter names and fitted attributes, softmax cross-entropy with an
-    L2 penalty ``alpha``, one compiled call per mini-batch.
+    Drop-in for ``sklearn.neural_network.MLPClassifier``: the same parameter names, solvers
+    (``"adam"``, ``"sgd"``, ``"lbfgs"``) and fitted attributes; softmax cross-entropy for
+    multiclass targets, binary cross-entropy of logistic units for two classes and for
+    multilabel indicator targets, with an L2 penalty ``alpha``; one compiled call per
+    mini-batch (per loss evaluation for lbfgs).
 
     Parameters
     ----------
@@ -794,7 +868,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     activation : {"relu", "logistic", "tanh", "identity"}, default="relu"
         The hidden layers' activation (fusedmlp's ``"leaky_relu"``, ``"elu"`` and
         ``"softplus"`` are accepted too).
-    solver : {"adam", "sgd"}, default="adam"
+    solver : {"adam", "sgd", "lbfgs"}, default="adam"
+        ``"lbfgs"``: SciPy's L-BFGS-B on the whole training set (no mini-batches, no
+        ``partial_fit``, no ``loss_curve_``), as scikit-learn.
     alpha : float, default=1e-4
         L2 penalty on the weights (not the biases), scikit-learn's definition: each batch adds
         ``alpha / (2 * sum(sample_weight))`` times the sum of squared weights to the loss.
@@ -807,7 +883,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     learning_rate_init : float, default=1e-3
     power_t : float, default=0.5
     max_iter : int, default=200
-        Maximum number of epochs.
+        Maximum number of epochs (of L-BFGS iterations for ``solver="lbfgs"``).
     shuffle : bool, default=True
         Shuffle the samples every epoch.
     random_state : int, RandomState or None, default=None
@@ -829,6 +905,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Adam's parameters.
     n_iter_no_change : int, default=10
         Epochs without an improvement of ``tol`` before stopping.
+    max_fun : int, default=15000
+        ``solver="lbfgs"`` only: the most evaluations of the loss (L-BFGS-B's ``maxfun``).
     dtype : None, float32 or float64, default=None
         What the network computes in. ``None`` follows the training data as scikit-learn's
         MLP does (float32 stays float32, everything else becomes float64). ``np.float32``
@@ -840,14 +918,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+        The class labels (``arange(n_labels)`` for multilabel targets).
     model_ : fusedmlp.MLP
         The trained network (``model_.save(path)`` writes it).
     coefs_, intercepts_ : list of ndarray
         Views of the layers' ``W`` (shape ``(n_in, n_out)``) and ``b``, in the model's dtype.
-        The last layer has ``n_classes`` columns, also for two classes. Assign lists of
-        arrays to warm-start from known weights, as in scikit-learn: the next
-        ``partial_fit``, warm-started ``fit`` or ``predict`` validates them and copies them
-        into the network (a new estimator builds it for the data it is given).
+        The last layer has ``n_outputs_`` columns. Assign lists of arrays to warm-start
+        from known weights, as in scikit-learn: the next ``partial_fit``, warm-started
+        ``fit`` or ``predict`` validates them and copies them into the network (a new
+        estimator builds it for the data it is given).
     loss_, loss_curve_, best_loss_ : float, list of float, float or None
         Training loss (cross-entropy plus the L2 term) per epoch, as scikit-learn defines it;
         ``best_loss_`` is None with ``early_stopping``.
@@ -859,18 +938,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Training samples seen so far.
     n_features_in_, feature_names_in_ : int, ndarray
     n_outputs_, n_layers_, out_activation_ : int, int, str
-        ``n_outputs_`` is ``n_classes`` and ``out_activation_`` is ``"softmax"``, also for
-        two classes.
+        ``n_outputs_`` is 1 and ``out_activation_`` ``"logistic"`` for two classes,
+        ``n_labels`` and ``"logistic"`` for multilabel targets, ``n_classes`` and
+        ``"softmax"`` otherwise (scikit-learn's layout).
 
     Notes
     -----
-    With the same ``random_state`` a multiclass fit reproduces scikit-learn's (the same
-    initial weights, batches, updates and stopping). Differences: binary problems use a
-    two-way softmax instead of one logistic unit (the same probabilities in meaning: a
-    logistic unit with logit ``z`` is the softmax of ``[0, z]``, which is also how the
-    network starts), so their training path differs; multilabel targets, sparse input and
-    ``solver="lbfgs"`` are not supported. See the module docstring for how ``alpha`` maps
-    onto fusedmlp's weight decay.
+    With the same ``random_state`` a fit reproduces scikit-learn's (the same initial weights,
+    batches, updates and stopping; for lbfgs the same objective and gradient). See the module
+    docstring for how ``alpha`` maps onto fusedmlp's weight decay.
 
     BLAS threads: for small networks pin them with
     ``threadpoolctl.threadpool_limits(1)`` (see ``fusedmlp``'s docstring).
@@ -887,8 +963,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     >>> bool(clf.score(X_test, y_test) > 0.95)
     True
     """
-
-    _output = "softmax"
 
     def fit(self, X, y, sample_weight=None):
         """Train on (X, y) for up to ``max_iter`` epochs.
@@ -927,17 +1001,23 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _validate_input(self, X, y, *, first, incremental, classes):
         dtype = self._first_dtype() if first else self.model_.dtype
-        X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C")
+        X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
+                             multi_output=True)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)          # as scikit-learn: a column is 1-D labels
         check_classification_targets(y)
+        multilabel = type_of_target(y).startswith("multilabel")
         if incremental and "classes_" not in self.__dict__ and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit "
                              "(all the class labels, since a batch may lack some)")
         if first:
-            if incremental:
-                self.classes_ = unique_labels(np.asarray(classes))
-            else:
-                self.classes_ = unique_labels(y)
-        elif incremental and classes is not None and not np.array_equal(
+            # scikit-learn's encoding: LabelBinarizer decides the output layer (softmax for
+            # multiclass, one logistic unit for two classes, one per label for multilabel)
+            binarizer = LabelBinarizer()
+            binarizer.fit(y if multilabel or not incremental else np.asarray(classes))
+            self._label_binarizer = binarizer
+            self.classes_ = binarizer.classes_
+        elif incremental and classes is not None and not multilabel and not np.array_equal(
                 unique_labels(np.asarray(classes)), self.classes_):
             raise ValueError(f"classes={classes!r} differs from the classes of the first "
                              f"partial_fit call, {self.classes_!r}")
@@ -948,62 +1028,99 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                     "warm_start can only be used where `y` has the same classes as in the "
                     f"previous call to fit. Previously got {self.classes_}, `y` has {present}"
                 )
+        binarizer = self._label_binarizer
+        if multilabel != binarizer.y_type_.startswith("multilabel"):
+            raise ValueError(f"y is {type_of_target(y)}, but the estimator was fitted on "
+                             f"{binarizer.y_type_} targets")
+        if multilabel:
+            if y.shape[1] != len(self.classes_):
+                raise ValueError(f"y has {y.shape[1]} labels (columns), the estimator was "
+                                 f"fitted with {len(self.classes_)}")
+            return X, np.ascontiguousarray(y, dtype=X.dtype)
         encoded = np.searchsorted(self.classes_, y)
         known = encoded < len(self.classes_)
         known[known] = self.classes_[encoded[known]] == y[known]
         if not np.all(known):
             unknown = unique_labels(y[~known])
             raise ValueError(f"y has classes not in classes_ {self.classes_}: {unknown}")
-        return X, encoded.astype(np.int64, copy=False)
+        if binarizer.y_type_ == "multiclass":
+            return X, encoded.astype(np.int64, copy=False)
+        # two classes (or one): one logistic unit whose target is "the second class"
+        return X, (encoded == 1).astype(X.dtype).reshape(-1, 1)
+
+    def _model_output(self):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "sigmoid"
 
     def _n_outputs(self, y):
-        return len(self.classes_)
-
-    def _reported_loss_factor(self):
-        return 1.0
+        return y.shape[1] if y.ndim == 2 else len(self.classes_)
 
     def _validation_score(self, X, y, sample_weight):
         try:
-            predictions = self.model_.predict(X)
+            if self.model_.output == "softmax":
+                return accuracy_score(y, self.model_.predict(X), sample_weight=sample_weight)
+            predicted = self.model_.predict_proba(X) > 0.5
         except FloatingPointError:      # diverged weights: scored NaN, never the best
             return np.nan
-        return accuracy_score(y, predictions, sample_weight=sample_weight)
+        y = y > 0.5
+        if y.shape[1] == 1:
+            y, predicted = y[:, 0], predicted[:, 0]
+        return accuracy_score(y, predicted, sample_weight=sample_weight)
 
     def predict(self, X):
-        """The most probable class of each row of X (from ``classes_``)."""
+        """The most probable class of each row of X (from ``classes_``); for multilabel
+        targets, the 0/1 indicator matrix of the labels whose probability exceeds 1/2."""
         X = self._validate_X(X)
-        return self.classes_[self.model_.predict(X)]
+        if self.model_.output == "softmax":
+            return self.classes_[self.model_.predict(X)]
+        proba = self.model_.predict_proba(X)
+        return self._label_binarizer.inverse_transform(
+            proba[:, 0] if self.n_outputs_ == 1 else proba)
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
+        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order
+        (for two classes ``[1 - p, p]`` from the one logistic unit; for multilabel targets,
+        each label's probability)."""
         X = self._validate_X(X)
+        if self.model_.output == "sigmoid" and self.n_outputs_ == 1:
+            # [sigmoid(-z), sigmoid(z)]: the same as [1 - p, p] to rounding, but 1 - p is
+            # not rounded to 0 where p rounds to 1, so log(predict_proba) stays finite
+            z = self.model_.forward(X)[:, 0]
+            return np.column_stack([expit(-z), expit(z)])
         return self.model_.predict_proba(X)
 
     def predict_log_proba(self, X):
-        """Log-probabilities, computed as a log-softmax (finite where ``predict_proba``
-        underflows to 0)."""
+        """Log-probabilities computed from the scores (log-softmax, or for logistic units
+        ``log p = -log(1 + exp(-z))`` and ``log(1 - p) = -log(1 + exp(z))``): finite where
+        ``predict_proba`` underflows to 0."""
         X = self._validate_X(X)
-        return self.model_.predict_log_proba(X)
+        if self.model_.output == "softmax" or self.n_outputs_ > 1:
+            return self.model_.predict_log_proba(X)
+        z = self.model_.forward(X)[:, 0]
+        return np.column_stack([-np.logaddexp(0, z), -np.logaddexp(0, -z)])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
         return tags
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """A multilayer perceptron regressor with scikit-learn's API, trained by fusedmlp.
 
-    Drop-in for ``sklearn.neural_network.MLPRegressor`` (``loss="squared_error"``) with
-    ``solver="adam"`` or ``"sgd"``. The parameters are those of :class:`MLPClassifier`;
-    ``early_stopping`` monitors the validation R^2.
+    Drop-in for ``sklearn.neural_network.MLPRegressor``. The parameters are those of
+    :class:`MLPClassifier` plus ``loss``; ``early_stopping`` monitors the validation R^2.
 
     Parameters
     ----------
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        ``"squared_error"``: identity output, half the squared error. ``"poisson"``:
+        exponential output ``exp(z)`` (a log link) trained with the half Poisson deviance
+        ``exp(z) - y z + y log y - y``, for counts or rates ``y >= 0`` (scikit-learn's
+        definition, computed from ``z`` so ``y log y`` is exact and 0 at ``y = 0``).
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, \
 momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon, \
-n_iter_no_change, dtype, n_threads
+n_iter_no_change, max_fun, dtype, n_threads
         As in :class:`MLPClassifier`.
 
     Attributes
@@ -1012,7 +1129,8 @@ n_iter_no_change, dtype, n_threads
     coefs_, intercepts_ : list of ndarray
         Views of the layers' ``W`` and ``b``; assignable as in :class:`MLPClassifier`.
     loss_, loss_curve_, best_loss_
-        Half the mean squared error plus the L2 term, as scikit-learn reports it.
+        Half the mean squared error (or the half Poisson deviance summed over the outputs)
+        plus the L2 term, as scikit-learn reports it.
     validation_scores_, best_validation_score_
         Validation R^2 per epoch (with ``early_stopping``).
     n_iter_, t_, n_features_in_, feature_names_in_, n_outputs_, n_layers_, out_activation_
@@ -1036,7 +1154,31 @@ n_iter_no_change, dtype, n_threads
     True
     """
 
-    _output = "identity"
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, loss="squared_error",
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype=None, n_threads="auto"):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
+            n_threads=n_threads)
+        self.loss = loss
+
+    def _check_params(self):
+        super()._check_params()
+        if self.loss not in ("squared_error", "poisson"):
+            raise ValueError(f"loss must be 'squared_error' or 'poisson', got {self.loss!r}")
+
+    def _model_output(self):
+        return "exp" if self.loss == "poisson" else "identity"
 
     def fit(self, X, y, sample_weight=None):
         """Train on (X, y) for up to ``max_iter`` epochs.
@@ -1066,17 +1208,13 @@ n_iter_no_change, dtype, n_threads
         y = np.ascontiguousarray(y, dtype=X.dtype)
         if y.ndim == 1:
             y = y[:, None]
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("loss='poisson' needs non-negative targets (counts or rates): "
+                             f"y has negative values, the smallest is {y.min()!r}")
         return X, y
 
     def _n_outputs(self, y):
         return y.shape[1]
-
-    def _gradient_scale(self):
-        # scikit-learn: d/dpred = (pred - y) / n; fusedmlp's MSE: 2 (pred - y) / (n k).
-        return self.n_outputs_ / 2.0 if "n_outputs_" in self.__dict__ else 0.5
-
-    def _reported_loss_factor(self):
-        return 0.5                 # scikit-learn reports half the mean squared error
 
     def _validation_score(self, X, y, sample_weight):
         try:

@@ -323,7 +323,7 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
         optimizer.weight_decay = weight_decay
     if clip_norm is not None:
         optimizer.clip_norm = clip_norm
-    classify = model.output == "softmax"
+    classify = model.output in ("softmax", "sigmoid")      # accuracy is defined
     history = _new_history(classify, validation is not None)
 
     batches = Batches(X, y, weights, batch_size)
