@@ -553,12 +553,12 @@ class _BaseMLP(BaseEstimator):
         total = float(len(X) if sample_weight is None else sample_weight.sum(dtype=np.float64))
         alpha = float(self.alpha) / total
         n_weights = sum(layer.W.size for layer in model.layers)
-        params, grads = model._params, model._grads          # live flat buffers
+        params, grads = model.parameters, model.gradients    # live flat buffers
         gradient = np.empty(params.size, np.float64)
 
         def loss_and_gradient(packed):
             params[...] = packed
-            loss = model._step(X, y, 0, model._no_update, None, None, sample_weight)
+            loss, _ = model.loss_and_gradients(X, y, sample_weight=sample_weight)
             weights = packed[:n_weights]
             np.multiply(grads, scale, out=gradient)
             gradient[:n_weights] += alpha * weights
