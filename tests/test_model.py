@@ -296,6 +296,26 @@ def test_exp_output_predicts_the_mean_and_refuses_negative_targets():
         sigmoid.train_step(X, np.ones((30, 1)), fusedmlp.SGD(0.1))
 
 
+@pytest.mark.parametrize("output", ["sigmoid", "exp"])
+def test_fit_reports_the_loss_and_accuracy_of_logistic_and_exp_outputs(output):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    if output == "sigmoid":
+        Y = np.column_stack([X[:, 0] > 0, X[:, 1] + X[:, 2] > 0]).astype(float)
+    else:
+        Y = rng.poisson(np.exp(0.5 * X[:, :2])).astype(float)
+    model = fusedmlp.MLP([4, 16, 2], activation="tanh", output=output, dtype=np.float64, seed=0)
+    history = model.fit(X[:200], Y[:200], epochs=30, batch_size=20, optimizer=fusedmlp.Adam(0.01),
+                        validation_data=(X[200:], Y[200:]))
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["val_loss"][-1] == pytest.approx(model.loss(X[200:], Y[200:]), rel=1e-10)
+    if output == "sigmoid":
+        assert history["val_accuracy"][-1] == pytest.approx(model.score(X[200:], Y[200:]))
+        assert history["accuracy"][-1] > 0.9
+    else:
+        assert "accuracy" not in history
+
+
 def test_sigmoid_and_exp_models_save_and_load(tmp_path):
     for output in ("sigmoid", "exp"):
         model = fusedmlp.MLP([4, 5, 2], output=output, dtype=np.float64, seed=0)

@@ -33,6 +33,8 @@ class Inference(enum.IntEnum):
 class Loss(enum.IntEnum):
     SOFTMAX_CROSS_ENTROPY = 0
     MEAN_SQUARED_ERROR = 1
+    BINARY_CROSS_ENTROPY = 2
+    POISSON_DEVIANCE = 3
 
 
 class Optimizer(enum.IntEnum):
@@ -51,3 +53,4 @@ class Status(enum.IntEnum):
     BAD_TARGET = 3
     BAD_LOSS = 4
     BAD_OUTPUT = 5
+    BAD_RANGE = 6

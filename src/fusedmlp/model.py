@@ -184,6 +184,11 @@ class MLP:
         return [layer.activation for layer in self.layers[:-1]]
 
     @property
+    def is_classifier(self) -> bool:
+        """True for the outputs with probabilities and an accuracy ("softmax", "sigmoid")."""
+        return self.output in _CLASSIFIERS
+
+    @property
     def n_parameters(self) -> int:
         return self._params.size
 
@@ -475,7 +480,7 @@ class MLP:
         return float(1 - residual / total) if total > 0 else 0.0
 
     def _need_classifier(self, what):
-        if self.output not in _CLASSIFIERS:
+        if not self.is_classifier:
             raise AttributeError(f"{what} needs output='softmax' or 'sigmoid'; this model is "
                                  f"a regressor (output={self.output!r})")
 

@@ -119,11 +119,11 @@ def run_epoch(step, batches: Batches, order=None, *, validation=None, progress=N
         if per_call < n_batches:
             progress.batch(-(-stop // size), n_batches, results[0] / stop)
     result = EpochResult(results[0] / n)
-    if step.model.output == "softmax":
+    if step.model.is_classifier:
         result.accuracy = results[1] / n
     if validation is not None:
         result.val_loss = results[3]
-        if step.model.output == "softmax":
+        if step.model.is_classifier:
             result.val_accuracy = results[4] / len(validation[0])
     return result
 
@@ -323,7 +323,7 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
         optimizer.weight_decay = weight_decay
     if clip_norm is not None:
         optimizer.clip_norm = clip_norm
-    classify = model.output in ("softmax", "sigmoid")      # accuracy is defined
+    classify = model.is_classifier
     history = _new_history(classify, validation is not None)
 
     batches = Batches(X, y, weights, batch_size)
