@@ -12,6 +12,9 @@ Inputs and outputs of the exported graph:
   first, as ``predict``).
 - ``output="identity"``: ``predictions``, ``(N, n_outputs)``, or ``(N,)`` for one output
   (as ``predict``).
+- ``output="sigmoid"``: ``probabilities`` (``Sigmoid`` of each output; for one output the two
+  columns ``[sigmoid(-z), sigmoid(z)]`` of the estimators' two-class ``predict_proba``) and
+  ``label``, int64 indicators ``z > 0`` (``(N,)`` for one output, else ``(N, n_outputs)``).
 
 Activations with an operator that every runtime implements for float32 and float64 use it
 (``Relu``, ``Sigmoid``, ``Tanh``); the others are composed from elementary operators, because
@@ -147,7 +150,23 @@ def _identity_head(g: _Graph, scores: str, n_outputs: int) -> List[tuple]:
     return [("predictions", g.dtype, ["N", n_outputs])]
 
 
-_HEADS = {"softmax": _softmax_head, "identity": _identity_head}
+def _sigmoid_head(g: _Graph, scores: str, n_outputs: int) -> List[tuple]:
+    # label: logit > 0 (probability above 1/2), int64
+    positive = g.op("Greater", scores, g.const(0))
+    if n_outputs == 1:
+        # one logistic unit: [sigmoid(-z), sigmoid(z)], as the estimators' predict_proba for
+        # two classes, and the (N,) label of predict
+        g.op("Concat", g.op("Sigmoid", g.op("Neg", scores)), g.op("Sigmoid", scores),
+             output="probabilities", axis=1)
+        squeezed = g.op("Squeeze", positive, g.const([1], dtype=np.int64))
+        g.op("Cast", squeezed, output="label", to=g.onnx.TensorProto.INT64)
+        return [("probabilities", g.dtype, ["N", 2]), ("label", np.int64, ["N"])]
+    g.op("Sigmoid", scores, output="probabilities")
+    g.op("Cast", positive, output="label", to=g.onnx.TensorProto.INT64)
+    return [("probabilities", g.dtype, ["N", n_outputs]), ("label", np.int64, ["N", n_outputs])]
+
+
+_HEADS = {"softmax": _softmax_head, "identity": _identity_head, "sigmoid": _sigmoid_head}
 
 
 def build(model: "MLP", *, classes: Optional[Sequence] = None) -> "onnx.ModelProto":
