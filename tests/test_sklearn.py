@@ -269,7 +269,9 @@ def test_binary_and_multilabel_use_scikit_learns_logistic_layout(digits):
 
 
 LBFGS_CASES = ["multiclass", "binary", "multilabel", "regression-2-outputs", "poisson",
-               "sample-weight-binary"]
+               pytest.param("sample-weight-binary", marks=pytest.mark.xfail(
+                   reason="open: weighted lbfgs on current main, see LBFGS_WEIGHTS_REASON",
+                   strict=False))]
 
 
 @pytest.mark.parametrize("case", LBFGS_CASES)
