@@ -35,18 +35,9 @@ FLOAT32_REASON = (
 )
 
 
-LBFGS_WEIGHTS_REASON = (
-    "open (notes/issue-15.md): with solver='lbfgs' the weighted and the repeated-rows fits "
-    "end further apart than the check's rtol=1e-7 on current main (it passed before the "
-    "latest sample-weight/threading changes landed); the stochastic solvers pass")
-
-
 def _expected_failures(estimator):
-    if estimator.solver == "lbfgs" and isinstance(estimator, MLPRegressor):
-        return {"check_sample_weight_equivalence_on_dense_data": LBFGS_WEIGHTS_REASON}
     if estimator.solver == "lbfgs" and isinstance(estimator, MLPClassifier):
-        return {"check_sample_weight_equivalence_on_dense_data": LBFGS_WEIGHTS_REASON,
-                "check_classifiers_multilabel_output_format_predict_proba": (
+        return {"check_classifiers_multilabel_output_format_predict_proba": (
             "lbfgs fits the check's small multilabel problem until some probabilities round "
             "to exactly 1.0 in float64, and the check wants them strictly below 1; "
             "scikit-learn's own MLPClassifier(solver='lbfgs') fails it the same way")}
@@ -269,9 +260,7 @@ def test_binary_and_multilabel_use_scikit_learns_logistic_layout(digits):
 
 
 LBFGS_CASES = ["multiclass", "binary", "multilabel", "regression-2-outputs", "poisson",
-               pytest.param("sample-weight-binary", marks=pytest.mark.xfail(
-                   reason="open: weighted lbfgs on current main, see LBFGS_WEIGHTS_REASON",
-                   strict=False))]
+               "sample-weight-binary"]
 
 
 @pytest.mark.parametrize("case", LBFGS_CASES)

@@ -550,7 +550,10 @@ class _BaseMLP(BaseEstimator):
         """
         model = self.model_
         factor, scale = self._reported_loss_factor(), self._gradient_scale()
-        total = float(len(X) if sample_weight is None else sample_weight.sum(dtype=np.float64))
+        # the weights arrive scaled by 2**-_weight_exponent (_check_sample_weight); the loss is
+        # a weighted mean and does not see the scale, but alpha / sum(s) is of the weights given
+        total = float(len(X) if sample_weight is None else
+                      np.ldexp(sample_weight.sum(dtype=np.float64), self._weight_exponent))
         alpha = float(self.alpha) / total
         n_weights = sum(layer.W.size for layer in model.layers)
         params, grads = model.parameters, model.gradients    # live flat buffers

@@ -37,36 +37,23 @@ if not UPSTREAM.is_file():
 
 _ESTIMATORS = ("MLPClassifier", "MLPRegressor")
 
-_LBFGS = "solver='lbfgs'"
 _PENDING = "pending issue 15 (scikit-learn parity): "
-_PENDING_18 = "pending issue 18: "
 
 #: Upstream tests that are expected to fail, with the reason (conftest.py marks them
 #: ``xfail(strict=False)``). Keys: a test name (all its parametrisations) or
 #: "name[parameter-id prefix"; reasons starting "does not apply" name a test of
 #: scikit-learn's internals rather than of the estimators' behaviour.
 EXPECTED_FAILURES = {
-    "test_fit": _PENDING + "a two-class MLPClassifier with one logistic output unit "
-                "(the worked example sets coefs_ of shape (2, 1) and out_activation_='logistic')",
     "test_gradient": "does not apply: it checks scikit-learn's private "
                      "_loss_grad_lbfgs(theta, X, Y, sample_weight, activations, deltas, "
                      "coef_grads, intercept_grads), whose arguments are scikit-learn's own "
                      "work buffers; fusedmlp checks its gradients against central differences "
-                     "for every activation, loss and depth in tests/test_model.py. It also "
-                     "needs " + _LBFGS + " (issue 15) to fit first",
-    "test_lbfgs_classification": _PENDING + _LBFGS,
-    "test_lbfgs_regression": _PENDING + _LBFGS,
-    "test_lbfgs_classification_maxfun": _PENDING + _LBFGS + " and max_fun",
-    "test_lbfgs_regression_maxfun": _PENDING + _LBFGS + " and max_fun",
-    "test_multilabel_classification": _PENDING + "multilabel targets and " + _LBFGS,
-    "test_multioutput_regression": _PENDING + _LBFGS,
-    "test_predict_proba_multilabel": _PENDING + "multilabel targets and " + _LBFGS,
-    "test_sparse_matrices": _PENDING + "scipy.sparse input and " + _LBFGS,
-    "test_warm_start": _PENDING + _LBFGS,
-    "test_mlp_warm_start_no_convergence[lbfgs-": _PENDING + _LBFGS,
-    "test_mlp_vs_poisson_glm_equivalent": _PENDING + "MLPRegressor(loss='poisson') and "
-                                          + _LBFGS,
-    # issue 18's own remaining work (removed entry by entry as it lands)
+                     "for every activation, loss and depth in tests/test_model.py",
+    "test_predict_proba_multilabel": "a deliberate difference: for logistic outputs "
+        "predict_log_proba is computed from the logits (log-sigmoid, finite where the "
+        "probability rounds to 1.0), where scikit-learn defines it as log(predict_proba); "
+        "the test compares the two with atol=0 on rows whose probabilities round to 1.0",
+    "test_sparse_matrices": _PENDING + "scipy.sparse input",
 }
 
 
