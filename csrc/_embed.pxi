@@ -25,7 +25,8 @@ from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport uint32_t
 cimport numpy as cnp
 from fusedmlp._codes cimport (OK, BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_LOSS, BAD_RANGE, SCORES,
-                             PROBABILITIES, LOG_PROBABILITIES, SOFTMAX_CROSS_ENTROPY)
+                             PROBABILITIES, LOG_PROBABILITIES, SOFTMAX_CROSS_ENTROPY,
+                             BINARY_CROSS_ENTROPY, POISSON_DEVIANCE)
 
 import numpy as _np
 
@@ -320,6 +321,18 @@ cdef size_t capi_scratch_bytes(const fusedmlp_model* model, Py_ssize_t m) noexce
     return scratch_bytes(handle.net, m, 8 if handle.is_double else 4)
 
 
+cdef inline bint output_allowed(int loss, int output) noexcept nogil:
+    """What MLP's inference methods give for each output kind: scores always; probabilities
+    and log-probabilities for softmax and sigmoid outputs (predict_proba/predict_log_proba);
+    PROBABILITIES of an exponential output is its mean exp(z) (MLP.predict)."""
+    if output == SCORES:
+        return True
+    if output == PROBABILITIES or output == LOG_PROBABILITIES:
+        return (loss == SOFTMAX_CROSS_ENTROPY or loss == BINARY_CROSS_ENTROPY
+                or (loss == POISSON_DEVIANCE and output == PROBABILITIES))
+    return False
+
+
 cdef int capi_infer(const fusedmlp_model* model, const floating* X, Py_ssize_t m,
                     floating* out, int output, void* scratch) noexcept nogil:
     cdef const ModelHandle* handle = <const ModelHandle*>model
@@ -331,8 +344,7 @@ cdef int capi_infer(const fusedmlp_model* model, const floating* X, Py_ssize_t m
     cdef int status
     if handle.is_double != (sizeof(floating) == sizeof(double)):
         return FUSEDMLP_WRONG_DTYPE
-    if (m < 0 or output < SCORES or output > LOG_PROBABILITIES
-            or (output != SCORES and net.loss != SOFTMAX_CROSS_ENTROPY)):
+    if m < 0 or not output_allowed(net.loss, output):
         return FUSEDMLP_BAD_ARGUMENT
     if m == 0:
         return OK

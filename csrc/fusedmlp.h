@@ -55,7 +55,8 @@ extern "C" {
 enum { FUSEDMLP_FLOAT32 = 0, FUSEDMLP_FLOAT64 = 1 };
 
 /* What fusedmlp_infer_* writes: MLP.forward, predict_proba, predict_log_proba. The last two
- * need a classification model (output="softmax"). */
+ * need a classification model (output="softmax" or "sigmoid"); for output="exp",
+ * FUSEDMLP_PROBABILITIES gives the predicted mean exp(z) (MLP.predict). */
 enum { FUSEDMLP_SCORES = 0, FUSEDMLP_PROBABILITIES = 1, FUSEDMLP_LOG_PROBABILITIES = 2 };
 
 /* Return codes. Positive codes are refused data (the Python API raises ValueError or
@@ -72,7 +73,9 @@ enum {
     FUSEDMLP_BAD_RANGE = 6,        /* a target outside [0, 1] (sigmoid) or negative (exp) */
     FUSEDMLP_WRONG_DTYPE = -1,     /* an f32 function on a float64 model, or the reverse */
     FUSEDMLP_BAD_ARGUMENT = -2,    /* NULL array, m < 0, unknown output, out overlapping X,
-                                      labels with targets, probabilities of a regressor */
+                                      labels with targets, probabilities of an identity
+                                      (regression) output, log-probabilities of an
+                                      exp output */
     FUSEDMLP_TOO_MANY_ROWS = -3,   /* a training batch larger than the trainer's max_batch */
     FUSEDMLP_NO_MEMORY = -4        /* scratch == NULL and the scratch could not be allocated */
 };

@@ -290,6 +290,36 @@ def test_c_api_inference_from_threads_equals_python(c_client, dtype, output):
         assert out.tobytes() == expected.tobytes(), block
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("output", ["sigmoid", "exp"])
+def test_c_api_probabilities_of_sigmoid_and_exp_outputs_equal_python(c_client, dtype, output):
+    # sigmoid: PROBABILITIES / LOG_PROBABILITIES are predict_proba / predict_log_proba (one
+    # column per logistic unit); exp: PROBABILITIES is the predicted mean (predict), and
+    # log-probabilities of a count model are refused as Python refuses predict_log_proba
+    rng = np.random.default_rng(9)
+    model = fusedmlp.MLP([12, 16, 3], output=output, dtype=dtype, seed=2)
+    X = rng.normal(size=(40, 12)).astype(dtype)
+    y = (rng.random((40, 3)) < 0.4).astype(dtype) if output == "sigmoid" else rng.poisson(
+        2.0, size=(40, 3)).astype(dtype)
+    model.fit(X, y, epochs=2, batch_size=8, optimizer=fusedmlp.Adam(0.01))
+    X[0, :] *= 40                                    # saturated units: log-probabilities finite
+    handle = c_client.model_new(model)
+    dtype_code = 0 if dtype == np.float32 else 1
+    methods = ({1: model.predict_proba, 2: model.predict_log_proba} if output == "sigmoid"
+               else {1: model.predict})
+    for code, method in methods.items():
+        for block, scratch in ((40, False), (7, True), (1, False)):
+            out = np.full((40, 3), np.nan, dtype)
+            assert c_client.infer(handle, X, out, code, block, scratch, dtype_code) == 0
+            # (BLAS may round differently for another number of rows: compare block by block)
+            expected = np.concatenate([method(X[i:i + block]) for i in range(0, 40, block)])
+            assert out.tobytes() == expected.tobytes(), (code, block)
+    if output == "exp":
+        codes = c_client.constants()
+        out = np.empty((40, 3), dtype)
+        assert c_client.infer(handle, X, out, 2, 40, False, dtype_code) == codes["BAD_ARGUMENT"]
+
+
 def test_c_api_handle_keeps_the_model_alive(c_client):
     model = _classifier(np.float64)
     X = np.random.default_rng(7).normal(size=(4, 12))
