@@ -272,8 +272,7 @@ cdef fusedmlp_trainer* capi_trainer_new(PyObject* mlp, PyObject* optimizer,
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     bound = model.bind(opt)               # checks the optimiser, binds its state to model
-    with model._lock:
-        model._ensure_workspace(max_batch)
+    model.reserve(max_batch)
     cdef double* hyper = <double*>address(bound.hyper, b'd', True, H_SIZE)
     cdef void* state_a = address(bound.state_a, network.kind, True, network.net.n_params)
     cdef void* state_b = address(bound.state_b, network.kind, True, network.net.n_params)

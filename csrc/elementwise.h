@@ -50,8 +50,8 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Activation numbers: the same as in csrc/_activations.pxd and fusedmlp.ACTIVATIONS. */
-enum { FM_IDENTITY = 0, FM_RELU = 1, FM_SIGMOID = 2, FM_TANH = 3, FM_STEP = 4,
+/* Activation numbers (named for Python by csrc/fusedmlp/_codes.pxd: fusedmlp.ACTIVATIONS). */
+enum fm_activation { FM_IDENTITY = 0, FM_RELU = 1, FM_SIGMOID = 2, FM_TANH = 3, FM_STEP = 4,
        FM_LEAKY_RELU = 5, FM_ELU = 6, FM_SOFTPLUS = 7 };
 
 #define FM_LEAKY_SLOPE 0.01

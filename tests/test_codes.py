@@ -14,8 +14,7 @@ from fusedmlp.model import OUTPUTS, STATUS_ERRORS
 
 
 def test_activation_names_and_codes_are_one_to_one():
-    declared = {name[len("ACT_"):].lower(): getattr(_codes, name)
-                for name in dir(_codes) if name.startswith("ACT_")}
+    declared = {code.name[len("ACT_"):].lower(): code.value for code in _codes.Activation}
     assert fusedmlp.ACTIVATIONS == declared
     codes = list(fusedmlp.ACTIVATIONS.values())
     assert codes == sorted(codes) == list(range(len(codes)))      # each code once, no gaps

@@ -13,8 +13,9 @@
 # names them, so a mismatch cannot compile. Everything else is numbered here.
 
 cdef extern from "elementwise.h":
-    # The activation functions (ACT_<NAME>: fusedmlp.ACTIVATIONS["<name>"]).
-    cpdef enum:
+    # The activation functions (ACT_<NAME>: fusedmlp.ACTIVATIONS["<name>"]); Python sees them
+    # as the members of fusedmlp._codes.Activation.
+    cpdef enum Activation "fm_activation":
         ACT_IDENTITY "FM_IDENTITY"
         ACT_RELU "FM_RELU"
         ACT_SIGMOID "FM_SIGMOID"

@@ -11,10 +11,8 @@ or SciPy's BLAS); ``fusedmlp.show_config()`` says which. NumPy's and SciPy's BLA
 settings are never changed.
 """
 
-from .functional import (
-    ACTIVATIONS, elu, leaky_relu, log_softmax, one_hot, one_hot_encoding, relu, sigmoid,
-    softmax, softplus, step, tanh,
-)
+from . import functional as _functional
+from .functional import *  # noqa: F401,F403  (the array functions and ACTIVATIONS: its __all__)
 from .gradcheck import gradient_check
 from .layers import Dense, MeanSquaredError, SoftmaxCrossEntropy
 from ._config import show_config
@@ -36,8 +34,7 @@ def get_include() -> str:
 
 
 __all__ = [
-    "ACTIVATIONS", "softmax", "log_softmax", "one_hot", "one_hot_encoding", "sigmoid", "relu",
-    "tanh", "step", "leaky_relu", "elu", "softplus",
+    *_functional.__all__,
     "Dense", "SoftmaxCrossEntropy", "MeanSquaredError", "MLP", "load", "gradient_check",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad",
     "ConstantLR", "StepLR", "CosineLR", "ReduceLROnPlateau", "show_config", "get_include",

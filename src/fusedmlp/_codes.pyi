@@ -3,14 +3,6 @@
 # the .pxd (tests/test_typing.py checks the names).
 import enum
 
-ACT_ELU: int
-ACT_IDENTITY: int
-ACT_LEAKY_RELU: int
-ACT_RELU: int
-ACT_SIGMOID: int
-ACT_SOFTPLUS: int
-ACT_STEP: int
-ACT_TANH: int
 H_BETA1: int
 H_BETA2: int
 H_CLIP_NORM: int
@@ -22,6 +14,12 @@ H_SIZE: int
 H_T: int
 H_WEIGHT_DECAY: int
 LEAKY_RELU_SLOPE: float
+
+
+# The activation functions: an IntEnum whose members ACT_<NAME> (one per entry of
+# fusedmlp.ACTIVATIONS) are read from elementwise.h through the .pxd and deliberately not
+# repeated here, so a new activation needs no stub line (Python code iterates over them).
+Activation: type[enum.IntEnum]
 
 
 class Inference(enum.IntEnum):

@@ -118,6 +118,8 @@ def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
 
 
 def as_positive_int(value, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer (bools and floats refused) in [minimum, maximum], as an int: the one
+    validator of integer settings."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {describe(value)}")
     if value < minimum:
@@ -130,15 +132,17 @@ def as_positive_int(value, name: str, minimum: int = 1, maximum: int | None = No
 def as_real(value, name: str, *, low=-math.inf, high=math.inf, low_open=False,
             high_open=False) -> float:
     """A finite real number (bools and strings refused) in the interval from low to high
-    (closed unless low_open/high_open), as a float."""
+    (closed unless low_open/high_open), as a float: the one validator of real-valued
+    settings (optimisers, schedules, fit keywords and the scikit-learn estimators' params)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok or not math.isfinite(value):
+        raise TypeError(f"{name} must be a real number, got {describe(value)}")
+    number = float(value)
+    ok = ((number > low if low_open else number >= low)
+          and (number < high if high_open else number <= high))
+    if not ok or not math.isfinite(number):
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
         raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}, got {value}")
-    return value
+    return number
 
 
 def as_bool(value, name: str) -> bool:

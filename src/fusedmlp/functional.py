@@ -24,10 +24,9 @@ __all__ = [
 ]
 
 #: Activation names and the numbers the kernels know them by (``ACT_<NAME>`` in
-#: csrc/_codes.pxd), in the kernels' order.
-ACTIVATIONS = dict(sorted(((name[len("ACT_"):].lower(), getattr(_codes, name))
-                           for name in dir(_codes) if name.startswith("ACT_")),
-                          key=lambda item: item[1]))
+#: csrc/fusedmlp/_codes.pxd), in the kernels' order.
+ACTIVATIONS = {code.name[len("ACT_"):].lower(): int(code)
+               for code in sorted(_codes.Activation)}
 
 
 def _rowwise(x, axis, out, log: bool):

@@ -284,6 +284,14 @@ class MLP:
         return (X.dtype == self.dtype and X.shape[1] == self.layer_sizes[0]
                 and X.flags.c_contiguous and len(X) <= BLAS_INT_MAX)
 
+    def reserve(self, max_batch: int) -> None:
+        """Allocate the training workspace for batches of up to `max_batch` rows now, so
+        that no later step or epoch of at most that size allocates (the workspace otherwise
+        grows on the first larger batch)."""
+        max_batch = as_positive_int(max_batch, "max_batch")
+        with self._lock:
+            self._ensure_workspace(max_batch)
+
     def _ensure_workspace(self, m):
         if m <= self._net.max_batch:
             return

@@ -37,10 +37,6 @@ HYPER_SIZE = _codes.H_SIZE     # entries of the hyper-parameter array
 _BINDING = threading.Lock()
 
 
-def _real(value, name, *, low=0.0, **limits) -> float:
-    return as_real(value, name, low=low, **limits)
-
-
 # The legal range and hyper-parameter slot of every optimiser setting: the one table that the
 # constructors, the property setters, load_state_dict and model files (fusedmlp.load) check
 # against, through check_hyper below.
@@ -61,7 +57,7 @@ MAX_STEPS = 2**53
 def check_hyper(name: str, value) -> float:
     """`value` as a float if it is a legal `name` (``"lr"``, ``"beta1"``, ...), else
     TypeError/ValueError naming it."""
-    return _real(value, name, **_SETTINGS[name][1])
+    return as_real(value, name, **{"low": 0.0, **_SETTINGS[name][1]})
 
 
 def _check_steps(value) -> int:
@@ -380,7 +376,7 @@ class StepLR:
 
     def __init__(self, step_size=10, gamma=0.1):
         self.step_size = int(step_size)
-        self.gamma = _real(gamma, "gamma", low_open=True)
+        self.gamma = as_real(gamma, "gamma", low=0.0, low_open=True)
         if self.step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}")
 
@@ -393,7 +389,7 @@ class CosineLR:
 
     def __init__(self, total_epochs, min_lr=0.0):
         self.total_epochs = int(total_epochs)
-        self.min_lr = _real(min_lr, "min_lr")
+        self.min_lr = as_real(min_lr, "min_lr", low=0.0)
         if self.total_epochs < 1:
             raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
 
@@ -407,10 +403,10 @@ class ReduceLROnPlateau:
     ``min_delta`` for ``patience`` epochs."""
 
     def __init__(self, factor=0.1, patience=5, min_lr=0.0, min_delta=1e-4):
-        self.factor = _real(factor, "factor", low_open=True, high=1.0, high_open=True)
+        self.factor = as_real(factor, "factor", low=0.0, low_open=True, high=1.0, high_open=True)
         self.patience = int(patience)
-        self.min_lr = _real(min_lr, "min_lr")
-        self.min_delta = _real(min_delta, "min_delta")
+        self.min_lr = as_real(min_lr, "min_lr", low=0.0)
+        self.min_delta = as_real(min_delta, "min_delta", low=0.0)
         self.best, self.wait = math.inf, 0
 
     def __call__(self, epoch, lr0, lr, loss):

@@ -88,7 +88,7 @@ except ImportError as exc:                               # pragma: no cover - de
         "pip install scikit-learn (from a fusedmlp checkout: pip install \".[sklearn]\")"
     ) from exc
 
-from ._validation import weight_exponent
+from ._validation import as_positive_int, as_real, weight_exponent
 from .functional import ACTIVATIONS
 from .model import MLP
 from .optim import SGD, Adam
@@ -114,16 +114,6 @@ def _is_int(value) -> bool:
 
 def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_real(value, name, *, low, high=np.inf, low_open=False, high_open=False):
-    if not _is_real(value):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if not (above and below):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
 
 
 class _DivergenceError(ValueError, FloatingPointError):
@@ -166,13 +156,6 @@ def _has_stochastic_solver(estimator) -> bool:
             f"{list(_STOCHASTIC_SOLVERS)}. {estimator.solver!r} is not stochastic."
         )
     return True
-
-
-def _check_int(value, name, *, low):
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
 
 
 class _BaseMLP(BaseEstimator):
@@ -262,22 +245,22 @@ class _BaseMLP(BaseEstimator):
             if not _is_int(self.batch_size):
                 raise TypeError(f"batch_size must be 'auto' or a positive integer, "
                                 f"got {self.batch_size!r}")
-            _check_int(self.batch_size, "batch_size", low=1)
-        _check_real(self.alpha, "alpha", low=0)
-        _check_real(self.learning_rate_init, "learning_rate_init", low=0, low_open=True)
-        _check_real(self.power_t, "power_t", low=0)
-        _check_int(self.max_iter, "max_iter", low=1)
-        _check_int(self.max_fun, "max_fun", low=1)
-        _check_real(self.tol, "tol", low=0)
-        _check_real(self.momentum, "momentum", low=0, high=1, high_open=True)
-        _check_real(self.beta_1, "beta_1", low=0, high=1, high_open=True)
-        _check_real(self.beta_2, "beta_2", low=0, high=1, high_open=True)
-        _check_real(self.epsilon, "epsilon", low=0, low_open=True)
+            as_positive_int(self.batch_size, "batch_size")
+        as_real(self.alpha, "alpha", low=0.0)
+        as_real(self.learning_rate_init, "learning_rate_init", low=0.0, low_open=True)
+        as_real(self.power_t, "power_t", low=0.0)
+        as_positive_int(self.max_iter, "max_iter")
+        as_positive_int(self.max_fun, "max_fun")
+        as_real(self.tol, "tol", low=0.0)
+        as_real(self.momentum, "momentum", low=0.0, high=1, high_open=True)
+        as_real(self.beta_1, "beta_1", low=0.0, high=1, high_open=True)
+        as_real(self.beta_2, "beta_2", low=0.0, high=1, high_open=True)
+        as_real(self.epsilon, "epsilon", low=0.0, low_open=True)
         if self.early_stopping:
-            _check_real(self.validation_fraction, "validation_fraction", low=0, high=1,
+            as_real(self.validation_fraction, "validation_fraction", low=0.0, high=1,
                         low_open=True, high_open=True)
         else:
-            _check_real(self.validation_fraction, "validation_fraction", low=0, high=1,
+            as_real(self.validation_fraction, "validation_fraction", low=0.0, high=1,
                         high_open=True)
         if not (self.n_iter_no_change == np.inf or _is_int(self.n_iter_no_change)):
             raise TypeError(f"n_iter_no_change must be a positive integer or numpy.inf, "
