@@ -150,3 +150,22 @@ def test_no_private_attributes_of_other_modules(name):
         and not (isinstance(node.value, ast.Name) and node.value.id in ("np", "sys", "os"))
     )
     assert not foreign, f"{name} uses private names defined elsewhere: {foreign}"
+
+
+CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+
+
+@pytest.mark.skipif(not os.path.isdir(CSRC), reason="needs the source tree's csrc/")
+def test_the_compiled_core_uses_only_the_public_surface_of_python_objects():
+    # The Cython C API (_embed.pxi) and the network hold Python models and optimisers:
+    # they go through their public methods (MLP.bind, MLP.reserve, ...), as io and sklearn do.
+    import re
+
+    pattern = re.compile(r"\b(model|mlp|opt|optimizer|bound)\._[a-z]\w*")
+    found = []
+    for name in sorted(os.listdir(CSRC)):
+        if name.endswith((".pyx", ".pxi", ".pxd")):
+            for number, line in enumerate(open(os.path.join(CSRC, name)), 1):
+                if pattern.search(line.split("#")[0]):
+                    found.append(f"{name}:{number}: {line.strip()}")
+    assert not found, found
