@@ -385,13 +385,18 @@ def test_multilabel_fit_partial_fit_predict_score(digits):
         MLPClassifier(max_iter=2).fit(X, np.column_stack([y % 3, y % 4]))
 
 
-def test_binary_log_proba_is_finite_where_proba_underflows(digits):
+def test_log_proba_is_scikit_learns_and_the_models_is_finite_where_proba_underflows(digits):
     X, y = digits
     clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0).fit(X, y % 2)
-    clf.intercepts_[-1][...] = 800.0                           # p = 1, 1 - p = 0 exactly
-    log_proba = clf.predict_log_proba(X[:5])
-    assert np.all(np.isfinite(log_proba)) and np.all(log_proba[:, 0] < -700)
-    np.testing.assert_array_equal(clf.predict_proba(X[:5])[:, 1], 1.0)
+    clf.intercepts_[-1][...] = -800.0                          # p = 0, 1 - p = 1 exactly
+    proba = clf.predict_proba(X[:5])
+    np.testing.assert_array_equal(proba[:, 1], 0.0)
+    with np.errstate(divide="ignore"):
+        np.testing.assert_array_equal(clf.predict_log_proba(X[:5]), np.log(proba))
+    assert np.all(clf.predict_log_proba(X[:5])[:, 1] == -np.inf)
+    # the compiled model's own log-probabilities come from the logits: finite
+    log_p = clf.model_.predict_log_proba(X[:5])
+    assert log_p.shape == (5, 1) and np.all(np.isfinite(log_p)) and np.all(log_p < -700)
 
 
 def test_partial_fit_needs_classes_first_and_continues(digits):

@@ -1075,14 +1075,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self.model_.predict_proba(X)
 
     def predict_log_proba(self, X):
-        """Log-probabilities computed from the scores (log-softmax, or for logistic units
-        ``log p = -log(1 + exp(-z))`` and ``log(1 - p) = -log(1 + exp(z))``): finite where
-        ``predict_proba`` underflows to 0."""
-        X = self._validate_X(X)
-        if self.model_.output == "softmax" or self.n_outputs_ > 1:
-            return self.model_.predict_log_proba(X)
-        z = self.model_.forward(X)[:, 0]
-        return np.column_stack([-np.logaddexp(0, z), -np.logaddexp(0, -z)])
+        """``log(predict_proba(X))``, scikit-learn's definition (so ``-inf`` where a
+        probability underflows to 0, and 0 where it rounds to 1). For log-probabilities
+        computed from the scores, finite and accurate near 1, use
+        ``model_.predict_log_proba(X)`` (fusedmlp's :class:`~fusedmlp.MLP`)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

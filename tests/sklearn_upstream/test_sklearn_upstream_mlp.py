@@ -49,10 +49,6 @@ EXPECTED_FAILURES = {
                      "coef_grads, intercept_grads), whose arguments are scikit-learn's own "
                      "work buffers; fusedmlp checks its gradients against central differences "
                      "for every activation, loss and depth in tests/test_model.py",
-    "test_predict_proba_multilabel": "a deliberate difference: for logistic outputs "
-        "predict_log_proba is computed from the logits (log-sigmoid, finite where the "
-        "probability rounds to 1.0), where scikit-learn defines it as log(predict_proba); "
-        "the test compares the two with atol=0 on rows whose probabilities round to 1.0",
     "test_sparse_matrices": _PENDING + "scipy.sparse input",
 }
 
