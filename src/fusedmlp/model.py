@@ -496,7 +496,8 @@ class MLP:
     def fit(self, X, y, *, epochs=10, batch_size=32, optimizer="adam", validation_data=None,
             validation_fraction=0.0, shuffle=True, verbose=0, sample_weight=None,
             lr_schedule=None, weight_decay=None, clip_norm=None, patience=None, min_delta=0.0,
-            restore_best_weights=True, callbacks=(), train_accuracy="batches"):
+            restore_best_weights=True, callbacks=(), train_accuracy="batches",
+            class_weight=None):
         """Train for `epochs` passes over (X, y) in mini-batches; returns the history.
 
         Each epoch is one compiled call (GIL released): it gathers every batch's rows, runs
@@ -525,6 +526,15 @@ class MLP:
             Finite, non-negative, not all zero; each batch's loss is the weighted mean.
             The weights are scaled by a power of two (exactly) so that their sum cannot
             overflow: only their ratios matter.
+        class_weight : None, "balanced" or dict, optional
+            Classification: row ``i`` of class ``c`` weighs ``class_weight[c] *
+            sample_weight[i]`` (exactly fit with that product as `sample_weight`). A dict
+            maps class indices (labels in y) to weights >= 0, absent classes weigh 1, a
+            label not in y is refused; ``"balanced"`` is scikit-learn's
+            ``n_samples / (n_classes * bincount(y))`` over the classes in y, with the
+            sample weights counted. Needs one class per row: integer labels, one-hot
+            rows, or 0/1 targets of one sigmoid output (multilabel models refuse it).
+            See :mod:`fusedmlp.class_weights`.
         lr_schedule : None, "constant", "step", "cosine", "plateau" or callable
             Sets ``optimizer.lr`` after each epoch (epochs count from 1; ``lr0`` is the rate
             at the start of fit). ``"step"``: ``lr0 * 0.1 ** (epoch // max(1, epochs // 3))``;
@@ -580,7 +590,7 @@ class MLP:
             shuffle=shuffle, verbose=verbose, sample_weight=sample_weight,
             lr_schedule=lr_schedule, weight_decay=weight_decay, clip_norm=clip_norm,
             patience=patience, min_delta=min_delta, restore_best_weights=restore_best_weights,
-            callbacks=callbacks, train_accuracy=train_accuracy)
+            callbacks=callbacks, train_accuracy=train_accuracy, class_weight=class_weight)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path, *, optimizer=None):

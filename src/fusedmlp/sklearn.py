@@ -79,6 +79,7 @@ try:
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_array, check_random_state
     from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.multiclass import (check_classification_targets, type_of_target,
                                           unique_labels)
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -486,6 +487,10 @@ class _BaseMLP(BaseEstimator):
         self._weight_exponent = weight_exponent(weights)
         return np.ldexp(weights, -self._weight_exponent)
 
+    def _weigh_classes(self, y, sample_weight, incremental):
+        """The sample weights with the class weights folded in (MLPClassifier)."""
+        return sample_weight
+
     def _fit(self, X, y, sample_weight=None, *, incremental=False, classes=None):
         self._check_params()
         if incremental and self.early_stopping:
@@ -502,6 +507,7 @@ class _BaseMLP(BaseEstimator):
         X, y = self._validate_input(X, y, first=first or build, incremental=incremental,
                                     classes=classes)
         dtype = X.dtype
+        sample_weight = self._weigh_classes(y, sample_weight, incremental)
         sample_weight = self._check_sample_weight(sample_weight, X.shape[0], dtype)
         n_outputs = self._n_outputs(y)
         rng = check_random_state(self.random_state)
@@ -900,6 +906,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     n_threads : "auto" or int, default="auto"
         Threads for each training step and prediction (fusedmlp's own pool; see
         ``fusedmlp.MLP.n_threads``). Results do not depend on it beyond rounding.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes (not in scikit-learn's MLP; as in its linear classifiers):
+        a row of class ``c`` weighs ``class_weight[c] * sample_weight``, exactly as if that
+        product were passed as ``sample_weight``. A dict maps labels of ``classes_`` to
+        weights (absent classes weigh 1); ``"balanced"`` is
+        ``compute_class_weight("balanced", classes=classes_, y=y, sample_weight=...)``,
+        ``n_samples / (n_classes * bincount(y))`` with the sample weights counted, and is
+        refused by ``partial_fit`` (as scikit-learn's ``SGDClassifier`` refuses it).
+        Multilabel targets refuse class weights.
 
     Attributes
     ----------
@@ -950,6 +965,48 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     True
     """
 
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype=None, n_threads="auto", class_weight=None):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
+            n_threads=n_threads)
+        self.class_weight = class_weight
+
+    def _weigh_classes(self, y, sample_weight, incremental):
+        # scikit-learn's class weights (compute_class_weight over classes_), times the sample
+        # weights: training with class_weight is training with that product as sample_weight
+        if self.class_weight is None:
+            return sample_weight
+        if incremental and isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit (a batch's class "
+                "frequencies are not the data's). In order to use 'balanced' weights, use "
+                "compute_class_weight('balanced', classes=classes, y=y) on a large enough "
+                "sample of the targets and pass the resulting weights as a dict.")
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError("class_weight is not supported for multilabel y (each row has "
+                             "several labels): weigh the rows with sample_weight")
+        index = y if y.ndim == 1 else y[:, 0].astype(np.int64)
+        if sample_weight is not None:     # validated; unscaled, as the user's product would be
+            sample_weight = np.ldexp(
+                self._check_sample_weight(sample_weight, len(index), np.float64),
+                self._weight_exponent)
+        vector = compute_class_weight(self.class_weight, classes=self.classes_,
+                                      y=self.classes_[index], sample_weight=sample_weight)
+        rows = np.asarray(vector, dtype=np.float64)[index]
+        return rows if sample_weight is None else rows * sample_weight
+
     def fit(self, X, y, sample_weight=None):
         """Train on (X, y) for up to ``max_iter`` epochs.
 
@@ -959,7 +1016,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y : array-like of shape (n_samples,)
             Class labels of any type ``numpy.unique`` sorts (integers, strings, ...).
         sample_weight : array-like of shape (n_samples,), optional
-            Non-negative weights: each batch's loss is the weighted mean.
+            Non-negative weights: each batch's loss is the weighted mean (times the
+            class weights, with ``class_weight``).
 
         Returns
         -------

@@ -24,6 +24,7 @@ import numpy as np
 from . import _kernels
 from ._codes import Status
 from ._validation import as_bool, as_positive_int, as_real, as_sample_weight, describe
+from .class_weights import row_classes, row_weights
 from .optim import check_hyper, make_optimizer, make_schedule
 
 __all__ = ["Batches", "run_epoch", "fit"]
@@ -284,7 +285,7 @@ class Progress:
 def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
         validation_fraction, shuffle, verbose, sample_weight, lr_schedule, weight_decay,
         clip_norm, patience, min_delta, restore_best_weights, callbacks,
-        train_accuracy="batches") -> dict:
+        train_accuracy="batches", class_weight=None) -> dict:
     """``MLP.fit`` (whose docstring describes every argument); `rng` shuffles and splits.
 
     Every argument is checked before anything changes (the optimiser's settings included):
@@ -314,9 +315,12 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
         raise ValueError("the model's parameters contain NaN or infinity: fit cannot start "
                          "from them (set finite ones with set_params_vector, or make a new "
                          "model)")
-    weights = None
-    if sample_weight is not None:
-        weights, _ = as_sample_weight(sample_weight, len(X), model.dtype)
+    weights = sample_weight
+    if class_weight is not None:
+        row_class, n_classes = row_classes(model.output, y, model.n_outputs)
+        weights = row_weights(class_weight, row_class, n_classes, sample_weight)
+    if weights is not None:
+        weights, _ = as_sample_weight(weights, len(X), model.dtype)
     X, y, weights, validation = _validation_split(model, X, y, weights, validation_data,
                                                   validation_fraction, rng)
     if weight_decay is not None:
