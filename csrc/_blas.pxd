@@ -121,6 +121,21 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                  &beta, c, &ldc)
 
 
+cdef extern from "bf16_gemm.h" nogil:
+    int fm_bf16_cpu()
+    const char* fm_bf16_why_not()
+    void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
+                      const float* b, int ldb, float* c, int ldc)
+
+
+cdef inline void gemm_bf16(bint trans_a, bint trans_b, int m, int n, int k, const float* a,
+                           int lda, const float* b, int ldb, float* c, int ldc) noexcept nogil:
+    """Row-major C[m, n] := bf16(op(A))[m, k] @ bf16(op(B))[k, n], summed in float32: the
+    product of compute_dtype="bfloat16" models (csrc/bf16_gemm.h; not a BLAS call: no BLAS
+    backend here has a bf16 product that beats it, docs/bf16.md)."""
+    fm_bf16_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+
+
 cdef inline int blas_enter() noexcept nogil:
     """Make BLAS single-threaded for the calling thread; returns what blas_leave restores.
 

@@ -20,7 +20,7 @@
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from _blas cimport gemm, blas_enter, blas_leave, load_blas
+from _blas cimport gemm, gemm_bf16, fm_bf16_why_not, blas_enter, blas_leave, load_blas
 from _activations cimport (apply_activation, bias_activation, activation_grad, select_isa,
                           fm_isa_name, fm_isa_supported)
 from _losses cimport (softmax_rows, log_softmax_rows, softmax_cross_entropy,
@@ -51,6 +51,28 @@ def isa():
 def isa_supported():
     """The variants this build has and this CPU can run, worst first (FUSEDMLP_ISA's choices)."""
     return tuple(fm_isa_supported().decode().split(","))
+
+
+def bf16_why_not():
+    """Why this process cannot run the bfloat16 product ("" when it can: csrc/bf16_gemm.h)."""
+    return fm_bf16_why_not().decode()
+
+
+def matmul_bf16(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] C, bint trans_a,
+                bint trans_b):
+    """C := bf16(op(A)) @ bf16(op(B)) summed in float32 (A, B as stored: op(A) = A.T when
+    trans_a). The Python layer checks the shapes and that the CPU runs it."""
+    cdef int m = C.shape[0], n = C.shape[1]
+    cdef int k = A.shape[0] if trans_a else A.shape[1]
+    cdef fm_fpenv saved
+    if m == 0 or n == 0:
+        return
+    with nogil:
+        saved = fm_fpenv_enter()
+        gemm_bf16(trans_a, trans_b, m, n, k, &A[0, 0] if A.shape[0] and A.shape[1] else NULL,
+                  <int>A.shape[1], &B[0, 0] if B.shape[0] and B.shape[1] else NULL,
+                  <int>B.shape[1], &C[0, 0], n)
+        fm_fpenv_leave(saved)
 
 
 def activation(const floating[::1] x, floating[::1] out, int kind):

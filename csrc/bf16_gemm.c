@@ -1,0 +1,106 @@
+/* bf16_gemm.c -- run-time detection for the bfloat16 product and its entry (bf16_gemm.h).
+ *
+ * Compiled with the baseline flags: nothing here executes an AVX-512 instruction. The kernel
+ * (bf16_gemm_avx512.c, FM_HAVE_BF16_KERNEL) is built only for x86-64 with GCC or Clang;
+ * whether it runs is decided from CPUID (AVX-512 F, BW, VL and, in leaf 7 sub-leaf 1,
+ * AVX512_BF16) and XGETBV (the OS saves the opmask and ZMM registers), once, at first use.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "bf16_gemm.h"
+
+#if defined(FM_HAVE_BF16_KERNEL)
+#include <cpuid.h>
+
+int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                        const float *b, int ldb, float *c, int ldc);
+
+static const char *fm_bf16_reason = NULL;   /* "" when the kernel runs */
+
+static const char *fm_bf16_detect(void)
+{
+    unsigned eax, ebx, ecx, edx, xcr0_lo, xcr0_hi;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27)))
+        return "the CPU or the operating system does not offer XSAVE (OSXSAVE)";
+    if (__get_cpuid_max(0, NULL) < 7)
+        return "the CPU has no AVX-512 (CPUID leaf 7 missing)";
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    if (!((ebx >> 16) & 1) || !((ebx >> 30) & 1) || !((ebx >> 31) & 1))
+        return "the CPU lacks AVX-512 F/BW/VL";
+    __cpuid_count(7, 1, eax, ebx, ecx, edx);
+    if (!((eax >> 5) & 1))
+        return "the CPU has AVX-512 but not AVX512-BF16 (vdpbf16ps)";
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0xe6) != 0xe6)
+        return "the operating system does not enable the AVX-512 register state (XCR0)";
+    return "";
+}
+
+const char *fm_bf16_why_not(void)
+{
+    const char *reason = __atomic_load_n(&fm_bf16_reason, __ATOMIC_ACQUIRE);
+    if (reason == NULL) {                   /* the same answer from every thread that races */
+        reason = fm_bf16_detect();
+        __atomic_store_n(&fm_bf16_reason, reason, __ATOMIC_RELEASE);
+    }
+    return reason;
+}
+#else
+const char *fm_bf16_why_not(void)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    return "this build of fusedmlp has no bf16 kernel (it needs GCC or Clang on x86-64, not Windows)";
+#else
+    return "the bf16 kernel is x86-64 only (AVX512-BF16); this CPU is another architecture";
+#endif
+}
+#endif
+
+int fm_bf16_cpu(void) { return fm_bf16_why_not()[0] == 0; }
+
+/* float32 -> bf16 bits, round to nearest even, subnormals to zero (as vcvtne2ps2bf16). */
+static float fm_bf16_round(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    if ((bits & 0x7f800000u) == 0)
+        bits &= 0x80000000u;
+    else if ((bits & 0x7fffffffu) > 0x7f800000u)
+        bits |= 0x00400000u;                /* NaN stays NaN (quiet) */
+    else
+        bits += 0x7fffu + ((bits >> 16) & 1);
+    bits &= 0xffff0000u;
+    memcpy(&x, &bits, 4);
+    return x;
+}
+
+/* The portable loop: used only when the kernel cannot run or could not get its packing
+ * space. The same bf16 operands and float32 sums, in another order than the kernel's. */
+static void fm_gemm_bf16_loop(int trans_a, int trans_b, int m, int n, int k, const float *a,
+                              int lda, const float *b, int ldb, float *c, int ldc)
+{
+    int i, j, kk;
+    for (i = 0; i < m; i++)
+        for (j = 0; j < n; j++) {
+            float sum = 0;
+            for (kk = 0; kk < k; kk++) {
+                float x = trans_a ? a[(long)kk * lda + i] : a[(long)i * lda + kk];
+                float y = trans_b ? b[(long)j * ldb + kk] : b[(long)kk * ldb + j];
+                sum += fm_bf16_round(x) * fm_bf16_round(y);
+            }
+            c[(long)i * ldc + j] = sum;
+        }
+}
+
+void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                  const float *b, int ldb, float *c, int ldc)
+{
+    if (m <= 0 || n <= 0)
+        return;
+#if defined(FM_HAVE_BF16_KERNEL)
+    if (fm_bf16_cpu() && fm_gemm_bf16_avx512(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc))
+        return;
+#endif
+    fm_gemm_bf16_loop(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+}

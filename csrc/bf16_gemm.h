@@ -1,0 +1,41 @@
+/* bf16_gemm.h -- the bfloat16 matrix product of compute_dtype="bfloat16" models.
+ *
+ *     C[m, n] := bf16(op(A))[m, k] @ bf16(op(B))[k, n]      row-major, float32 in and out
+ *
+ * op(X) is X or X^T (trans_a, trans_b). Both operands are read as float32 and rounded to
+ * bfloat16 (round to nearest, ties to even) while they are packed; the products are summed in
+ * float32. No bfloat16 copy of an operand is needed, and C is overwritten (beta = 0).
+ *
+ * Kernel: AVX512-BF16 (vcvtne2ps2bf16 rounds, vdpbf16ps multiplies pairs of bf16 along k and
+ * adds both products into float32 lanes), compiled with its own flags in bf16_gemm_avx512.c
+ * and called only when fm_bf16_cpu() says the CPU and the operating system run it (CPUID and
+ * XGETBV, checked at run time). Subnormal operands and results are flushed to zero by these
+ * instructions whatever MXCSR says.
+ *
+ * Results do not depend on how a caller splits C into blocks of rows or columns: every
+ * element of C is summed over k in the same order (blocks of FM_BF16_KC along k, pairs in
+ * order inside a block).
+ */
+#ifndef FUSEDMLP_BF16_GEMM_H
+#define FUSEDMLP_BF16_GEMM_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* 1 when this build has the kernel and this CPU and OS run it (AVX-512F/BW/VL/BF16 and the
+ * ZMM state enabled in XCR0); 0 otherwise. */
+int fm_bf16_cpu(void);
+
+/* Why fm_bf16_cpu() is 0 ("" when it is 1): a sentence for show_config and error messages. */
+const char *fm_bf16_why_not(void);
+
+/* C := bf16(op(A)) @ bf16(op(B)); op(A) is m x k, op(B) is k x n, all row-major with leading
+ * dimensions lda, ldb, ldc. Call only when fm_bf16_cpu() is 1. */
+void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                  const float *b, int ldb, float *c, int ldc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

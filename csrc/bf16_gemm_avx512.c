@@ -1,0 +1,227 @@
+/* bf16_gemm_avx512.c -- the AVX512-BF16 kernel behind fm_bf16_gemm (bf16_gemm.h).
+ *
+ * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512bf16 (CMakeLists.txt), and only ever
+ * called after bf16_gemm.c has checked at run time that the CPU runs these instructions.
+ *
+ * vdpbf16ps acc, a, b: for each of the 16 float32 lanes i, acc[i] += a[2i] b[2i] + a[2i+1]
+ * b[2i+1], where a and b hold 32 bf16 each. So both operands are packed as *pairs along k*:
+ * one 32-bit word holds (bf16 x[.., 2p], bf16 x[.., 2p+1]), low half first.
+ *
+ *   B (k x n) is packed per block of FM_BF16_KC pairs x NC columns into panels of NR = 32
+ *     columns: panel q, pair p holds words [j = 0..31] -- two ZMM loads per pair.
+ *   A (m x k) is packed per block of MC rows x FM_BF16_KC pairs: word (r, p) at r*rs + p*ps,
+ *     row-major (rs = pairs, ps = 1) when A is not transposed, pair-major (rs = 1, ps = rows)
+ *     when it is -- whichever its memory order gives with contiguous loads. The micro-kernel
+ *     broadcasts one word per row.
+ *   micro-kernel: MR x 32 of C in 2 MR ZMM accumulators, kp vdpbf16ps steps, then C is
+ *     stored (first block along k) or added to (later blocks), masked at the edges.
+ * Edges: pairs beyond k, columns beyond n and rows beyond m are packed as zeros.
+ *
+ * Rounding: vcvtne2ps2bf16 (round to nearest even; subnormal inputs read as zero). Packing
+ * space: one block of A and one of B per thread (pthread key, freed when the thread ends).
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf16_gemm.h"
+
+#define MR 8                   /* rows of a micro-tile */
+#define NR 32                  /* columns of a micro-tile: two ZMM of float32 */
+#define KCP 128                /* pairs of k per block: a B panel is 16 KiB, L1-resident */
+#define MC 96                  /* rows of A per block (48 KiB, L2) */
+#define NC 1024                /* columns of B per block (512 KiB, L2) */
+
+typedef struct {
+    uint32_t a[MC * KCP];
+    uint32_t b[NC * KCP];
+} fm_bf16_space;
+
+static inline __mmask16 fm_mask(int count)
+{
+    return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? (__mmask16)0 : (__mmask16)((1u << count) - 1);
+}
+
+static inline __m512i fm_as_words(__m512bh v)
+{
+    return (__m512i)v;
+}
+
+/* 16 words: the pairs of x[0 .. count) (count <= 32 floats), zeros past count. */
+static inline __m512i fm_pairs(const float *x, int count)
+{
+    __m512 lo = _mm512_maskz_loadu_ps(fm_mask(count), x);
+    __m512 hi = _mm512_maskz_loadu_ps(fm_mask(count - 16), x + 16);
+    return fm_as_words(_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+/* 16 words: (bf16 r0[j], bf16 r1[j]) for j < count (<= 16); r1 NULL reads as zeros. */
+static inline __m512i fm_interleave(const float *r0, const float *r1, int count)
+{
+    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+                                           24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+                                           16, 0);
+    __mmask16 mask = fm_mask(count);
+    __m512 lo = _mm512_maskz_loadu_ps(mask, r0);
+    __m512 hi = r1 ? _mm512_maskz_loadu_ps(mask, r1) : _mm512_setzero_ps();
+    return _mm512_permutexvar_epi16(order, fm_as_words(_mm512_cvtne2ps_pbh(hi, lo)));
+}
+
+/* Pack pairs [p0, p0 + kp) x columns [j0, j0 + nc) of op(B) into NR-column panels. */
+static void fm_pack_b(int trans, const float *b, long ldb, int k, int p0, int kp, int j0, int nc,
+                      uint32_t *dst)
+{
+    int q, p, j, pb;
+    int floats = k - 2 * p0 < 2 * kp ? k - 2 * p0 : 2 * kp;     /* valid k in this block */
+    for (q = 0; q * NR < nc; q++) {
+        int cols = nc - q * NR < NR ? nc - q * NR : NR;
+        uint32_t *panel = dst + (long)q * kp * NR;
+        if (!trans) {                       /* op(B)[kk, j] = b[kk ldb + j]: rows of B */
+            for (p = 0; p < kp; p++) {
+                long kk = 2L * (p0 + p);
+                const float *r0 = b + kk * ldb + j0 + q * NR;
+                const float *r1 = kk + 1 < k ? r0 + ldb : NULL;
+                _mm512_storeu_si512(panel + p * NR, fm_interleave(r0, r1, cols));
+                _mm512_storeu_si512(panel + p * NR + 16,
+                                    fm_interleave(r0 + 16, r1 ? r1 + 16 : NULL, cols - 16));
+            }
+        } else {                            /* op(B)[kk, j] = b[j ldb + kk]: k is contiguous */
+            uint32_t column[KCP + 16];
+            for (j = 0; j < NR; j++) {
+                if (j < cols) {
+                    const float *row = b + (long)(j0 + q * NR + j) * ldb + 2L * p0;
+                    for (pb = 0; pb < kp; pb += 16)
+                        _mm512_storeu_si512(column + pb, fm_pairs(row + 2 * pb, floats - 2 * pb));
+                } else {
+                    memset(column, 0, sizeof(column));
+                }
+                for (p = 0; p < kp; p++)
+                    panel[p * NR + j] = column[p];
+            }
+        }
+    }
+}
+
+/* Pack rows [i0, i0 + mc) x pairs [p0, p0 + kp) of op(A), rows padded to a multiple of MR
+ * with zeros: row-major (word (r, p) at r kp + p) or, transposed, pair-major (p rows + r). */
+static void fm_pack_a(int trans, const float *a, long lda, int k, int p0, int kp, int i0, int mc,
+                      uint32_t *dst)
+{
+    int rows = (mc + MR - 1) / MR * MR;
+    int floats = k - 2 * p0 < 2 * kp ? k - 2 * p0 : 2 * kp;
+    int i, p, pb;
+    if (!trans) {                           /* op(A)[i, kk] = a[i lda + kk] */
+        for (i = 0; i < rows; i++) {
+            uint32_t *out = dst + (long)i * kp;
+            const float *row = a + (long)(i0 + i) * lda + 2L * p0;
+            for (pb = 0; pb < kp; pb += 16) {
+                __m512i words = i < mc ? fm_pairs(row + 2 * pb, floats - 2 * pb)
+                                       : _mm512_setzero_si512();
+                _mm512_mask_storeu_epi32(out + pb, fm_mask(kp - pb), words);
+            }
+        }
+    } else {                                /* op(A)[i, kk] = a[kk lda + i] */
+        for (p = 0; p < kp; p++) {
+            long kk = 2L * (p0 + p);
+            const float *r0 = a + kk * lda + i0;
+            const float *r1 = kk + 1 < k ? r0 + lda : NULL;
+            uint32_t *out = dst + (long)p * rows;
+            for (i = 0; i < rows; i += 16)
+                _mm512_mask_storeu_epi32(out + i, fm_mask(rows - i),
+                                         fm_interleave(r0 + i, r1 ? r1 + i : NULL, mc - i));
+        }
+    }
+}
+
+/* C[0:mr, 0:nr] (+)= A-tile (MR x kp pairs) @ B-panel (kp pairs x 32). */
+static inline void fm_micro(int kp, const uint32_t *a, long rs, long ps, const uint32_t *b,
+                            float *c, long ldc, int mr, int nr, int accumulate)
+{
+    __m512 c0[MR], c1[MR];
+    __mmask16 m0 = fm_mask(nr), m1 = fm_mask(nr - 16);
+    int r, p;
+#pragma GCC unroll 8
+    for (r = 0; r < MR; r++) {
+        c0[r] = _mm512_setzero_ps();
+        c1[r] = _mm512_setzero_ps();
+    }
+    for (p = 0; p < kp; p++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + p * NR);
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + p * NR + 16);
+        const uint32_t *ap = a + p * ps;
+#pragma GCC unroll 8
+        for (r = 0; r < MR; r++) {
+            __m512bh ar = (__m512bh)_mm512_set1_epi32((int)ap[r * rs]);
+            c0[r] = _mm512_dpbf16_ps(c0[r], ar, b0);
+            c1[r] = _mm512_dpbf16_ps(c1[r], ar, b1);
+        }
+    }
+    for (r = 0; r < mr; r++) {
+        float *row = c + r * ldc;
+        if (accumulate) {
+            c0[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, row), c0[r]);
+            c1[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, row + 16), c1[r]);
+        }
+        _mm512_mask_storeu_ps(row, m0, c0[r]);
+        _mm512_mask_storeu_ps(row + 16, m1, c1[r]);
+    }
+}
+
+/* The packing space of the calling thread (NULL if it cannot be allocated). */
+#include <pthread.h>
+static pthread_key_t fm_space_key;
+static pthread_once_t fm_space_once = PTHREAD_ONCE_INIT;
+static void fm_space_free(void *space) { free(space); }
+static void fm_space_key_init(void) { pthread_key_create(&fm_space_key, fm_space_free); }
+
+static fm_bf16_space *fm_space(void)
+{
+    void *space;
+    pthread_once(&fm_space_once, fm_space_key_init);
+    space = pthread_getspecific(fm_space_key);
+    if (space == NULL) {
+        if (posix_memalign(&space, 64, sizeof(fm_bf16_space)) != 0)
+            return NULL;
+        pthread_setspecific(fm_space_key, space);
+    }
+    return (fm_bf16_space *)space;
+}
+
+/* 0 when no packing space could be had (the caller falls back to its scalar loop). */
+int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                        const float *b, int ldb, float *c, int ldc)
+{
+    int pairs = (k + 1) / 2, jc, pc, ic, q, ir;
+    fm_bf16_space *space = fm_space();
+    if (space == NULL)
+        return 0;
+    if (k == 0) {
+        for (ic = 0; ic < m; ic++)
+            memset(c + (long)ic * ldc, 0, sizeof(float) * (size_t)n);
+        return 1;
+    }
+    for (jc = 0; jc < n; jc += NC) {
+        int nc = n - jc < NC ? n - jc : NC;
+        for (pc = 0; pc < pairs; pc += KCP) {
+            int kp = pairs - pc < KCP ? pairs - pc : KCP;
+            fm_pack_b(trans_b, b, ldb, k, pc, kp, jc, nc, space->b);
+            for (ic = 0; ic < m; ic += MC) {
+                int mc = m - ic < MC ? m - ic : MC;
+                long rows = (mc + MR - 1) / MR * MR;
+                fm_pack_a(trans_a, a, lda, k, pc, kp, ic, mc, space->a);
+                for (q = 0; q * NR < nc; q++) {
+                    int nr = nc - q * NR < NR ? nc - q * NR : NR;
+                    const uint32_t *panel = space->b + (long)q * kp * NR;
+                    for (ir = 0; ir < mc; ir += MR) {
+                        int mr = mc - ir < MR ? mc - ir : MR;
+                        const uint32_t *tile = trans_a ? space->a + ir : space->a + (long)ir * kp;
+                        fm_micro(kp, tile, trans_a ? 1 : kp, trans_a ? rows : 1, panel,
+                                 c + (long)(ic + ir) * ldc + jc + q * NR, ldc, mr, nr, pc > 0);
+                    }
+                }
+            }
+        }
+    }
+    return 1;
+}
