@@ -639,3 +639,40 @@ def test_clone_gives_an_unfitted_copy(digits):
     clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2).fit(X, y)
     fresh = clone(clf)
     assert "model_" not in fresh.__dict__ and fresh.get_params() == clf.get_params()
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_scikit_learns_private_lbfgs_objective_matches_its_own_and_central_differences(n_classes):
+    # _loss_grad_lbfgs exists for code written against scikit-learn's private name; with
+    # sample weights it must also agree with scikit-learn's objective at the same point.
+    from sklearn.preprocessing import LabelBinarizer
+
+    rng = np.random.default_rng(0)
+    X = rng.random((12, 6))
+    y = np.arange(12) % n_classes
+    Y = LabelBinarizer().fit_transform(y)
+    w = rng.uniform(0.5, 2.0, 12)
+    kwargs = dict(hidden_layer_sizes=(5,), activation="tanh", solver="lbfgs", alpha=0.1,
+                  max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier(**kwargs).fit(X, y)
+        theirs = neural_network.MLPClassifier(**kwargs).fit(X, y)
+    theta = np.hstack([a.ravel() for a in ours.coefs_ + ours.intercepts_])
+    loss, grad = ours._loss_grad_lbfgs(theta, X, Y, w, None, None, None, None)
+    steps = np.eye(theta.size) * 1e-6
+    numeric = [(ours._loss_grad_lbfgs(theta + d, X, Y, w, [], [], [], [])[0]
+                - ours._loss_grad_lbfgs(theta - d, X, Y, w, [], [], [], [])[0]) / 2e-6
+               for d in steps]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+    # scikit-learn's own objective at the same parameters (its work buffers filled as its fit does)
+    sizes = [X.shape[1], 5, theirs.n_outputs_]
+    acts = [X] + [np.empty((len(X), n)) for n in sizes[1:]]
+    deltas = [np.empty_like(a) for a in acts[1:]]
+    coef_grads = [np.empty((a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+    intercept_grads = [np.empty(b) for b in sizes[1:]]
+    theirs._unpack(theta)
+    ref_loss, ref_grad = theirs._loss_grad_lbfgs(theta, X, Y, w, acts, deltas, coef_grads,
+                                                 intercept_grads)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-14)

@@ -537,24 +537,8 @@ class _BaseMLP(BaseEstimator):
         ``alpha / (2 * sum(s)) * ||W||^2``. The parameter vector is the model's own flat
         buffer layout ``[W_0, ..., b_0, ...]``, which is also scikit-learn's packing.
         """
-        model = self.model_
-        factor, scale = self._reported_loss_factor(), self._gradient_scale()
-        # the weights arrive scaled by 2**-_weight_exponent (_check_sample_weight); the loss is
-        # a weighted mean and does not see the scale, but alpha / sum(s) is of the weights given
-        total = float(len(X) if sample_weight is None else
-                      np.ldexp(sample_weight.sum(dtype=np.float64), self._weight_exponent))
-        alpha = float(self.alpha) / total
-        n_weights = sum(layer.W.size for layer in model.layers)
-        params, grads = model.parameters, model.gradients    # live flat buffers
-        gradient = np.empty(params.size, np.float64)
-
-        def loss_and_gradient(packed):
-            params[...] = packed
-            loss, _ = model.loss_and_gradients(X, y, sample_weight=sample_weight)
-            weights = packed[:n_weights]
-            np.multiply(grads, scale, out=gradient)
-            gradient[:n_weights] += alpha * weights
-            return factor * loss + 0.5 * alpha * float(weights @ weights), gradient
+        loss_and_gradient = self._lbfgs_objective(X, y, sample_weight)
+        params = self.model_.parameters
 
         try:
             result = scipy.optimize.minimize(
@@ -575,6 +559,51 @@ class _BaseMLP(BaseEstimator):
         if self.verbose:
             print(f"lbfgs: {self.n_iter_} iterations, {result.nfev} evaluations, "
                   f"loss = {self.loss_:.8f}", flush=True)
+
+    def _lbfgs_objective(self, X, y, sample_weight):
+        """packed -> (loss, gradient) of scikit-learn's lbfgs objective at the flat parameter
+        vector `packed` (loaded into the model's live buffer), on checked X, encoded y and
+        scaled sample weights."""
+        model = self.model_
+        factor, scale = self._reported_loss_factor(), self._gradient_scale()
+        # the weights arrive scaled by 2**-_weight_exponent (_check_sample_weight); the loss is
+        # a weighted mean and does not see the scale, but alpha / sum(s) is of the weights given
+        total = float(len(X) if sample_weight is None else
+                      np.ldexp(sample_weight.sum(dtype=np.float64), self._weight_exponent))
+        alpha = float(self.alpha) / total
+        n_weights = sum(layer.W.size for layer in model.layers)
+        params, grads = model.parameters, model.gradients    # live flat buffers
+        gradient = np.empty(params.size, np.float64)
+
+        def loss_and_gradient(packed):
+            params[...] = packed
+            loss, _ = model.loss_and_gradients(X, y, sample_weight=sample_weight)
+            weights = packed[:n_weights]
+            np.multiply(grads, scale, out=gradient)
+            gradient[:n_weights] += alpha * weights
+            return factor * loss + 0.5 * alpha * float(weights @ weights), gradient
+
+        return loss_and_gradient
+
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight, activations, deltas,
+                         coef_grads, intercept_grads):
+        """scikit-learn's private lbfgs objective, for code written against it (its own
+        test_gradient): the loss and gradient at `packed_coef_inter` (coefs_ then
+        intercepts_, each raveled: fusedmlp's flat layout too) for X and the binarized y of
+        a fitted estimator. The work-buffer arguments are accepted and not used (the
+        compiled model has its own); the parameters stay at `packed_coef_inter`."""
+        check_is_fitted(self, "model_")
+        model = self.model_
+        X = np.ascontiguousarray(X, dtype=model.dtype)
+        y = np.asarray(y)
+        if model.output == "softmax" and y.ndim == 2:
+            y = np.ascontiguousarray(y, dtype=model.dtype)         # indicator rows
+        elif model.output != "softmax":
+            y = np.ascontiguousarray(y.reshape(len(X), -1), dtype=model.dtype)
+        weights = self._check_sample_weight(sample_weight, len(X), model.dtype)
+        loss, gradient = self._lbfgs_objective(X, y, weights)(
+            np.asarray(packed_coef_inter, dtype=np.float64))
+        return loss, gradient.copy()
 
     def _split_validation(self, X, y, sample_weight, rng):
         # As scikit-learn: stratified for classifiers with one output unit only (its

@@ -44,11 +44,6 @@ _PENDING = "pending issue 15 (scikit-learn parity): "
 #: "name[parameter-id prefix"; reasons starting "does not apply" name a test of
 #: scikit-learn's internals rather than of the estimators' behaviour.
 EXPECTED_FAILURES = {
-    "test_gradient": "does not apply: it checks scikit-learn's private "
-                     "_loss_grad_lbfgs(theta, X, Y, sample_weight, activations, deltas, "
-                     "coef_grads, intercept_grads), whose arguments are scikit-learn's own "
-                     "work buffers; fusedmlp checks its gradients against central differences "
-                     "for every activation, loss and depth in tests/test_model.py",
     "test_sparse_matrices": _PENDING + "scipy.sparse input",
 }
 
