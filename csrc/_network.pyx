@@ -60,6 +60,7 @@ from fusedmlp._codes cimport (H_SIZE, H_WEIGHT_DECAY, H_EPS, OK, BAD_INPUT, BAD_
                              POISSON_DEVIANCE, SCORES, PROBABILITIES, LOG_PROBABILITIES,
                              ACT_IDENTITY)
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
+from _dropout cimport dropout_on, dropout_forward, dropout_backward
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
 select_isa()            # this module's table of elementwise loops (elementwise.h)
@@ -151,6 +152,8 @@ cdef struct Net:
     bint auto_parallel         # "auto" may use more than one thread (not with SciPy's BLAS)
     int max_parts              # part_scratch holds max_parts x max_width doubles
     double* part_scratch
+    const double* dropout      # n_layers dropout rates, or NULL: none (_dropout.pxd)
+    int64_t* dropout_state     # [seed, step]: the key of the masks (advanced per update)
 
 
 cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* acts,
@@ -180,6 +183,8 @@ cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* act
              params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
         if not gemm_only:
             bias_activation(out, params + net.b_off[l], m, n_out, net.activations[l])
+            if act_stride >= 0:
+                dropout_forward(net.dropout, net.dropout_state, l, out, 0, m, n_out)
         inp = out
 
 
@@ -200,7 +205,10 @@ cdef void backward(Net* net, const floating* X, Py_ssize_t m, bint gemm_only) no
         n_out = net.sizes[l + 1]
         a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
         if not gemm_only:
+            # through the dropout of hidden layer l (dA_l before it), then
             # dZ_l = dA_l * f'(A_l) in place, and db_l, in one pass
+            dropout_backward(net.dropout, net.dropout_state, l, d,
+                             acts + net.a_off[l] * net.max_batch, 0, m, n_out)
             activation_grad(d, acts + net.a_off[l] * net.max_batch, d, net.scratch,
                             grads + net.b_off[l], m, n_out, net.activations[l])
         gemm(True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev, <int>n_in,
@@ -267,6 +275,8 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
         optimizer_update(opt_kind, hyper, <floating*>net.params, <floating*>net.grads, state_a,
                          state_b, net.n_params, net.n_weights)
     fm_team_end(&team)
+    if net.dropout != NULL and opt_kind != OPT_NONE:
+        net.dropout_state[1] += 1          # the next update draws fresh masks
     return OK
 
 
@@ -543,7 +553,9 @@ cdef class Network:
         self.net.auto_parallel = BLAS["name"] != "scipy"
         self.net.max_parts = 1
         self.net.part_scratch = NULL
-        self._keep = [params, grads, None, None]
+        self.net.dropout = NULL
+        self.net.dropout_state = NULL
+        self._keep = [params, grads, None, None, None]
 
     def __dealloc__(self):
         free(self.net.sizes)
@@ -572,6 +584,22 @@ cdef class Network:
     @property
     def max_batch(self):
         return self.net.max_batch
+
+    def set_dropout(self, rates, state):
+        """Train with dropout: rates (float64, n_layers, each in [0, 1), the last 0) and
+        state (int64, 2: [seed, step], advanced by every update); None, None: no dropout."""
+        cdef int l
+        cdef const double* r = <const double*>address(rates, b'd', False, self.net.n_layers)
+        cdef int64_t* s = <int64_t*>address(state, b'q', True, 2)
+        if (r == NULL) != (s == NULL):
+            raise ValueError("give both the rates and the state, or neither")
+        if r != NULL:
+            for l in range(self.net.n_layers):
+                if not 0 <= r[l] < 1 or (l == self.net.n_layers - 1 and r[l] != 0):
+                    raise ValueError("dropout rates must lie in [0, 1), 0 for the output layer")
+        self.net.dropout = r
+        self.net.dropout_state = s
+        self._keep[4] = (rates, state)
 
     def set_threads(self, int n_threads, part_scratch):
         """Split steps and inference into n_threads parts (0: "auto", _parallel.pxi), at most

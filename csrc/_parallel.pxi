@@ -155,6 +155,7 @@ cdef void forward_rows(const Net* net, const floating* X, Py_ssize_t lo,
         gemm(False, False, <int>(hi - lo), <int>n_out, <int>n_in, <floating>1, inp, <int>n_in,
              params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
         bias_activation(out, params + net.b_off[l], hi - lo, n_out, net.activations[l])
+        dropout_forward(net.dropout, net.dropout_state, l, out, lo, hi - lo, n_out)
         inp = out
 
 
@@ -173,9 +174,13 @@ cdef void forward_task(void* ctx, int part, int n_parts) noexcept nogil:
 
 cdef void grad_rows(const Net* net, int l, floating* d, Py_ssize_t lo, Py_ssize_t hi,
                     double* acc) noexcept nogil:
-    """dZ_l := dA_l * f'(A_l) on rows [lo, hi), in place (the bias gradient comes later)."""
+    """dZ_l := dA_l * f'(A_l) on rows [lo, hi), in place (the bias gradient comes later);
+    through layer l's dropout first (it restores the rows' activations: see
+    parallel_backward for when that may run)."""
     cdef Py_ssize_t n = net.sizes[l + 1]
     cdef floating* a = <floating*>net.acts + net.a_off[l] * net.max_batch
+    if hi > lo:
+        dropout_backward(net.dropout, net.dropout_state, l, d + lo * n, a + lo * n, lo, hi - lo, n)
     if hi > lo and net.activations[l] != ACT_IDENTITY:
         activation_grad(d + lo * n, a + lo * n, d + lo * n, acc, <floating*>NULL, hi - lo, n,
                         net.activations[l])
@@ -219,7 +224,8 @@ cdef void backward_part(Net* net, const floating* X, Py_ssize_t m, int l, const 
             gemm(False, True, <int>(hi - lo), <int>n_in, <int>n_out, <floating>1,
                  d + lo * n_out, <int>n_out, params + net.w_off[l], <int>n_out, <floating>0,
                  d_next + lo * n_in, <int>n_in)
-            grad_rows(net, l - 1, d_next, lo, hi, acc)
+            if not dropout_on(net.dropout, l - 1):
+                grad_rows(net, l - 1, d_next, lo, hi, acc)
 
 
 cdef void backward_task(void* ctx, int part, int n_parts) noexcept nogil:
@@ -235,7 +241,8 @@ cdef void backward_task(void* ctx, int part, int n_parts) noexcept nogil:
 
 
 cdef void output_grad_task(void* ctx, int part, int n_parts) noexcept nogil:
-    """dZ of the output layer when its activation is not the identity."""
+    """dZ of layer w.layer from its dA in w.d, on rows: the output layer when its
+    activation is not the identity, and hidden layers with dropout (parallel_backward)."""
     cdef Work* w = <Work*>ctx
     cdef Py_ssize_t lo, hi
     block(w.m, part, n_parts, &lo, &hi)
@@ -289,6 +296,13 @@ cdef void parallel_backward(Net* net, fm_team* team, int n_parts, const void* X,
     for l in range(net.n_layers - 1, -1, -1):
         w.layer = l
         fm_team_run(team, backward_task, &w, n_parts)
+        if l > 0 and dropout_on(net.dropout, l - 1):
+            # dZ_{l-1} in a region of its own: undoing the dropout restores A_{l-1}, which
+            # the region above read whole (dW_l), so it may start only when that one ended
+            w.layer = l - 1
+            w.d, w.d_next = w.d_next, w.d
+            fm_team_run(team, output_grad_task, &w, n_parts)
+            w.d, w.d_next = w.d_next, w.d
         tmp = w.d
         w.d = w.d_next
         w.d_next = tmp

@@ -11,7 +11,9 @@ def gradient_check(model, X, y, *, eps=1e-6, max_checks_per_layer=None, seed=0):
     """Relative error between ``model.loss_and_gradients`` and central differences.
 
     The check runs on a float64 copy of the model (the model itself is not changed):
-    for each checked parameter p, ``(loss(p + eps) - loss(p - eps)) / (2 eps)``. Returns one
+    for each checked parameter p, ``(loss(p + eps) - loss(p - eps)) / (2 eps)``. With
+    dropout the loss is that of ``loss_and_gradients`` (the training loss, whose masks are
+    fixed until the next update), otherwise ``model.loss``. Returns one
     relative error per layer, ``|g - g_num| / max(|g| + |g_num|, tiny)`` over that layer's W
     and b together; values below ~1e-6 mean the gradients are right.
 
@@ -31,6 +33,11 @@ def gradient_check(model, X, y, *, eps=1e-6, max_checks_per_layer=None, seed=0):
     clone = model.astype(np.float64)
     X = np.asarray(X, dtype=np.float64)
     _, grads = clone.loss_and_gradients(X, y)
+    if np.any(clone.dropout):
+        def loss(X, y):
+            return clone.loss_and_gradients(X, y)[0]
+    else:
+        loss = clone.loss
     rng = np.random.default_rng(seed)
     errors = []
     for layer, (dW, db) in zip(clone.layers, grads):
@@ -43,9 +50,9 @@ def gradient_check(model, X, y, *, eps=1e-6, max_checks_per_layer=None, seed=0):
             for i in idx:
                 saved = flat[i]
                 flat[i] = saved + eps
-                plus = clone.loss(X, y)
+                plus = loss(X, y)
                 flat[i] = saved - eps
-                minus = clone.loss(X, y)
+                minus = loss(X, y)
                 flat[i] = saved
                 numeric.append((plus - minus) / (2 * eps))
                 analytic.append(gflat[i])

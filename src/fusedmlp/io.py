@@ -40,6 +40,7 @@ import numpy as np
 
 from . import optim
 from ._validation import BLAS_INT_MAX
+from .dropout import check_dropout, check_dropout_key
 from .functional import ACTIVATIONS
 from .layers import OUTPUTS
 from .layout import ParamLayout
@@ -80,6 +81,10 @@ def save(model, path, *, optimizer=None):
         "output": model.output, "dtype": model.dtype.name, "n_parameters": model.n_parameters,
         "optimizer": None,
     }
+    if np.any(model.dropout) or model.dropout_step:
+        # the rates and the masks' key, so that a reloaded model continues the same masks
+        header["dropout"] = {"rates": model.dropout, "seed": model.dropout_seed,
+                             "step": model.dropout_step}
     arrays = {"params": model.parameters}
     if optimizer is not None:
         # binds an unused optimizer to the model (its state: zeros), so that the file always
@@ -466,4 +471,14 @@ class _Reader:
                         f"have {expected} parameters")
         if header.get("optimizer") is not None and not isinstance(header["optimizer"], str):
             self.refuse(f"bad optimizer {header['optimizer']!r}"[:200])
+        dropout = header.get("dropout")
+        if dropout is not None:
+            try:
+                if not isinstance(dropout, dict) or set(dropout) != {"rates", "seed", "step"}:
+                    raise ValueError("expected {'rates': ..., 'seed': ..., 'step': ...}")
+                check_dropout(dropout["rates"], len(sizes) - 2, "rates")
+                check_dropout_key(dropout["seed"], "seed")
+                check_dropout_key(dropout["step"], "step")
+            except (TypeError, ValueError) as exc:
+                self.refuse(f"bad dropout record: {exc}"[:300], exc)
         return header

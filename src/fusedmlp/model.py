@@ -7,6 +7,7 @@ import threading
 import numpy as np
 
 from . import _kernels, _network, io, training
+from .dropout import KEY_LIMIT, check_dropout, check_dropout_key, layer_rates
 from ._codes import H_SIZE, Inference, Status
 from ._validation import (
     BLAS_INT_MAX, as_float_array, as_labels, as_matrix, as_model_dtype, as_positive_int,
@@ -75,6 +76,10 @@ class MLP:
     n_threads : "auto" or int
         Threads for each training step and inference call (see the ``n_threads`` attribute
         and docs/threading.md); results do not depend on it.
+    dropout : float or sequence of float
+        Inverted dropout in training: one rate in [0, 1) for every hidden layer, or one per
+        hidden layer (0, the default, is off). Inference never drops units. See the
+        ``dropout`` attribute and :mod:`fusedmlp.dropout`.
 
     Notes
     -----
@@ -99,7 +104,7 @@ class MLP:
     """
 
     def __init__(self, layer_sizes, *, activation="relu", output="softmax", dtype=np.float32,
-                 init="auto", seed=None, n_threads="auto"):
+                 init="auto", seed=None, n_threads="auto", dropout=0.0):
         try:
             sizes = [as_positive_int(s, "layer_sizes entry", maximum=BLAS_INT_MAX)
                      for s in layer_sizes]
@@ -151,6 +156,52 @@ class MLP:
         self._n_threads = check_n_threads(n_threads)
         bind_threads(self._net, self._n_threads, self._max_width)
         self._no_update = np.zeros(H_SIZE)   # hyper-parameters of a gradient-only step
+        self._dropout_state = np.zeros(2, np.int64)     # [seed, step] of the masks
+        self._dropout_seeded = False
+        self.dropout = dropout
+
+    @property
+    def dropout(self):
+        """The hidden layers' dropout rate (a float), or their rates (a tuple); settable.
+
+        Setting a rate > 0 for the first time draws ``dropout_seed`` from the model's seeded
+        generator (after the initial weights), so a fixed ``seed`` gives fixed masks.
+        """
+        return self._dropout
+
+    @dropout.setter
+    def dropout(self, value):
+        value = check_dropout(value, len(self.layer_sizes) - 2)
+        rates = layer_rates(value, len(self.layers))
+        with self._lock:
+            if rates.any():
+                if not self._dropout_seeded:
+                    self._dropout_state[0] = self._rng.integers(KEY_LIMIT)
+                    self._dropout_seeded = True
+                self._net.set_dropout(rates, self._dropout_state)
+            else:
+                self._net.set_dropout(None, None)
+            self._dropout = value
+
+    @property
+    def dropout_seed(self) -> int:
+        """The key of the dropout masks (an integer in [0, 2**63)); settable."""
+        return int(self._dropout_state[0])
+
+    @dropout_seed.setter
+    def dropout_seed(self, value):
+        self._dropout_state[0] = check_dropout_key(value, "dropout_seed")
+        self._dropout_seeded = True
+
+    @property
+    def dropout_step(self) -> int:
+        """Updates that drew dropout masks so far (each update advances it by one; a
+        gradient-only step does not); settable, e.g. to replay a step's mask."""
+        return int(self._dropout_state[1])
+
+    @dropout_step.setter
+    def dropout_step(self, value):
+        self._dropout_state[1] = check_dropout_key(value, "dropout_step")
 
     @property
     def n_threads(self):
@@ -633,7 +684,9 @@ class MLP:
         return {"layer_sizes": self.layer_sizes, "activation": self.activations,
                 "output": self.output, "dtype": self.dtype.name, "init": self.init,
                 "params": self._params.copy(), "rng": self._rng.bit_generator.state,
-                "n_threads": self._n_threads}
+                "n_threads": self._n_threads, "dropout": self._dropout,
+                "dropout_seed": self.dropout_seed if self._dropout_seeded else None,
+                "dropout_step": self.dropout_step}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "MLP":
@@ -648,10 +701,16 @@ class MLP:
     def __setstate__(self, state):
         self.__init__(state["layer_sizes"], activation=state["activation"],
                       output=state["output"], dtype=state["dtype"], init="zeros",
-                      n_threads=state.get("n_threads", "auto"))
+                      n_threads=state.get("n_threads", "auto"), dropout=state.get("dropout", 0.0))
         self.init = state["init"]
         self._params[...] = state["params"]
         self._rng.bit_generator.state = state["rng"]
+        self._restore_dropout_key(state.get("dropout_seed"), state.get("dropout_step", 0))
+
+    def _restore_dropout_key(self, seed, step):
+        self._dropout_seeded = seed is not None
+        self._dropout_state[:] = (0 if seed is None else check_dropout_key(seed, "dropout_seed"),
+                                  check_dropout_key(step, "dropout_step"))
 
     def astype(self, dtype) -> "MLP":
         """A copy of the model with parameters of another dtype."""
@@ -681,8 +740,13 @@ def load(path, *, with_optimizer=False):
 
 
 def _model_of_header(header) -> MLP:
-    return MLP(header["layer_sizes"], activation=header["activations"], output=header["output"],
-               dtype=header["dtype"], init="zeros")
+    dropout = header.get("dropout")
+    model = MLP(header["layer_sizes"], activation=header["activations"],
+                output=header["output"], dtype=header["dtype"], init="zeros",
+                dropout=0.0 if dropout is None else dropout["rates"])
+    if dropout is not None:
+        model._restore_dropout_key(dropout["seed"], dropout["step"])
+    return model
 
 
 class CompiledStep:

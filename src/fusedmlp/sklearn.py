@@ -91,6 +91,7 @@ except ImportError as exc:                               # pragma: no cover - de
 
 from ._validation import as_positive_int, as_real, weight_exponent
 from .functional import ACTIVATIONS
+from .dropout import check_dropout
 from .model import MLP
 from .optim import SGD, Adam
 from .training import Batches, run_epoch
@@ -168,7 +169,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads="auto"):
+                 dtype=None, n_threads="auto", dropout=0.0):
         # scikit-learn's rule: __init__ stores the parameters and does nothing else.
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -195,6 +196,7 @@ class _BaseMLP(BaseEstimator):
         self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
+        self.dropout = dropout
 
     # ------------------------------------------------------------------ parameters
     def _hidden_sizes(self) -> list:
@@ -272,6 +274,9 @@ class _BaseMLP(BaseEstimator):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         self._model_dtype()
+        if np.any(check_dropout(self.dropout, len(self._hidden_sizes()))) and self.solver == "lbfgs":
+            raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver ('adam' or "
+                             "'sgd'): solver='lbfgs' minimises one deterministic objective")
 
     # ------------------------------------------------------------------ fitted attributes
     # Assigning coefs_/intercepts_ (a warm start from known weights, as scikit-learn allows)
@@ -412,9 +417,11 @@ class _BaseMLP(BaseEstimator):
         sizes = [n_features, *self._hidden_sizes(), n_outputs]
         output = self._model_output()
         self.model_ = MLP(sizes, activation=_ACTIVATIONS[self.activation], output=output,
-                          dtype=dtype, seed=0, n_threads=self.n_threads)
+                          dtype=dtype, seed=0, n_threads=self.n_threads, dropout=self.dropout)
         if rng is not None:           # (None: the weights are assigned ones, copied next)
             self._draw_initial_weights(rng)
+            if np.any(self.dropout):  # the masks' key, after the weights (random_state)
+                self.model_.dropout_seed = int(rng.randint(0, 2**62))
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(sizes)
         self.out_activation_ = _OUT_ACTIVATIONS[output]
@@ -518,6 +525,7 @@ class _BaseMLP(BaseEstimator):
                 self._initialize(X.shape[1], n_outputs, dtype, rng=None)
             self._take_assigned_weights()
             self._check_warm_model(n_outputs)
+            self.model_.dropout = self.dropout          # (set_params may have changed it)
         if self.solver == "lbfgs":
             self._optimizer = None
             self._fit_lbfgs(X, y, sample_weight)
@@ -944,6 +952,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``n_samples / (n_classes * bincount(y))`` with the sample weights counted, and is
         refused by ``partial_fit`` (as scikit-learn's ``SGDClassifier`` refuses it).
         Multilabel targets refuse class weights.
+    dropout : float or sequence of float, default=0.0
+        fusedmlp's inverted dropout (not in scikit-learn): one rate in [0, 1) for every
+        hidden layer, or one per hidden layer; training only (``adam``/``sgd``; refused with
+        ``lbfgs``), the masks seeded by ``random_state``. See ``fusedmlp.MLP.dropout``.
 
     Attributes
     ----------
@@ -1000,7 +1012,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads="auto", class_weight=None):
+                 dtype=None, n_threads="auto", class_weight=None, dropout=0.0):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1009,7 +1021,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
-            n_threads=n_threads)
+            n_threads=n_threads, dropout=dropout)
         self.class_weight = class_weight
 
     def _weigh_classes(self, y, sample_weight, incremental):
@@ -1191,7 +1203,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, \
 momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon, \
-n_iter_no_change, max_fun, dtype, n_threads
+n_iter_no_change, max_fun, dtype, n_threads, dropout
         As in :class:`MLPClassifier`.
 
     Attributes
@@ -1231,7 +1243,7 @@ n_iter_no_change, max_fun, dtype, n_threads
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads="auto"):
+                 dtype=None, n_threads="auto", dropout=0.0):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1240,7 +1252,7 @@ n_iter_no_change, max_fun, dtype, n_threads
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
-            n_threads=n_threads)
+            n_threads=n_threads, dropout=dropout)
         self.loss = loss
 
     def _check_params(self):

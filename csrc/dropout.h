@@ -1,0 +1,98 @@
+/* dropout.h -- inverted dropout with a counter-based mask (csrc/_dropout.pxd wraps it).
+ *
+ * Whether unit (row i, column j) of hidden layer l is kept in a training step is a pure
+ * function of (seed, step, l, i, j): nothing is stored between forward and backward, the
+ * backward pass draws the same mask again. So the mask does not depend on how the rows are
+ * split across threads (i is the row's position in the batch, wherever it is computed), nor
+ * on the dtype, and a model reloaded with its (seed, step) continues the same stream.
+ *
+ *   key   = mix(mix(mix(seed) + step) + l)                      one per layer and step
+ *   u     = mix(key + (i * n + j) * GOLDEN) >> 11               53 uniform bits per unit
+ *   keep  = u >= threshold,  threshold = round(p * 2^53)        P(keep) = 1 - p
+ *
+ * mix is the 64-bit finaliser of SplitMix64 (Steele, Lea, Flood 2014; the variant of Stafford's
+ * "Mix13" constants); mix(key + k * GOLDEN) for k = 0, 1, ... is SplitMix64's sequence started
+ * at key, whose outputs pass BigCrush. Kept units are scaled by 1/(1-p) in forward, so the
+ * expected activation is unchanged and inference needs no dropout at all.
+ *
+ * Backward gets d = dL/d(dropped a) and the stored dropped activations; it makes
+ * d := mask * d / (1-p) (the chain rule through the dropout) and restores the kept
+ * activations a := a * (1-p) in place, so that the activation's derivative, computed from its
+ * output (fm_act_grad), sees the activation before dropout (dropped units have d = 0, their
+ * activation stays 0: any finite derivative times 0 is 0).
+ */
+#ifndef FUSEDMLP_DROPOUT_H
+#define FUSEDMLP_DROPOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FM_DROPOUT_GOLDEN 0x9E3779B97F4A7C15ULL
+
+static inline uint64_t fm_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* the key of layer l's mask in step `step` of a model seeded with `seed` */
+static inline uint64_t fm_dropout_key(uint64_t seed, uint64_t step, int layer)
+{
+    return fm_mix64(fm_mix64(fm_mix64(seed) + step) + (uint64_t)layer);
+}
+
+/* keep iff u >= threshold: the threshold of rate p in [0, 1) */
+static inline uint64_t fm_dropout_threshold(double p)
+{
+    return (uint64_t)(p * 9007199254740992.0 + 0.5);       /* p * 2^53, rounded */
+}
+
+static inline int fm_dropout_keep(uint64_t key, uint64_t unit, uint64_t threshold)
+{
+    return (fm_mix64(key + unit * FM_DROPOUT_GOLDEN) >> 11) >= threshold;
+}
+
+/* Rows [row0, row0 + rows) of an n-column block a (a points at row row0):
+ *   forward:  a := keep ? a * scale : 0                        (scale = 1/(1-p))
+ *   backward: d := keep ? d * scale : 0;  a := keep ? a * keep_fraction : 0   (1-p) */
+#define FM_DROPOUT_LOOPS(T, SUFFIX)                                                        \
+static inline void fm_dropout_forward_##SUFFIX(T *a, ptrdiff_t row0, ptrdiff_t rows,      \
+                                               ptrdiff_t n, uint64_t key,                 \
+                                               uint64_t threshold, T scale)               \
+{                                                                                          \
+    ptrdiff_t i, j;                                                                        \
+    for (i = 0; i < rows; i++) {                                                           \
+        uint64_t unit = (uint64_t)(row0 + i) * (uint64_t)n;                                \
+        T *row = a + i * n;                                                                \
+        for (j = 0; j < n; j++)                                                            \
+            row[j] = fm_dropout_keep(key, unit + (uint64_t)j, threshold) ? row[j] * scale  \
+                                                                         : (T)0;           \
+    }                                                                                      \
+}                                                                                          \
+static inline void fm_dropout_backward_##SUFFIX(T *d, T *a, ptrdiff_t row0, ptrdiff_t rows,\
+                                                ptrdiff_t n, uint64_t key,                \
+                                                uint64_t threshold, T scale,              \
+                                                T keep_fraction)                          \
+{                                                                                          \
+    ptrdiff_t i, j;                                                                        \
+    for (i = 0; i < rows; i++) {                                                           \
+        uint64_t unit = (uint64_t)(row0 + i) * (uint64_t)n;                                \
+        T *drow = d + i * n, *arow = a + i * n;                                            \
+        for (j = 0; j < n; j++) {                                                          \
+            if (fm_dropout_keep(key, unit + (uint64_t)j, threshold)) {                     \
+                drow[j] *= scale;                                                          \
+                arow[j] *= keep_fraction;                                                  \
+            } else {                                                                       \
+                drow[j] = 0;                                                               \
+                arow[j] = 0;                                                               \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+}
+
+FM_DROPOUT_LOOPS(float, f)
+FM_DROPOUT_LOOPS(double, d)
+#undef FM_DROPOUT_LOOPS
+
+#endif
