@@ -47,7 +47,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from libc.math cimport isfinite
 
-from _blas cimport gemm, blas_enter, blas_leave, load_blas
+from _blas cimport gemm, gemm_bf16, blas_enter, blas_leave, load_blas
 from _activations cimport bias_activation, activation_grad, select_isa
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error, binary_cross_entropy, poisson_deviance,
@@ -154,6 +154,19 @@ cdef struct Net:
     double* part_scratch
     const double* dropout      # n_layers dropout rates, or NULL: none (_dropout.pxd)
     int64_t* dropout_state     # [seed, step]: the key of the masks (advanced per update)
+    bint bf16                  # compute_dtype="bfloat16": products through gemm_bf16
+
+
+cdef inline void net_gemm(const Net* net, bint trans_a, bint trans_b, int m, int n, int k,
+                          floating alpha, const floating* a, int lda, const floating* b,
+                          int ldb, floating beta, floating* c, int ldc) noexcept nogil:
+    """gemm in the network's compute dtype: float32 models with net.bf16 round the operands
+    to bfloat16 (_blas.gemm_bf16; every product of a step has alpha 1 and beta 0)."""
+    if floating is float:
+        if net.bf16:
+            gemm_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+            return
+    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
 
 cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* acts,
@@ -179,8 +192,8 @@ cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* act
             out = acts + net.a_off[l] * act_stride
         else:
             out = acts + (l % 2) * (-act_stride)
-        gemm(False, False, <int>m, <int>n_out, <int>n_in, <floating>1, inp, <int>n_in,
-             params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
+        net_gemm(net, False, False, <int>m, <int>n_out, <int>n_in, <floating>1, inp, <int>n_in,
+                 params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
         if not gemm_only:
             bias_activation(out, params + net.b_off[l], m, n_out, net.activations[l])
             if act_stride >= 0:
@@ -211,11 +224,11 @@ cdef void backward(Net* net, const floating* X, Py_ssize_t m, bint gemm_only) no
                              acts + net.a_off[l] * net.max_batch, 0, m, n_out)
             activation_grad(d, acts + net.a_off[l] * net.max_batch, d, net.scratch,
                             grads + net.b_off[l], m, n_out, net.activations[l])
-        gemm(True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev, <int>n_in,
-             d, <int>n_out, <floating>0, grads + net.w_off[l], <int>n_out)
+        net_gemm(net, True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev, <int>n_in,
+                 d, <int>n_out, <floating>0, grads + net.w_off[l], <int>n_out)
         if l > 0:
-            gemm(False, True, <int>m, <int>n_in, <int>n_out, <floating>1, d, <int>n_out,
-                 params + net.w_off[l], <int>n_out, <floating>0, d_next, <int>n_in)
+            net_gemm(net, False, True, <int>m, <int>n_in, <int>n_out, <floating>1, d, <int>n_out,
+                     params + net.w_off[l], <int>n_out, <floating>0, d_next, <int>n_in)
             tmp = d
             d = d_next
             d_next = tmp
@@ -555,6 +568,7 @@ cdef class Network:
         self.net.part_scratch = NULL
         self.net.dropout = NULL
         self.net.dropout_state = NULL
+        self.net.bf16 = False
         self._keep = [params, grads, None, None, None]
 
     def __dealloc__(self):
@@ -580,6 +594,16 @@ cdef class Network:
         self.net.scratch = <double*>address(scratch, b'd', True)
         self.net.max_batch = max_batch
         self._keep[2] = (acts, delta_a, delta_b, scratch)
+
+    def set_bf16(self, bint bf16):
+        """Compute the products in bfloat16 (float32 networks; the caller checked the CPU)."""
+        if bf16 and self.is_double:
+            raise ValueError("bfloat16 products need a float32 network")
+        self.net.bf16 = bf16
+
+    @property
+    def bf16(self):
+        return self.net.bf16
 
     @property
     def max_batch(self):

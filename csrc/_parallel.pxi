@@ -152,8 +152,8 @@ cdef void forward_rows(const Net* net, const floating* X, Py_ssize_t lo,
         n_in = net.sizes[l]
         n_out = net.sizes[l + 1]
         out = acts + net.a_off[l] * net.max_batch + lo * n_out
-        gemm(False, False, <int>(hi - lo), <int>n_out, <int>n_in, <floating>1, inp, <int>n_in,
-             params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
+        net_gemm(net, False, False, <int>(hi - lo), <int>n_out, <int>n_in, <floating>1, inp,
+                 <int>n_in, params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
         bias_activation(out, params + net.b_off[l], hi - lo, n_out, net.activations[l])
         dropout_forward(net.dropout, net.dropout_state, l, out, lo, hi - lo, n_out)
         inp = out
@@ -208,22 +208,22 @@ cdef void backward_part(Net* net, const floating* X, Py_ssize_t m, int l, const 
     if n_in >= n_out:
         block(n_in, part, n_parts, &lo, &hi)
         if hi > lo:
-            gemm(True, False, <int>(hi - lo), <int>n_out, <int>m, <floating>1, a_prev + lo,
-                 <int>n_in, d, <int>n_out, <floating>0, grads + net.w_off[l] + lo * n_out,
-                 <int>n_out)
+            net_gemm(net, True, False, <int>(hi - lo), <int>n_out, <int>m, <floating>1,
+                     a_prev + lo, <int>n_in, d, <int>n_out, <floating>0,
+                     grads + net.w_off[l] + lo * n_out, <int>n_out)
     else:
         block(n_out, part, n_parts, &lo, &hi)
         if hi > lo:
-            gemm(True, False, <int>n_in, <int>(hi - lo), <int>m, <floating>1, a_prev,
-                 <int>n_in, d + lo, <int>n_out, <floating>0, grads + net.w_off[l] + lo,
-                 <int>n_out)
+            net_gemm(net, True, False, <int>n_in, <int>(hi - lo), <int>m, <floating>1, a_prev,
+                     <int>n_in, d + lo, <int>n_out, <floating>0, grads + net.w_off[l] + lo,
+                     <int>n_out)
     # dA_{l-1} = dZ_l @ W_l^T on rows [lo, hi), then dZ_{l-1} on the same rows
     if l > 0:
         block(m, part, n_parts, &lo, &hi)
         if hi > lo:
-            gemm(False, True, <int>(hi - lo), <int>n_in, <int>n_out, <floating>1,
-                 d + lo * n_out, <int>n_out, params + net.w_off[l], <int>n_out, <floating>0,
-                 d_next + lo * n_in, <int>n_in)
+            net_gemm(net, False, True, <int>(hi - lo), <int>n_in, <int>n_out, <floating>1,
+                     d + lo * n_out, <int>n_out, params + net.w_off[l], <int>n_out, <floating>0,
+                     d_next + lo * n_in, <int>n_in)
             if not dropout_on(net.dropout, l - 1):
                 grad_rows(net, l - 1, d_next, lo, hi, acc)
 

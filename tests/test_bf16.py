@@ -84,3 +84,175 @@ def test_why_not_is_a_reason_or_empty():
     assert isinstance(WHY_NOT, str)
     if WHY_NOT:
         assert "bf16" in WHY_NOT.lower() or "avx" in WHY_NOT.lower() or "xsave" in WHY_NOT.lower()
+
+
+# ---------------------------------------------------------------------- the model setting
+import pickle  # noqa: E402
+
+import fusedmlp  # noqa: E402
+from fusedmlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+
+def _digits(n=600):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return (X[:n] / 16).astype(np.float32), y[:n]
+
+
+def test_compute_dtype_default_is_none_and_refusals():
+    model = fusedmlp.MLP([4, 3, 2])
+    assert model.compute_dtype is None and not model.network.bf16
+    with pytest.raises(ValueError, match="compute_dtype must be None or 'bfloat16', got str"):
+        fusedmlp.MLP([4, 2], compute_dtype="float16")
+    with pytest.raises(TypeError, match="compute_dtype must be None or 'bfloat16', got int"):
+        fusedmlp.MLP([4, 2], compute_dtype=16)
+    with pytest.raises(ValueError, match="needs a float32 model.*float64"):
+        fusedmlp.MLP([4, 2], dtype=np.float64, compute_dtype="bfloat16")
+    with pytest.raises(ValueError, match="needs a float32 model"):
+        fusedmlp.MLP([4, 2], dtype=np.float64).compute_dtype = "bfloat16"
+
+
+def test_refused_where_the_cpu_lacks_it(monkeypatch):
+    from fusedmlp import bf16
+
+    monkeypatch.setattr(bf16, "why_unavailable", lambda: "the CPU lacks AVX512-BF16 (test)")
+    with pytest.raises(ValueError, match=r"compute_dtype='bfloat16' needs a CPU with "
+                                         r"AVX512-BF16 or AMX: the CPU lacks"):
+        fusedmlp.MLP([4, 2], compute_dtype="bfloat16")
+    assert fusedmlp.show_config(as_dict=True)["bfloat16"]["available"] is False
+    # a file or pickle of a bf16 model still loads, computing in float32, with a warning
+    with pytest.warns(RuntimeWarning, match="computes in float32 here"):
+        assert bf16.restore_compute_dtype("bfloat16", "float32") is None
+
+
+def test_show_config_reports_bf16():
+    info = fusedmlp.show_config(as_dict=True)["bfloat16"]
+    assert info["available"] is (not WHY_NOT)
+    assert info["why"] == (WHY_NOT or info["why"])
+
+
+@needs_bf16
+def test_gradients_at_bf16_tolerance_and_against_an_emulation():
+    X, y = _digits(50)
+    model = fusedmlp.MLP([64, 48, 10], activation="tanh", seed=0, compute_dtype="bfloat16")
+    exact = model.astype(np.float64)
+    assert exact.compute_dtype is None
+    loss, grads = model.loss_and_gradients(X, y)
+    loss64, grads64 = exact.loss_and_gradients(X, y)
+    assert abs(loss - loss64) < 1e-2 * abs(loss64)
+    for (dW, db), (dW64, db64) in zip(grads, grads64):
+        assert np.linalg.norm(dW - dW64) < 2e-2 * np.linalg.norm(dW64)
+        assert np.linalg.norm(db - db64) < 2e-2 * np.linalg.norm(db64)
+    # the same step in NumPy with the same roundings: products of bf16 operands in float64
+    (W1, b1), (W2, b2) = [(layer.W.astype(np.float64), layer.b.astype(np.float64))
+                          for layer in exact.layers]
+    r = lambda a: bf16_round(a).astype(np.float64)  # noqa: E731
+    A1 = np.tanh(r(X) @ r(W1) + b1)
+    Z = r(A1) @ r(W2) + b2
+    P = np.exp(Z - Z.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    dZ2 = P.copy()
+    dZ2[np.arange(len(y)), y] -= 1
+    dZ2 /= len(y)
+    dZ1 = (r(dZ2) @ r(W2).T) * (1 - A1 ** 2)
+    # float32 activations and sums: bf16 roundings of nearby float32 values may differ by one
+    # bf16 step (2^-8), so compare at a few bf16 steps of the largest entry
+    for got, want in ((grads[1][0], r(A1).T @ r(dZ2)), (grads[0][0], r(X).T @ r(dZ1))):
+        assert np.abs(got - want).max() < 2e-2 * np.abs(want).max()
+
+
+@needs_bf16
+def test_training_reaches_float32_accuracy_and_reruns_bitwise():
+    X, y = _digits(1797)
+    train, test = slice(0, 1400), slice(1400, None)
+    scores, params = {}, {}
+    for compute in (None, "bfloat16", "bfloat16"):
+        model = fusedmlp.MLP([64, 128, 10], seed=0, n_threads=1, compute_dtype=compute)
+        model.fit(X[train], y[train], epochs=5, batch_size=32, optimizer=fusedmlp.Adam(1e-3))
+        scores.setdefault(compute, model.score(X[test], y[test]))
+        params.setdefault(compute, []).append(model.get_params_vector())
+    assert abs(scores["bfloat16"] - scores[None]) <= 0.005 + 1e-12
+    np.testing.assert_array_equal(params["bfloat16"][0], params["bfloat16"][1])
+    assert not np.array_equal(params["bfloat16"][0], params[None][0])
+
+
+@needs_bf16
+def test_results_do_not_depend_on_n_threads():
+    X, y = _digits(512)
+    runs = []
+    for n_threads in (1, 2, 3):
+        model = fusedmlp.MLP([64, 96, 64, 10], seed=1, n_threads=n_threads,
+                             compute_dtype="bfloat16")
+        model.fit(X, y, epochs=2, batch_size=256, optimizer=fusedmlp.Adam(1e-3), shuffle=False)
+        runs.append((model.get_params_vector(), model.predict_proba(X)))
+    for params, proba in runs[1:]:
+        np.testing.assert_array_equal(params, runs[0][0])
+        np.testing.assert_array_equal(proba, runs[0][1])
+
+
+@needs_bf16
+def test_inference_uses_bf16_and_the_setting_switches(tmp_path):
+    X, _ = _digits(64)
+    model = fusedmlp.MLP([64, 32, 10], seed=0, compute_dtype="bfloat16")
+    bf16_scores = model.forward(X)
+    model.compute_dtype = None
+    f32_scores = model.forward(X)
+    assert not np.array_equal(bf16_scores, f32_scores)
+    np.testing.assert_allclose(bf16_scores, f32_scores, rtol=0.05, atol=0.05)
+    model.compute_dtype = "bfloat16"
+    np.testing.assert_array_equal(model.forward(X), bf16_scores)
+    # save/load and pickling keep float32 parameters and the compute dtype
+    model.save(tmp_path / "m.npz")
+    loaded = fusedmlp.load(tmp_path / "m.npz")
+    assert loaded.compute_dtype == "bfloat16" and loaded.dtype == np.float32
+    assert "compute_dtype='bfloat16'" in repr(loaded)
+    np.testing.assert_array_equal(loaded.forward(X), bf16_scores)
+    unpickled = pickle.loads(pickle.dumps(model))
+    assert unpickled.compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(unpickled.forward(X), bf16_scores)
+
+
+def test_files_without_compute_dtype_and_bad_ones(tmp_path):
+    model = fusedmlp.MLP([4, 3, 2], seed=0)
+    model.save(tmp_path / "plain.npz")
+    assert fusedmlp.load(tmp_path / "plain.npz").compute_dtype is None
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "plain.npz") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    raw = members["header.npy"]
+    header_text = np.load(tmp_path / "plain.npz")["header"].tobytes().decode()
+    header = json.loads(header_text)
+    header["dtype"], header["compute_dtype"] = "float64", "bfloat16"
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.frombuffer(json.dumps(header).encode(), np.uint8))
+    assert raw != buffer.getvalue()
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, buffer.getvalue() if name == "header.npy" else data)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        fusedmlp.load(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_estimators_take_compute_dtype(Estimator):
+    est = Estimator(compute_dtype="bfloat16")
+    assert est.get_params()["compute_dtype"] == "bfloat16"
+    assert Estimator().get_params()["compute_dtype"] is None
+    X, y = _digits(200)
+    X64 = X.astype(np.float64)
+    with pytest.raises(ValueError, match="needs a float32 model"):
+        Estimator(compute_dtype="bfloat16", dtype=np.float64, max_iter=1).fit(X64, y)
+    if WHY_NOT:
+        with pytest.raises(ValueError, match="needs a CPU with AVX512-BF16"):
+            est.set_params(max_iter=1).fit(X64, y)
+        return
+    # dtype=None: float32 parameters even for float64 data
+    est.set_params(max_iter=3, hidden_layer_sizes=(32,), random_state=0).fit(X64, y)
+    assert est.model_.compute_dtype == "bfloat16" and est.model_.dtype == np.float32
+    est.set_params(compute_dtype=None, warm_start=True).fit(X64, y)
+    assert est.model_.compute_dtype is None

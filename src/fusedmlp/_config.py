@@ -17,9 +17,10 @@ def show_config(as_dict: bool = False):
     elementwise loops: "baseline", "avx2", "avx512" or "neon"); ``elementwise_isa_supported``
     (the variants this build has and this CPU runs; ``FUSEDMLP_ISA`` forces one of them);
     ``threads`` (fusedmlp's worker pool: workers started, usable cores, the most threads
-    ``n_threads="auto"`` uses now, the BLAS's threads); ``bfloat16`` (whether a bf16 matrix
-    product is available and, if not, why). Set ``FUSEDMLP_BLAS=openblas|mkl|scipy``
-    before importing fusedmlp to force a backend.
+    ``n_threads="auto"`` uses now, the BLAS's threads); ``bfloat16`` (``available``: whether
+    ``compute_dtype="bfloat16"`` runs here, the ``kernel`` it uses, and ``why`` it does or
+    does not). Set ``FUSEDMLP_BLAS=openblas|mkl|scipy`` before importing fusedmlp to force a
+    backend.
 
     Examples
     --------
@@ -30,16 +31,8 @@ def show_config(as_dict: bool = False):
     from . import _kernels, _network
     from ._version import __version__
     from .threads import pool_info
+    from .bf16 import availability
     blas = _network.BLAS
-    if blas["bf16_gemm"] and blas["cpu_bf16"]:
-        bf16 = {"available": True, "why": "MKL cblas_gemm_bf16bf16f32 on a CPU with bf16"}
-    else:
-        reasons = []
-        if not blas["cpu_bf16"]:
-            reasons.append("the CPU has neither AVX512-BF16 nor AMX")
-        if not blas["bf16_gemm"]:
-            reasons.append(f"the {blas['name']} backend has no bf16 GEMM (needs mkl)")
-        bf16 = {"available": False, "why": "; ".join(reasons)}
     info = {
         "version": __version__,
         "blas": {"name": blas["name"], "version": blas["version"], "path": blas["path"],
@@ -47,7 +40,7 @@ def show_config(as_dict: bool = False):
         "elementwise_isa": _kernels.isa(),
         "elementwise_isa_supported": list(_kernels.isa_supported()),
         "threads": pool_info(),
-        "bfloat16": bf16,
+        "bfloat16": availability(),
     }
     if as_dict:
         return info

@@ -85,6 +85,8 @@ def save(model, path, *, optimizer=None):
         # the rates and the masks' key, so that a reloaded model continues the same masks
         header["dropout"] = {"rates": model.dropout, "seed": model.dropout_seed,
                              "step": model.dropout_step}
+    if model.compute_dtype is not None:         # absent: the model's dtype (older files too)
+        header["compute_dtype"] = model.compute_dtype
     arrays = {"params": model.parameters}
     if optimizer is not None:
         # binds an unused optimizer to the model (its state: zeros), so that the file always
@@ -464,6 +466,10 @@ class _Reader:
             self.refuse(f"bad output {header.get('output')!r}"[:200])
         if header.get("dtype") not in ("float32", "float64"):
             self.refuse(f"bad dtype {header.get('dtype')!r}"[:200])
+        if header.get("compute_dtype") not in (None, "bfloat16") or (
+                header.get("compute_dtype") is not None and header["dtype"] != "float32"):
+            self.refuse(f"bad compute_dtype {header.get('compute_dtype')!r} for dtype "
+                        f"{header['dtype']!r}"[:200])
         expected = ParamLayout(sizes).n_params
         n_params = header.get("n_parameters")
         if type(n_params) is not int or n_params != expected:

@@ -18,6 +18,7 @@ from .layers import OUTPUTS, Dense, MeanSquaredError, SoftmaxCrossEntropy, check
 from .layout import ParamLayout
 from .optim import Optimizer
 from .threads import bind as bind_threads, check_n_threads
+from .bf16 import check_compute_dtype, restore_compute_dtype
 
 __all__ = ["MLP", "load", "OUTPUTS"]
 
@@ -80,6 +81,11 @@ class MLP:
         Inverted dropout in training: one rate in [0, 1) for every hidden layer, or one per
         hidden layer (0, the default, is off). Inference never drops units. See the
         ``dropout`` attribute and :mod:`fusedmlp.dropout`.
+    compute_dtype : None or "bfloat16"
+        ``None`` (default): the products compute in `dtype`. ``"bfloat16"`` (float32 models,
+        CPUs with AVX512-BF16): their operands are rounded to bfloat16 and summed in float32,
+        up to 2x faster products at about 3 significant digits; parameters, optimiser state,
+        the loss and the update stay float32 (see the attribute and docs/bf16.md).
 
     Notes
     -----
@@ -104,7 +110,8 @@ class MLP:
     """
 
     def __init__(self, layer_sizes, *, activation="relu", output="softmax", dtype=np.float32,
-                 init="auto", seed=None, n_threads="auto", dropout=0.0):
+                 init="auto", seed=None, n_threads="auto", dropout=0.0,
+                 compute_dtype=None):
         try:
             sizes = [as_positive_int(s, "layer_sizes entry", maximum=BLAS_INT_MAX)
                      for s in layer_sizes]
@@ -136,6 +143,7 @@ class MLP:
         self._max_width = max(sizes[1:])
         self.output = output
         self.dtype = as_model_dtype(dtype)
+        compute_dtype = check_compute_dtype(compute_dtype, self.dtype)
         self.init = init
         self._rng = np.random.default_rng(seed)
 
@@ -155,6 +163,8 @@ class MLP:
         self._workspace = None
         self._n_threads = check_n_threads(n_threads)
         bind_threads(self._net, self._n_threads, self._max_width)
+        self._compute_dtype = compute_dtype
+        self._net.set_bf16(compute_dtype == "bfloat16")
         self._no_update = np.zeros(H_SIZE)   # hyper-parameters of a gradient-only step
         self._dropout_state = np.zeros(2, np.int64)     # [seed, step] of the masks
         self._dropout_seeded = False
@@ -221,6 +231,21 @@ class MLP:
             bind_threads(self._net, value, self._max_width)
             self._n_threads = value
 
+    @property
+    def compute_dtype(self):
+        """What the matrix products compute in: ``None`` (default: the model's dtype) or
+        ``"bfloat16"`` (float32 models on CPUs with AVX512-BF16: the products' operands are
+        rounded to bfloat16 and summed in float32; everything else stays float32; see
+        docs/bf16.md). Settable, e.g. to train in bfloat16 and predict in float32."""
+        return self._compute_dtype
+
+    @compute_dtype.setter
+    def compute_dtype(self, value):
+        value = check_compute_dtype(value, self.dtype)
+        with self._lock:
+            self._net.set_bf16(value == "bfloat16")
+            self._compute_dtype = value
+
     # ------------------------------------------------------------------ description
     @property
     def n_features(self) -> int:
@@ -273,8 +298,9 @@ class MLP:
     def __repr__(self):
         hidden = self.activations
         act = hidden[0] if hidden and len(set(hidden)) == 1 else hidden
+        compute = "" if self._compute_dtype is None else f", compute_dtype={self._compute_dtype!r}"
         return (f"MLP({list(self.layer_sizes)}, activation={act!r}, output={self.output!r}, "
-                f"dtype={self.dtype.name})")
+                f"dtype={self.dtype.name}{compute})")
 
     def summary(self) -> str:
         """A table of the layers, their shapes and the parameter count."""
@@ -686,7 +712,7 @@ class MLP:
                 "params": self._params.copy(), "rng": self._rng.bit_generator.state,
                 "n_threads": self._n_threads, "dropout": self._dropout,
                 "dropout_seed": self.dropout_seed if self._dropout_seeded else None,
-                "dropout_step": self.dropout_step}
+                "dropout_step": self.dropout_step, "compute_dtype": self._compute_dtype}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "MLP":
@@ -701,7 +727,9 @@ class MLP:
     def __setstate__(self, state):
         self.__init__(state["layer_sizes"], activation=state["activation"],
                       output=state["output"], dtype=state["dtype"], init="zeros",
-                      n_threads=state.get("n_threads", "auto"), dropout=state.get("dropout", 0.0))
+                      n_threads=state.get("n_threads", "auto"), dropout=state.get("dropout", 0.0),
+                      compute_dtype=restore_compute_dtype(state.get("compute_dtype"),
+                                                          state["dtype"]))
         self.init = state["init"]
         self._params[...] = state["params"]
         self._rng.bit_generator.state = state["rng"]
@@ -713,9 +741,12 @@ class MLP:
                                   check_dropout_key(step, "dropout_step"))
 
     def astype(self, dtype) -> "MLP":
-        """A copy of the model with parameters of another dtype."""
+        """A copy of the model with parameters of another dtype (a float64 copy computes in
+        float64: its ``compute_dtype`` is None)."""
         state = self.state_dict()
         state["dtype"] = as_model_dtype(dtype).name
+        if state["dtype"] != "float32":
+            state["compute_dtype"] = None
         state["params"] = state["params"].astype(state["dtype"])
         return MLP.from_state_dict(state)
 
@@ -743,7 +774,9 @@ def _model_of_header(header) -> MLP:
     dropout = header.get("dropout")
     model = MLP(header["layer_sizes"], activation=header["activations"],
                 output=header["output"], dtype=header["dtype"], init="zeros",
-                dropout=0.0 if dropout is None else dropout["rates"])
+                dropout=0.0 if dropout is None else dropout["rates"],
+                compute_dtype=restore_compute_dtype(header.get("compute_dtype"),
+                                                    header["dtype"]))
     if dropout is not None:
         model._restore_dropout_key(dropout["seed"], dropout["step"])
     return model

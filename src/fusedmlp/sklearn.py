@@ -90,6 +90,7 @@ except ImportError as exc:                               # pragma: no cover - de
     ) from exc
 
 from ._validation import as_positive_int, as_real, weight_exponent
+from .bf16 import check_compute_dtype
 from .functional import ACTIVATIONS
 from .dropout import check_dropout
 from .model import MLP
@@ -169,7 +170,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads="auto", dropout=0.0):
+                 dtype=None, n_threads="auto", dropout=0.0, compute_dtype=None):
         # scikit-learn's rule: __init__ stores the parameters and does nothing else.
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -197,6 +198,7 @@ class _BaseMLP(BaseEstimator):
         self.dtype = dtype
         self.n_threads = n_threads
         self.dropout = dropout
+        self.compute_dtype = compute_dtype
 
     # ------------------------------------------------------------------ parameters
     def _hidden_sizes(self) -> list:
@@ -219,12 +221,13 @@ class _BaseMLP(BaseEstimator):
         """The dtypes validate_data may return for a new model: `dtype`, or with
         ``dtype=None`` float32 for float32 input and float64 for everything else (the first
         entry of the list is the conversion target), as scikit-learn's MLP."""
-        return [np.float64, np.float32] if self.dtype is None else self._model_dtype()
+        return [np.float64, np.float32] if self._model_dtype() is None else self._model_dtype()
 
     def _model_dtype(self):
-        """The `dtype` parameter resolved (None stays None)."""
+        """The `dtype` parameter resolved (None stays None, but means float32 with
+        ``compute_dtype="bfloat16"``, whose parameters are float32)."""
         if self.dtype is None:
-            return None
+            return None if self.compute_dtype is None else np.dtype(np.float32)
         try:
             resolved = np.dtype(self.dtype)
         except TypeError:
@@ -236,6 +239,7 @@ class _BaseMLP(BaseEstimator):
     def _check_params(self):
         """Validate the hyper-parameters at fit time (never in __init__ or set_params)."""
         self._hidden_sizes()
+        check_compute_dtype(self.compute_dtype, self._model_dtype() or np.float32)
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, "
                              f"got {self.activation!r}")
@@ -417,7 +421,8 @@ class _BaseMLP(BaseEstimator):
         sizes = [n_features, *self._hidden_sizes(), n_outputs]
         output = self._model_output()
         self.model_ = MLP(sizes, activation=_ACTIVATIONS[self.activation], output=output,
-                          dtype=dtype, seed=0, n_threads=self.n_threads, dropout=self.dropout)
+                          dtype=dtype, seed=0, n_threads=self.n_threads, dropout=self.dropout,
+                          compute_dtype=self.compute_dtype)
         if rng is not None:           # (None: the weights are assigned ones, copied next)
             self._draw_initial_weights(rng)
             if np.any(self.dropout):  # the masks' key, after the weights (random_state)
@@ -526,6 +531,7 @@ class _BaseMLP(BaseEstimator):
             self._take_assigned_weights()
             self._check_warm_model(n_outputs)
             self.model_.dropout = self.dropout          # (set_params may have changed it)
+            self.model_.compute_dtype = self.compute_dtype
         if self.solver == "lbfgs":
             self._optimizer = None
             self._fit_lbfgs(X, y, sample_weight)
@@ -943,6 +949,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     n_threads : "auto" or int, default="auto"
         Threads for each training step and prediction (fusedmlp's own pool; see
         ``fusedmlp.MLP.n_threads``). Results do not depend on it beyond rounding.
+    compute_dtype : None or "bfloat16", default=None
+        ``"bfloat16"``: the matrix products round their operands to bfloat16 and sum in
+        float32 (CPUs with AVX512-BF16; ``fusedmlp.MLP.compute_dtype``, docs/bf16.md). The
+        network is then float32 (``dtype`` None or float32).
     class_weight : None, "balanced" or dict, default=None
         Weights of the classes (not in scikit-learn's MLP; as in its linear classifiers):
         a row of class ``c`` weighs ``class_weight[c] * sample_weight``, exactly as if that
@@ -1012,7 +1022,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads="auto", class_weight=None, dropout=0.0):
+                 dtype=None, n_threads="auto", class_weight=None, dropout=0.0,
+                 compute_dtype=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1021,7 +1032,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
-            n_threads=n_threads, dropout=dropout)
+            n_threads=n_threads, dropout=dropout,
+            compute_dtype=compute_dtype)
         self.class_weight = class_weight
 
     def _weigh_classes(self, y, sample_weight, incremental):
@@ -1203,7 +1215,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, \
 momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon, \
-n_iter_no_change, max_fun, dtype, n_threads, dropout
+n_iter_no_change, max_fun, dtype, n_threads, dropout, compute_dtype
         As in :class:`MLPClassifier`.
 
     Attributes
@@ -1243,7 +1255,7 @@ n_iter_no_change, max_fun, dtype, n_threads, dropout
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads="auto", dropout=0.0):
+                 dtype=None, n_threads="auto", dropout=0.0, compute_dtype=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1252,7 +1264,8 @@ n_iter_no_change, max_fun, dtype, n_threads, dropout
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
-            n_threads=n_threads, dropout=dropout)
+            n_threads=n_threads, dropout=dropout,
+            compute_dtype=compute_dtype)
         self.loss = loss
 
     def _check_params(self):
