@@ -61,6 +61,8 @@ from fusedmlp._codes cimport (H_SIZE, H_WEIGHT_DECAY, H_EPS, OK, BAD_INPUT, BAD_
                              ACT_IDENTITY)
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 from _dropout cimport dropout_on, dropout_forward, dropout_backward
+from _schedule cimport scheduled_rate
+from fusedmlp._codes cimport H_LR, S_STEP, S_SIZE
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
 select_isa()            # this module's table of elementwise loops (elementwise.h)
@@ -413,6 +415,7 @@ cdef struct EpochData:
     void* weights_batch
     const double* rule             # scikit-learn's per-batch L2 rule, or NULL (epoch())
     Py_ssize_t rule_size
+    double* schedule               # a per-step learning-rate schedule, or NULL (_schedule.pxd)
 
 
 cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t stop,
@@ -432,6 +435,9 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
     schedule); and reports loss factor x loss + ||W||^2 x (0.5 alpha / s), the squared
     weights read before the update (scikit-learn's loss with its penalty). The arithmetic
     is that of sklearn.py's _Step, operation for operation.
+
+    With data.schedule, each step first sets the learning rate hyper[H_LR] to the schedule's
+    rate (_schedule.pxd) and, once trained, advances the schedule's step count.
     """
     cdef Py_ssize_t lo = first, m, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
     cdef Py_ssize_t size = sizeof(floating)
@@ -478,11 +484,15 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
                     penalty = fm_sum_sq_f(<float*>net.params, net.n_weights) * (rule[2] / total)
                 else:
                     penalty = fm_sum_sq_d(<double*>net.params, net.n_weights) * (rule[2] / total)
+        if data.schedule != NULL:
+            hyper[H_LR] = scheduled_rate(data.schedule)
         status = step(net, <const floating*>data.X_batch, m, labels, targets, weights, total,
                       kind, hyper, state_a, state_b, &loss)
         if status != OK:
             failed_row[0] = lo
             return status
+        if data.schedule != NULL:
+            data.schedule[S_STEP] += 1
         if rule != NULL:
             loss = rule[3] * loss + penalty
         k += 1
@@ -693,7 +703,7 @@ cdef class Network:
 
     def train_epoch(self, X, labels, targets, weights, order, Py_ssize_t first, Py_ssize_t stop,
                     Py_ssize_t batch_size, int opt_kind, hyper, state_a, state_b, gather_buffers,
-                    validation, double[::1] results, rule=None):
+                    validation, double[::1] results, rule=None, schedule=None):
         """Train on the rows order[first:stop] in batches of batch_size; returns a status.
 
         X (n x n_0) with labels (n, int64) or targets (n x n_L), weights (n, or None) are the
@@ -706,7 +716,9 @@ cdef class Network:
         a non-finite validation output gives BAD_LOSS with [2] = -1. rule (float64, or
         None) is the scikit-learn estimators' per-batch rule (see epoch()): alpha, the
         gradient scale, 0.5 alpha, the reported loss factor, then optionally one epsilon
-        per batch of this call.
+        per batch of this call. schedule (float64, S_SIZE, or None) is a per-step
+        learning-rate schedule (_schedule.pxd): it sets hyper's rate before every step and
+        its step count advances with every step trained.
         """
         cdef Py_ssize_t n = len(X), n_out = self.net.sizes[self.net.n_layers], i
         cdef Py_ssize_t m_val, chunk, correct = 0, failed = 0, val_correct = 0
@@ -740,6 +752,7 @@ cdef class Network:
         data.weights_batch = address(weights_batch, self.kind, True, batch_size)
         data.rule = <double*>address(rule, b'd', False)
         data.rule_size = 0 if rule is None else len(rule)
+        data.schedule = <double*>address(schedule, b'd', True, S_SIZE)
         if rule is not None and (data.rule_size < 4 or (data.rule_size > 4 and
                                  data.rule_size < 4 + (stop - first + batch_size - 1) // batch_size)):
             raise ValueError("rule needs 4 entries, or 4 plus one epsilon per batch")

@@ -95,3 +95,13 @@ def test_inference_outputs():
     np.testing.assert_allclose(model.predict_proba(X), fusedmlp.softmax(scores), rtol=1e-12)
     np.testing.assert_allclose(model.predict_log_proba(X), fusedmlp.log_softmax(scores),
                                rtol=1e-12)
+
+
+def test_schedule_kinds_and_slots():
+    assert {fusedmlp.WarmupLR(decay=name).state[_codes.S_KIND]: name
+            for name in fusedmlp.WarmupLR.DECAYS} == {
+        int(kind): kind.name[len("SCHEDULE_"):].lower() for kind in _codes.Schedule}
+    slots = {name: getattr(_codes, name) for name in dir(_codes)
+             if name.startswith("S_") and name != "S_SIZE"}
+    assert len(set(slots.values())) == len(slots)
+    assert all(0 <= v < _codes.S_SIZE for v in slots.values())

@@ -80,3 +80,21 @@ cpdef enum Inference:
     SCORES = 0
     PROBABILITIES = 1
     LOG_PROBABILITIES = 2
+
+
+# A per-step learning-rate schedule (fusedmlp.optim.WarmupLR): a float64 array that the
+# compiled epoch reads before every step (the step's rate goes into hyper[H_LR]) and whose
+# S_STEP it advances after every step trained (csrc/_schedule.pxd has the formula).
+cpdef enum Schedule:
+    SCHEDULE_CONSTANT = 0   # warm-up, then the peak rate
+    SCHEDULE_COSINE = 1     # warm-up, then cosine decay to final x peak
+    SCHEDULE_LINEAR = 2     # warm-up, then linear decay to final x peak
+
+cpdef enum:
+    S_KIND = 0              # a Schedule
+    S_PEAK_LR = 1           # the rate at the end of the warm-up
+    S_WARMUP_STEPS = 2
+    S_TOTAL_STEPS = 3       # warm-up and decay together
+    S_FINAL = 4             # the last rate, as a fraction of the peak
+    S_STEP = 5              # steps taken so far (advanced by the compiled epoch)
+    S_SIZE = 8              # entries of the array

@@ -19,7 +19,7 @@ from ._config import show_config
 from .model import MLP, load
 from .optim import (
     SGD, AdaGrad, Adam, AdamW, ConstantLR, CosineLR, Optimizer, ReduceLROnPlateau, RMSProp,
-    StepLR,
+    StepLR, WarmupLR,
 )
 
 from ._version import __version__
@@ -37,5 +37,6 @@ __all__ = [
     *_functional.__all__,
     "Dense", "SoftmaxCrossEntropy", "MeanSquaredError", "MLP", "load", "gradient_check",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad",
-    "ConstantLR", "StepLR", "CosineLR", "ReduceLROnPlateau", "show_config", "get_include",
+    "ConstantLR", "StepLR", "CosineLR", "ReduceLROnPlateau", "WarmupLR", "show_config",
+    "get_include",
 ]

@@ -14,6 +14,13 @@ H_SIZE: int
 H_T: int
 H_WEIGHT_DECAY: int
 LEAKY_RELU_SLOPE: float
+S_FINAL: int
+S_KIND: int
+S_PEAK_LR: int
+S_SIZE: int
+S_STEP: int
+S_TOTAL_STEPS: int
+S_WARMUP_STEPS: int
 
 
 # The activation functions: an IntEnum whose members ACT_<NAME> (one per entry of
@@ -42,6 +49,12 @@ class Optimizer(enum.IntEnum):
     OPT_ADAMW = 3
     OPT_RMSPROP = 4
     OPT_ADAGRAD = 5
+
+
+class Schedule(enum.IntEnum):
+    SCHEDULE_CONSTANT = 0
+    SCHEDULE_COSINE = 1
+    SCHEDULE_LINEAR = 2
 
 
 class Status(enum.IntEnum):

@@ -612,7 +612,7 @@ class MLP:
             sample weights counted. Needs one class per row: integer labels, one-hot
             rows, or 0/1 targets of one sigmoid output (multilabel models refuse it).
             See :mod:`fusedmlp.class_weights`.
-        lr_schedule : None, "constant", "step", "cosine", "plateau" or callable
+        lr_schedule : None, "constant", "step", "cosine", "plateau", callable or WarmupLR
             Sets ``optimizer.lr`` after each epoch (epochs count from 1; ``lr0`` is the rate
             at the start of fit). ``"step"``: ``lr0 * 0.1 ** (epoch // max(1, epochs // 3))``;
             ``"cosine"``: ``lr0 * (1 + cos(pi * epoch / epochs)) / 2``; ``"plateau"``:
@@ -620,7 +620,10 @@ class MLP:
             improvement of the monitored loss). A callable (such as a ``StepLR``,
             ``CosineLR`` or ``ReduceLROnPlateau`` instance) gets
             ``(epoch, lr0, lr, monitored_loss)`` and returns the next rate. The optimiser
-            keeps the rate of the last epoch after fit.
+            keeps the rate of the last epoch after fit. A ``fusedmlp.WarmupLR`` is a
+            per-step schedule instead (linear warm-up, then constant, cosine or linear
+            decay over all the steps of the fit), evaluated inside the compiled epoch
+            before every step.
         weight_decay, clip_norm : float, optional
             Override the optimiser's L2 weight decay (weights only) and set a global
             gradient-norm limit.
@@ -803,13 +806,15 @@ class CompiledStep:
         return self.model._step(X, y, self.kind, self.hyper, self.state_a, self.state_b,
                                 sample_weight)
 
-    def epoch(self, batches, order, first, stop, validation, results, rule=None) -> int:
+    def epoch(self, batches, order, first, stop, validation, results, rule=None,
+              schedule=None) -> int:
         """Train on the batches of rows ``order[first:stop]`` of `batches` (a
         ``training.Batches`` of checked data) in one compiled call; returns its status.
 
         `results` (float64, 5 entries) accumulates the summed loss x rows and the correct
         predictions; `validation` (``validation_buffers``) is scored after the last step;
-        `rule` is the scikit-learn estimators' per-batch L2 rule (``Network.train_epoch``).
+        `rule` is the scikit-learn estimators' per-batch L2 rule (``Network.train_epoch``);
+        `schedule` a per-step learning-rate schedule's state (``optim.WarmupLR``).
         """
         model = self.model
         labels, targets = ((batches.y, None) if batches.y.ndim == 1 and model.output == "softmax"
@@ -824,7 +829,7 @@ class CompiledStep:
             return model._net.train_epoch(batches.X, labels, targets, batches.sample_weight,
                                           order, first, stop, batches.batch_size, self.kind,
                                           self.hyper, self.state_a, self.state_b, gather,
-                                          validation, results, rule)
+                                          validation, results, rule, schedule)
 
     def validation_buffers(self, X, y):
         """What ``epoch`` needs to score checked data (X, labels or targets) after the last

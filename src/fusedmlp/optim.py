@@ -19,12 +19,12 @@ import weakref
 import numpy as np
 
 from . import _kernels
-from ._validation import as_real, describe
+from ._validation import as_positive_int, as_real, describe
 from . import _codes
 from ._codes import Optimizer as Kind
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad", "make_optimizer",
-           "ConstantLR", "StepLR", "CosineLR", "ReduceLROnPlateau", "make_schedule"]
+           "ConstantLR", "StepLR", "CosineLR", "ReduceLROnPlateau", "WarmupLR", "make_schedule"]
 
 # Slots of the float64 hyper-parameter array the compiled step reads (csrc/_codes.pxd).
 _LR, _WEIGHT_DECAY, _CLIP_NORM, _T = _codes.H_LR, _codes.H_WEIGHT_DECAY, _codes.H_CLIP_NORM, _codes.H_T
@@ -418,6 +418,92 @@ class ReduceLROnPlateau:
             self.wait = 0
             return max(lr * self.factor, self.min_lr, 1e-300)
         return lr
+
+
+class WarmupLR:
+    """A per-step schedule: linear warm-up over `warmup_steps`, then `decay` to
+    ``final`` x the peak rate over the rest of `total_steps`, evaluated inside the compiled
+    epoch before every step (``MLP.fit(..., lr_schedule=WarmupLR(...))``).
+
+    Step ``s`` (counting from 0) trains with ``peak * (s + 1) / warmup_steps`` during the
+    warm-up, so the last warm-up step reaches the peak; then, with ``p = (s + 1 -
+    warmup_steps) / (total_steps - warmup_steps)`` (1 from the last step on),
+    ``"constant"``: ``peak``; ``"cosine"``: ``peak * (final + (1 - final) * (1 + cos(pi p))
+    / 2)``; ``"linear"``: ``peak * (final + (1 - final) * (1 - p))``; never below 1e-300
+    (0 is not a learning rate). The peak is the optimiser's ``lr`` when the schedule is
+    first used; `total_steps` defaults to that fit's ``epochs x batches per epoch``.
+
+    The schedule keeps its place: passing the same instance to another ``fit`` continues
+    where the last one stopped (and stays at the final rate past `total_steps`); pickling
+    it keeps the place too; ``reset()`` starts afresh. After a fit the optimiser's ``lr``
+    is the rate of the last step taken.
+    """
+
+    DECAYS = {"constant": _codes.Schedule.SCHEDULE_CONSTANT,
+              "cosine": _codes.Schedule.SCHEDULE_COSINE,
+              "linear": _codes.Schedule.SCHEDULE_LINEAR}
+
+    def __init__(self, warmup_steps=0, decay="cosine", final=0.0, total_steps=None):
+        if decay not in self.DECAYS:
+            raise ValueError(f"decay must be one of {list(self.DECAYS)}, got {decay!r}")
+        self.warmup_steps = as_positive_int(warmup_steps, "warmup_steps", minimum=0)
+        self.decay = decay
+        self.final = as_real(final, "final", low=0.0, high=1.0)
+        self.total_steps = None if total_steps is None else as_positive_int(
+            total_steps, "total_steps", minimum=max(1, self.warmup_steps))
+        self.state = np.zeros(_codes.S_SIZE)          # read and advanced by the compiled epoch
+        self.state[_codes.S_KIND] = self.DECAYS[decay]
+        self.state[_codes.S_WARMUP_STEPS] = self.warmup_steps
+        self.state[_codes.S_FINAL] = self.final
+
+    @property
+    def steps(self) -> int:
+        """Steps this schedule has driven so far."""
+        return int(self.state[_codes.S_STEP])
+
+    @property
+    def started(self) -> bool:
+        return bool(self.state[_codes.S_PEAK_LR] > 0)
+
+    def start(self, peak_lr, total_steps) -> np.ndarray:
+        """Fix the peak rate and the length at first use (later calls keep them); returns
+        the state array the compiled epoch reads."""
+        if not self.started:
+            total = self.total_steps if self.total_steps is not None else total_steps
+            if total < max(1, self.warmup_steps):
+                raise ValueError(f"warmup_steps={self.warmup_steps} exceeds the {total} steps "
+                                 "of the fit (epochs x batches per epoch): give fewer "
+                                 "warm-up steps or total_steps")
+            self.state[_codes.S_PEAK_LR] = as_real(peak_lr, "lr", low=0.0, low_open=True)
+            self.state[_codes.S_TOTAL_STEPS] = total
+        return self.state
+
+    def reset(self):
+        """Forget the peak, the length and the place: the next fit starts a new schedule."""
+        self.state[_codes.S_PEAK_LR] = self.state[_codes.S_STEP] = 0
+        self.state[_codes.S_TOTAL_STEPS] = 0
+
+    def rate(self, step) -> float:
+        """The learning rate of step `step` (from 0) once started: the compiled epoch's
+        arithmetic (csrc/_schedule.pxd), operation for operation."""
+        state = self.state
+        s = float(step) + 1
+        warmup, total = float(state[_codes.S_WARMUP_STEPS]), float(state[_codes.S_TOTAL_STEPS])
+        peak, final = float(state[_codes.S_PEAK_LR]), float(state[_codes.S_FINAL])
+        if s <= warmup:
+            rate = peak * (s / warmup)
+        elif self.decay == "constant":
+            rate = peak
+        else:
+            progress = 1.0 if s >= total else (s - warmup) / (total - warmup)
+            shape = (0.5 * (1.0 + math.cos(math.pi * progress)) if self.decay == "cosine"
+                     else 1.0 - progress)
+            rate = peak * (final + (1.0 - final) * shape)
+        return rate if rate > 1e-300 else 1e-300
+
+    def __repr__(self):
+        return (f"WarmupLR(warmup_steps={self.warmup_steps}, decay={self.decay!r}, "
+                f"final={self.final:g}, total_steps={self.total_steps})")
 
 
 def make_schedule(schedule, epochs):

@@ -25,7 +25,7 @@ from . import _kernels
 from ._codes import Status
 from ._validation import as_bool, as_positive_int, as_real, as_sample_weight, describe
 from .class_weights import row_classes, row_weights
-from .optim import check_hyper, make_optimizer, make_schedule
+from .optim import ConstantLR, WarmupLR, check_hyper, make_optimizer, make_schedule
 
 __all__ = ["Batches", "run_epoch", "fit"]
 
@@ -88,7 +88,8 @@ class EpochResult:
 PROGRESS_CALLS = 20
 
 
-def run_epoch(step, batches: Batches, order=None, *, validation=None, progress=None):
+def run_epoch(step, batches: Batches, order=None, *, validation=None, progress=None,
+              schedule=None):
     """One pass over `batches` in `order` (None: as stored).
 
     ``step(X_batch, y_batch, w_batch) -> loss`` trains on one batch. A compiled step
@@ -97,9 +98,12 @@ def run_epoch(step, batches: Batches, order=None, *, validation=None, progress=N
     `validation` (``step.validation_buffers(X_val, y_val)``) scored after the last step, and
     returns an :class:`EpochResult`; any other step is called batch by batch (an
     :class:`EpochResult` with the loss only). This is the only place that loops over the
-    batches of an epoch.
+    batches of an epoch. `schedule` (a compiled step only) is a per-step learning-rate
+    schedule's state (``WarmupLR.start``), advanced by the compiled call.
     """
     if not hasattr(step, "epoch"):
+        if schedule is not None:
+            raise TypeError("a per-step schedule needs a compiled step (MLP.bind)")
         total = 0.0
         for X_batch, y_batch, w_batch in batches.epoch(order):
             total += step(X_batch, y_batch, w_batch) * len(X_batch)
@@ -113,8 +117,9 @@ def run_epoch(step, batches: Batches, order=None, *, validation=None, progress=N
     results = np.zeros(5)
     for first in range(0, n, per_call * size):
         stop = min(n, first + per_call * size)
+        extra = {} if schedule is None else {"schedule": schedule}
         status = step.epoch(batches, order, first, stop,
-                            validation if stop == n else None, results)
+                            validation if stop == n else None, results, **extra)
         if status:
             _raise_epoch_status(status, int(results[2]), size, n_batches)
         if per_call < n_batches:
@@ -298,7 +303,8 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
     optimizer = make_optimizer(optimizer)
     weight_decay = None if weight_decay is None else check_hyper("weight_decay", weight_decay)
     clip_norm = None if clip_norm is None else check_hyper("clip_norm", clip_norm)
-    schedule = make_schedule(lr_schedule, epochs)
+    per_step = lr_schedule if isinstance(lr_schedule, WarmupLR) else None
+    schedule = ConstantLR() if per_step is not None else make_schedule(lr_schedule, epochs)
     shuffle = as_bool(shuffle, "shuffle")
     verbose = _as_verbosity(verbose)
     validation_fraction = as_real(validation_fraction, "validation_fraction", low=0.0,
@@ -336,12 +342,15 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
     guard = _NanGuard(model.parameters)
     progress = Progress(verbose, epochs)
     lr0 = optimizer.lr
+    steps = (None if per_step is None else
+             per_step.start(lr0, epochs * -(-len(X) // batches.batch_size)))
     try:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             progress.start(epoch)
             order = rng.permutation(len(X)) if shuffle else None
-            result = run_epoch(step, batches, order, validation=scoring, progress=progress)
+            result = run_epoch(step, batches, order, validation=scoring, progress=progress,
+                               schedule=steps)
             guard.check()
             logs = {"loss": result.loss, "lr": optimizer.lr,
                     "time": time.perf_counter() - start}
