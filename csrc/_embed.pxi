@@ -32,7 +32,7 @@ import numpy as _np
 
 cnp.import_array()
 
-INFERENCE_CHUNK = 256                    # rows per pass through the layers (MLP reads it too)
+INFERENCE_CHUNK = INFERENCE_ROWS           # rows per pass through the layers (MLP reads it too)
 cdef Py_ssize_t CHUNK = INFERENCE_CHUNK
 
 

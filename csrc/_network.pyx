@@ -263,7 +263,7 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
         return BAD_RANGE
 
     cdef fm_team team
-    cdef int n_parts = n_parts_for(net, step_flops(net, m))
+    cdef int n_parts = step_parts(net, m)
     fm_team_begin(&team, n_parts)
     if n_parts > 1:
         parallel_forward(net, &team, n_parts, X, m)
@@ -307,23 +307,12 @@ cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
                floating* buffers, Py_ssize_t chunk, int output, int n_parts=1) noexcept nogil:
     """Inference of m rows, chunk rows at a time, split into n_parts blocks of rows (buffers:
     n_parts x 2 x chunk x widest layer)."""
-    cdef Work w
-    cdef fm_team team
     if not all_finite(X, m * net.sizes[0]):
         return BAD_INPUT
     if n_parts <= 1:
         infer_rows(net, X, 0, m, out, buffers, chunk, output)
     else:
-        w.net = <Net*>net
-        w.X = X
-        w.m = m
-        w.out = out
-        w.buffers = buffers
-        w.chunk = chunk
-        w.output = output
-        fm_team_begin(&team, n_parts)
-        fm_team_run(&team, infer_task, &w, n_parts)
-        fm_team_end(&team)
+        parallel_infer(net, X, m, out, buffers, chunk, output, n_parts)
     # X is finite, so non-finite outputs mean NaN/inf parameters (or an overflow): never a
     # prediction. One pass over the outputs; checking every weight per call would not be cheap.
     if not all_finite(out, m * net.sizes[net.n_layers]):
@@ -648,7 +637,7 @@ cdef class Network:
 
     def step_parts(self, Py_ssize_t m):
         """Parts a training step of m rows is split into."""
-        return n_parts_for(&self.net, step_flops(&self.net, m))
+        return step_parts(&self.net, m)
 
     def inference_parts(self, Py_ssize_t m):
         """Parts an inference of m rows is split into; predict's buffers hold that many

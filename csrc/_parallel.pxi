@@ -1,21 +1,35 @@
 # fusedmlp's own parallelism: the training step and inference split across the worker pool
 # (pool.h). Included by _network.pyx after forward()/backward(), before step().
 #
+# A product C (m x n) = A (m x k) @ B (k x n) of a layer is split into n parts by ROWS of C
+# (every part multiplies its rows of A by all of B) or by COLUMNS of C (every part multiplies
+# all of A by its columns of B). Which one is chosen by what each part must read and pack:
+# the BLAS copies (packs) both operands into its own layout before multiplying, and with k
+# inner products per element, a part of a row split packs all of B (k n) and its m/n_parts
+# rows of A, a part of a column split all of A (k m) and its n/n_parts columns of B. So
+# columns when m < n (a batch smaller than the layer is wide: e.g. 32 rows through 784 x 128
+# weights, where a row split left each part packing the whole weight matrix to multiply 16
+# rows by it, and two threads were slower than one), rows otherwise (split_columns()).
+#
 # How a step is split into n parts (n = the model's n_threads, or the "auto" choice below):
-#   forward   rows: part p runs every layer for its block of rows (no barrier between layers)
+#   forward   when every layer splits by rows: part p runs every layer for its block of rows
+#             (no barrier between layers); otherwise one region per layer, each split by
+#             rows or columns of its output (bias and activation on the same block)
 #   loss      the caller alone (m x n_classes: small; its sum stays in one fixed order)
 #   backward  one parallel region per layer l, given dZ_l:
 #               db_l        columns of dZ_l, each summed in float64 over the rows in order
 #               dW_l        rows of dW_l (n_in) or its columns (n_out), whichever is larger
-#               dA_{l-1}    rows of the batch, then dZ_{l-1} = dA_{l-1} * f'(A_{l-1}) on the
-#                           same rows (the next region's input)
+#               dA_{l-1}    rows of the batch or columns of dA (= rows of W_l), as for
+#                           forward, then dZ_{l-1} = dA_{l-1} * f'(A_{l-1}) on the same
+#                           block (the next region's input)
 #   update    parameter ranges (after the caller counted the step and clipped the norm)
-# Inference: rows, each part running the whole forward pass (and softmax) on its own rows
-# with its own scratch.
+# Inference: as forward (whole network per block of rows, or one region per layer), chunk
+# rows at a time; softmax on the caller in the per-layer mode.
 # Every part writes a disjoint block and nothing is summed across parts, so the results are
 # the same whatever the number of parts -- bit for bit, as long as the BLAS computes each
-# output element the same way wherever it lies in a product (tests/test_threads.py checks it
-# for the backends present). Blocks are whole multiples of ALIGN rows or columns.
+# output element the same way wherever it lies in a product (tests/test_threads.py states the
+# tolerance: OpenBLAS picks kernels by size). Blocks are whole multiples of ALIGN rows or
+# columns.
 
 cdef extern from "pool.h" nogil:
     ctypedef void (*fm_task)(void* ctx, int part, int n_parts) noexcept nogil
@@ -26,6 +40,9 @@ cdef extern from "pool.h" nogil:
     void fm_team_end(fm_team* team)
     void fm_team_run(fm_team* team, fm_task task, void* ctx, int n_parts)
     int fm_n_workers
+    int fm_trace
+    long long fm_trace_log[1]
+    int fm_trace_used
 
 cdef extern from *:
     """
@@ -41,37 +58,26 @@ cdef extern from *:
     FM_EXPORT int fusedmlp_get_num_threads(void) { return fm_thread_limit; }
     FM_EXPORT void fusedmlp_set_num_threads(int n) { fm_thread_limit = n < 1 ? 1 : n; }
 
-    /* Cores that are not busy with other processes, from the 1-minute load average (read at
-     * most every 250 ms): a step split across threads waits at every layer for its slowest
-     * part, so on a machine whose cores are all taken "auto" stays on one thread. */
-    #if defined(__linux__) || defined(__APPLE__)
-    static long long fm_load_checked = 0;
-    static int fm_idle_cores = 1 << 30;
-    static int fm_free_cores(void)
-    {
-        long long now = fm_now_ns();
-        if (now - __atomic_load_n(&fm_load_checked, __ATOMIC_RELAXED) > 250000000LL) {
-            double load = 0;
-            __atomic_store_n(&fm_load_checked, now, __ATOMIC_RELAXED);
-            if (getloadavg(&load, 1) == 1)
-                /* the caller's own thread is part of the load */
-                __atomic_store_n(&fm_idle_cores, (int)(fm_cores - load + 1.5), __ATOMIC_RELAXED);
-        }
-        return __atomic_load_n(&fm_idle_cores, __ATOMIC_RELAXED);
-    }
-    #else
-    static int fm_free_cores(void) { return 1 << 30; }
-    #endif
     """
     int fm_cores
     int fm_thread_limit
-    int fm_free_cores() nogil
 
 cdef enum:
     ALIGN = 16                 # rows/columns per block (a cache line of float32)
-# "auto": one part per this many floating-point operations of a step (or inference call),
-# measured (docs/threading.md): below it the pool's hand-offs cost more than they save.
-cdef double AUTO_FLOPS_PER_THREAD = 4e6
+    INFERENCE_ROWS = 256       # rows per pass through the layers in inference (its chunk)
+# "auto" (n_parts_for): a call is split into n parts when each part of each of its parallel
+# regions gets at least AUTO_WORK_PER_PART flop-equivalents, where a region hand-off (waking
+# the helpers, waiting for the slowest part) costs a few microseconds: at ~90 GFLOP/s per
+# core, 1.5e6 is ~17 us of work per part and region, so that even a call just above the
+# threshold gains from two threads rather than loses (the measurements: docs/threading.md).
+# The count depends only on the shapes, never on the machine's load: results do not change
+# from run to run.
+cdef double AUTO_WORK_PER_PART = 1.5e6
+# the optimiser update, per parameter, in flop-equivalents (Adam: ~0.25 ns per parameter)
+cdef double UPDATE_WORK_PER_PARAM = 20
+# A region of fewer flops than this (an output layer of 10 units at a small batch: ~1 us)
+# runs on the caller alone: a hand-off would cost more than it saves.
+cdef double SMALL_REGION_FLOPS = 2e5
 
 fm_pool_init()
 
@@ -88,6 +94,23 @@ def thread_limit():
     return min(fm_cores, fm_thread_limit)
 
 
+def trace_parts(on=None):
+    """Diagnostics (pool.h): with on=True later calls run their parts on the calling thread,
+    timed. Returns the parts timed since the last call, as a list of runs (each a list of
+    part times in ns), and forgets them."""
+    global fm_trace, fm_trace_used
+    cdef int i = 0, n
+    runs = []
+    while i < fm_trace_used:
+        n = <int>fm_trace_log[i]
+        runs.append([fm_trace_log[i + 1 + p] for p in range(n)])
+        i += n + 1
+    fm_trace_used = 0
+    if on is not None:
+        fm_trace = 1 if on else 0
+    return runs
+
+
 def pool_size():
     """Worker threads started so far (the pool starts lazily)."""
     return fm_n_workers
@@ -101,24 +124,18 @@ cdef inline void block(Py_ssize_t n, int part, int n_parts, Py_ssize_t* lo,
     hi[0] = min(n, (blocks * (part + 1) // n_parts) * ALIGN)
 
 
-cdef inline int n_parts_for(const Net* net, double flops) noexcept nogil:
-    """How many parts a call of `flops` floating-point operations is split into."""
+cdef inline int n_parts_for(const Net* net, double work, int regions) noexcept nogil:
+    """How many parts a call of `work` flop-equivalents in `regions` parallel regions is
+    split into: the model's n_threads, or the "auto" rule above."""
     cdef int n
     if net.n_threads > 0:
         n = net.n_threads
     elif not net.auto_parallel:
         n = 1
     else:
-        n = <int>(flops / AUTO_FLOPS_PER_THREAD)
-        if n > 1:
-            n = min(n, fm_cores, fm_thread_limit, fm_free_cores())
-        n = max(1, n)
+        n = <int>(work / (AUTO_WORK_PER_PART * regions))
+        n = max(1, min(n, fm_cores, fm_thread_limit))
     return min(n, net.max_parts)
-
-
-cdef inline double step_flops(const Net* net, Py_ssize_t m) noexcept nogil:
-    # forward and dW: 2 m n_in n_out each; dA: the same for every layer but the first
-    return 2.0 * m * (3 * net.n_weights - net.sizes[0] * net.sizes[1])
 
 
 cdef struct Work:
@@ -126,6 +143,9 @@ cdef struct Work:
     const void* X
     Py_ssize_t m
     int layer
+    const void* inp            # layer_task: the layer's input (m x n_in) and output (m x n_out)
+    void* out_block
+    bint training              # layer_task: a training forward (dropout applies)
     void* d                    # backward: dZ of `layer`
     void* d_next               # backward: where dA/dZ of layer - 1 go
     int opt_kind               # update
@@ -137,6 +157,90 @@ cdef struct Work:
     void* buffers
     Py_ssize_t chunk
     int output
+
+
+cdef inline bint split_columns(Py_ssize_t m, Py_ssize_t n, int n_parts) noexcept nogil:
+    """Split an m x n product by columns (True) or rows (False); see the top of this file."""
+    cdef bint columns_fill = (n + ALIGN - 1) // ALIGN >= n_parts
+    cdef bint rows_fill = (m + ALIGN - 1) // ALIGN >= n_parts
+    return columns_fill and (m < n or not rows_fill)
+
+
+cdef inline bint rows_everywhere(const Net* net, Py_ssize_t m, int n_parts) noexcept nogil:
+    """Whether every layer's forward product splits by rows (then a part runs them all)."""
+    cdef int l
+    for l in range(net.n_layers):
+        if split_columns(m, net.sizes[l + 1], n_parts):
+            return False
+    return True
+
+
+cdef inline int step_parts(const Net* net, Py_ssize_t m) noexcept nogil:
+    """Parts a training step of m rows is split into."""
+    cdef int regions
+    # forward and dW: 2 m n_in n_out each; dA: the same for every layer but the first
+    cdef double work = (2.0 * m * (3 * net.n_weights - net.sizes[0] * net.sizes[1])
+                        + UPDATE_WORK_PER_PARAM * net.n_params)
+    # regions at two parts: forward, the output layer's derivative, backward, update
+    regions = ((1 if rows_everywhere(net, m, 2) else net.n_layers) + net.n_layers + 1
+               + (net.activations[net.n_layers - 1] != ACT_IDENTITY))
+    return n_parts_for(net, work, regions)
+
+
+cdef void layer_part(const Net* net, int l, const floating* inp, floating* out, Py_ssize_t m,
+                     int part, int n_parts, bint training) noexcept nogil:
+    """Part `part` of out := f_l(inp @ W_l + b_l) (m x n_out), by rows or columns (by rows
+    when training with dropout on the layer: its mask is drawn for whole rows)."""
+    cdef const floating* params = <const floating*>net.params
+    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi, i
+    cdef bint dropout = training and dropout_on(net.dropout, l)
+    if split_columns(m, n_out, n_parts) and not dropout:
+        block(n_out, part, n_parts, &lo, &hi)
+        if hi > lo:
+            net_gemm(net, False, False, <int>m, <int>(hi - lo), <int>n_in, <floating>1, inp,
+                     <int>n_in, params + net.w_off[l] + lo, <int>n_out, <floating>0, out + lo,
+                     <int>n_out)
+            for i in range(m):
+                bias_activation(out + i * n_out + lo, params + net.b_off[l] + lo, 1, hi - lo,
+                                net.activations[l])
+    else:
+        block(m, part, n_parts, &lo, &hi)
+        if hi > lo:
+            net_gemm(net, False, False, <int>(hi - lo), <int>n_out, <int>n_in, <floating>1,
+                     inp + lo * n_in, <int>n_in, params + net.w_off[l], <int>n_out, <floating>0,
+                     out + lo * n_out, <int>n_out)
+            bias_activation(out + lo * n_out, params + net.b_off[l], hi - lo, n_out,
+                            net.activations[l])
+            if dropout:
+                dropout_forward(net.dropout, net.dropout_state, l, out + lo * n_out, lo,
+                                hi - lo, n_out)
+
+
+cdef void layer_task(void* ctx, int part, int n_parts) noexcept nogil:
+    cdef Work* w = <Work*>ctx
+    cdef int saved = blas_enter()
+    if w.net.is_double:
+        layer_part(w.net, w.layer, <const double*>w.inp, <double*>w.out_block, w.m, part,
+                   n_parts, w.training)
+    else:
+        layer_part(w.net, w.layer, <const float*>w.inp, <float*>w.out_block, w.m, part,
+                   n_parts, w.training)
+    blas_leave(saved)
+
+
+cdef void parallel_layer(Net* net, fm_team* team, int n_parts, int l, const void* inp,
+                         void* out, Py_ssize_t m, bint training) noexcept nogil:
+    """out := f_l(inp @ W_l + b_l) in one parallel region."""
+    cdef Work w
+    w.net = net
+    w.training = training
+    w.layer = l
+    w.inp = inp
+    w.out_block = out
+    w.m = m
+    if 2.0 * m * net.sizes[l] * net.sizes[l + 1] < SMALL_REGION_FLOPS:
+        n_parts = 1
+    fm_team_run(team, layer_task, &w, n_parts)
 
 
 cdef void forward_rows(const Net* net, const floating* X, Py_ssize_t lo,
@@ -217,8 +321,20 @@ cdef void backward_part(Net* net, const floating* X, Py_ssize_t m, int l, const 
             net_gemm(net, True, False, <int>n_in, <int>(hi - lo), <int>m, <floating>1, a_prev,
                      <int>n_in, d + lo, <int>n_out, <floating>0, grads + net.w_off[l] + lo,
                      <int>n_out)
-    # dA_{l-1} = dZ_l @ W_l^T on rows [lo, hi), then dZ_{l-1} on the same rows
-    if l > 0:
+    # dA_{l-1} = dZ_l @ W_l^T (m x n_in) on a block of rows or of columns (rows of W_l),
+    # then dZ_{l-1} on the same block
+    if l > 0 and split_columns(m, n_in, n_parts):
+        block(n_in, part, n_parts, &lo, &hi)
+        if hi > lo:
+            net_gemm(net, False, True, <int>m, <int>(hi - lo), <int>n_out, <floating>1, d,
+                     <int>n_out, params + net.w_off[l] + lo * n_out, <int>n_out, <floating>0, d_next + lo,
+                     <int>n_in)
+            if net.activations[l - 1] != ACT_IDENTITY and not dropout_on(net.dropout, l - 1):
+                for i in range(m):
+                    activation_grad(d_next + i * n_in + lo, a_prev + i * n_in + lo,
+                                    d_next + i * n_in + lo, acc, <floating*>NULL, 1, hi - lo,
+                                    net.activations[l - 1])
+    elif l > 0:
         block(m, part, n_parts, &lo, &hi)
         if hi > lo:
             net_gemm(net, False, True, <int>(hi - lo), <int>n_in, <int>n_out, <floating>1,
@@ -273,10 +389,20 @@ cdef void update_task(void* ctx, int part, int n_parts) noexcept nogil:
 cdef void parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
                            Py_ssize_t m) noexcept nogil:
     cdef Work w
-    w.net = net
-    w.X = X
-    w.m = m
-    fm_team_run(team, forward_task, &w, n_parts)
+    cdef int l
+    cdef size_t itemsize = 8 if net.is_double else 4
+    cdef char* acts = <char*>net.acts
+    cdef const char* inp = <const char*>X
+    if rows_everywhere(net, m, n_parts):
+        w.net = net
+        w.X = X
+        w.m = m
+        fm_team_run(team, forward_task, &w, n_parts)
+        return
+    for l in range(net.n_layers):
+        parallel_layer(net, team, n_parts, l, inp,
+                       acts + net.a_off[l] * net.max_batch * itemsize, m, True)
+        inp = acts + net.a_off[l] * net.max_batch * itemsize
 
 
 cdef void parallel_backward(Net* net, fm_team* team, int n_parts, const void* X,
@@ -295,7 +421,9 @@ cdef void parallel_backward(Net* net, fm_team* team, int n_parts, const void* X,
         fm_team_run(team, output_grad_task, &w, n_parts)
     for l in range(net.n_layers - 1, -1, -1):
         w.layer = l
-        fm_team_run(team, backward_task, &w, n_parts)
+        fm_team_run(team, backward_task, &w,
+                    1 if (2.0 + 2 * (l > 0)) * m * net.sizes[l] * net.sizes[l + 1]
+                    < SMALL_REGION_FLOPS else n_parts)
         if l > 0 and dropout_on(net.dropout, l - 1):
             # dZ_{l-1} in a region of its own: undoing the dropout restores A_{l-1}, which
             # the region above read whole (dW_l), so it may start only when that one ended
@@ -370,7 +498,48 @@ cdef void infer_task(void* ctx, int part, int n_parts) noexcept nogil:
     blas_leave(saved)
 
 
+cdef void parallel_infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
+                         floating* buffers, Py_ssize_t chunk, int output,
+                         int n_parts) noexcept nogil:
+    """Inference of m rows in n_parts parts: blocks of rows through the whole network when
+    every layer splits by rows, else one region per layer and chunk (buffers: n_parts x 2 x
+    chunk x widest layer; the per-layer mode uses the first block)."""
+    cdef Work w
+    cdef fm_team team
+    cdef Py_ssize_t start = 0, rows, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
+    cdef const floating* inp
+    cdef floating* dest
+    cdef int l
+    w.net = <Net*>net
+    w.X = X
+    w.m = m
+    w.out = out
+    w.buffers = buffers
+    w.chunk = chunk
+    w.output = output
+    fm_team_begin(&team, n_parts)
+    if rows_everywhere(net, min(m, chunk), n_parts):
+        fm_team_run(&team, infer_task, &w, n_parts)
+    else:
+        while start < m:
+            rows = min(chunk, m - start)
+            inp = X + start * n_in
+            for l in range(net.n_layers):
+                dest = (out + start * n_out if l == net.n_layers - 1
+                        else buffers + (l % 2) * chunk * net.max_width)
+                parallel_layer(<Net*>net, &team, n_parts, l, inp, dest, rows, False)
+                inp = dest
+            start += rows
+        output_activation(net, out, m, output)
+    fm_team_end(&team)
+
+
 cdef inline int inference_parts(const Net* net, Py_ssize_t m) noexcept nogil:
     """Parts an inference of m rows is split into (its scratch is that many blocks)."""
-    cdef int n = n_parts_for(net, 2.0 * m * net.n_weights)
-    return max(1, min(n, <int>((m + ALIGN - 1) // ALIGN)))
+    cdef Py_ssize_t chunk = max(1, min(m, INFERENCE_ROWS))
+    cdef int regions = <int>(((m + chunk - 1) // chunk)
+                             * (1 if rows_everywhere(net, chunk, 2) else net.n_layers))
+    cdef int n = n_parts_for(net, 2.0 * m * net.n_weights, regions)
+    if n > 1 and rows_everywhere(net, chunk, n):
+        n = min(n, <int>((m + ALIGN - 1) // ALIGN))
+    return max(1, n)

@@ -243,11 +243,22 @@ static int fm_pool_grow(int wanted)
     return FM_ATOMIC_LOAD(&fm_n_workers);
 }
 
+/* Diagnostics (the threads benchmark): with fm_trace set, teams get no workers, the caller
+ * runs every part itself and logs how long each took (fm_trace_log: part count, then that
+ * many nanosecond times, per run; up to FM_TRACE_SIZE entries). Summing over the runs of a
+ * call, the longest part less all the parts, added to the call's time, is its critical path
+ * on n_parts idle cores less the hand-offs: a measure of the partition itself that a loaded
+ * machine does not blur (take the fastest of many calls for every part). */
+#define FM_TRACE_SIZE 65536
+static int fm_trace = 0;
+static long long fm_trace_log[FM_TRACE_SIZE];
+static int fm_trace_used = 0;
+
 static void fm_team_begin(fm_team *team, int n_parts)
 {
     int i, n, want = n_parts - 1;
     team->n_members = 0;
-    if (want <= 0) return;
+    if (want <= 0 || fm_trace) return;
     n = fm_pool_grow(want);
     for (i = 0; i < n && team->n_members < want; i++) {
         int idle = 0;
@@ -273,6 +284,15 @@ static void fm_team_run(fm_team *team, fm_task task, void *ctx, int n_parts)
     fm_job *job;
     unsigned long long id;
     int i, helpers = team->n_members < n_parts - 1 ? team->n_members : n_parts - 1, polls = 0;
+    if (helpers <= 0 && fm_trace && n_parts > 1 && fm_trace_used + n_parts < FM_TRACE_SIZE) {
+        fm_trace_log[fm_trace_used++] = n_parts;
+        for (i = 0; i < n_parts; i++) {
+            long long t0 = fm_now_ns();
+            task(ctx, i, n_parts);
+            fm_trace_log[fm_trace_used++] = fm_now_ns() - t0;
+        }
+        return;
+    }
     if (helpers <= 0) {
         for (i = 0; i < n_parts; i++) task(ctx, i, n_parts);
         return;

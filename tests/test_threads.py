@@ -85,6 +85,43 @@ def test_weights_soft_targets_and_regression_agree_across_threads(dtype, case):
             assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_small_batches_split_by_columns_agree_across_threads(dtype, activation):
+    # batches narrower than the layers: every product (forward, dA) is split by columns
+    results = []
+    for n in THREADS:
+        model, X = train(n, dtype, activation, sizes=(40, 96, 64, 6), batch_size=16, epochs=1)
+        results.append(outputs(model, X[:16]) + [model.forward(X[:1]), model.forward(X[:5])])
+    for other in results[1:]:
+        for got, expected in zip(other, results[0]):
+            assert_close(got, expected, dtype)
+
+
+def test_small_batches_with_dropout_agree_across_threads():
+    # dropout's mask is drawn per whole row: those layers split by rows, the rest by columns
+    X, y = data()
+    params = []
+    for n in THREADS:
+        model = fusedmlp.MLP([40, 96, 64, 6], dropout=[0.3, 0.0], dtype=np.float64, seed=0,
+                             n_threads=n)
+        model.fit(X, y, epochs=1, batch_size=16, shuffle=False)
+        params.append(model._params.copy())
+    for other in params[1:]:
+        assert_close(other, params[0], np.float64)
+
+
+def test_auto_depends_on_the_shapes_alone():
+    # no load average or timing: the same shapes always give the same count
+    with threadpool_limits({"fusedmlp": 2}):
+        cores = min(2, usable_cores())
+        small, big = fusedmlp.MLP([64, 32, 10]), fusedmlp.MLP([784, 512, 512, 10])
+        for _ in range(3):
+            assert small._net.step_parts(32) == 1 and small._net.inference_parts(32) == 1
+            assert big._net.step_parts(64) == cores and big._net.step_parts(1024) == cores
+            assert big._net.inference_parts(1) == 1
+
+
 OPTIMIZERS = {
     "sgd": lambda: fusedmlp.SGD(0.05),
     "nesterov": lambda: fusedmlp.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
