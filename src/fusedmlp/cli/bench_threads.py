@@ -1,10 +1,17 @@
 """Threads table: ``python -m fusedmlp bench threads``.
 
-For each network and batch: fusedmlp's float32 Adam training step and 'predict_proba' at
-``n_threads`` = 1, 2 and "auto"; torch.compile and JAX ``jit`` training steps at 2 threads when
-installed; the GEMM floor (the step's matrix products alone, one thread, from C) and the
+For each network and batch: fusedmlp's float32 Adam training step and ``predict_proba`` at
+``n_threads`` = 1, 2 and "auto"; the critical-path estimate of the 2-part step (its parts run
+one after another on one thread and timed: the longest part of every parallel region plus the
+serial rest, so the partition is judged apart from the machine's load); onnxruntime's
+inference at 1 thread, and torch.compile and JAX ``jit`` training steps at 2 threads when
+installed (each peer in its own subprocess, so that its thread pool does not spin beside
+fusedmlp's); the GEMM floor (the step's matrix products alone, one thread, from C) and the
 hardware floors (the step's FLOPs over the measured large-GEMM rate of this backend at 1 and 2
-threads). All in this process; rounds are interleaved so a burst of load hits every setting
+threads). Then the Fashion-MNIST epoch: ``fit`` for one epoch of 784-256-10, batch 128, Adam,
+float32 at 1, 2 and "auto" threads (Debian's dataset-fashion-mnist; skipped when absent).
+
+fusedmlp's settings are measured in interleaved rounds, so a burst of load hits every setting
 alike; medians over rounds, microseconds per call; ratios are taken within this one run.
 NumPy's and SciPy's BLAS are pinned to one thread (threadpoolctl, user_api="blas").
 """
@@ -12,8 +19,12 @@ NumPy's and SciPy's BLAS are pinned to one thread (threadpoolctl, user_api="blas
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -21,8 +32,9 @@ import numpy as np
 
 __all__ = ["main", "CONFIGS"]
 
-CONFIGS = [((64, 32, 10), 32), ((784, 128, 10), 32), ((784, 128, 10), 256),
-           ((784, 256, 10), 128), ((784, 512, 512, 10), 64), ((784, 512, 512, 10), 1024)]
+CONFIGS = [((64, 32, 10), 32), ((784, 128, 10), 1), ((784, 128, 10), 32),
+           ((784, 128, 10), 256), ((784, 256, 10), 128), ((784, 512, 512, 10), 64),
+           ((784, 512, 512, 10), 1024)]
 
 
 def _loop(call, target_time):
@@ -39,6 +51,12 @@ def _loop(call, target_time):
 def _step_flops(sizes, batch):
     weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     return 2.0 * batch * (3 * weights - sizes[0] * sizes[1])
+
+
+def _data(sizes, batch):
+    rng = np.random.default_rng(0)
+    return (rng.normal(size=(batch, sizes[0])).astype(np.float32),
+            rng.integers(0, sizes[-1], size=batch))
 
 
 def gemm_peak(threads, seconds=0.3, n=1024):
@@ -69,11 +87,52 @@ def gemm_peak(threads, seconds=0.3, n=1024):
     return threads * reps * 2 * n ** 3 / max(times) / 1e9
 
 
-def _torch_step(sizes, X, y):
+def fastest(call, seconds):
+    """The fastest of single calls of `call` for about `seconds`."""
+    call()
+    best, start = None, time.perf_counter()
+    while time.perf_counter() - start < seconds or best is None:
+        t = time.perf_counter()
+        call()
+        elapsed = time.perf_counter() - t
+        best = elapsed if best is None else min(best, elapsed)
+    return best
+
+
+def critical_path(call, seconds):
+    """(fastest call, critical path) in seconds of `call` (a 2-part fusedmlp call) with its
+    parts run on the calling thread and timed (pool.h's trace): the fastest time of every
+    part over the calls, the longest part of each region, plus the serial rest."""
+    from .. import _network
+
+    _network.trace_parts(True)
+    try:
+        call()
+        _network.trace_parts()
+        fastest, parts = None, None
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds or fastest is None:
+            t = time.perf_counter()
+            call()
+            elapsed = time.perf_counter() - t
+            runs = _network.trace_parts()
+            fastest = elapsed if fastest is None else min(fastest, elapsed)
+            parts = runs if parts is None else [[min(a, b) for a, b in zip(r, q)]
+                                                for r, q in zip(parts, runs)]
+    finally:
+        _network.trace_parts(False)
+    every = sum(sum(r) for r in parts) * 1e-9
+    longest = sum(max(r) for r in parts) * 1e-9
+    return fastest, fastest - every + longest
+
+
+# ----------------------------------------------------------------------------- peers
+
+def _torch_step(sizes, X, y, threads):
     import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     layers = []
     for a, b in zip(sizes[:-2], sizes[1:-1]):
@@ -92,10 +151,7 @@ def _torch_step(sizes, X, y):
     return step
 
 
-def _jax_step(sizes, X, y):
-    import os
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true "
-                                       "intra_op_parallelism_threads=2")
+def _jax_step(sizes, X, y, threads):
     import jax
     import jax.numpy as jnp
 
@@ -134,18 +190,65 @@ def _jax_step(sizes, X, y):
     return step
 
 
-def measure(configs=CONFIGS, rounds=5, target_time=0.1, peers=("torch", "jax")):
+def _peer_child(name, threads, configs, rounds, target_time):
+    """In a subprocess: the peer's training step per config (median seconds), as JSON."""
+    if name == "jax":       # before jax is imported: its CPU pool size
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count=1"
+                                   f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
+                                   f" intra_op_parallelism_threads={threads}")
+    builder = {"torch": _torch_step, "jax": _jax_step}[name]
+    out = {}
+    for sizes, batch in configs:
+        X, y = _data(sizes, batch)
+        step = builder(sizes, X, y, threads)
+        for _ in range(3):
+            step()              # compile
+        out[f"{sizes}/{batch}"] = statistics.median(_loop(step, target_time)
+                                                    for _ in range(rounds))
+    return out
+
+
+def peer_times(name, threads, configs, rounds, target_time):
+    """{(sizes, batch): seconds} of a peer measured in a subprocess, or raise with why."""
+    spec = json.dumps({"name": name, "threads": threads, "rounds": rounds,
+                       "target_time": target_time, "configs": [[list(s), b] for s, b in configs]})
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    done = subprocess.run([sys.executable, "-m", "fusedmlp.cli.bench_threads", "--peer-child",
+                           spec], capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"exit status {done.returncode}")
+    times = json.loads(done.stdout.strip().splitlines()[-1])
+    return {(tuple(s), b): times[f"{tuple(s)}/{b}"] for s, b in configs}
+
+
+def _onnxruntime_call(model, X):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.onnx")
+        model.to_onnx(path)
+        session = onnxruntime.InferenceSession(path, options,
+                                               providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda: session.run(["probabilities"], {name: X})
+
+
+# ----------------------------------------------------------------------------- fusedmlp
+
+def measure(configs=CONFIGS, rounds=5, target_time=0.1, peers=("torch", "jax", "onnxruntime")):
     import fusedmlp
     from threadpoolctl import threadpool_limits
 
-    builders = {"torch": _torch_step, "jax": _jax_step}
     results, skipped = [], {}
     with threadpool_limits(limits=1, user_api="blas"):
         peaks = {1: gemm_peak(1), 2: gemm_peak(2)}
         for sizes, batch in configs:
-            rng = np.random.default_rng(0)
-            X = rng.normal(size=(batch, sizes[0])).astype(np.float32)
-            y = rng.integers(0, sizes[-1], size=batch)
+            X, y = _data(sizes, batch)
             calls = {}
             for n in (1, 2, "auto"):
                 model = fusedmlp.MLP(list(sizes), seed=0, n_threads=n)
@@ -155,11 +258,15 @@ def measure(configs=CONFIGS, rounds=5, target_time=0.1, peers=("torch", "jax")):
                 if n == 1:
                     model.train_step(X, y, optimizer)
                     calls["GEMM floor"] = (lambda m=model: m.gemm_floor(X, 1))
-            for name in peers:
+                if n == 1:
+                    one = calls["step 1"], calls["infer 1"]
+                if n == 2:
+                    two = calls["step 2"], calls["infer 2"]
+            if "onnxruntime" in peers:
                 try:
-                    calls[f"{name} 2"] = builders[name](sizes, X, y)
-                except Exception as exc:        # not installed, or failed to build: reported
-                    skipped[name] = f"{type(exc).__name__}: {exc}"
+                    calls["onnxruntime 1"] = _onnxruntime_call(model, X)
+                except Exception as exc:        # not installed, or failed: reported
+                    skipped["onnxruntime"] = f"{type(exc).__name__}: {exc}"
             samples = {name: [] for name in calls}
             for r in range(rounds):
                 names = list(calls)
@@ -167,45 +274,104 @@ def measure(configs=CONFIGS, rounds=5, target_time=0.1, peers=("torch", "jax")):
                 for name in names[shift:] + names[:shift]:
                     samples[name].append(_loop(calls[name], target_time))
             row = {name: statistics.median(v) for name, v in samples.items()}
+            # the partition apart from the load: fastest single calls of one thread against
+            # the critical path of two parts, both timed on this thread
+            for kind, single, split in (("step", one[0], two[0]), ("infer", one[1], two[1])):
+                row[f"{kind} 1 fastest"] = fastest(single, 3 * target_time)
+                row[f"{kind} 2 critical"] = critical_path(split, 3 * target_time)[1]
             flops = _step_flops(sizes, batch)
             row["hardware floor 1"] = flops / (peaks[1] * 1e9)
             row["hardware floor 2"] = flops / (peaks[2] * 1e9)
             results.append({"sizes": sizes, "batch": batch, "times": row,
-                            "auto_parts": model.network.step_parts(batch)})
+                            "auto_parts": model.network.step_parts(batch),
+                            "auto_infer_parts": model.network.inference_parts(batch)})
+    for name in [p for p in peers if p != "onnxruntime"]:
+        try:
+            times = peer_times(name, 2, configs, rounds, target_time)
+        except Exception as exc:
+            skipped[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        for r in results:
+            r["times"][f"{name} 2"] = times[(tuple(r["sizes"]), r["batch"])]
     return peaks, results, skipped
 
 
+def epoch_times(rounds=3):
+    """Seconds of fit(epochs=1) on Fashion-MNIST (784-256-10, batch 128, Adam, float32) per
+    n_threads setting, medians of interleaved rounds; None when the data is absent."""
+    import fusedmlp
+    from threadpoolctl import threadpool_limits
+
+    from .datasets import load_idx_dataset
+
+    try:
+        data = load_idx_dataset()
+    except (OSError, ValueError):
+        return None
+    times = {n: [] for n in (1, 2, "auto")}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for r in range(rounds):
+            for n in (list(times)[r % 3:] + list(times)[:r % 3]):
+                model = fusedmlp.MLP([784, 256, 10], seed=0, n_threads=n)
+                model.fit(data.X_train[:1024], data.y_train[:1024], epochs=1, batch_size=128)
+                start = time.perf_counter()
+                model.fit(data.X_train, data.y_train, epochs=1, batch_size=128,
+                          optimizer=fusedmlp.Adam(1e-3))
+                times[n].append(time.perf_counter() - start)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def _us(t):
+    return f"{t * 1e6:,.0f}" if t >= 1e-4 else f"{t * 1e6:.1f}"
+
+
 def table(results) -> str:
-    columns = ["step 1", "step 2", "step auto", "infer 1", "infer 2", "torch 2", "jax 2",
-               "GEMM floor", "hardware floor 1", "hardware floor 2"]
-    present = [c for c in columns if any(c in r["times"] for r in results)]
-    head = ["network", "batch"] + [c + " (µs)" for c in present] + ["2 vs 1", "auto vs 1"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in results:
-        t = r["times"]
-        cells = [f"{t[c] * 1e6:,.0f}" if c in t else "–" for c in present]
-        lines.append(
-            "| " + " | ".join(["-".join(map(str, r["sizes"])), str(r["batch"])] + cells
-                              + [f"{t['step 1'] / t['step 2']:.2f}×",
-                                 f"{t['step 1'] / t['step auto']:.2f}×"]) + " |")
-    return "\n".join(lines)
+    """Two markdown tables: training steps, then inference."""
+    step_cols = ["step 1", "step 2", "step auto", "torch 2", "jax 2", "GEMM floor",
+                 "hardware floor 1", "hardware floor 2"]
+    infer_cols = ["infer 1", "infer 2", "infer auto", "onnxruntime 1"]
+    out = []
+    for columns, kind in ((step_cols, "step"), (infer_cols, "infer")):
+        present = [c for c in columns if any(c in r["times"] for r in results)]
+        head = (["network", "batch"] + [c + " (µs)" for c in present]
+                + ["2 vs 1", "2 vs 1 critical path", "auto parts", "auto vs 1"])
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in results:
+            t = r["times"]
+            parts = r["auto_parts"] if kind == "step" else r["auto_infer_parts"]
+            cells = [_us(t[c]) if c in t else "–" for c in present]
+            lines.append("| " + " | ".join(
+                ["-".join(map(str, r["sizes"])), str(r["batch"])] + cells
+                + [f"{t[kind + ' 1'] / t[kind + ' 2']:.2f}×",
+                   f"{t[kind + ' 1 fastest'] / t[kind + ' 2 critical']:.2f}×", str(parts),
+                   f"{t[kind + ' 1'] / t[kind + ' auto']:.2f}×"]) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="fusedmlp bench threads",
         description="fusedmlp's step and inference at 1, 2 and 'auto' threads beside "
-                    "torch.compile and JAX jit at 2 threads, the GEMM and hardware floors.")
+                    "torch.compile and JAX jit at 2 threads and onnxruntime inference at 1, "
+                    "the GEMM and hardware floors, and the Fashion-MNIST epoch.")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--target-time", type=float, default=0.1,
                         help="seconds per timed loop (default 0.1)")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 0.03 s")
-    parser.add_argument("--peers", default="torch,jax",
-                        help="comma-separated peers at 2 threads (default torch,jax; '' none)")
+    parser.add_argument("--peers", default="torch,jax,onnxruntime",
+                        help="comma-separated peers (default torch,jax,onnxruntime; '' none)")
+    parser.add_argument("--no-epoch", action="store_true", help="skip the Fashion-MNIST epoch")
+    parser.add_argument("--peer-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.peer_child:
+        spec = json.loads(args.peer_child)
+        print(json.dumps(_peer_child(spec["name"], spec["threads"],
+                                     [(tuple(s), b) for s, b in spec["configs"]],
+                                     spec["rounds"], spec["target_time"])))
+        return 0
     if args.quick:
         args.rounds, args.target_time = 3, 0.03
-    import os
 
     import fusedmlp
 
@@ -220,6 +386,15 @@ def main(argv=None) -> int:
     for name, why in skipped.items():
         print(f"# {name} left out: {why}")
     print(table(results))
+    if not args.no_epoch:
+        epoch = epoch_times(rounds=3 if not args.quick else 1)
+        if epoch is None:
+            print("\n# Fashion-MNIST epoch left out: no data (apt-get install dataset-fashion-mnist)")
+        else:
+            print("\nFashion-MNIST, one epoch of fit (784-256-10, batch 128, Adam, float32), s:\n")
+            print("| n_threads | 1 | 2 | auto |\n|---|---|---|---|")
+            print("| fit, 1 epoch | " + " | ".join(f"{epoch[n]:.3f}" for n in (1, 2, "auto"))
+                  + " |")
     return 0
 
 
