@@ -11,18 +11,30 @@
 # weights, where a row split left each part packing the whole weight matrix to multiply 16
 # rows by it, and two threads were slower than one), rows otherwise (split_columns()).
 #
+# Ownership. Moving a cache line between cores costs far more than reading it (measured:
+# with the update's ranges unrelated to the forward's column blocks, ~1/4 of W_l moved
+# between the cores twice a step and two threads ran at 0.6x of one at 784-128-10 b32; with
+# the ownership below, 1.7x). So part p owns, for every layer, a block of rows of W_l (with
+# those rows of dW_l and of the optimiser state) and a block of columns of b_l: the forward
+# product reads its rows (inner split) or the batch splits by rows, dW_l and dA_{l-1} are
+# computed on the owned rows, and the update touches only what the part owns. The pool runs
+# part p on the same thread every call (pool.h), so the blocks stay in that core's cache.
+#
 # How a step is split into n parts (n = the model's n_threads, or the "auto" choice below):
 #   forward   when every layer splits by rows: part p runs every layer for its block of rows
-#             (no barrier between layers); otherwise one region per layer, each split by
-#             rows or columns of its output (bias and activation on the same block)
+#             (no barrier between layers); otherwise one region per layer: an inner split
+#             (split_inner: partial sums over the owned rows of W_l, then a region adding
+#             them with bias and activation) when the batch is narrower than the layer's
+#             input, else by rows or columns of its output
 #   loss      the caller alone (m x n_classes: small; its sum stays in one fixed order)
 #   backward  one parallel region per layer l, given dZ_l:
 #               db_l        columns of dZ_l, each summed in float64 over the rows in order
-#               dW_l        rows of dW_l (n_in) or its columns (n_out), whichever is larger
+#               dW_l        the owned rows of dW_l
 #               dA_{l-1}    rows of the batch or columns of dA (= rows of W_l), as for
 #                           forward, then dZ_{l-1} = dA_{l-1} * f'(A_{l-1}) on the same
 #                           block (the next region's input)
-#   update    parameter ranges (after the caller counted the step and clipped the norm)
+#   update    the owned rows of every W_l and columns of every b_l (after the caller
+#             counted the step and clipped the norm)
 # Inference: as forward (whole network per block of rows, or one region per layer), chunk
 # rows at a time; softmax on the caller in the per-layer mode.
 # Every part writes a disjoint block and nothing is summed across parts, so the results are
@@ -146,6 +158,7 @@ cdef struct Work:
     const void* inp            # layer_task: the layer's input (m x n_in) and output (m x n_out)
     void* out_block
     bint training              # layer_task: a training forward (dropout applies)
+    int reduced                # reduce_task: the partial sums to add
     void* d                    # backward: dZ of `layer`
     void* d_next               # backward: where dA/dZ of layer - 1 go
     int opt_kind               # update
@@ -166,11 +179,24 @@ cdef inline bint split_columns(Py_ssize_t m, Py_ssize_t n, int n_parts) noexcept
     return columns_fill and (m < n or not rows_fill)
 
 
-cdef inline bint rows_everywhere(const Net* net, Py_ssize_t m, int n_parts) noexcept nogil:
+cdef inline bint split_inner(const Net* net, Py_ssize_t m, int l, int n_parts) noexcept nogil:
+    """Whether layer l's training forward splits its inner dimension: each part multiplies
+    the rows of W_l it owns (and the input columns they meet) into a partial sum, and a
+    second region adds the partials in part order, with the bias and activation. For batches
+    of fewer rows than the layer has inputs, up to 3 parts (the partials live in the two
+    backward buffers, free during forward), and not under dropout (drawn per whole row)."""
+    cdef Py_ssize_t n_in = net.sizes[l]
+    return (n_parts <= 3 and m < n_in and (n_in + ALIGN - 1) // ALIGN >= n_parts
+            and not dropout_on(net.dropout, l))
+
+
+cdef inline bint rows_everywhere(const Net* net, Py_ssize_t m, int n_parts,
+                                 bint training) noexcept nogil:
     """Whether every layer's forward product splits by rows (then a part runs them all)."""
     cdef int l
     for l in range(net.n_layers):
-        if split_columns(m, net.sizes[l + 1], n_parts):
+        if (split_columns(m, net.sizes[l + 1], n_parts)
+                or (training and split_inner(net, m, l, n_parts))):
             return False
     return True
 
@@ -182,7 +208,7 @@ cdef inline int step_parts(const Net* net, Py_ssize_t m) noexcept nogil:
     cdef double work = (2.0 * m * (3 * net.n_weights - net.sizes[0] * net.sizes[1])
                         + UPDATE_WORK_PER_PARAM * net.n_params)
     # regions at two parts: forward, the output layer's derivative, backward, update
-    regions = ((1 if rows_everywhere(net, m, 2) else net.n_layers) + net.n_layers + 1
+    regions = ((1 if rows_everywhere(net, m, 2, True) else net.n_layers) + net.n_layers + 1
                + (net.activations[net.n_layers - 1] != ACT_IDENTITY))
     return n_parts_for(net, work, regions)
 
@@ -228,9 +254,80 @@ cdef void layer_task(void* ctx, int part, int n_parts) noexcept nogil:
     blas_leave(saved)
 
 
+cdef inline floating* partial_sum(const Net* net, floating* out, int part) noexcept nogil:
+    """Where part `part` of an inner split puts its partial product (part 0: the output)."""
+    if part == 0:
+        return out
+    return <floating*>(net.delta_b if part == 1 else net.delta_a)
+
+
+cdef void inner_part(const Net* net, int l, const floating* inp, floating* out, Py_ssize_t m,
+                     int part, int n_parts) noexcept nogil:
+    """partial_part := inp[:, k] @ W_l[k, :] over the rows k of W_l that part owns."""
+    cdef const floating* params = <const floating*>net.params
+    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi
+    block(n_in, part, n_parts, &lo, &hi)
+    if hi > lo:
+        net_gemm(net, False, False, <int>m, <int>n_out, <int>(hi - lo), <floating>1,
+                 inp + lo, <int>n_in, params + net.w_off[l] + lo * n_out, <int>n_out,
+                 <floating>0, partial_sum(net, out, part), <int>n_out)
+
+
+cdef void reduce_part(const Net* net, int l, floating* out, Py_ssize_t m, int part,
+                      int n_parts, int reduced) noexcept nogil:
+    """Rows (or columns, for few rows) of out := f_l(sum of the `reduced` partials + b_l),
+    the partials added in part order."""
+    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], i, j, i_lo, i_hi
+    cdef Py_ssize_t j_lo = 0, j_hi = n_out, k_lo, k_hi
+    cdef const floating* b = <const floating*>net.params + net.b_off[l]
+    cdef floating* other
+    cdef int q
+    if (m + ALIGN - 1) // ALIGN >= n_parts:
+        block(m, part, n_parts, &i_lo, &i_hi)
+    else:
+        i_lo, i_hi = 0, m
+        block(n_out, part, n_parts, &j_lo, &j_hi)
+    if i_hi <= i_lo or j_hi <= j_lo:
+        return
+    for q in range(1, reduced):
+        block(n_in, q, reduced, &k_lo, &k_hi)
+        if k_hi <= k_lo:
+            continue
+        other = partial_sum(net, out, q)
+        for i in range(i_lo, i_hi):
+            for j in range(j_lo, j_hi):
+                out[i * n_out + j] += other[i * n_out + j]
+    if j_lo == 0 and j_hi == n_out:
+        bias_activation(out + i_lo * n_out, b, i_hi - i_lo, n_out, net.activations[l])
+    else:
+        for i in range(i_lo, i_hi):
+            bias_activation(out + i * n_out + j_lo, b + j_lo, 1, j_hi - j_lo,
+                            net.activations[l])
+
+
+cdef void inner_task(void* ctx, int part, int n_parts) noexcept nogil:
+    cdef Work* w = <Work*>ctx
+    cdef int saved = blas_enter()
+    if w.net.is_double:
+        inner_part(w.net, w.layer, <const double*>w.inp, <double*>w.out_block, w.m, part,
+                   n_parts)
+    else:
+        inner_part(w.net, w.layer, <const float*>w.inp, <float*>w.out_block, w.m, part,
+                   n_parts)
+    blas_leave(saved)
+
+
+cdef void reduce_task(void* ctx, int part, int n_parts) noexcept nogil:
+    cdef Work* w = <Work*>ctx
+    if w.net.is_double:
+        reduce_part(w.net, w.layer, <double*>w.out_block, w.m, part, n_parts, w.reduced)
+    else:
+        reduce_part(w.net, w.layer, <float*>w.out_block, w.m, part, n_parts, w.reduced)
+
+
 cdef void parallel_layer(Net* net, fm_team* team, int n_parts, int l, const void* inp,
                          void* out, Py_ssize_t m, bint training) noexcept nogil:
-    """out := f_l(inp @ W_l + b_l) in one parallel region."""
+    """out := f_l(inp @ W_l + b_l) in one parallel region (two for an inner split)."""
     cdef Work w
     w.net = net
     w.training = training
@@ -240,7 +337,15 @@ cdef void parallel_layer(Net* net, fm_team* team, int n_parts, int l, const void
     w.m = m
     if 2.0 * m * net.sizes[l] * net.sizes[l + 1] < SMALL_REGION_FLOPS:
         n_parts = 1
-    fm_team_run(team, layer_task, &w, n_parts)
+    if n_parts > 1 and training and split_inner(net, m, l, n_parts):
+        fm_team_run(team, inner_task, &w, n_parts)
+        w.reduced = n_parts
+        # the sum is m x n_out additions: small ones on the caller alone
+        fm_team_run(team, reduce_task, &w,
+                    1 if (n_parts + 1.0) * m * net.sizes[l + 1] < SMALL_REGION_FLOPS
+                    else n_parts)
+    else:
+        fm_team_run(team, layer_task, &w, n_parts)
 
 
 cdef void forward_rows(const Net* net, const floating* X, Py_ssize_t lo,
@@ -308,26 +413,20 @@ cdef void backward_part(Net* net, const floating* X, Py_ssize_t m, int l, const 
             acc[j - lo] += d[i * n_out + j]
     for j in range(lo, hi):
         db[j] = <floating>acc[j - lo]
-    # dW_l = A_{l-1}^T @ dZ_l: rows or columns of dW
-    if n_in >= n_out:
-        block(n_in, part, n_parts, &lo, &hi)
-        if hi > lo:
-            net_gemm(net, True, False, <int>(hi - lo), <int>n_out, <int>m, <floating>1,
-                     a_prev + lo, <int>n_in, d, <int>n_out, <floating>0,
-                     grads + net.w_off[l] + lo * n_out, <int>n_out)
-    else:
-        block(n_out, part, n_parts, &lo, &hi)
-        if hi > lo:
-            net_gemm(net, True, False, <int>n_in, <int>(hi - lo), <int>m, <floating>1, a_prev,
-                     <int>n_in, d + lo, <int>n_out, <floating>0, grads + net.w_off[l] + lo,
-                     <int>n_out)
+    # dW_l = A_{l-1}^T @ dZ_l: the rows of dW_l this part owns (as of W_l)
+    block(n_in, part, n_parts, &lo, &hi)
+    if hi > lo:
+        net_gemm(net, True, False, <int>(hi - lo), <int>n_out, <int>m, <floating>1,
+                 a_prev + lo, <int>n_in, d, <int>n_out, <floating>0,
+                 grads + net.w_off[l] + lo * n_out, <int>n_out)
     # dA_{l-1} = dZ_l @ W_l^T (m x n_in) on a block of rows or of columns (rows of W_l),
     # then dZ_{l-1} on the same block
     if l > 0 and split_columns(m, n_in, n_parts):
         block(n_in, part, n_parts, &lo, &hi)
         if hi > lo:
             net_gemm(net, False, True, <int>m, <int>(hi - lo), <int>n_out, <floating>1, d,
-                     <int>n_out, params + net.w_off[l] + lo * n_out, <int>n_out, <floating>0, d_next + lo,
+                     <int>n_out, params + net.w_off[l] + lo * n_out, <int>n_out, <floating>0,
+                     d_next + lo,
                      <int>n_in)
             if net.activations[l - 1] != ACT_IDENTITY and not dropout_on(net.dropout, l - 1):
                 for i in range(m):
@@ -363,7 +462,8 @@ cdef void output_grad_task(void* ctx, int part, int n_parts) noexcept nogil:
     cdef Py_ssize_t lo, hi
     block(w.m, part, n_parts, &lo, &hi)
     if w.net.is_double:
-        grad_rows(w.net, w.layer, <double*>w.d, lo, hi, w.net.part_scratch + part * w.net.max_width)
+        grad_rows(w.net, w.layer, <double*>w.d, lo, hi,
+                  w.net.part_scratch + part * w.net.max_width)
     else:
         grad_rows(w.net, w.layer, <float*>w.d, lo, hi, w.net.part_scratch + part * w.net.max_width)
 
@@ -371,19 +471,29 @@ cdef void output_grad_task(void* ctx, int part, int n_parts) noexcept nogil:
 cdef void update_task(void* ctx, int part, int n_parts) noexcept nogil:
     cdef Work* w = <Work*>ctx
     cdef Net* net = w.net
-    cdef Py_ssize_t lo, hi
-    # ranges of whole 64-entry blocks (4 cache lines of float32): no false sharing
-    block((net.n_params + 3) // 4, part, n_parts, &lo, &hi)
-    lo = min(4 * lo, net.n_params)
-    hi = min(4 * hi, net.n_params)
-    if net.is_double:
-        optimizer_apply(w.opt_kind, w.hyper, w.scale, <double*>net.params,
-                        <const double*>net.grads, <double*>w.state_a, <double*>w.state_b,
-                        lo, hi, net.n_weights)
-    else:
-        optimizer_apply(w.opt_kind, w.hyper, w.scale, <float*>net.params,
-                        <const float*>net.grads, <float*>w.state_a, <float*>w.state_b,
-                        lo, hi, net.n_weights)
+    cdef Py_ssize_t lo, hi, n_out
+    cdef int l, bias
+    # per layer, the rows of W_l this part owns (those of its dW block and of its inner-split
+    # forward and column-split dA blocks), then the bias columns whose gradient it summed
+    for l in range(net.n_layers):
+        n_out = net.sizes[l + 1]
+        for bias in range(2):
+            if bias:
+                block(n_out, part, n_parts, &lo, &hi)
+                lo += net.b_off[l]
+                hi += net.b_off[l]
+            else:
+                block(net.sizes[l], part, n_parts, &lo, &hi)
+                lo = net.w_off[l] + lo * n_out
+                hi = net.w_off[l] + hi * n_out
+            if net.is_double:
+                optimizer_apply(w.opt_kind, w.hyper, w.scale, <double*>net.params,
+                                <const double*>net.grads, <double*>w.state_a,
+                                <double*>w.state_b, lo, hi, net.n_weights)
+            else:
+                optimizer_apply(w.opt_kind, w.hyper, w.scale, <float*>net.params,
+                                <const float*>net.grads, <float*>w.state_a,
+                                <float*>w.state_b, lo, hi, net.n_weights)
 
 
 cdef void parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
@@ -393,7 +503,7 @@ cdef void parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
     cdef size_t itemsize = 8 if net.is_double else 4
     cdef char* acts = <char*>net.acts
     cdef const char* inp = <const char*>X
-    if rows_everywhere(net, m, n_parts):
+    if rows_everywhere(net, m, n_parts, True):
         w.net = net
         w.X = X
         w.m = m
@@ -518,7 +628,7 @@ cdef void parallel_infer(const Net* net, const floating* X, Py_ssize_t m, floati
     w.chunk = chunk
     w.output = output
     fm_team_begin(&team, n_parts)
-    if rows_everywhere(net, min(m, chunk), n_parts):
+    if rows_everywhere(net, min(m, chunk), n_parts, False):
         fm_team_run(&team, infer_task, &w, n_parts)
     else:
         while start < m:
@@ -538,8 +648,8 @@ cdef inline int inference_parts(const Net* net, Py_ssize_t m) noexcept nogil:
     """Parts an inference of m rows is split into (its scratch is that many blocks)."""
     cdef Py_ssize_t chunk = max(1, min(m, INFERENCE_ROWS))
     cdef int regions = <int>(((m + chunk - 1) // chunk)
-                             * (1 if rows_everywhere(net, chunk, 2) else net.n_layers))
+                             * (1 if rows_everywhere(net, chunk, 2, False) else net.n_layers))
     cdef int n = n_parts_for(net, 2.0 * m * net.n_weights, regions)
-    if n > 1 and rows_everywhere(net, chunk, n):
+    if n > 1 and rows_everywhere(net, chunk, n, False):
         n = min(n, <int>((m + ALIGN - 1) // ALIGN))
     return max(1, n)
