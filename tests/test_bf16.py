@@ -256,3 +256,15 @@ def test_estimators_take_compute_dtype(Estimator):
     assert est.model_.compute_dtype == "bfloat16" and est.model_.dtype == np.float32
     est.set_params(compute_dtype=None, warm_start=True).fit(X64, y)
     assert est.model_.compute_dtype is None
+
+
+@needs_bf16
+def test_bench_table_runs(capsys, monkeypatch):
+    from fusedmlp.cli import bench_bf16
+
+    monkeypatch.setattr(bench_bf16, "STEP_CONFIGS", [((64, 32, 10), 16)])
+    monkeypatch.setattr(bench_bf16, "GEMM_SHAPES", [(8, 64, 32)])
+    assert bench_bf16.main(["--rounds", "1", "--target-time", "0.001", "--no-torch",
+                            "--no-epoch"]) == 0
+    out = capsys.readouterr().out
+    assert "| 8 x 64 x 32 |" in out and "| 64-32-10 | 16 |" in out

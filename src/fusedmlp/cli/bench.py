@@ -59,7 +59,7 @@ LABELS = {"fusedmlp": "fusedmlp", "numpy": "NumPy", "torch": "PyTorch", "sklearn
 LEARNING_RATE = 1e-3
 #: Further tables, each a module with its own ``main(argv)``: ``python -m fusedmlp bench NAME``.
 TABLES = {"runs": "fusedmlp.cli.bench_runs", "latency": "fusedmlp.cli.bench_latency",
-          "threads": "fusedmlp.cli.bench_threads"}
+          "threads": "fusedmlp.cli.bench_threads", "bf16": "fusedmlp.cli.bench_bf16"}
 
 
 # =================================================================== worker side

@@ -1,0 +1,261 @@
+"""bfloat16 table: ``python -m fusedmlp bench bf16`` (docs/bf16.md).
+
+Three tables, all in this process, one thread everywhere (fusedmlp ``n_threads=1``, NumPy's
+and SciPy's BLAS pinned with threadpoolctl, ``torch.set_num_threads(1)``):
+
+- products: GFLOP/s of C = A @ B at the shapes of a step, float32 (fusedmlp's BLAS) against
+  bfloat16 (fusedmlp's AVX512-BF16 kernel, from float32 operands) and, when the ``mkl``
+  package is installed, MKL's ``cblas_gemm_bf16bf16f32`` (on operands already in bf16);
+- training steps: microseconds per Adam step, fusedmlp float32 and bfloat16, PyTorch eager
+  float32 and with CPU bf16 autocast (when torch is installed);
+- one Fashion-MNIST epoch (784-256-10, batch 128, Adam 1e-3) per setting, with the test
+  accuracy after ``--epochs`` epochs (when /usr/share/datasets/fashion-mnist exists).
+
+Rounds are interleaved (a burst of load hits every setting alike); the tables show medians
+over rounds and ratios taken within this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["main", "STEP_CONFIGS", "GEMM_SHAPES"]
+
+STEP_CONFIGS = [((784, 128, 10), 32), ((784, 256, 10), 128), ((784, 512, 512, 10), 64),
+                ((784, 512, 512, 10), 1024)]
+GEMM_SHAPES = [(32, 784, 128), (128, 784, 256), (1024, 784, 512), (1024, 512, 512)]
+
+
+def _per_call(call, target_time):
+    call()
+    calls, start = 0, time.perf_counter()
+    while True:
+        call()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= target_time and calls >= 2:
+            return elapsed / calls
+
+
+def _interleaved(calls: dict, rounds, target_time):
+    """{name: median seconds per call}, the calls' rounds interleaved."""
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            times[name].append(_per_call(call, target_time))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _mkl_bf16():
+    """MKL's cblas_gemm_bf16bf16f32 through ctypes, or None with the reason."""
+    import importlib.metadata
+    try:
+        files = importlib.metadata.files("mkl") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None, "the mkl package is not installed"
+    paths = [str(f.locate()) for f in files if f.name.startswith("libmkl_rt.so")]
+    if not paths:
+        return None, "the mkl package holds no libmkl_rt"
+    lib = ctypes.CDLL(paths[0])
+    lib.MKL_Set_Num_Threads(1)
+    fn = lib.cblas_gemm_bf16bf16f32
+    fn.restype = None
+    fn.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
+                                        ctypes.c_void_p, ctypes.c_int, ctypes.c_float,
+                                        ctypes.c_void_p, ctypes.c_int]
+    return fn, ""
+
+
+def _to_bf16_bits(x):
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return (((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF).astype(np.uint16)
+
+
+def gemm_table(rounds, target_time):
+    from .. import _kernels
+
+    mkl, mkl_why = _mkl_bf16()
+    rng = np.random.default_rng(0)
+    lines = ["Products C[m, n] = A[m, k] @ B[k, n], one thread: GFLOP/s (median over "
+             f"{rounds} interleaved rounds)", "",
+             "| m x k x n | float32 (BLAS) | bf16, fusedmlp kernel | ratio | "
+             "bf16, MKL cblas_gemm_bf16bf16f32 |", "|---|---|---|---|---|"]
+    for m, k, n in GEMM_SHAPES:
+        A = rng.standard_normal((m, k)).astype(np.float32)
+        B = rng.standard_normal((k, n)).astype(np.float32)
+        C = np.empty((m, n), np.float32)
+        calls = {"f32": lambda: _kernels.gemm_repeat(A, B, C, 1),
+                 "bf16": lambda: _kernels.matmul_bf16(A, B, C, False, False)}
+        if mkl is not None:
+            a16, b16 = _to_bf16_bits(A), _to_bf16_bits(B)
+            # row-major (101), no transposes (111)
+            calls["mkl"] = lambda: mkl(101, 111, 111, m, n, k, 1.0, a16.ctypes.data, k,
+                                       b16.ctypes.data, n, 0.0, C.ctypes.data, n)
+        t = _interleaved(calls, rounds, target_time)
+        flops = 2.0 * m * n * k
+        gf = {name: flops / s / 1e9 for name, s in t.items()}
+        lines.append(f"| {m} x {k} x {n} | {gf['f32']:.0f} | {gf['bf16']:.0f} | "
+                     f"{t['f32'] / t['bf16']:.2f}x | "
+                     + (f"{gf['mkl']:.0f} |" if "mkl" in gf else f"- ({mkl_why}) |"))
+    return "\n".join(lines)
+
+
+def _torch_step(sizes, batch, autocast):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    net = nn.Sequential(*layers[:-1])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    X = torch.randn(batch, sizes[0])
+    y = torch.randint(0, sizes[-1], (batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = nn.functional.cross_entropy(net(X), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def step_table(rounds, target_time, torch_ok):
+    import fusedmlp
+
+    rng = np.random.default_rng(0)
+    head = ["network", "batch", "float32 (us)", "bf16 (us)", "bf16 speed-up"]
+    if torch_ok:
+        head += ["torch f32 (us)", "torch bf16 autocast (us)", "bf16: fusedmlp vs torch autocast"]
+    lines = [f"Adam training steps, one thread: microseconds per step (median over {rounds} "
+             "interleaved rounds)", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for sizes, batch in STEP_CONFIGS:
+        X = rng.random((batch, sizes[0]), dtype=np.float32)
+        y = rng.integers(0, sizes[-1], batch)
+        calls = {}
+        for name, compute in (("f32", None), ("bf16", "bfloat16")):
+            model = fusedmlp.MLP(sizes, seed=0, n_threads=1, compute_dtype=compute)
+            step = model.bind(fusedmlp.Adam(1e-3))
+            calls[name] = lambda step=step: step(X, y)
+        if torch_ok:
+            calls["torch"] = _torch_step(sizes, batch, False)
+            calls["torch_bf16"] = _torch_step(sizes, batch, True)
+        t = {k: v * 1e6 for k, v in _interleaved(calls, rounds, target_time).items()}
+        cells = ["-".join(map(str, sizes)), str(batch), f"{t['f32']:.0f}", f"{t['bf16']:.0f}",
+                 f"{t['f32'] / t['bf16']:.2f}x"]
+        if torch_ok:
+            cells += [f"{t['torch']:.0f}", f"{t['torch_bf16']:.0f}",
+                      f"{t['torch_bf16'] / t['bf16']:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _torch_epochs(data, epochs, batch, autocast):
+    """(seconds of the first epoch, test accuracy after `epochs`) for PyTorch eager."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    X, y = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train)
+    gen = torch.Generator().manual_seed(0)
+    first = None
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        order = torch.randperm(len(X), generator=gen)
+        for i in range(0, len(X), batch):
+            rows = order[i:i + batch]
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = nn.functional.cross_entropy(net(X[rows]), y[rows])
+            loss.backward()
+            opt.step()
+        first = first if first is not None else time.perf_counter() - start
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        pred = net(torch.from_numpy(data.X_test)).argmax(1).numpy()
+    return first, float((pred == data.y_test).mean())
+
+
+def epoch_table(epochs, torch_ok, path):
+    import fusedmlp
+    from .datasets import load_idx_dataset
+
+    try:
+        data = load_idx_dataset(path)
+    except (FileNotFoundError, ValueError) as exc:
+        return f"Fashion-MNIST epoch: left out ({exc})"
+    rows = []
+    for name, compute in (("fusedmlp float32", None), ("fusedmlp bf16", "bfloat16")):
+        model = fusedmlp.MLP([784, 256, 10], seed=0, n_threads=1, compute_dtype=compute)
+        opt = fusedmlp.Adam(1e-3)
+        times = []
+        for _ in range(epochs):
+            start = time.perf_counter()
+            model.fit(data.X_train, data.y_train, epochs=1, batch_size=128, optimizer=opt)
+            times.append(time.perf_counter() - start)
+        rows.append((name, statistics.median(times), model.score(data.X_test, data.y_test)))
+    if torch_ok:
+        for name, autocast in (("torch eager float32", False), ("torch eager bf16 autocast", True)):
+            seconds, accuracy = _torch_epochs(data, epochs, 128, autocast)
+            rows.append((name, seconds, accuracy))
+    lines = [f"Fashion-MNIST, 784-256-10, batch 128, Adam 1e-3, one thread: seconds per epoch "
+             f"(fusedmlp: median of {epochs} epochs; torch: the first) and test accuracy after "
+             f"{epochs} epochs", "", "| setting | s / epoch | test accuracy |", "|---|---|---|"]
+    lines += [f"| {name} | {s:.2f} | {100 * acc:.2f} % |" for name, s, acc in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fusedmlp bench bf16", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter calls, one epoch")
+    parser.add_argument("--rounds", type=int, help="rounds per setting (default 5; quick 2)")
+    parser.add_argument("--target-time", type=float, help="seconds per timed loop (default 0.2)")
+    parser.add_argument("--epochs", type=int, help="Fashion-MNIST epochs (default 5; quick 1)")
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--no-epoch", action="store_true", help="leave the Fashion-MNIST table out")
+    parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
+                        help="Fashion-MNIST's directory (IDX files)")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 5)
+    target = args.target_time or (0.05 if args.quick else 0.2)
+    epochs = args.epochs or (1 if args.quick else 5)
+
+    from threadpoolctl import threadpool_limits
+    from .. import bf16
+
+    why = bf16.why_unavailable()
+    if why:
+        print(f"bench bf16: bfloat16 compute is not available here: {why}", file=sys.stderr)
+        return 1
+    torch_ok = False
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(1)
+            torch_ok = True
+        except ImportError:
+            print("# torch is not importable: its columns are left out")
+    import fusedmlp
+    print(f"# fusedmlp {fusedmlp.__version__}; BLAS {fusedmlp.show_config(as_dict=True)['blas']['name']}"
+          + (f"; torch {torch.__version__}" if torch_ok else ""))
+    with threadpool_limits(limits=1):
+        print(gemm_table(rounds, target), end="\n\n", flush=True)
+        print(step_table(rounds, target, torch_ok), end="\n\n", flush=True)
+        if not args.no_epoch:
+            print(epoch_table(epochs, torch_ok, args.data), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
