@@ -45,7 +45,7 @@ def _per_call(call, target_time):
 
 def _interleaved(calls: dict, rounds, target_time):
     """{name: median seconds per call}, the calls' rounds interleaved."""
-    times = {name: [] for name in calls}
+    times: dict = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
             times[name].append(_per_call(call, target_time))
