@@ -53,7 +53,7 @@ from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_
                       mean_squared_error, binary_cross_entropy, poisson_deviance,
                       sigmoid_outputs, exp_outputs, targets_in_range)
 from _optim cimport (optimizer_update, optimizer_prepare, optimizer_apply, n_states,
-                    fm_sum_sq_f, fm_sum_sq_d)
+                    fm_sum_sq_f, fm_sum_sq_d, l1_penalty)
 from fusedmlp._codes cimport (H_SIZE, H_WEIGHT_DECAY, H_EPS, OK, BAD_INPUT, BAD_LABEL,
                              BAD_TARGET, BAD_LOSS, BAD_OUTPUT, BAD_RANGE, OPT_NONE,
                              SOFTMAX_CROSS_ENTROPY, MEAN_SQUARED_ERROR, BINARY_CROSS_ENTROPY,
@@ -434,7 +434,7 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
     cdef floating* weights
     cdef const int64_t* labels = NULL
     cdef const floating* targets = NULL
-    cdef double total, loss = 0, penalty
+    cdef double total, loss = 0, penalty, penalty_l1
     cdef int status, kind
     cdef Py_ssize_t k = 0
     cdef const double* rule = data.rule
@@ -454,6 +454,7 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
         total = m
         kind = opt_kind
         penalty = 0
+        penalty_l1 = l1_penalty(opt_kind, hyper, <floating*>net.params, net.n_weights)
         if data.weights != NULL:
             weights = <floating*>data.weights_batch
             gather(<const char*>data.weights, rows, m, size, <char*>weights)
@@ -482,8 +483,13 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
             return status
         if data.schedule != NULL:
             data.schedule[S_STEP] += 1
+        if kind == OPT_NONE:
+            penalty_l1 = 0
         if rule != NULL:
-            loss = rule[3] * loss + penalty
+            # hyper[H_L1] is the estimators' l1 / scale (sklearn.py): l1 * sum |W| reported
+            loss = rule[3] * loss + penalty + rule[1] * penalty_l1
+        else:
+            loss += penalty_l1
         k += 1
         loss_sum[0] += loss * m
         # the step's forward pass left this batch's logits in the workspace
@@ -656,7 +662,7 @@ cdef class Network:
         """
         cdef Py_ssize_t m = len(X), n_out = self.net.sizes[self.net.n_layers]
         cdef int status
-        cdef double loss = 0
+        cdef double loss = 0, penalty = 0
         cdef fm_fpenv saved
         cdef int blas_saved
         cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
@@ -679,15 +685,17 @@ cdef class Network:
             saved = fm_fpenv_enter()
             blas_saved = blas_enter()
             if self.is_double:
+                penalty = l1_penalty(opt_kind, h, <double*>self.net.params, self.net.n_weights)
                 status = step(&self.net, <double*>x, m, y, <double*>t, <double*>w,
                               total_weight, opt_kind, h, <double*>sa, <double*>sb, &loss)
             else:
+                penalty = l1_penalty(opt_kind, h, <float*>self.net.params, self.net.n_weights)
                 status = step(&self.net, <float*>x, m, y, <float*>t, <float*>w,
                               total_weight, opt_kind, h, <float*>sa, <float*>sb, &loss)
             blas_leave(blas_saved)
             fm_fpenv_leave(saved)
             fusedmlp_leave()
-        self.loss = loss
+        self.loss = loss + penalty          # the L1 term, from the weights before the update
         return status
 
     def train_epoch(self, X, labels, targets, weights, order, Py_ssize_t first, Py_ssize_t stop,

@@ -5,10 +5,14 @@
 # only (as in scikit-learn's `alpha`), and an update is two loops (weights, then biases).
 #
 # The formulas are PyTorch's (torch.optim, defaults dampening=0, centered=False, lr_decay=0),
-# with g = grad * grad_scale + weight_decay * p for the weights (grad_scale implements
+# with g = grad * grad_scale + weight_decay * p + l1 * sign(p) for the weights (grad_scale implements
 # gradient-norm clipping, PyTorch's clip_grad_norm_: clip / (norm + 1e-6) when the norm
 # exceeds clip; 1 otherwise). AdamW instead decays the weights directly:
 # p := p * (1 - lr * weight_decay) before the Adam step. The loops are in elementwise.h.
+# The L1 subgradient (sign(0) = 0: a zero weight gets none) is added into the weights'
+# gradient buffer before the update loop, as l1 / grad_scale so that clipping leaves it as
+# it is; so after an update with l1 > 0 the gradient buffer holds it too. Its penalty
+# l1 * sum |W| (l1_penalty) is what the training step adds to the loss it reports.
 #
 # Hyper-parameters arrive as one float64 array, laid out by the H_* slots (declared with the
 # OPT_* kinds in fusedmlp/_codes.pxd); the step count H_T is incremented here, so a whole
@@ -20,7 +24,7 @@ from libc.math cimport sqrt
 from _fpenv cimport fm_flush_subnormals_f, fm_flush_subnormals_d
 from fusedmlp._codes cimport (OPT_NONE, OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP,
                              OPT_ADAGRAD, H_LR, H_WEIGHT_DECAY, H_MOMENTUM, H_NESTEROV,
-                             H_BETA1, H_BETA2, H_EPS, H_CLIP_NORM, H_T)
+                             H_BETA1, H_BETA2, H_EPS, H_CLIP_NORM, H_T, H_L1)
 
 
 cdef inline int n_states(int kind) noexcept nogil:
@@ -98,6 +102,30 @@ cdef inline void _update_range(int kind, const double* hyper, floating wd, float
                      wd, scale)
 
 
+cdef inline double l1_penalty(int kind, const double* hyper, const floating* p,
+                              Py_ssize_t n_weights) noexcept nogil:
+    """hyper[H_L1] * sum |p[0:n_weights]| (in float64) for an update of `kind`; 0 when the
+    L1 penalty is off or there is no update."""
+    cdef double total = 0
+    cdef Py_ssize_t i
+    if kind == OPT_NONE or hyper[H_L1] == 0:
+        return 0
+    for i in range(n_weights):
+        total += p[i] if p[i] >= 0 else -p[i]
+    return hyper[H_L1] * total
+
+
+cdef inline void add_l1_subgradient(floating* grad, const floating* p, floating l1,
+                                    Py_ssize_t n) noexcept nogil:
+    """grad += l1 * sign(p) over n entries (nothing where p is 0)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if p[i] > 0:
+            grad[i] += l1
+        elif p[i] < 0:
+            grad[i] -= l1
+
+
 cdef inline double optimizer_prepare(int kind, double* hyper, const floating* grad,
                                      Py_ssize_t size) noexcept nogil:
     """The once-per-step part of an update: counts the step, returns the gradient scale
@@ -130,6 +158,9 @@ cdef inline void optimizer_apply(int kind, const double* hyper, double scale, fl
             p[i] *= <floating>(1 - hyper[H_LR] * hyper[H_WEIGHT_DECAY])
         wd = 0
     # the weights (decayed), then the biases (not decayed)
+    if w_hi > lo and hyper[H_L1] != 0:
+        add_l1_subgradient(<floating*>grad + lo, p + lo, <floating>(hyper[H_L1] / scale),
+                           w_hi - lo)
     if w_hi > lo:
         _update_range(kind, hyper, wd, <floating>scale, p + lo, grad + lo,
                       state_a + lo if state_a != NULL else NULL,

@@ -515,11 +515,11 @@ def _with_optimizer_record(path, out, name="keep", hyper=None, states=None):
 
 
 # hyper-parameter slots: lr 0, weight_decay 1, momentum/beta1 2, nesterov/beta2 3, eps 4,
-# clip_norm 5, step count 6, unused 7
+# clip_norm 5, step count 6, l1 7 (an unused slot: tests/test_l1.py, SGD's eps slot)
 @pytest.mark.parametrize("slot, value, field", [
     (0, -0.1, "lr"), (0, 0.0, "lr"), (1, -1.0, "weight_decay"), (2, 7.0, "beta1"),
     (2, 1.0, "beta1"), (3, -0.5, "beta2"), (4, 0.0, "eps"), (5, -2.0, "clip_norm"),
-    (6, -1.0, "step"), (6, 1e300, "step"), (6, 2.5, "step"), (7, 3.0, "unused"),
+    (6, -1.0, "step"), (6, 1e300, "step"), (6, 2.5, "step"), (7, -3.0, "l1"),
     (0, np.inf, "lr"),
 ])
 def test_adam_hyper_parameters_out_of_range_are_refused(saved, tmp_path, slot, value, field):

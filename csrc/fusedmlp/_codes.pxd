@@ -60,6 +60,7 @@ cpdef enum:
     H_EPS = 4
     H_CLIP_NORM = 5     # clip the global gradient norm to this; 0 = off
     H_T = 6             # steps taken so far (incremented by the compiled update)
+    H_L1 = 7            # L1 penalty on the weights: l1 * sign(W) added to their gradient
     H_SIZE = 8          # entries of the array
 
 

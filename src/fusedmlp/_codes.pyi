@@ -12,6 +12,7 @@ H_MOMENTUM: int
 H_NESTEROV: int
 H_SIZE: int
 H_T: int
+H_L1: int
 H_WEIGHT_DECAY: int
 LEAKY_RELU_SLOPE: float
 S_FINAL: int

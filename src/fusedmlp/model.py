@@ -572,7 +572,8 @@ class MLP:
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, *, epochs=10, batch_size=32, optimizer="adam", validation_data=None,
             validation_fraction=0.0, shuffle=True, verbose=0, sample_weight=None,
-            lr_schedule=None, weight_decay=None, clip_norm=None, patience=None, min_delta=0.0,
+            lr_schedule=None, weight_decay=None, clip_norm=None, l1=None, patience=None,
+            min_delta=0.0,
             restore_best_weights=True, callbacks=(), train_accuracy="batches",
             class_weight=None):
         """Train for `epochs` passes over (X, y) in mini-batches; returns the history.
@@ -624,9 +625,10 @@ class MLP:
             per-step schedule instead (linear warm-up, then constant, cosine or linear
             decay over all the steps of the fit), evaluated inside the compiled epoch
             before every step.
-        weight_decay, clip_norm : float, optional
-            Override the optimiser's L2 weight decay (weights only) and set a global
-            gradient-norm limit.
+        weight_decay, clip_norm, l1 : float, optional
+            Override the optimiser's L2 weight decay (weights only), set a global
+            gradient-norm limit, and set its L1 penalty on the weights (``optimizer.l1``:
+            ``l1 * sum |W|`` is added to each batch's loss, reported in ``history``).
         patience : int, optional
             Early stopping: stop when the monitored loss (validation loss if there is
             validation data, training loss otherwise) has not improved by `min_delta` (a
@@ -668,7 +670,7 @@ class MLP:
             self, X, y, rng=self._rng, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
             validation_data=validation_data, validation_fraction=validation_fraction,
             shuffle=shuffle, verbose=verbose, sample_weight=sample_weight,
-            lr_schedule=lr_schedule, weight_decay=weight_decay, clip_norm=clip_norm,
+            lr_schedule=lr_schedule, weight_decay=weight_decay, clip_norm=clip_norm, l1=l1,
             patience=patience, min_delta=min_delta, restore_best_weights=restore_best_weights,
             callbacks=callbacks, train_accuracy=train_accuracy, class_weight=class_weight)
 

@@ -29,7 +29,7 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad", "make_opti
 # Slots of the float64 hyper-parameter array the compiled step reads (csrc/_codes.pxd).
 _LR, _WEIGHT_DECAY, _CLIP_NORM, _T = _codes.H_LR, _codes.H_WEIGHT_DECAY, _codes.H_CLIP_NORM, _codes.H_T
 _MOMENTUM, _NESTEROV, _EPS = _codes.H_MOMENTUM, _codes.H_NESTEROV, _codes.H_EPS
-_BETA1, _BETA2 = _codes.H_BETA1, _codes.H_BETA2
+_BETA1, _BETA2, _L1 = _codes.H_BETA1, _codes.H_BETA2, _codes.H_L1
 HYPER_SIZE = _codes.H_SIZE     # entries of the hyper-parameter array
 
 # Serialises the (rare) binding of an optimiser to a model; a module-level lock keeps
@@ -44,6 +44,7 @@ _SETTINGS: Dict[str, Tuple[int, Dict[str, Any]]] = {
     "lr": (_LR, dict(low_open=True)),
     "weight_decay": (_WEIGHT_DECAY, {}),
     "clip_norm": (_CLIP_NORM, {}),
+    "l1": (_L1, {}),
     "momentum": (_MOMENTUM, dict(high=1.0, high_open=True)),
     "beta1": (_BETA1, dict(high=1.0, high_open=True)),
     "beta2": (_BETA2, dict(high=1.0, high_open=True)),
@@ -79,16 +80,17 @@ class Optimizer:
 
     kind = Kind.OPT_NONE
     n_states = _kernels.optimizer_states(kind)
-    settings: Tuple[str, ...] = ("lr", "weight_decay", "clip_norm")
+    settings: Tuple[str, ...] = ("lr", "weight_decay", "clip_norm", "l1")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.n_states = _kernels.optimizer_states(cls.kind)
 
-    def __init__(self, lr, weight_decay=0.0):
+    def __init__(self, lr, weight_decay=0.0, l1=0.0):
         self.hyper = np.zeros(HYPER_SIZE)
         self.lr = lr
         self.weight_decay = weight_decay
+        self.l1 = l1
         self._model = None
         self._states = ()
 
@@ -108,6 +110,10 @@ class Optimizer:
     lr = _param.__func__("lr")  # type: ignore[attr-defined]
     weight_decay = _param.__func__("weight_decay")  # type: ignore[attr-defined]
     clip_norm = _param.__func__("clip_norm")  # type: ignore[attr-defined]
+    #: L1 penalty on the weights (not the biases): ``l1 * sign(W)`` (0 where W is 0) is
+    #: added to their gradient before the update, and ``l1 * sum |W|`` (the weights before
+    #: the update) to the loss a training step reports. Every optimiser takes it.
+    l1 = _param.__func__("l1")  # type: ignore[attr-defined]
 
     @property
     def steps(self) -> int:
@@ -254,8 +260,8 @@ class SGD(Optimizer):
 
     kind = Kind.OPT_SGD
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(lr, weight_decay)
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, l1=0.0):
+        super().__init__(lr, weight_decay, l1)
         self.hyper[_MOMENTUM] = check_hyper("momentum", momentum)
         self.hyper[_NESTEROV] = bool(nesterov)
         self._check_flags(self.hyper)
@@ -283,8 +289,9 @@ class Adam(Optimizer):
 
     kind = Kind.OPT_ADAM
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        super().__init__(lr, weight_decay)
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 l1=0.0):
+        super().__init__(lr, weight_decay, l1)
         self.hyper[_BETA1] = check_hyper("beta1", beta1)
         self.hyper[_BETA2] = check_hyper("beta2", beta2)
         self.eps = eps
@@ -304,8 +311,9 @@ class AdamW(Adam):
 
     kind = Kind.OPT_ADAMW
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
-        super().__init__(lr, beta1, beta2, eps, weight_decay)
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                 l1=0.0):
+        super().__init__(lr, beta1, beta2, eps, weight_decay, l1)
 
 
 class RMSProp(Optimizer):
@@ -313,8 +321,8 @@ class RMSProp(Optimizer):
 
     kind = Kind.OPT_RMSPROP
 
-    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0):
-        super().__init__(lr, weight_decay)
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, l1=0.0):
+        super().__init__(lr, weight_decay, l1)
         self.hyper[_BETA2] = check_hyper("alpha", alpha)
         self.eps = eps
 
@@ -328,8 +336,8 @@ class AdaGrad(Optimizer):
 
     kind = Kind.OPT_ADAGRAD
 
-    def __init__(self, lr=0.01, eps=1e-10, weight_decay=0.0):
-        super().__init__(lr, weight_decay)
+    def __init__(self, lr=0.01, eps=1e-10, weight_decay=0.0, l1=0.0):
+        super().__init__(lr, weight_decay, l1)
         self.eps = eps
 
     settings = Optimizer.settings + ("eps",)

@@ -170,7 +170,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads="auto", dropout=0.0, compute_dtype=None):
+                 dtype=None, n_threads="auto", dropout=0.0, compute_dtype=None, l1=0.0):
         # scikit-learn's rule: __init__ stores the parameters and does nothing else.
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -199,6 +199,7 @@ class _BaseMLP(BaseEstimator):
         self.n_threads = n_threads
         self.dropout = dropout
         self.compute_dtype = compute_dtype
+        self.l1 = l1
 
     # ------------------------------------------------------------------ parameters
     def _hidden_sizes(self) -> list:
@@ -254,6 +255,7 @@ class _BaseMLP(BaseEstimator):
                                 f"got {self.batch_size!r}")
             as_positive_int(self.batch_size, "batch_size")
         as_real(self.alpha, "alpha", low=0.0)
+        as_real(self.l1, "l1", low=0.0)
         as_real(self.learning_rate_init, "learning_rate_init", low=0.0, low_open=True)
         as_real(self.power_t, "power_t", low=0.0)
         as_positive_int(self.max_iter, "max_iter")
@@ -585,6 +587,7 @@ class _BaseMLP(BaseEstimator):
         total = float(len(X) if sample_weight is None else
                       np.ldexp(sample_weight.sum(dtype=np.float64), self._weight_exponent))
         alpha = float(self.alpha) / total
+        l1 = float(self.l1)
         n_weights = sum(layer.W.size for layer in model.layers)
         params, grads = model.parameters, model.gradients    # live flat buffers
         gradient = np.empty(params.size, np.float64)
@@ -595,7 +598,11 @@ class _BaseMLP(BaseEstimator):
             weights = packed[:n_weights]
             np.multiply(grads, scale, out=gradient)
             gradient[:n_weights] += alpha * weights
-            return factor * loss + 0.5 * alpha * float(weights @ weights), gradient
+            loss = factor * loss + 0.5 * alpha * float(weights @ weights)
+            if l1 > 0:
+                gradient[:n_weights] += l1 * np.sign(weights)
+                loss += l1 * float(np.abs(weights).sum())
+            return loss, gradient
 
         return loss_and_gradient
 
@@ -848,6 +855,10 @@ class _Step:
         self.beta_2, self.epsilon = float(estimator.beta_2), float(estimator.epsilon)
         self.weights = [layer.W.reshape(-1) for layer in self.model.layers]     # views
         self.squares = [np.empty_like(w) for w in self.weights]
+        # l1 * sum |W| in scikit-learn's units is (l1 / scale) * sum |W| in fusedmlp's,
+        # whose step adds it to its loss; the core reports it as scale x that (epoch())
+        self.l1 = float(estimator.l1)
+        optimizer.l1 = self.l1 / self.scale
 
     def __call__(self, X_batch, y_batch, w_batch):
         optimizer = self.optimizer
@@ -871,8 +882,10 @@ class _Step:
             # with epsilon_t = epsilon / sqrt(1 - beta_2**t).
             t = optimizer.steps + 1
             optimizer.eps = self.epsilon / (self.scale * np.sqrt(1.0 - self.beta_2 ** t))
+        l1_penalty = (optimizer.l1 * sum(float(np.abs(w).sum()) for w in self.weights)
+                      if self.l1 > 0 else 0.0)
         loss = self.model.train_step(X_batch, y_batch, optimizer, sample_weight=w_batch)
-        return self.loss_factor * loss + penalty
+        return self.loss_factor * (loss - l1_penalty) + penalty + self.scale * l1_penalty
 
     def epoch(self, batches, order, first, stop, validation, results):
         """The batches of rows order[first:stop] in one compiled call, with ``__call__``'s
@@ -966,6 +979,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         fusedmlp's inverted dropout (not in scikit-learn): one rate in [0, 1) for every
         hidden layer, or one per hidden layer; training only (``adam``/``sgd``; refused with
         ``lbfgs``), the masks seeded by ``random_state``. See ``fusedmlp.MLP.dropout``.
+    l1 : float >= 0, default=0.0
+        An L1 penalty on the weights (not the biases; not in scikit-learn's MLP): each
+        batch's objective gets ``l1 * sum |W|`` (as ``SGDClassifier(penalty="l1")``'s
+        ``alpha``; unlike this class's ``alpha`` it is not divided by the batch's weight),
+        its subgradient ``l1 * sign(W)`` the gradient; included in ``loss_curve_``.
 
     Attributes
     ----------
@@ -1023,7 +1041,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dtype=None, n_threads="auto", class_weight=None, dropout=0.0,
-                 compute_dtype=None):
+                 compute_dtype=None, l1=0.0):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1033,7 +1051,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
             n_threads=n_threads, dropout=dropout,
-            compute_dtype=compute_dtype)
+            compute_dtype=compute_dtype, l1=l1)
         self.class_weight = class_weight
 
     def _weigh_classes(self, y, sample_weight, incremental):
@@ -1215,7 +1233,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, \
 momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon, \
-n_iter_no_change, max_fun, dtype, n_threads, dropout, compute_dtype
+n_iter_no_change, max_fun, dtype, n_threads, dropout, compute_dtype, l1
         As in :class:`MLPClassifier`.
 
     Attributes
@@ -1255,7 +1273,7 @@ n_iter_no_change, max_fun, dtype, n_threads, dropout, compute_dtype
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads="auto", dropout=0.0, compute_dtype=None):
+                 dtype=None, n_threads="auto", dropout=0.0, compute_dtype=None, l1=0.0):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1265,7 +1283,7 @@ n_iter_no_change, max_fun, dtype, n_threads, dropout, compute_dtype
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
             n_threads=n_threads, dropout=dropout,
-            compute_dtype=compute_dtype)
+            compute_dtype=compute_dtype, l1=l1)
         self.loss = loss
 
     def _check_params(self):

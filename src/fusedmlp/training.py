@@ -290,7 +290,7 @@ class Progress:
 def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
         validation_fraction, shuffle, verbose, sample_weight, lr_schedule, weight_decay,
         clip_norm, patience, min_delta, restore_best_weights, callbacks,
-        train_accuracy="batches", class_weight=None) -> dict:
+        train_accuracy="batches", class_weight=None, l1=None) -> dict:
     """``MLP.fit`` (whose docstring describes every argument); `rng` shuffles and splits.
 
     Every argument is checked before anything changes (the optimiser's settings included):
@@ -303,6 +303,7 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
     optimizer = make_optimizer(optimizer)
     weight_decay = None if weight_decay is None else check_hyper("weight_decay", weight_decay)
     clip_norm = None if clip_norm is None else check_hyper("clip_norm", clip_norm)
+    l1 = None if l1 is None else check_hyper("l1", l1)
     per_step = lr_schedule if isinstance(lr_schedule, WarmupLR) else None
     schedule = ConstantLR() if per_step is not None else make_schedule(lr_schedule, epochs)
     shuffle = as_bool(shuffle, "shuffle")
@@ -333,6 +334,8 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
         optimizer.weight_decay = weight_decay
     if clip_norm is not None:
         optimizer.clip_norm = clip_norm
+    if l1 is not None:
+        optimizer.l1 = l1
     classify = model.is_classifier
     history = _new_history(classify, validation is not None)
 
