@@ -68,11 +68,38 @@ static inline __m512i fm_interleave(const float *r0, const float *r1, int count)
     return _mm512_permutexvar_epi16(order, fm_as_words(_mm512_cvtne2ps_pbh(hi, lo)));
 }
 
+/* r[i] := column i of the 16 x 16 matrix of 32-bit words whose rows are r[0..15]. */
+static inline void fm_transpose16(__m512i r[16])
+{
+    __m512i t[16];
+    int i;
+    for (i = 0; i < 16; i += 2) {                   /* interleave words of row pairs */
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (i = 0; i < 16; i += 4) {                   /* then pairs of words of row quads */
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (i = 0; i < 4; i++) {                       /* then 128-bit lanes, twice */
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
 /* Pack pairs [p0, p0 + kp) x columns [j0, j0 + nc) of op(B) into NR-column panels. */
 static void fm_pack_b(int trans, const float *b, long ldb, int k, int p0, int kp, int j0, int nc,
                       uint32_t *dst)
 {
-    int q, p, j, pb;
+    int q, p, j;
     int floats = k - 2 * p0 < 2 * kp ? k - 2 * p0 : 2 * kp;     /* valid k in this block */
     for (q = 0; q * NR < nc; q++) {
         int cols = nc - q * NR < NR ? nc - q * NR : NR;
@@ -87,18 +114,19 @@ static void fm_pack_b(int trans, const float *b, long ldb, int k, int p0, int kp
                                     fm_interleave(r0 + 16, r1 ? r1 + 16 : NULL, cols - 16));
             }
         } else {                            /* op(B)[kk, j] = b[j ldb + kk]: k is contiguous */
-            uint32_t column[KCP + 16];
-            for (j = 0; j < NR; j++) {
-                if (j < cols) {
-                    const float *row = b + (long)(j0 + q * NR + j) * ldb + 2L * p0;
-                    for (pb = 0; pb < kp; pb += 16)
-                        _mm512_storeu_si512(column + pb, fm_pairs(row + 2 * pb, floats - 2 * pb));
-                } else {
-                    memset(column, 0, sizeof(column));
+            int half, pb;
+            for (half = 0; half < NR; half += 16)           /* 16 columns x 16 pairs at a time */
+                for (pb = 0; pb < kp; pb += 16) {
+                    __m512i r[16];
+                    for (j = 0; j < 16; j++)
+                        r[j] = half + j < cols
+                            ? fm_pairs(b + (long)(j0 + q * NR + half + j) * ldb + 2L * (p0 + pb),
+                                       floats - 2 * pb)
+                            : _mm512_setzero_si512();
+                    fm_transpose16(r);
+                    for (p = 0; p < 16 && pb + p < kp; p++)
+                        _mm512_storeu_si512(panel + (pb + p) * NR + half, r[p]);
                 }
-                for (p = 0; p < kp; p++)
-                    panel[p * NR + j] = column[p];
-            }
         }
     }
 }
