@@ -154,6 +154,8 @@ cdef struct Net:
     bint auto_parallel         # "auto" may use more than one thread (not with SciPy's BLAS)
     int max_parts              # part_scratch holds max_parts x max_width doubles
     double* part_scratch
+    void* partials             # n_partials gradient-sized buffers for batch-split parts
+    int n_partials
     const double* dropout      # n_layers dropout rates, or NULL: none (_dropout.pxd)
     int64_t* dropout_state     # [seed, step]: the key of the masks (advanced per update)
     bint bf16                  # compute_dtype="bfloat16": products through gemm_bf16
@@ -571,6 +573,8 @@ cdef class Network:
         self.net.auto_parallel = BLAS["name"] != "scipy"
         self.net.max_parts = 1
         self.net.part_scratch = NULL
+        self.net.partials = NULL
+        self.net.n_partials = 0
         self.net.dropout = NULL
         self.net.dropout_state = NULL
         self.net.bf16 = False
@@ -630,16 +634,24 @@ cdef class Network:
         self.net.dropout_state = s
         self._keep[4] = (rates, state)
 
-    def set_threads(self, int n_threads, part_scratch):
+    @property
+    def n_params(self):
+        return self.net.n_params
+
+    def set_threads(self, int n_threads, part_scratch, partials):
         """Split steps and inference into n_threads parts (0: "auto", _parallel.pxi), at most
-        len(part_scratch) // (widest layer) of them (float64 scratch, one row per part)."""
+        len(part_scratch) // (widest layer) of them (float64 scratch, one row per part);
+        partials (the network's dtype): len(partials) // n_params gradient-sized buffers for
+        the parts of a batch-split backward (_parallel.pxi)."""
         cdef Py_ssize_t parts = len(part_scratch) // self.net.max_width
         if n_threads < 0 or parts < max(n_threads, 1):
             raise ValueError("n_threads must be >= 0 with scratch for that many parts")
+        self.net.partials = address(partials, self.kind, True)
+        self.net.n_partials = <int>(len(partials) // self.net.n_params)
         self.net.part_scratch = <double*>address(part_scratch, b'd', True)
         self.net.max_parts = <int>min(parts, 4096)
         self.net.n_threads = n_threads
-        self._keep[3] = part_scratch
+        self._keep[3] = (part_scratch, partials)
 
     def step_parts(self, Py_ssize_t m):
         """Parts a training step of m rows is split into."""

@@ -77,6 +77,7 @@ cdef extern from *:
 cdef enum:
     ALIGN = 16                 # rows/columns per block (a cache line of float32)
     INFERENCE_ROWS = 256       # rows per pass through the layers in inference (its chunk)
+    BATCH_SPLIT_ROWS = 512     # the smallest batch whose backward may split by rows (split_batch)
 # "auto" (n_parts_for): a call is split into n parts when each part of each of its parallel
 # regions gets at least AUTO_WORK_PER_PART flop-equivalents, where a region hand-off (waking
 # the helpers, waiting for the slowest part) costs a few microseconds: at ~90 GFLOP/s per
@@ -87,6 +88,12 @@ cdef enum:
 cdef double AUTO_WORK_PER_PART = 1.5e6
 # the optimiser update, per parameter, in flop-equivalents (Adam: ~0.25 ns per parameter)
 cdef double UPDATE_WORK_PER_PARAM = 20
+# and only when the step does at least this much per activation element that moves between
+# cores (step_parts; 784-128-10 at batch 256 does ~3,000: 1.8x; 100-100-100-10 ~500: 0.8x)
+cdef double AUTO_WORK_PER_MOVED = 1000
+# Inference reads the weights and writes nothing the next call needs: no cache line moves
+# back, and half the work per part and region already gains (64-128-10 at batch 128: 1.7x).
+cdef double AUTO_INFER_WORK_PER_PART = 0.75e6
 # A region of fewer flops than this (an output layer of 10 units at a small batch: ~1 us)
 # runs on the caller alone: a hand-off would cost more than it saves.
 cdef double SMALL_REGION_FLOPS = 2e5
@@ -201,15 +208,42 @@ cdef inline bint rows_everywhere(const Net* net, Py_ssize_t m, int n_parts,
     return True
 
 
+cdef inline bint split_batch(const Net* net, Py_ssize_t m, int l, int n_parts) noexcept nogil:
+    """Whether layer l's dW and db split by rows of the batch (each part sums its own rows,
+    those it computed in forward, into its own gradient-sized buffer; a region after the
+    backward adds the buffers, in part order, into each part's owned blocks): when the
+    forward ran by rows and the layer's activations outweigh its weights four times (large
+    batches through narrow layers), so that the partial sums cost less cross-core traffic
+    than the activations of the other parts' rows would; and only from BATCH_SPLIT_ROWS rows
+    (a batch-split sum differs in its last bits from one thread's, where the rows-of-W split
+    computes what one thread does for the shapes tests/test_bf16.py and test_dropout.py
+    check: below it "auto" stays on one thread where the activations would move, see
+    step_parts)."""
+    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1]
+    return (n_parts - 1 <= net.n_partials and m >= BATCH_SPLIT_ROWS
+            and m * (n_in + n_out) > 4 * n_in * n_out and rows_everywhere(net, m, n_parts, True))
+
+
 cdef inline int step_parts(const Net* net, Py_ssize_t m) noexcept nogil:
     """Parts a training step of m rows is split into."""
     cdef int regions
     # forward and dW: 2 m n_in n_out each; dA: the same for every layer but the first
     cdef double work = (2.0 * m * (3 * net.n_weights - net.sizes[0] * net.sizes[1])
                         + UPDATE_WORK_PER_PARAM * net.n_params)
+    cdef double moved = 0
+    cdef int l
     # regions at two parts: forward, the output layer's derivative, backward, update
     regions = ((1 if rows_everywhere(net, m, 2, True) else net.n_layers) + net.n_layers + 1
                + (net.activations[net.n_layers - 1] != ACT_IDENTITY))
+    if rows_everywhere(net, m, 2, True):
+        # a forward by rows whose backward splits by rows of W: the activations (every
+        # layer's but the input) move between the cores; narrow layers do too little
+        # arithmetic per element moved (64-128-10 at batch 128: 0.6x at two threads)
+        for l in range(net.n_layers):
+            if not split_batch(net, m, l, 2):
+                moved += m * net.sizes[l + 1]
+        if work < AUTO_WORK_PER_MOVED * moved:
+            return n_parts_for(net, 0, 1)
     return n_parts_for(net, work, regions)
 
 
@@ -404,6 +438,32 @@ cdef void backward_part(Net* net, const floating* X, Py_ssize_t m, int l, const 
     cdef const floating* a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
     cdef double* acc = net.part_scratch + part * net.max_width
     cdef floating* db = grads + net.b_off[l]
+    cdef floating* g
+    if split_batch(net, m, l, n_parts):
+        # db_l and dW_l of this part's rows of the batch, into its own gradient buffer
+        g = grads if part == 0 else <floating*>net.partials + (part - 1) * net.n_params
+        block(m, part, n_parts, &lo, &hi)
+        for j in range(n_out):
+            acc[j] = 0
+        for i in range(lo, hi):
+            for j in range(n_out):
+                acc[j] += d[i * n_out + j]
+        for j in range(n_out):
+            g[net.b_off[l] + j] = <floating>acc[j]
+        net_gemm(net, True, False, <int>n_in, <int>n_out, <int>(hi - lo), <floating>1,
+                 a_prev + lo * n_in, <int>n_in, d + lo * n_out, <int>n_out, <floating>0,
+                 g + net.w_off[l], <int>n_out)
+    else:
+        backward_owned(net, a_prev, m, l, d, acc, part, n_parts)
+    dA_part(net, a_prev, m, l, d, d_next, acc, part, n_parts)
+
+
+cdef void backward_owned(Net* net, const floating* a_prev, Py_ssize_t m, int l,
+                         const floating* d, double* acc, int part, int n_parts) noexcept nogil:
+    """db_l on the columns and dW_l on the rows of W_l this part owns."""
+    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi, i, j
+    cdef floating* grads = <floating*>net.grads
+    cdef floating* db = grads + net.b_off[l]
     # db_l: columns [lo, hi), each summed over the rows in order (as activation_grad does)
     block(n_out, part, n_parts, &lo, &hi)
     for j in range(lo, hi):
@@ -419,8 +479,14 @@ cdef void backward_part(Net* net, const floating* X, Py_ssize_t m, int l, const 
         net_gemm(net, True, False, <int>(hi - lo), <int>n_out, <int>m, <floating>1,
                  a_prev + lo, <int>n_in, d, <int>n_out, <floating>0,
                  grads + net.w_off[l] + lo * n_out, <int>n_out)
-    # dA_{l-1} = dZ_l @ W_l^T (m x n_in) on a block of rows or of columns (rows of W_l),
-    # then dZ_{l-1} on the same block
+
+
+cdef void dA_part(Net* net, const floating* a_prev, Py_ssize_t m, int l, const floating* d,
+                  floating* d_next, double* acc, int part, int n_parts) noexcept nogil:
+    """dA_{l-1} = dZ_l @ W_l^T (m x n_in) on a block of rows or of columns (rows of W_l),
+    then dZ_{l-1} on the same block."""
+    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi, i
+    cdef floating* params = <floating*>net.params
     if l > 0 and split_columns(m, n_in, n_parts):
         block(n_in, part, n_parts, &lo, &hi)
         if hi > lo:
@@ -544,6 +610,46 @@ cdef void parallel_backward(Net* net, fm_team* team, int n_parts, const void* X,
         tmp = w.d
         w.d = w.d_next
         w.d_next = tmp
+    for l in range(net.n_layers):
+        if split_batch(net, m, l, n_parts):
+            fm_team_run(team, gradient_sum_task, &w, n_parts)
+            break
+
+
+cdef void gradient_sum_part(Net* net, floating* grads, const floating* partials, Py_ssize_t m,
+                            int part, int n_parts) noexcept nogil:
+    """Into the gradient blocks this part owns (rows of W_l, columns of b_l), the partial
+    sums of the other parts of every batch-split layer, in part order."""
+    cdef const floating* other
+    cdef Py_ssize_t lo, hi, i, n_out
+    cdef int l, q, bias
+    for l in range(net.n_layers):
+        if not split_batch(net, m, l, n_parts):
+            continue
+        n_out = net.sizes[l + 1]
+        for bias in range(2):
+            if bias:
+                block(n_out, part, n_parts, &lo, &hi)
+                lo += net.b_off[l]
+                hi += net.b_off[l]
+            else:
+                block(net.sizes[l], part, n_parts, &lo, &hi)
+                lo = net.w_off[l] + lo * n_out
+                hi = net.w_off[l] + hi * n_out
+            for q in range(1, n_parts):
+                other = partials + (q - 1) * net.n_params
+                for i in range(lo, hi):
+                    grads[i] += other[i]
+
+
+cdef void gradient_sum_task(void* ctx, int part, int n_parts) noexcept nogil:
+    cdef Work* w = <Work*>ctx
+    if w.net.is_double:
+        gradient_sum_part(w.net, <double*>w.net.grads, <const double*>w.net.partials, w.m,
+                          part, n_parts)
+    else:
+        gradient_sum_part(w.net, <float*>w.net.grads, <const float*>w.net.partials, w.m,
+                          part, n_parts)
 
 
 cdef void parallel_update(Net* net, fm_team* team, int n_parts, int opt_kind, double* hyper,
@@ -649,7 +755,8 @@ cdef inline int inference_parts(const Net* net, Py_ssize_t m) noexcept nogil:
     cdef Py_ssize_t chunk = max(1, min(m, INFERENCE_ROWS))
     cdef int regions = <int>(((m + chunk - 1) // chunk)
                              * (1 if rows_everywhere(net, chunk, 2, False) else net.n_layers))
-    cdef int n = n_parts_for(net, 2.0 * m * net.n_weights, regions)
+    cdef int n = n_parts_for(net, 2.0 * m * net.n_weights
+                             * (AUTO_WORK_PER_PART / AUTO_INFER_WORK_PER_PART), regions)
     if n > 1 and rows_everywhere(net, chunk, n, False):
         n = min(n, <int>((m + ALIGN - 1) // ALIGN))
     return max(1, n)

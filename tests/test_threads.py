@@ -111,6 +111,22 @@ def test_small_batches_with_dropout_agree_across_threads():
         assert_close(other, params[0], np.float64)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_batches_split_by_batch_rows_agree_across_threads(dtype):
+    # batches of >= 512 rows through narrow layers: dW and db summed per part, then added
+    X, y = data(n=1200, n_in=20, dtype=dtype)
+    results = []
+    for n in THREADS:
+        model = fusedmlp.MLP([20, 32, 24, 6], dtype=dtype, seed=0, n_threads=n)
+        loss, grads = model.loss_and_gradients(X[:600], y[:600])
+        model.fit(X, y, epochs=2, batch_size=600, shuffle=False)
+        results.append([np.array([loss])] + [g for pair in grads for g in pair]
+                       + [model._params.copy()])
+    for other in results[1:]:
+        for got, expected in zip(other, results[0]):
+            assert_close(got, expected, dtype)
+
+
 def test_auto_depends_on_the_shapes_alone():
     # no load average or timing: the same shapes always give the same count
     with threadpool_limits({"fusedmlp": 2}):

@@ -41,11 +41,18 @@ def check_n_threads(value, name="n_threads"):
     return int(value)
 
 
+# A batch-split backward (csrc/_parallel.pxi) gives every part but the first a gradient-sized
+# buffer: up to this many parts use it (more parts split the backward by weight rows alone).
+BATCH_SPLIT_PARTS = 4
+
+
 def bind(network, n_threads, max_width):
-    """Give a compiled Network its thread setting and the float64 scratch its parts need."""
+    """Give a compiled Network its thread setting and the scratch its parts need."""
     parts = max(usable_cores(), 1 if n_threads == "auto" else n_threads)
+    partials = (min(parts, BATCH_SPLIT_PARTS) - 1) * network.n_params
     network.set_threads(0 if n_threads == "auto" else n_threads,
-                        np.zeros(parts * max_width, np.float64))
+                        np.zeros(parts * max_width, np.float64),
+                        np.zeros(partials, np.float64 if network.is_double else np.float32))
 
 
 def pool_info() -> dict:
