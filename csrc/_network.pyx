@@ -42,7 +42,7 @@
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS,
                              PyBUF_WRITABLE, PyBUF_FORMAT)
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from libc.math cimport isfinite
@@ -63,6 +63,7 @@ from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 from _dropout cimport dropout_on, dropout_forward, dropout_backward
 from _schedule cimport scheduled_rate
 from fusedmlp._codes cimport H_LR, S_STEP, S_SIZE
+from _sparse cimport SparseRows, sparse_all_finite, sparse_matmul, sparse_weight_grad
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
 select_isa()            # this module's table of elementwise loops (elementwise.h)
@@ -174,8 +175,10 @@ cdef inline void net_gemm(const Net* net, bint trans_a, bint trans_b, int m, int
 
 
 cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* acts,
-                  Py_ssize_t act_stride, floating* last, bint gemm_only) noexcept nogil:
-    """Forward pass of m rows; the last layer writes into `last`.
+                  Py_ssize_t act_stride, floating* last, bint gemm_only,
+                  const SparseRows* sp=NULL) noexcept nogil:
+    """Forward pass of m rows; the last layer writes into `last`. With sp the rows are
+    sparse (X unused): layer 0's product is sparse_matmul (_sparse.pxd).
 
     act_stride >= 0 (training): layer l writes its block of the workspace,
     acts + a_off[l] * act_stride, where backward finds it. act_stride < 0 (inference): the
@@ -196,8 +199,11 @@ cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* act
             out = acts + net.a_off[l] * act_stride
         else:
             out = acts + (l % 2) * (-act_stride)
-        net_gemm(net, False, False, <int>m, <int>n_out, <int>n_in, <floating>1, inp, <int>n_in,
-                 params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
+        if l == 0 and sp != NULL:
+            sparse_matmul(sp, m, params + net.w_off[0], n_out, out)
+        else:
+            net_gemm(net, False, False, <int>m, <int>n_out, <int>n_in, <floating>1, inp,
+                     <int>n_in, params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
         if not gemm_only:
             bias_activation(out, params + net.b_off[l], m, n_out, net.activations[l])
             if act_stride >= 0:
@@ -205,9 +211,11 @@ cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* act
         inp = out
 
 
-cdef void backward(Net* net, const floating* X, Py_ssize_t m, bint gemm_only) noexcept nogil:
+cdef void backward(Net* net, const floating* X, Py_ssize_t m, bint gemm_only,
+                   const SparseRows* sp=NULL) noexcept nogil:
     """Backward pass of m rows from dZ of the last layer, which the loss left in delta_a;
-    fills the gradient buffer. gemm_only skips the derivative/bias-gradient passes."""
+    fills the gradient buffer. gemm_only skips the derivative/bias-gradient passes. With sp
+    (sparse rows) dW_0 is sparse_weight_grad's scatter."""
     cdef int l
     cdef Py_ssize_t n_in, n_out
     cdef floating* params = <floating*>net.params
@@ -228,8 +236,11 @@ cdef void backward(Net* net, const floating* X, Py_ssize_t m, bint gemm_only) no
                              acts + net.a_off[l] * net.max_batch, 0, m, n_out)
             activation_grad(d, acts + net.a_off[l] * net.max_batch, d, net.scratch,
                             grads + net.b_off[l], m, n_out, net.activations[l])
-        net_gemm(net, True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev, <int>n_in,
-                 d, <int>n_out, <floating>0, grads + net.w_off[l], <int>n_out)
+        if l == 0 and sp != NULL:
+            sparse_weight_grad(sp, m, d, n_in, n_out, grads + net.w_off[0])
+        else:
+            net_gemm(net, True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev,
+                     <int>n_in, d, <int>n_out, <floating>0, grads + net.w_off[l], <int>n_out)
         if l > 0:
             net_gemm(net, False, True, <int>m, <int>n_in, <int>n_out, <floating>1, d, <int>n_out,
                      params + net.w_off[l], <int>n_out, <floating>0, d_next, <int>n_in)
@@ -244,7 +255,8 @@ include "_parallel.pxi"
 cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
               const floating* targets, const floating* weights, double total_weight,
               int opt_kind, double* hyper, floating* state_a, floating* state_b,
-              double* loss_out) noexcept nogil:
+              double* loss_out, const SparseRows* sp=NULL) noexcept nogil:
+    """One training step of m rows: X dense, or (X NULL) the sparse rows sp."""
     cdef int L = net.n_layers
     cdef Py_ssize_t i, n_classes = net.sizes[L]
     cdef floating* acts = <floating*>net.acts
@@ -252,7 +264,7 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
     cdef floating* out_block = acts + net.a_off[L - 1] * net.max_batch
     cdef double loss
 
-    if not all_finite(X, m * net.sizes[0]):
+    if not (sparse_all_finite(sp, X, m) if sp != NULL else all_finite(X, m * net.sizes[0])):
         return BAD_INPUT
     if labels != NULL:
         for i in range(m):
@@ -265,12 +277,13 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
         return BAD_RANGE
 
     cdef fm_team team
-    cdef int n_parts = step_parts(net, m)
+    # Sparse rows run as one part: the parallel passes (_parallel.pxi) take dense X.
+    cdef int n_parts = 1 if sp != NULL else step_parts(net, m)
     fm_team_begin(&team, n_parts)
     if n_parts > 1:
         parallel_forward(net, &team, n_parts, X, m)
     else:
-        forward(net, X, m, acts, net.max_batch, out_block, False)
+        forward(net, X, m, acts, net.max_batch, out_block, False, sp)
     if net.loss == SOFTMAX_CROSS_ENTROPY:
         loss = softmax_cross_entropy(out_block, labels, targets, weights, total_weight, d,
                                      net.scratch, m, n_classes)
@@ -288,7 +301,7 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
         parallel_backward(net, &team, n_parts, X, m, sizeof(floating))
         parallel_update(net, &team, n_parts, opt_kind, hyper, state_a, state_b)
     else:
-        backward(net, X, m, False)
+        backward(net, X, m, False, sp)
         optimizer_update(opt_kind, hyper, <floating*>net.params, <floating*>net.grads, state_a,
                          state_b, net.n_params, net.n_weights)
     fm_team_end(&team)
@@ -306,12 +319,26 @@ cdef void matmuls(Net* net, const floating* X, Py_ssize_t m) noexcept nogil:
 
 
 cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
-               floating* buffers, Py_ssize_t chunk, int output, int n_parts=1) noexcept nogil:
+               floating* buffers, Py_ssize_t chunk, int output, int n_parts=1,
+               const SparseRows* sp=NULL) noexcept nogil:
     """Inference of m rows, chunk rows at a time, split into n_parts blocks of rows (buffers:
-    n_parts x 2 x chunk x widest layer)."""
-    if not all_finite(X, m * net.sizes[0]):
+    n_parts x 2 x chunk x widest layer). Sparse rows (sp, X unused) run as one part."""
+    cdef SparseRows part
+    cdef Py_ssize_t start = 0, n_out = net.sizes[net.n_layers]
+    if not (sparse_all_finite(sp, X, m) if sp != NULL else all_finite(X, m * net.sizes[0])):
         return BAD_INPUT
-    if n_parts <= 1:
+    if sp != NULL:
+        while start < m:
+            part = sp[0]
+            if part.rows != NULL:
+                part.rows += start
+            else:
+                part.indptr += start
+            forward(net, X, min(chunk, m - start), buffers, -(chunk * net.max_width),
+                    out + start * n_out, False, &part)
+            start += chunk
+        output_activation(net, out, m, output)
+    elif n_parts <= 1:
         infer_rows(net, X, 0, m, out, buffers, chunk, output)
     else:
         parallel_infer(net, X, m, out, buffers, chunk, output, n_parts)
@@ -407,6 +434,7 @@ cdef struct EpochData:
     const double* rule             # scikit-learn's per-batch L2 rule, or NULL (epoch())
     Py_ssize_t rule_size
     double* schedule               # a per-step learning-rate schedule, or NULL (_schedule.pxd)
+    const SparseRows* sparse       # X as CSR rows (X and X_batch NULL), or NULL
 
 
 cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t stop,
@@ -442,10 +470,18 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
     cdef const double* rule = data.rule
     cdef floating* out_block = (<floating*>net.acts
                                 + net.a_off[net.n_layers - 1] * net.max_batch)
+    cdef SparseRows batch_rows     # a sparse batch: the matrix, with this batch's rows
+    cdef const SparseRows* sp = NULL
+    if data.sparse != NULL:
+        batch_rows = data.sparse[0]
+        sp = &batch_rows
     while lo < stop:
         m = min(batch_size, stop - lo)
         rows = data.order + lo
-        gather(<const char*>data.X, rows, m, n_in * size, <char*>data.X_batch)
+        if sp != NULL:
+            batch_rows.rows = rows
+        else:
+            gather(<const char*>data.X, rows, m, n_in * size, <char*>data.X_batch)
         if data.labels != NULL:
             gather(<const char*>data.labels, rows, m, sizeof(int64_t), <char*>data.labels_batch)
             labels = data.labels_batch
@@ -479,7 +515,7 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
         if data.schedule != NULL:
             hyper[H_LR] = scheduled_rate(data.schedule)
         status = step(net, <const floating*>data.X_batch, m, labels, targets, weights, total,
-                      kind, hyper, state_a, state_b, &loss)
+                      kind, hyper, state_a, state_b, &loss, sp)
         if status != OK:
             failed_row[0] = lo
             return status
@@ -505,9 +541,11 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
 
 cdef int score(const Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
                const floating* targets, floating* scores, floating* dscores, double* maxima,
-               floating* buffers, Py_ssize_t chunk, double* loss, Py_ssize_t* correct) noexcept nogil:
-    """Mean loss and correct predictions of m rows, through infer (the path of MLP.loss)."""
-    cdef int status = infer(net, X, m, scores, buffers, chunk, SCORES)
+               floating* buffers, Py_ssize_t chunk, double* loss, Py_ssize_t* correct,
+               const SparseRows* sp=NULL) noexcept nogil:
+    """Mean loss and correct predictions of m rows (dense X, or sparse sp), through infer
+    (the path of MLP.loss)."""
+    cdef int status = infer(net, X, m, scores, buffers, chunk, SCORES, 1, sp)
     cdef Py_ssize_t n_out = net.sizes[net.n_layers]
     if status == BAD_OUTPUT:
         return BAD_LOSS           # finite inputs: the model itself overflows
@@ -524,6 +562,9 @@ cdef int score(const Net* net, const floating* X, Py_ssize_t m, const int64_t* l
     else:
         loss[0] = poisson_deviance(scores, targets, NULL, m, dscores, m, n_out)
     return OK
+
+
+include "_sparse.pxi"
 
 
 cdef class Network:
@@ -677,7 +718,8 @@ cdef class Network:
         cdef double loss = 0, penalty = 0
         cdef fm_fpenv saved
         cdef int blas_saved
-        cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
+        cdef const SparseRows* sp = sparse_rows(X, self.is_double, self.net.sizes[0])
+        cdef char* x = NULL if sp != NULL else address(X, self.kind, False, m, self.net.sizes[0])
         cdef int64_t* y = <int64_t*>address(labels, b'q', False, m)
         cdef char* t = address(targets, self.kind, False, m, n_out)
         cdef char* w = address(weights, self.kind, False, m)
@@ -699,11 +741,11 @@ cdef class Network:
             if self.is_double:
                 penalty = l1_penalty(opt_kind, h, <double*>self.net.params, self.net.n_weights)
                 status = step(&self.net, <double*>x, m, y, <double*>t, <double*>w,
-                              total_weight, opt_kind, h, <double*>sa, <double*>sb, &loss)
+                              total_weight, opt_kind, h, <double*>sa, <double*>sb, &loss, sp)
             else:
                 penalty = l1_penalty(opt_kind, h, <float*>self.net.params, self.net.n_weights)
                 status = step(&self.net, <float*>x, m, y, <float*>t, <float*>w,
-                              total_weight, opt_kind, h, <float*>sa, <float*>sb, &loss)
+                              total_weight, opt_kind, h, <float*>sa, <float*>sb, &loss, sp)
             blas_leave(blas_saved)
             fm_fpenv_leave(saved)
             fusedmlp_leave()
@@ -749,8 +791,11 @@ cdef class Network:
         cdef char* sa = address(state_a, self.kind, True, self.net.n_params)
         cdef char* sb = address(state_b, self.kind, True, self.net.n_params)
         cdef double* h = <double*>address(hyper, b"d", True, H_SIZE)
+        cdef const SparseRows* v_sp = NULL
         X_batch, labels_batch, targets_batch, weights_batch = gather_buffers
-        data.X = address(X, self.kind, False, n, self.net.sizes[0])
+        data.sparse = sparse_rows(X, self.is_double, self.net.sizes[0])
+        data.X = NULL if data.sparse != NULL else address(X, self.kind, False, n,
+                                                          self.net.sizes[0])
         data.labels = <int64_t*>address(labels, b'q', False, n)
         data.targets = address(targets, self.kind, False, n, n_out)
         data.weights = address(weights, self.kind, False, n)
@@ -784,7 +829,9 @@ cdef class Network:
         if validation is not None:
             X_val, labels_val, targets_val, scores, dscores, maxima, buffers, chunk = validation
             m_val = len(X_val)
-            v_x = address(X_val, self.kind, False, m_val, self.net.sizes[0])
+            v_sp = sparse_rows(X_val, self.is_double, self.net.sizes[0])
+            v_x = NULL if v_sp != NULL else address(X_val, self.kind, False, m_val,
+                                                    self.net.sizes[0])
             v_y = <int64_t*>address(labels_val, b'q', False, m_val)
             v_t = address(targets_val, self.kind, False, m_val, n_out)
             v_scores = address(scores, self.kind, True, m_val, n_out)
@@ -801,18 +848,18 @@ cdef class Network:
             if self.is_double:
                 status = epoch(&self.net, &data, first, stop, batch_size, opt_kind, h,
                                <double*>sa, <double*>sb, &loss_sum, &correct, &failed)
-                if status == OK and v_x != NULL:
+                if status == OK and (v_x != NULL or v_sp != NULL):
                     status = score(&self.net, <double*>v_x, m_val, v_y, <double*>v_t,
                                    <double*>v_scores, <double*>v_dscores, v_maxima,
-                                   <double*>v_buffers, chunk, &val_loss, &val_correct)
+                                   <double*>v_buffers, chunk, &val_loss, &val_correct, v_sp)
                     failed = -1 if status != OK else 0
             else:
                 status = epoch(&self.net, &data, first, stop, batch_size, opt_kind, h,
                                <float*>sa, <float*>sb, &loss_sum, &correct, &failed)
-                if status == OK and v_x != NULL:
+                if status == OK and (v_x != NULL or v_sp != NULL):
                     status = score(&self.net, <float*>v_x, m_val, v_y, <float*>v_t,
                                    <float*>v_scores, <float*>v_dscores, v_maxima,
-                                   <float*>v_buffers, chunk, &val_loss, &val_correct)
+                                   <float*>v_buffers, chunk, &val_loss, &val_correct, v_sp)
                     failed = -1 if status != OK else 0
             blas_leave(blas_saved)
             fm_fpenv_leave(saved)
@@ -834,7 +881,8 @@ cdef class Network:
         cdef int status
         cdef fm_fpenv saved
         cdef int blas_saved
-        cdef char* x = address(X, self.kind, False, m, self.net.sizes[0])
+        cdef const SparseRows* sp = sparse_rows(X, self.is_double, self.net.sizes[0])
+        cdef char* x = NULL if sp != NULL else address(X, self.kind, False, m, self.net.sizes[0])
         cdef char* o = address(out, self.kind, True, m, self.net.sizes[self.net.n_layers])
         cdef char* buf = address(buffers, self.kind, True)
         cdef int n_parts
@@ -842,6 +890,8 @@ cdef class Network:
             raise ValueError("inference buffers are too small")
         n_parts = <int>min(inference_parts(&self.net, m),
                            len(buffers) // (2 * chunk * self.net.max_width))
+        if sp != NULL:
+            n_parts = 1
         if m == 0:
             return OK
         with nogil:
@@ -850,10 +900,10 @@ cdef class Network:
             blas_saved = blas_enter()
             if self.is_double:
                 status = infer(&self.net, <double*>x, m, <double*>o, <double*>buf, chunk, output,
-                               n_parts)
+                               n_parts, sp)
             else:
                 status = infer(&self.net, <float*>x, m, <float*>o, <float*>buf, chunk, output,
-                               n_parts)
+                               n_parts, sp)
             blas_leave(blas_saved)
             fm_fpenv_leave(saved)
             fusedmlp_leave()

@@ -43,11 +43,11 @@ def _expected_failures(estimator):
             "scikit-learn's own MLPClassifier(solver='lbfgs') fails it the same way")}
     if estimator.dtype is None:
         return {}
-    failures = {
-        "check_sample_weight_equivalence_on_dense_data": FLOAT32_REASON.format(
-            what="weighted and repeated fits agree to float32 rounding (about 3e-7 relative), "
-                 "which the check's float64 tolerance rtol=1e-7 does not allow"),
-    }
+    weights_reason = FLOAT32_REASON.format(
+        what="weighted and repeated fits agree to float32 rounding (about 3e-7 relative), "
+             "which the check's float64 tolerance rtol=1e-7 does not allow")
+    failures = {"check_sample_weight_equivalence_on_dense_data": weights_reason,
+                "check_sample_weight_equivalence_on_sparse_data": weights_reason}
     if isinstance(estimator, MLPRegressor):
         failures["check_regressor_multioutput"] = FLOAT32_REASON.format(
             what="predictions are float32, and the check demands float64 predictions")

@@ -21,6 +21,24 @@ def infer_into(network: Network, X: Any, out: Optional[Any],
                output: int) -> Union[_Float, int, None]: ...
 def c_loop(mlp: Any, X: _Float, out: _Float, repeats: int, gemm_only: bool = False) -> int: ...
 
+class CSR:
+    """A checked CSR matrix (csrc/_sparse.pxi); fusedmlp.sparse.SparseX subclasses it."""
+    data: _Float
+    indices: npt.NDArray[np.int32]
+    indptr: npt.NDArray[np.int64]
+    n_rows: int
+    n_cols: int
+    is_double: bool
+    def __init__(self, data: _Float, indices: npt.NDArray[np.int32],
+                 indptr: npt.NDArray[np.int64], n_cols: int) -> None: ...
+    def __len__(self) -> int: ...
+    @property
+    def shape(self) -> tuple: ...
+    @property
+    def nnz(self) -> int: ...
+
+_X = Union[_Float, CSR]
+
 class Network:
     is_double: bool
     loss: float
@@ -41,16 +59,16 @@ class Network:
                     partials: _Float) -> None: ...
     def step_parts(self, m: int) -> int: ...
     def inference_parts(self, m: int) -> int: ...
-    def train_step(self, X: _Float, labels: Optional[npt.NDArray[np.int64]],
+    def train_step(self, X: _X, labels: Optional[npt.NDArray[np.int64]],
                    targets: Optional[_Float], weights: Optional[_Float], total_weight: float,
                    opt_kind: int, hyper: npt.NDArray[np.float64], state_a: Optional[_Float],
                    state_b: Optional[_Float]) -> int: ...
-    def train_epoch(self, X: _Float, labels: Optional[npt.NDArray[np.int64]],
+    def train_epoch(self, X: _X, labels: Optional[npt.NDArray[np.int64]],
                     targets: Optional[_Float], weights: Optional[_Float],
                     order: npt.NDArray[np.int64], first: int, stop: int, batch_size: int,
                     opt_kind: int, hyper: npt.NDArray[np.float64], state_a: Optional[_Float],
                     state_b: Optional[_Float], gather_buffers: tuple,
                     validation: Optional[tuple], results: npt.NDArray[np.float64]) -> int: ...
-    def predict(self, X: _Float, out: _Float, buffers: _Float, chunk: int,
+    def predict(self, X: _X, out: _Float, buffers: _Float, chunk: int,
                 output: int) -> int: ...
     def matmuls_only(self, X: _Float, repeats: int) -> None: ...

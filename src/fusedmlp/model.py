@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from . import _kernels, _network, io, training
+from . import _kernels, _network, io, sparse, training
 from .dropout import KEY_LIMIT, check_dropout, check_dropout_key, layer_rates
 from ._codes import H_SIZE, Inference, Status
 from ._validation import (
@@ -313,9 +313,11 @@ class MLP:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ input handling
-    def _inputs(self, X) -> np.ndarray:
+    def _inputs(self, X, name="X"):
         if type(X) is np.ndarray and X.ndim == 2 and self._is_native(X):
             return X
+        if sparse.is_sparse(X):         # checked (finite too) and canonical CSR, never dense
+            return sparse.as_csr(X, name, self.dtype, self.layer_sizes[0])
         return as_matrix(X, "X", self.dtype, self.layer_sizes[0])
 
     def _targets(self, y, m, name="y"):
@@ -345,8 +347,9 @@ class MLP:
         """(X, labels or targets) converted to what the compiled step takes and fully
         checked: finite, labels in range (so fit refuses a bad label now, not after an
         epoch). `what` prefixes the argument names in error messages."""
-        X = self._inputs(X)
-        check_finite(X, f"{what}X")
+        X = self._inputs(X, f"{what}X")
+        if not sparse.is_sparse(X):
+            check_finite(X, f"{what}X")
         labels, targets = self._targets(y, len(X), f"{what}y")
         if labels is not None:
             return X, labels
@@ -495,7 +498,7 @@ class MLP:
             out = np.empty((m, self.n_outputs), self.dtype)
         else:
             check_out(out, (m, self.n_outputs), self.dtype)
-            if np.may_share_memory(out, X):
+            if not sparse.is_sparse(X) and np.may_share_memory(out, X):
                 raise ValueError("out must not overlap X (X is read while out is written)")
         chunk = m if 0 < m < _network.INFERENCE_CHUNK else _network.INFERENCE_CHUNK
         # per-call scratch (two ping-pong blocks): what makes concurrent predicts safe

@@ -104,6 +104,9 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 _ACTIVATIONS = {"logistic": "sigmoid",
                 **{name: name for name in ACTIVATIONS if name != "step"}}
 _SOLVERS = ("adam", "sgd", "lbfgs")
+#: scipy.sparse formats taken as they are (others become CSR, as scikit-learn converts them;
+#: fusedmlp.sparse turns CSC into CSR once)
+_SPARSE = ("csr", "csc")
 _STOCHASTIC_SOLVERS = ("adam", "sgd")       # the solvers with partial_fit
 #: fusedmlp's output kinds under scikit-learn's names (``out_activation_``).
 _OUT_ACTIVATIONS = {"softmax": "softmax", "sigmoid": "logistic", "identity": "identity",
@@ -375,7 +378,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
     # The optimiser holds a weak reference to its model and cannot be pickled: pickle its
@@ -553,6 +556,7 @@ class _BaseMLP(BaseEstimator):
         ``alpha / (2 * sum(s)) * ||W||^2``. The parameter vector is the model's own flat
         buffer layout ``[W_0, ..., b_0, ...]``, which is also scikit-learn's packing.
         """
+        X, y = self.model_.check_data(X, y)     # once (a sparse X becomes canonical CSR here)
         loss_and_gradient = self._lbfgs_objective(X, y, sample_weight)
         params = self.model_.parameters
 
@@ -798,7 +802,8 @@ class _BaseMLP(BaseEstimator):
         if "model_" not in self.__dict__:
             self._network_from_assigned_weights()
         self._take_assigned_weights()
-        return validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
+        return validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
+                             accept_sparse=_SPARSE)
 
 
 
@@ -1117,7 +1122,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _validate_input(self, X, y, *, first, incremental, classes):
         dtype = self._first_dtype() if first else self.model_.dtype
         X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
-                             multi_output=True)
+                             accept_sparse=_SPARSE, multi_output=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)          # as scikit-learn: a column is 1-D labels
         check_classification_targets(y)
@@ -1318,7 +1323,7 @@ n_iter_no_change, max_fun, dtype, n_threads, dropout, compute_dtype, l1
     def _validate_input(self, X, y, *, first, incremental, classes):
         dtype = self._first_dtype() if first else self.model_.dtype
         X, y = validate_data(self, X, y, reset=first, dtype=dtype, order="C",
-                             multi_output=True, y_numeric=True)
+                             accept_sparse=_SPARSE, multi_output=True, y_numeric=True)
         y = np.ascontiguousarray(y, dtype=X.dtype)
         if y.ndim == 1:
             y = y[:, None]

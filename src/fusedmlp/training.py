@@ -21,7 +21,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, sparse
 from ._codes import Status
 from ._validation import as_bool, as_positive_int, as_real, as_sample_weight, describe
 from .class_weights import row_classes, row_weights
@@ -42,7 +42,9 @@ class Batches:
     def __init__(self, X, y, sample_weight, batch_size):
         self.X, self.y, self.sample_weight = X, y, sample_weight
         self.batch_size = batch_size = min(batch_size, len(X))
-        self.X_buffer = np.empty((batch_size,) + X.shape[1:], X.dtype)
+        # (a sparse X's batches are its rows, read in place: no dense buffer)
+        self.X_buffer = (None if sparse.is_sparse(X)
+                         else np.empty((batch_size,) + X.shape[1:], X.dtype))
         self.y_buffer = np.empty((batch_size,) + y.shape[1:], y.dtype)
         self.w_buffer = (None if sample_weight is None
                          else np.empty(batch_size, sample_weight.dtype))
@@ -65,7 +67,8 @@ class Batches:
                        None if weights is None else weights[start:stop])
                 continue
             index, rows = order[start:stop], stop - start
-            yield (np.take(X, index, axis=0, out=self.X_buffer[:rows]),
+            yield (X[index] if self.X_buffer is None else
+                   np.take(X, index, axis=0, out=self.X_buffer[:rows]),
                    np.take(y, index, axis=0, out=self.y_buffer[:rows]),
                    None if weights is None else np.take(weights, index,
                                                         out=self.w_buffer[:rows]))

@@ -37,15 +37,13 @@ if not UPSTREAM.is_file():
 
 _ESTIMATORS = ("MLPClassifier", "MLPRegressor")
 
-_PENDING = "pending issue 15 (scikit-learn parity): "
 
 #: Upstream tests that are expected to fail, with the reason (conftest.py marks them
 #: ``xfail(strict=False)``). Keys: a test name (all its parametrisations) or
 #: "name[parameter-id prefix"; reasons starting "does not apply" name a test of
-#: scikit-learn's internals rather than of the estimators' behaviour.
-EXPECTED_FAILURES = {
-    "test_sparse_matrices": _PENDING + "scipy.sparse input",
-}
+#: scikit-learn's internals rather than of the estimators' behaviour. None is left: all of
+#: scikit-learn 1.9's test_mlp.py passes.
+EXPECTED_FAILURES: dict = {}
 
 
 def _load_with_fusedmlp(path):

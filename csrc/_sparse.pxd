@@ -1,0 +1,86 @@
+# The sparse first layer: X (CSR rows) times a dense W, and the weight gradient X^T dZ,
+# without ever forming a dense X. cimported by _network.pyx, whose forward() and backward()
+# call these for layer 0 when the batch is sparse (the rest of the step is unchanged).
+#
+# A batch is m rows of one CSR matrix (data, indices, indptr): batch row i is matrix row
+# rows[i] (rows NULL: row i), whose entries are data[indptr[r]:indptr[r+1]] at the columns
+# indices[...]. The Python layer (fusedmlp/sparse.py) hands over a canonical matrix, checked
+# once: data of the model's dtype and finite, int32 column indices in [0, n_in), sorted, no
+# duplicates, int64 indptr non-decreasing. So these loops trust every index.
+#
+#   forward   Z[i, :] = sum_k data[k] * W[indices[k], :]       (row i's entries, in order)
+#   gradient  dW[j, :] = sum over entries (i, j) of data[k] * dZ[i, :]   (a scatter into dW)
+# Both accumulate in the model's dtype, like the dense path's GEMM (so the two agree to
+# rounding, not bit for bit: the sums run in a different order).
+
+from cython cimport floating
+from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memset
+from libc.math cimport isfinite
+
+
+cdef struct SparseRows:
+    const void* data               # floating, the matrix's stored values
+    const int32_t* indices         # their columns
+    const int64_t* indptr          # n_rows + 1 offsets into data/indices
+    const int64_t* rows            # the batch's rows of the matrix, or NULL: rows 0 .. m-1
+
+
+cdef inline Py_ssize_t sparse_row(const SparseRows* sp, Py_ssize_t i) noexcept nogil:
+    return sp.rows[i] if sp.rows != NULL else i
+
+
+cdef inline bint sparse_all_finite(const SparseRows* sp, const floating* like,
+                                   Py_ssize_t m) noexcept nogil:
+    """The stored values of the batch's m rows are all finite (`like` only picks the type)."""
+    cdef const floating* data = <const floating*>sp.data
+    cdef Py_ssize_t i, k, r
+    for i in range(m):
+        r = sparse_row(sp, i)
+        for k in range(sp.indptr[r], sp.indptr[r + 1]):
+            if not isfinite(data[k]):
+                return False
+    return True
+
+
+cdef inline void sparse_matmul(const SparseRows* sp, Py_ssize_t m, const floating* W,
+                               Py_ssize_t n_out, floating* out) noexcept nogil:
+    """out (m x n_out, written) := X_batch @ W for W (n_in x n_out) row-major."""
+    cdef const floating* data = <const floating*>sp.data
+    cdef const floating* w
+    cdef floating* o
+    cdef floating v
+    cdef Py_ssize_t i, j, k, r
+    for i in range(m):
+        r = sparse_row(sp, i)
+        o = out + i * n_out
+        for j in range(n_out):
+            o[j] = 0
+        for k in range(sp.indptr[r], sp.indptr[r + 1]):
+            v = data[k]
+            w = W + <Py_ssize_t>sp.indices[k] * n_out
+            for j in range(n_out):
+                o[j] += v * w[j]
+
+
+cdef inline void sparse_weight_grad(const SparseRows* sp, Py_ssize_t m, const floating* dZ,
+                                    Py_ssize_t n_in, Py_ssize_t n_out,
+                                    floating* dW) noexcept nogil:
+    """dW (n_in x n_out, written) := X_batch^T @ dZ for dZ (m x n_out).
+
+    Rows of dW whose feature is absent from the batch stay zero (the whole of dW is
+    written, as the optimiser reads all of it)."""
+    cdef const floating* data = <const floating*>sp.data
+    cdef const floating* d
+    cdef floating* g
+    cdef floating v
+    cdef Py_ssize_t i, j, k, r
+    memset(dW, 0, n_in * n_out * sizeof(floating))
+    for i in range(m):
+        r = sparse_row(sp, i)
+        d = dZ + i * n_out
+        for k in range(sp.indptr[r], sp.indptr[r + 1]):
+            v = data[k]
+            g = dW + <Py_ssize_t>sp.indices[k] * n_out
+            for j in range(n_out):
+                g[j] += v * d[j]

@@ -1,0 +1,288 @@
+"""scipy.sparse X: the same results as the dense path to rounding, without the dense X.
+
+The compiled first layer (csrc/_sparse.pxd) runs on the stored entries; these tests compare
+every output kind, both dtypes, sample weights, the training epoch and the estimators
+against the same calls on X.toarray(), and check the refusals and the memory bound.
+"""
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+import fusedmlp
+from fusedmlp import _network
+from fusedmlp.sparse import SparseX, as_csr
+
+sps = pytest.importorskip("scipy.sparse")
+
+RTOL = {np.float32: 2e-5, np.float64: 1e-12}
+ATOL = {np.float32: 2e-6, np.float64: 1e-13}
+DTYPES = [np.float32, np.float64]
+
+
+def close(a, b, dtype):
+    np.testing.assert_allclose(a, b, rtol=RTOL[dtype], atol=ATOL[dtype])
+
+
+def sparse_data(n=120, n_features=40, density=0.1, seed=0):
+    """A CSR matrix with some empty rows, and a generator for the targets."""
+    rng = np.random.default_rng(seed)
+    X = sps.random(n, n_features, density=density, format="csr", random_state=seed,
+                   data_rvs=lambda k: rng.normal(size=k))
+    X = X.tolil()
+    X[3, :] = 0
+    X[7, :] = 0                   # empty rows
+    return X.tocsr(), rng
+
+
+def targets(output, rng, n, n_out):
+    if output == "softmax":
+        return rng.integers(0, n_out, n)
+    if output == "sigmoid":
+        return (rng.random((n, n_out)) > 0.5).astype(float)
+    if output == "exp":
+        return rng.poisson(1.0, (n, n_out)).astype(float)
+    return rng.normal(size=(n, n_out))
+
+
+OUTPUTS = ["softmax", "identity", "sigmoid", "exp"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("hidden", [[], [16, 8]], ids=["linear", "two-hidden"])
+def test_step_and_inference_match_dense(dtype, output, hidden):
+    X, rng = sparse_data()
+    n_out = 3
+    y = targets(output, rng, X.shape[0], n_out)
+    w = rng.random(X.shape[0])
+    sizes = [X.shape[1], *hidden, n_out]
+    dense = fusedmlp.MLP(sizes, output=output, dtype=dtype, seed=1)
+    model = fusedmlp.MLP(sizes, output=output, dtype=dtype, seed=1)
+    for weights in (None, w):
+        loss_d, grads_d = dense.loss_and_gradients(X.toarray(), y, sample_weight=weights)
+        loss_s, grads_s = model.loss_and_gradients(X, y, sample_weight=weights)
+        close(loss_s, loss_d, dtype)
+        for (dW_s, db_s), (dW_d, db_d) in zip(grads_s, grads_d):
+            close(dW_s, dW_d, dtype)
+            close(db_s, db_d, dtype)
+    opt_d, opt_s = fusedmlp.Adam(1e-2), fusedmlp.Adam(1e-2)
+    for _ in range(3):
+        close(model.train_step(X, y, opt_s), dense.train_step(X.toarray(), y, opt_d), dtype)
+    close(model.get_params_vector(), dense.get_params_vector(), dtype)
+    Xd = X.toarray()
+    close(model.forward(X), dense.forward(Xd), dtype)
+    out = np.empty((X.shape[0], n_out), dtype)
+    assert model.forward(X, out=out) is out
+    if model.is_classifier:
+        np.testing.assert_array_equal(model.predict(X), dense.predict(Xd))
+    else:
+        close(model.predict(X), dense.predict(Xd), dtype)
+    close(model.loss(X, y, sample_weight=w), dense.loss(Xd, y, sample_weight=w), dtype)
+    close(model.score(X, y), dense.score(Xd, y), dtype)
+    if model.is_classifier:
+        close(model.predict_proba(X), dense.predict_proba(Xd), dtype)
+        close(model.predict_log_proba(X), dense.predict_log_proba(Xd), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fit_matches_dense(dtype):
+    """The compiled epoch (shuffled batches gathered from the CSR rows, validation split and
+    scored inside the call, sample weights, full training accuracy) as on the dense X."""
+    X, rng = sparse_data(n=300)
+    y = rng.integers(0, 4, X.shape[0])
+    w = rng.random(X.shape[0])
+    X_val, _ = sparse_data(n=50, seed=5)
+    runs = []
+    for data, val in ((X.toarray(), X_val.toarray()), (X, X_val)):
+        model = fusedmlp.MLP([40, 32, 4], dtype=dtype, seed=3)
+        history = model.fit(data, y, epochs=3, batch_size=32, sample_weight=w,
+                            validation_data=(val, y[:50]), train_accuracy="full")
+        split = fusedmlp.MLP([40, 32, 4], dtype=dtype, seed=3)
+        history_split = split.fit(data, y, epochs=2, batch_size=50, validation_fraction=0.2,
+                                  optimizer=fusedmlp.SGD(0.1, momentum=0.9))
+        runs.append((model.get_params_vector(), history, split.get_params_vector(),
+                     history_split))
+    (p_d, h_d, q_d, g_d), (p_s, h_s, q_s, g_s) = runs
+    close(p_s, p_d, dtype)
+    close(q_s, q_d, dtype)
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        close(h_s[key], h_d[key], dtype)
+        close(g_s[key], g_d[key], dtype)
+
+
+def test_every_format_index_type_and_layout_gives_the_same_model():
+    """CSC, COO, LIL, DOK, BSR, DIA and the sparse arrays are converted once; int64 or int32
+    indices, unsorted indices, duplicate entries (summed, as their dense form) and
+    explicit zeros all mean what X.toarray() means; the caller's matrix is untouched."""
+    X, rng = sparse_data(n=60, n_features=12, density=0.3)
+    y = rng.integers(0, 3, 60)
+    reference = fusedmlp.MLP([12, 8, 3], dtype=np.float64, seed=0)
+    expected = reference.loss_and_gradients(X.toarray(), y)
+    # every entry split in two (1/4 and 3/4 of it) plus explicit zeros, each row's entries
+    # in decreasing column order: an unsorted CSR with duplicates, built as user code may
+    coo = X.tocoo()
+    rows = np.concatenate([coo.row, coo.row, coo.row[:5]])
+    cols = np.concatenate([coo.col, coo.col, (coo.col[:5] + 1) % 12])
+    vals = np.concatenate([0.25 * coo.data, 0.75 * coo.data, np.zeros(5)])
+    order = np.lexsort((-cols, rows))
+    indptr = np.searchsorted(rows[order], np.arange(X.shape[0] + 1))
+    raw = sps.csr_matrix((vals[order], cols[order].astype(np.int32), indptr), shape=X.shape)
+    assert not raw.has_canonical_format
+    before = (raw.data.copy(), raw.indices.copy())
+    int64 = X.copy()
+    int64.indices, int64.indptr = int64.indices.astype(np.int64), int64.indptr.astype(np.int64)
+    integers = sps.csr_matrix(np.round(4 * X.toarray()).astype(np.int32))
+    variants = [X.tocsc(), X.tocoo(), X.tolil(), X.todok(), X.tobsr(), X.todia(),
+                sps.csr_array(X), sps.csc_array(X), int64, raw, X.astype(np.float32), integers]
+    for variant in variants:
+        model = fusedmlp.MLP([12, 8, 3], dtype=np.float64, seed=0)
+        target = variant.toarray()
+        loss, grads = model.loss_and_gradients(variant, y)
+        ref = fusedmlp.MLP([12, 8, 3], dtype=np.float64, seed=0).loss_and_gradients(target, y)
+        close(loss, ref[0], np.float64)
+        for (a, _), (b, _) in zip(grads, ref[1]):
+            close(a, b, np.float64)
+        np.testing.assert_allclose(model.forward(variant), reference.forward(target),
+                                   rtol=1e-12, atol=1e-13)
+    close(fusedmlp.MLP([12, 8, 3], dtype=np.float64, seed=0).loss_and_gradients(X, y)[0],
+          expected[0], np.float64)
+    np.testing.assert_array_equal(raw.data, before[0])
+    np.testing.assert_array_equal(raw.indices, before[1])
+
+
+def test_empty_rows_and_an_all_empty_matrix():
+    empty = sps.csr_matrix((5, 10))
+    model = fusedmlp.MLP([10, 4, 2], dtype=np.float64, seed=0)
+    np.testing.assert_array_equal(model.forward(empty), model.forward(np.zeros((5, 10))))
+    loss, grads = model.loss_and_gradients(empty, [0, 1, 0, 1, 1])
+    assert np.isfinite(loss) and not grads[0][0].any()      # no input: no first-layer gradient
+    assert model.forward(sps.csr_matrix((0, 10))).shape == (0, 2)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_values_are_refused_naming_x(bad):
+    X, rng = sparse_data(n=40, n_features=10, density=0.3)
+    X.data[5] = bad
+    y = rng.integers(0, 2, 40)
+    model = fusedmlp.MLP([10, 4, 2], seed=0)
+    before = model.get_params_vector()
+    for call in (lambda: model.fit(X, y, epochs=1), lambda: model.train_step(X, y, fusedmlp.SGD(0.1)),
+                 lambda: model.predict(X), lambda: model.predict_proba(X.tocsc()),
+                 lambda: model.loss(X, y), lambda: model.score(X, y)):
+        with pytest.raises(ValueError, match=r"^X contains NaN or infinity.*sparse"):
+            call()
+    with pytest.raises(ValueError, match=r"^validation_data X contains NaN"):
+        model.fit(np.ones((40, 10)), y, epochs=1,
+                  validation_data=(X, y))
+    np.testing.assert_array_equal(model.get_params_vector(), before)
+
+
+def test_other_refusals():
+    model = fusedmlp.MLP([10, 4, 2], seed=0)
+    X = sps.random(6, 10, density=0.5, format="csr", random_state=0)
+    with pytest.raises(ValueError, match="X must have 10 columns.*shape \\(6, 9\\)"):
+        model.predict(X[:, :9])
+    with pytest.raises(TypeError, match="X must hold real numbers.*complex"):
+        model.predict(X.astype(np.complex128))
+    with pytest.raises(ValueError, match="2-D"):
+        model.predict(sps.coo_array(np.ones(10)))
+    # the compiled CSR checks the structure the kernels trust
+    data, ind, ptr = np.ones(3), np.array([0, 12, 1], np.int32), np.array([0, 2, 3], np.int64)
+    with pytest.raises(ValueError, match=r"column indices outside \[0, 10\)"):
+        _network.CSR(data, ind, ptr, 10)
+    with pytest.raises(ValueError, match="decreasing indptr"):
+        _network.CSR(data, np.zeros(3, np.int32), np.array([0, 3, 2, 3], np.int64), 10)
+    with pytest.raises(ValueError, match="indptr"):
+        _network.CSR(data, np.zeros(3, np.int32), np.array([0, 2], np.int64), 10)
+    checked = as_csr(X, "X", np.float32, 10)
+    with pytest.raises(ValueError, match="float64 with 10 columns"):
+        fusedmlp.MLP([10, 2], dtype=np.float64).network.predict(
+            checked, np.empty((6, 2)), np.empty(24), 6, 0)
+
+
+def test_fit_never_holds_the_dense_x():
+    """Peak traced memory of fit + predict on a sparse X stays within the sparse X, the
+    model (parameters, gradients, Adam's two states) and the workspace, far below X's
+    dense size (100x here)."""
+    n, n_features, hidden = 2000, 5000, 16
+    X = sps.random(n, n_features, density=0.01, format="csr", dtype=np.float32,
+                   random_state=0)
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int64)
+    y = np.random.default_rng(0).integers(0, 2, n)
+    model = fusedmlp.MLP([n_features, hidden, 2], dtype=np.float32, seed=0)
+    sparse_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    model_bytes = 4 * model.parameters.nbytes            # params, grads, two Adam states
+    batch = 100
+    workspace = 3 * batch * (hidden + 2) * 4 + n * 8 + n * 2 * 4 + 64 * 1024
+    tracemalloc.start()
+    try:
+        model.fit(X, y, epochs=2, batch_size=batch)
+        model.predict_proba(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= sparse_bytes + model_bytes + workspace, (peak, sparse_bytes, model_bytes)
+    assert peak < n * n_features * 4 / 20
+
+
+def test_sparse_x_objects():
+    X = sps.random(8, 5, density=0.5, format="csr", random_state=0)
+    checked = as_csr(X, "X", np.float64, 5)
+    assert isinstance(checked, SparseX) and checked.shape == (8, 5) and len(checked) == 8
+    assert as_csr(checked, "X", np.float64, 5) is checked         # already checked: as is
+    np.testing.assert_array_equal(checked[[4, 1]].to_scipy().toarray(), X.toarray()[[4, 1]])
+    assert checked.data is X.data           # canonical, of the dtype: the values not copied
+    assert "8x5 float64" in repr(checked)
+
+
+# ---------------------------------------------------------------------- estimators
+sklearn = pytest.importorskip("sklearn")
+from fusedmlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "regression"])
+def test_estimators_match_dense(solver, kind):
+    X, rng = sparse_data(n=150, n_features=30, density=0.15)
+    params = dict(hidden_layer_sizes=(12,), solver=solver, max_iter=15, random_state=0)
+    if kind == "regression":
+        y, cls = rng.normal(size=(150, 2)), MLPRegressor
+        params["early_stopping"] = solver != "lbfgs"
+    else:
+        y = {"multiclass": rng.integers(0, 3, 150), "binary": rng.integers(0, 2, 150),
+             "multilabel": rng.integers(0, 2, (150, 3))}[kind]
+        cls = MLPClassifier
+    w = rng.random(150)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense = cls(**params).fit(X.toarray(), y, sample_weight=w)
+        fitted = [cls(**params).fit(data, y, sample_weight=w) for data in (X, X.tocsc())]
+    for est in fitted:
+        if kind == "regression":
+            np.testing.assert_allclose(est.predict(X), dense.predict(X.toarray()),
+                                       rtol=1e-10, atol=1e-12)
+        else:
+            np.testing.assert_allclose(est.predict_proba(X), dense.predict_proba(X.toarray()),
+                                       rtol=1e-10, atol=1e-12)
+            np.testing.assert_array_equal(est.predict(X.tocsc()), dense.predict(X.toarray()))
+        assert est.score(X, y) == pytest.approx(dense.score(X.toarray(), y), abs=1e-12)
+        if solver != "lbfgs":
+            np.testing.assert_allclose(est.loss_curve_, dense.loss_curve_, rtol=1e-10)
+
+
+def test_partial_fit_with_sparse_batches():
+    X, rng = sparse_data(n=100, n_features=20, density=0.2)
+    y = rng.integers(0, 3, 100)
+    dense, est = MLPClassifier((8,), random_state=0), MLPClassifier((8,), random_state=0)
+    for lo in range(0, 100, 25):
+        dense.partial_fit(X[lo:lo + 25].toarray(), y[lo:lo + 25], classes=[0, 1, 2])
+        est.partial_fit(X[lo:lo + 25], y[lo:lo + 25], classes=[0, 1, 2])
+    np.testing.assert_allclose(est.predict_proba(X), dense.predict_proba(X.toarray()),
+                               rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="NaN"):
+        bad = X.copy()
+        bad.data[0] = np.nan
+        est.predict(bad)
