@@ -64,6 +64,7 @@ Known differences from scikit-learn's estimators (all documented on the classes)
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import warnings
 
@@ -162,6 +163,12 @@ def _has_stochastic_solver(estimator) -> bool:
             f"{list(_STOCHASTIC_SOLVERS)}. {estimator.solver!r} is not stochastic."
         )
     return True
+
+
+def _base_params(values) -> dict:
+    """The parameters of _BaseMLP.__init__ among a subclass __init__'s ``locals()`` (the
+    subclasses spell out the whole signature, which scikit-learn's get_params reads)."""
+    return {name: values[name] for name in _BASE_PARAMS}
 
 
 class _BaseMLP(BaseEstimator):
@@ -905,6 +912,9 @@ class _Step:
         return self.compiled.epoch(batches, order, first, stop, validation, results,
                                    np.array(rule))
 
+_BASE_PARAMS = tuple(inspect.signature(_BaseMLP.__init__).parameters)[1:]
+
+
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """A multilayer perceptron classifier with scikit-learn's API, trained by fusedmlp.
 
@@ -1047,16 +1057,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dtype=None, n_threads="auto", class_weight=None, dropout=0.0,
                  compute_dtype=None, l1=0.0):
-        super().__init__(
-            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
-            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
-            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
-            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
-            n_threads=n_threads, dropout=dropout,
-            compute_dtype=compute_dtype, l1=l1)
+        super().__init__(**_base_params(locals()))
         self.class_weight = class_weight
 
     def _weigh_classes(self, y, sample_weight, incremental):
@@ -1279,16 +1280,7 @@ n_iter_no_change, max_fun, dtype, n_threads, dropout, compute_dtype, l1
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dtype=None, n_threads="auto", dropout=0.0, compute_dtype=None, l1=0.0):
-        super().__init__(
-            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
-            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
-            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
-            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
-            n_threads=n_threads, dropout=dropout,
-            compute_dtype=compute_dtype, l1=l1)
+        super().__init__(**_base_params(locals()))
         self.loss = loss
 
     def _check_params(self):
