@@ -141,3 +141,31 @@ def test_reset_starts_a_new_schedule():
     schedule.reset()
     assert not schedule.started and schedule.steps == 0
     assert "WarmupLR(warmup_steps=3, decay='linear'" in repr(schedule)
+
+
+def test_save_and_load_mid_schedule(tmp_path):
+    # the model file keeps the model and the optimiser (its state and current rate); the
+    # schedule keeps its own place and pickles: together they continue the run exactly
+    X, y = _data(3)
+
+    def fresh():
+        return (fusedmlp.MLP([5, 7, 3], dtype=np.float64, seed=4), fusedmlp.Adam(0.02),
+                fusedmlp.WarmupLR(warmup_steps=5, decay="linear", final=0.05,
+                                  total_steps=4 * BATCHES))
+
+    model, opt, schedule = fresh()
+    model.fit(X, y, epochs=4, batch_size=BATCH, optimizer=opt, shuffle=False,
+              lr_schedule=schedule)
+    whole = model.get_params_vector().tobytes()
+
+    model, opt, schedule = fresh()
+    model.fit(X, y, epochs=2, batch_size=BATCH, optimizer=opt, shuffle=False,
+              lr_schedule=schedule)
+    model.save(tmp_path / "half.npz", optimizer=opt)
+    kept = pickle.dumps(schedule)
+    model, opt = fusedmlp.load(tmp_path / "half.npz", with_optimizer=True)
+    schedule = pickle.loads(kept)
+    assert schedule.steps == 2 * BATCHES
+    model.fit(X, y, epochs=2, batch_size=BATCH, optimizer=opt, shuffle=False,
+              lr_schedule=schedule)
+    assert model.get_params_vector().tobytes() == whole
