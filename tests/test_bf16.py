@@ -5,10 +5,18 @@ against a float64 product of the same bf16-rounded operands; the tests that run 
 the reason, on CPUs without AVX512-BF16.
 """
 
+import io
+import json
+import os
+import pickle
+import zipfile
+
 import numpy as np
 import pytest
 
+import fusedmlp
 from fusedmlp import _kernels
+from fusedmlp.sklearn import MLPClassifier, MLPRegressor
 
 WHY_NOT = _kernels.bf16_why_not()
 needs_bf16 = pytest.mark.skipif(bool(WHY_NOT), reason=f"no bf16 product here: {WHY_NOT}")
@@ -87,12 +95,6 @@ def test_why_not_is_a_reason_or_empty():
 
 
 # ---------------------------------------------------------------------- the model setting
-import pickle  # noqa: E402
-
-import fusedmlp  # noqa: E402
-from fusedmlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
-
-
 def _digits(n=600):
     from sklearn.datasets import load_digits
 
@@ -217,20 +219,13 @@ def test_files_without_compute_dtype_and_bad_ones(tmp_path):
     model = fusedmlp.MLP([4, 3, 2], seed=0)
     model.save(tmp_path / "plain.npz")
     assert fusedmlp.load(tmp_path / "plain.npz").compute_dtype is None
-    import json
-    import zipfile
-
     with zipfile.ZipFile(tmp_path / "plain.npz") as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
-    raw = members["header.npy"]
     header_text = np.load(tmp_path / "plain.npz")["header"].tobytes().decode()
     header = json.loads(header_text)
     header["dtype"], header["compute_dtype"] = "float64", "bfloat16"
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, np.frombuffer(json.dumps(header).encode(), np.uint8))
-    assert raw != buffer.getvalue()
     with zipfile.ZipFile(tmp_path / "bad.npz", "w") as archive:
         for name, data in members.items():
             archive.writestr(name, buffer.getvalue() if name == "header.npy" else data)
@@ -238,6 +233,7 @@ def test_files_without_compute_dtype_and_bad_ones(tmp_path):
         fusedmlp.load(tmp_path / "bad.npz")
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
 def test_estimators_take_compute_dtype(Estimator):
     est = Estimator(compute_dtype="bfloat16")
@@ -268,3 +264,23 @@ def test_bench_table_runs(capsys, monkeypatch):
                             "--no-epoch"]) == 0
     out = capsys.readouterr().out
     assert "| 8 x 64 x 32 |" in out and "| 64-32-10 | 16 |" in out
+
+
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+@needs_bf16
+def test_fashion_mnist_accuracy_matches_float32():
+    if not os.path.isdir(FASHION_MNIST):
+        pytest.skip(f"{FASHION_MNIST} is absent (apt-get install dataset-fashion-mnist)")
+    from fusedmlp.cli.datasets import load_idx_dataset
+
+    data = load_idx_dataset(FASHION_MNIST)
+    X, y = data.X_train[:10000], data.y_train[:10000]     # a subset: the test stays short
+    accuracy = {}
+    for compute in (None, "bfloat16"):
+        model = fusedmlp.MLP([784, 128, 10], seed=0, n_threads=1, compute_dtype=compute)
+        model.fit(X, y, epochs=5, batch_size=128, optimizer=fusedmlp.Adam(1e-3))
+        accuracy[compute] = model.score(data.X_test, data.y_test)
+    assert accuracy[None] > 0.8
+    assert abs(accuracy["bfloat16"] - accuracy[None]) <= 0.005
