@@ -380,7 +380,7 @@ cdef int capi_train_step(fusedmlp_trainer* trainer, const floating* X, Py_ssize_
                          double* loss_out) noexcept nogil:
     cdef TrainerHandle* handle = <TrainerHandle*>trainer
     cdef Entered entered
-    cdef double loss = 0
+    cdef double loss = 0, penalty
     cdef int status
     if handle.is_double != (sizeof(floating) == sizeof(double)):
         return FUSEDMLP_WRONG_DTYPE
@@ -390,11 +390,14 @@ cdef int capi_train_step(fusedmlp_trainer* trainer, const floating* X, Py_ssize_
     if m > handle.max_batch:
         return FUSEDMLP_TOO_MANY_ROWS
     entered = enter(False)
+    # reported as MLP.train_step reports it: with the L1 term of the weights before the update
+    penalty = l1_penalty(handle.opt_kind, handle.hyper, <floating*>handle.net.params,
+                         handle.net.n_weights)
     status = step(handle.net, X, m, labels, targets, NULL, m, handle.opt_kind, handle.hyper,
                   <floating*>handle.state_a, <floating*>handle.state_b, &loss)
     leave(entered, False)
     if loss_out != NULL:
-        loss_out[0] = loss
+        loss_out[0] = loss + penalty
     return status
 
 

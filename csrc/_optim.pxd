@@ -102,28 +102,32 @@ cdef inline void _update_range(int kind, const double* hyper, floating wd, float
                      wd, scale)
 
 
+cdef extern from "l1.h" nogil:
+    void fm_l1_subgradient_f(float* g, const float* p, float l1, Py_ssize_t n)
+    void fm_l1_subgradient_d(double* g, const double* p, double l1, Py_ssize_t n)
+    double fm_abs_sum_f(const float* p, Py_ssize_t n)
+    double fm_abs_sum_d(const double* p, Py_ssize_t n)
+
+
 cdef inline double l1_penalty(int kind, const double* hyper, const floating* p,
                               Py_ssize_t n_weights) noexcept nogil:
     """hyper[H_L1] * sum |p[0:n_weights]| (in float64) for an update of `kind`; 0 when the
     L1 penalty is off or there is no update."""
-    cdef double total = 0
-    cdef Py_ssize_t i
     if kind == OPT_NONE or hyper[H_L1] == 0:
         return 0
-    for i in range(n_weights):
-        total += p[i] if p[i] >= 0 else -p[i]
-    return hyper[H_L1] * total
+    if floating is float:
+        return hyper[H_L1] * fm_abs_sum_f(p, n_weights)
+    else:
+        return hyper[H_L1] * fm_abs_sum_d(p, n_weights)
 
 
 cdef inline void add_l1_subgradient(floating* grad, const floating* p, floating l1,
                                     Py_ssize_t n) noexcept nogil:
     """grad += l1 * sign(p) over n entries (nothing where p is 0)."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        if p[i] > 0:
-            grad[i] += l1
-        elif p[i] < 0:
-            grad[i] -= l1
+    if floating is float:
+        fm_l1_subgradient_f(grad, p, l1, n)
+    else:
+        fm_l1_subgradient_d(grad, p, l1, n)
 
 
 cdef inline double optimizer_prepare(int kind, double* hyper, const floating* grad,

@@ -7,8 +7,9 @@
  * on the dtype, and a model reloaded with its (seed, step) continues the same stream.
  *
  *   key   = mix(mix(mix(seed) + step) + l)                      one per layer and step
- *   u     = mix(key + (i * n + j) * GOLDEN) >> 11               53 uniform bits per unit
- *   keep  = u >= threshold,  threshold = round(p * 2^53)        P(keep) = 1 - p
+ *   h     = mix(key + (i * ceil(n / 2) + j / 2) * GOLDEN)        64 bits for 2 units of row i
+ *   u     = the low 32 bits of h for even j, the high 32 for odd j
+ *   keep  = u >= threshold,  threshold = round(p * 2^32)        P(keep) = 1 - p (to 2^-32)
  *
  * mix is the 64-bit finaliser of SplitMix64 (Steele, Lea, Flood 2014; the variant of Stafford's
  * "Mix13" constants); mix(key + k * GOLDEN) for k = 0, 1, ... is SplitMix64's sequence started
@@ -42,32 +43,44 @@ static inline uint64_t fm_dropout_key(uint64_t seed, uint64_t step, int layer)
     return fm_mix64(fm_mix64(fm_mix64(seed) + step) + (uint64_t)layer);
 }
 
-/* keep iff u >= threshold: the threshold of rate p in [0, 1) */
+/* keep iff u >= threshold: the threshold of rate p in [0, 1) (at most 2^32: keep none) */
 static inline uint64_t fm_dropout_threshold(double p)
 {
-    return (uint64_t)(p * 9007199254740992.0 + 0.5);       /* p * 2^53, rounded */
+    return (uint64_t)(p * 4294967296.0 + 0.5);             /* p * 2^32, rounded */
 }
 
-static inline int fm_dropout_keep(uint64_t key, uint64_t unit, uint64_t threshold)
+/* The two keep decisions of units (i, 2k) and (i, 2k + 1): pair = i * ceil(n / 2) + k. */
+static inline void fm_dropout_pair(uint64_t key, uint64_t pair, uint64_t threshold,
+                                   int *keep_even, int *keep_odd)
 {
-    return (fm_mix64(key + unit * FM_DROPOUT_GOLDEN) >> 11) >= threshold;
+    uint64_t h = fm_mix64(key + pair * FM_DROPOUT_GOLDEN);
+    *keep_even = (h & 0xFFFFFFFFULL) >= threshold;
+    *keep_odd = (h >> 32) >= threshold;
 }
 
 /* Rows [row0, row0 + rows) of an n-column block a (a points at row row0):
  *   forward:  a := keep ? a * scale : 0                        (scale = 1/(1-p))
- *   backward: d := keep ? d * scale : 0;  a := keep ? a * keep_fraction : 0   (1-p) */
+ *   backward: d := keep ? d * scale : 0;  a := keep ? a * keep_fraction : 0   (1-p)
+ * Selects, not branches: whether a unit is kept is a coin flip the CPU cannot predict. */
 #define FM_DROPOUT_LOOPS(T, SUFFIX)                                                        \
 static inline void fm_dropout_forward_##SUFFIX(T *a, ptrdiff_t row0, ptrdiff_t rows,      \
                                                ptrdiff_t n, uint64_t key,                 \
                                                uint64_t threshold, T scale)               \
 {                                                                                          \
-    ptrdiff_t i, j;                                                                        \
+    ptrdiff_t i, j, half = (n + 1) / 2;                                                    \
+    int even, odd;                                                                         \
     for (i = 0; i < rows; i++) {                                                           \
-        uint64_t unit = (uint64_t)(row0 + i) * (uint64_t)n;                                \
+        uint64_t pair = (uint64_t)(row0 + i) * (uint64_t)half;                             \
         T *row = a + i * n;                                                                \
-        for (j = 0; j < n; j++)                                                            \
-            row[j] = fm_dropout_keep(key, unit + (uint64_t)j, threshold) ? row[j] * scale  \
-                                                                         : (T)0;           \
+        for (j = 0; j + 1 < n; j += 2, pair++) {                                           \
+            fm_dropout_pair(key, pair, threshold, &even, &odd);                            \
+            row[j] = even ? row[j] * scale : (T)0;                                         \
+            row[j + 1] = odd ? row[j + 1] * scale : (T)0;                                  \
+        }                                                                                  \
+        if (j < n) {                                                                       \
+            fm_dropout_pair(key, pair, threshold, &even, &odd);                            \
+            row[j] = even ? row[j] * scale : (T)0;                                         \
+        }                                                                                  \
     }                                                                                      \
 }                                                                                          \
 static inline void fm_dropout_backward_##SUFFIX(T *d, T *a, ptrdiff_t row0, ptrdiff_t rows,\
@@ -75,18 +88,22 @@ static inline void fm_dropout_backward_##SUFFIX(T *d, T *a, ptrdiff_t row0, ptrd
                                                 uint64_t threshold, T scale,              \
                                                 T keep_fraction)                          \
 {                                                                                          \
-    ptrdiff_t i, j;                                                                        \
+    ptrdiff_t i, j, half = (n + 1) / 2;                                                    \
+    int even, odd;                                                                         \
     for (i = 0; i < rows; i++) {                                                           \
-        uint64_t unit = (uint64_t)(row0 + i) * (uint64_t)n;                                \
+        uint64_t pair = (uint64_t)(row0 + i) * (uint64_t)half;                             \
         T *drow = d + i * n, *arow = a + i * n;                                            \
-        for (j = 0; j < n; j++) {                                                          \
-            if (fm_dropout_keep(key, unit + (uint64_t)j, threshold)) {                     \
-                drow[j] *= scale;                                                          \
-                arow[j] *= keep_fraction;                                                  \
-            } else {                                                                       \
-                drow[j] = 0;                                                               \
-                arow[j] = 0;                                                               \
-            }                                                                              \
+        for (j = 0; j + 1 < n; j += 2, pair++) {                                           \
+            fm_dropout_pair(key, pair, threshold, &even, &odd);                            \
+            drow[j] = even ? drow[j] * scale : (T)0;                                       \
+            arow[j] = even ? arow[j] * keep_fraction : (T)0;                               \
+            drow[j + 1] = odd ? drow[j + 1] * scale : (T)0;                                \
+            arow[j + 1] = odd ? arow[j + 1] * keep_fraction : (T)0;                        \
+        }                                                                                  \
+        if (j < n) {                                                                       \
+            fm_dropout_pair(key, pair, threshold, &even, &odd);                            \
+            drow[j] = even ? drow[j] * scale : (T)0;                                       \
+            arow[j] = even ? arow[j] * keep_fraction : (T)0;                               \
         }                                                                                  \
     }                                                                                      \
 }

@@ -365,15 +365,19 @@ def test_c_api_refusals(c_client):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("output", ["softmax", "identity"])
-def test_c_api_train_steps_equal_python_train_steps(c_client, dtype, output):
+@pytest.mark.parametrize("regularised", [False, True])
+def test_c_api_train_steps_equal_python_train_steps(c_client, dtype, output, regularised):
+    # regularised: dropout (same masks) and an L1 penalty (in the reported loss too)
+    dropout, l1 = (0.3, 1e-3) if regularised else (0.0, 0.0)
     rng = np.random.default_rng(8)
     X = rng.normal(size=(16, 12)).astype(dtype)
     if output == "softmax":
         labels, targets = rng.integers(0, 5, size=16), None
     else:
         labels, targets = None, rng.normal(size=(16, 5)).astype(dtype)
-    twins = [fusedmlp.MLP([12, 24, 5], output=output, dtype=dtype, seed=1) for _ in range(2)]
-    optimizers = [fusedmlp.Adam(0.01), fusedmlp.Adam(0.01)]
+    twins = [fusedmlp.MLP([12, 24, 5], output=output, dtype=dtype, seed=1, dropout=dropout)
+             for _ in range(2)]
+    optimizers = [fusedmlp.Adam(0.01, l1=l1), fusedmlp.Adam(0.01, l1=l1)]
     trainer = c_client.trainer_new(twins[0], optimizers[0], 16)
     for _ in range(3):
         status, loss = c_client.train_step(trainer, X, labels, targets)

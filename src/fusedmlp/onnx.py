@@ -3,6 +3,8 @@
 The graph is the model written in standard ONNX operators, so that any ONNX runtime can serve
 it: one ``Gemm`` per layer (``X @ W + b``), each hidden activation, then the output head. The
 batch dimension is dynamic (``"N"``); the data type is the model's (float32 or float64).
+It is the inference network: dropout and the optimisers' L1 penalty act in training only, so
+a model trained with them exports exactly as any other (nothing is dropped or rescaled).
 
 Inputs and outputs of the exported graph:
 
