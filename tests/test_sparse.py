@@ -286,3 +286,49 @@ def test_partial_fit_with_sparse_batches():
         bad = X.copy()
         bad.data[0] = np.nan
         est.predict(bad)
+
+
+def test_sparse_steps_do_not_depend_on_the_thread_count():
+    """Sparse steps and inference run as one part whatever n_threads says: equal bits."""
+    X, rng = sparse_data(n=200, n_features=40)
+    y = rng.integers(0, 3, 200)
+    runs = []
+    for n_threads in (1, 2, "auto"):
+        model = fusedmlp.MLP([40, 64, 3], seed=0, n_threads=n_threads)
+        model.fit(X, y, epochs=2, batch_size=100)
+        runs.append((model.get_params_vector(), model.predict_proba(X)))
+    for params, proba in runs[1:]:
+        np.testing.assert_array_equal(params, runs[0][0])
+        np.testing.assert_array_equal(proba, runs[0][1])
+
+
+def test_estimator_fit_never_holds_the_dense_x():
+    n, n_features = 1000, 20_000
+    X = sps.random(n, n_features, density=0.002, format="csr", dtype=np.float32,
+                   random_state=0)
+    y = np.random.default_rng(0).integers(0, 2, n)
+    estimator = MLPClassifier((8,), max_iter=1, random_state=0)
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimator.fit(X, y)
+        estimator.predict_proba(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the model's buffers (parameters, gradients, thread scratch, Adam's two states, the
+    # float64 draw of the initial weights) and the workspace; X dense would be 80 MB
+    sparse_bytes = X.data.nbytes + X.indices.nbytes + 2 * X.indptr.nbytes
+    assert peak <= sparse_bytes + 8 * estimator.model_.parameters.nbytes + 256 * 1024, peak
+    assert peak < n * n_features * 4 / 10, peak
+
+
+def test_bench_sparse_runs_on_a_small_problem(capsys):
+    from fusedmlp.cli import bench_sparse
+
+    assert bench_sparse.main(["--rows", "300", "--epochs", "1", "--rounds", "1",
+                              "--no-memory"]) == 0
+    out = capsys.readouterr().out
+    for name in ("fusedmlp sparse", "fusedmlp dense", "scikit-learn sparse"):
+        assert f"| {name} |" in out
