@@ -169,3 +169,16 @@ def test_save_and_load_mid_schedule(tmp_path):
     model.fit(X, y, epochs=2, batch_size=BATCH, optimizer=opt, shuffle=False,
               lr_schedule=schedule)
     assert model.get_params_vector().tobytes() == whole
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_every_compiled_rate_equals_the_reference(decay):
+    # one batch per epoch: history["lr"] is the rate of every step, past the schedule's end
+    X, y = _data(4)
+    schedule = fusedmlp.WarmupLR(warmup_steps=7, decay=decay, final=0.3, total_steps=151)
+    model = fusedmlp.MLP([5, 3], dtype=np.float64, seed=0)
+    history = model.fit(X, y, epochs=160, batch_size=N, optimizer=fusedmlp.SGD(0.37),
+                        lr_schedule=schedule)
+    assert history["lr"] == [schedule.rate(s) for s in range(160)]
+    assert history["lr"][150:] == [0.37 * 0.3] * 10            # exactly final x peak
+    assert history["lr"][150] == schedule.rate(150) == schedule.rate(10**9)
