@@ -481,7 +481,7 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
         if sp != NULL:
             batch_rows.rows = rows
         else:
-            gather(<const char*>data.X, rows, m, n_in * size, <char*>data.X_batch)
+            parallel_gather(net, <const char*>data.X, rows, m, size, <char*>data.X_batch)
         if data.labels != NULL:
             gather(<const char*>data.labels, rows, m, sizeof(int64_t), <char*>data.labels_batch)
             labels = data.labels_batch

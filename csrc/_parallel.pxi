@@ -652,6 +652,44 @@ cdef void gradient_sum_task(void* ctx, int part, int n_parts) noexcept nogil:
                           part, n_parts)
 
 
+cdef void gather_task(void* ctx, int part, int n_parts) noexcept nogil:
+    """Part `part` of a batch's gather: the block of X_batch that the same part of the step
+    reads first (columns for an inner-split first layer, else rows), so it is written in
+    that part's cache rather than moved there from the caller's."""
+    cdef Work* w = <Work*>ctx
+    cdef const Net* net = w.net
+    cdef Py_ssize_t n_in = net.sizes[0], lo, hi, i
+    cdef size_t size = 8 if net.is_double else 4
+    cdef const int64_t* rows = <const int64_t*>w.inp
+    if split_inner(net, w.m, 0, n_parts):
+        block(n_in, part, n_parts, &lo, &hi)
+        for i in range(w.m):
+            memcpy(<char*>w.out_block + (i * n_in + lo) * size,
+                   <const char*>w.X + (rows[i] * n_in + lo) * size, (hi - lo) * size)
+    else:
+        block(w.m, part, n_parts, &lo, &hi)
+        for i in range(lo, hi):
+            memcpy(<char*>w.out_block + i * n_in * size,
+                   <const char*>w.X + rows[i] * n_in * size, n_in * size)
+
+
+cdef void parallel_gather(Net* net, const char* X, const int64_t* rows, Py_ssize_t m,
+                          size_t size, char* X_batch) noexcept nogil:
+    """X_batch[i] := X[rows[i]] (rows of n_0 values of `size` bytes), split as the step of
+    these m rows will be (compiled epoch)."""
+    cdef Work w
+    cdef fm_team team
+    cdef int n_parts = step_parts(net, m)
+    w.net = net
+    w.X = X
+    w.inp = rows
+    w.out_block = X_batch
+    w.m = m
+    fm_team_begin(&team, n_parts)
+    fm_team_run(&team, gather_task, &w, n_parts)
+    fm_team_end(&team)
+
+
 cdef void parallel_update(Net* net, fm_team* team, int n_parts, int opt_kind, double* hyper,
                           void* state_a, void* state_b) noexcept nogil:
     cdef Work w

@@ -155,7 +155,9 @@ static void fm_run_parts(fm_job *job, unsigned long long id, int own)
 {
     for (;;) {
         unsigned long long word = __atomic_load_n(&job->word, __ATOMIC_ACQUIRE), taken;
-        int part, n = job->n_parts;
+        /* a worker late from the previous job may read this while its caller writes the next
+         * job's: atomic (and then the CAS below fails), as every field read before the CAS */
+        int part, n = __atomic_load_n(&job->n_parts, __ATOMIC_RELAXED);
         if ((word >> 32) != (id & 0xffffffffULL)) return;
         taken = word & 0xffffffffULL;
         if (n <= 32) {
@@ -321,7 +323,7 @@ static void fm_team_run(fm_team *team, fm_task task, void *ctx, int n_parts)
     id = __atomic_add_fetch(&fm_job_ids, 1, __ATOMIC_RELAXED) & 0xffffffffULL;
     job->task = task;
     job->ctx = ctx;
-    job->n_parts = n_parts;
+    __atomic_store_n(&job->n_parts, n_parts, __ATOMIC_RELAXED);
     job->done = 0;
     __atomic_store_n(&job->word, id << 32, __ATOMIC_RELEASE);
     for (i = 0; i < helpers; i++) fm_send(team->members[i], job, id, i + 1);
