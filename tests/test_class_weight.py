@@ -161,3 +161,15 @@ def test_estimator_refuses_class_weights_as_scikit_learn():
         _classifier(class_weight="unbalanced").fit(X, y)
     with pytest.raises(ValueError, match="not supported for multilabel y"):
         _classifier(class_weight="balanced").fit(X, np.eye(3, dtype=int)[y])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_estimator_early_stopping_weighs_the_validation_score_by_the_product():
+    X, y = _data(n=120)
+    got = _classifier(class_weight="balanced", early_stopping=True).fit(X, y)
+    from sklearn.utils.class_weight import compute_class_weight
+
+    rows = compute_class_weight("balanced", classes=np.unique(y), y=y)[y]
+    expected = _classifier(early_stopping=True).fit(X, y, sample_weight=rows)
+    assert got.validation_scores_ == expected.validation_scores_
+    assert got.coefs_[0].tobytes() == expected.coefs_[0].tobytes()
