@@ -14,7 +14,8 @@
  *     when it is -- whichever its memory order gives with contiguous loads. The micro-kernel
  *     broadcasts one word per row.
  *   micro-kernel: MR x 32 of C in 2 MR ZMM accumulators, kp vdpbf16ps steps, then C is
- *     stored (first block along k) or added to (later blocks), masked at the edges.
+ *     stored (first block along k) or added to (later blocks), masked at the edges; tiles of
+ *     fewer rows (small batches, the last rows) use a variant of 1, 2 or 4 rows.
  * Edges: pairs beyond k, columns beyond n and rows beyond m are packed as zeros.
  *
  * Rounding: vcvtne2ps2bf16 (round to nearest even; subnormal inputs read as zero). Packing
@@ -101,19 +102,25 @@ static void fm_pack_b(int trans, const float *b, long ldb, int k, int p0, int kp
 {
     int q, p, j;
     int floats = k - 2 * p0 < 2 * kp ? k - 2 * p0 : 2 * kp;     /* valid k in this block */
+    if (!trans) {                           /* op(B)[kk, j] = b[kk ldb + j]: rows of B, each */
+        for (p = 0; p < kp; p++) {          /* pair of rows read once, left to right */
+            long kk = 2L * (p0 + p);
+            const float *r0 = b + kk * ldb + j0;
+            const float *r1 = kk + 1 < k ? r0 + ldb : NULL;
+            for (q = 0; q * NR < nc; q++) {
+                int cols = nc - q * NR < NR ? nc - q * NR : NR;
+                uint32_t *out = dst + (long)q * kp * NR + p * NR;
+                _mm512_storeu_si512(out, fm_interleave(r0 + q * NR, r1 ? r1 + q * NR : NULL, cols));
+                _mm512_storeu_si512(out + 16, fm_interleave(r0 + q * NR + 16,
+                                                            r1 ? r1 + q * NR + 16 : NULL, cols - 16));
+            }
+        }
+        return;
+    }
     for (q = 0; q * NR < nc; q++) {
         int cols = nc - q * NR < NR ? nc - q * NR : NR;
         uint32_t *panel = dst + (long)q * kp * NR;
-        if (!trans) {                       /* op(B)[kk, j] = b[kk ldb + j]: rows of B */
-            for (p = 0; p < kp; p++) {
-                long kk = 2L * (p0 + p);
-                const float *r0 = b + kk * ldb + j0 + q * NR;
-                const float *r1 = kk + 1 < k ? r0 + ldb : NULL;
-                _mm512_storeu_si512(panel + p * NR, fm_interleave(r0, r1, cols));
-                _mm512_storeu_si512(panel + p * NR + 16,
-                                    fm_interleave(r0 + 16, r1 ? r1 + 16 : NULL, cols - 16));
-            }
-        } else {                            /* op(B)[kk, j] = b[j ldb + kk]: k is contiguous */
+        {                                   /* op(B)[kk, j] = b[j ldb + kk]: k is contiguous */
             int half, pb;
             for (half = 0; half < NR; half += 16)           /* 16 columns x 16 pairs at a time */
                 for (pb = 0; pb < kp; pb += 16) {
@@ -162,15 +169,18 @@ static void fm_pack_a(int trans, const float *a, long lda, int k, int p0, int kp
     }
 }
 
-/* C[0:mr, 0:nr] (+)= A-tile (MR x kp pairs) @ B-panel (kp pairs x 32). */
-static inline void fm_micro(int kp, const uint32_t *a, long rs, long ps, const uint32_t *b,
-                            float *c, long ldc, int mr, int nr, int accumulate)
+/* C[0:mr, 0:nr] (+)= A-tile (rows x kp pairs) @ B-panel (kp pairs x 32), for a constant
+ * `rows` >= mr (inlined into one function per tile height, so the 2 rows accumulators live in
+ * registers and a short tile does no work for rows it does not have). */
+static inline __attribute__((always_inline)) void
+fm_micro(const int rows, int kp, const uint32_t *a, long rs, long ps, const uint32_t *b,
+         float *c, long ldc, int mr, int nr, int accumulate)
 {
     __m512 c0[MR], c1[MR];
     __mmask16 m0 = fm_mask(nr), m1 = fm_mask(nr - 16);
     int r, p;
 #pragma GCC unroll 8
-    for (r = 0; r < MR; r++) {
+    for (r = 0; r < rows; r++) {
         c0[r] = _mm512_setzero_ps();
         c1[r] = _mm512_setzero_ps();
     }
@@ -179,20 +189,76 @@ static inline void fm_micro(int kp, const uint32_t *a, long rs, long ps, const u
         __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + p * NR + 16);
         const uint32_t *ap = a + p * ps;
 #pragma GCC unroll 8
-        for (r = 0; r < MR; r++) {
+        for (r = 0; r < rows; r++) {
             __m512bh ar = (__m512bh)_mm512_set1_epi32((int)ap[r * rs]);
             c0[r] = _mm512_dpbf16_ps(c0[r], ar, b0);
             c1[r] = _mm512_dpbf16_ps(c1[r], ar, b1);
         }
     }
-    for (r = 0; r < mr; r++) {
+#pragma GCC unroll 8
+    for (r = 0; r < rows; r++) {
         float *row = c + r * ldc;
+        if (r >= mr)
+            break;
         if (accumulate) {
             c0[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, row), c0[r]);
             c1[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, row + 16), c1[r]);
         }
         _mm512_mask_storeu_ps(row, m0, c0[r]);
         _mm512_mask_storeu_ps(row + 16, m1, c1[r]);
+    }
+}
+
+#define FM_MICRO(rows)                                                                          \
+    static void fm_micro_##rows(int kp, const uint32_t *a, long rs, long ps, const uint32_t *b, \
+                                float *c, long ldc, int mr, int nr, int accumulate)             \
+    {                                                                                           \
+        fm_micro(rows, kp, a, rs, ps, b, c, ldc, mr, nr, accumulate);                           \
+    }
+FM_MICRO(1)
+FM_MICRO(2)
+FM_MICRO(4)
+FM_MICRO(8)
+
+/* One row, no transposes: c[0, :n] = bf16(a[0, :k]) @ bf16(b[:k, :n]) without packing B (a
+ * single-row product would spend most of its time packing). B's pairs of rows are converted
+ * as they are read, 256 columns of C at a time in 16 ZMM; each element is summed exactly as
+ * the packed path sums it (blocks of KCP pairs, pairs in order), so a row's result does not
+ * depend on how many rows came with it. */
+static void fm_gemv(int n, int k, const float *a, const float *b, long ldb, float *c)
+{
+    int pairs = (k + 1) / 2, jb, pc, p, j;
+    uint32_t words[KCP + 16];
+    for (jb = 0; jb < n; jb += 256) {
+        int cols = n - jb < 256 ? n - jb : 256;
+        for (pc = 0; pc < pairs; pc += KCP) {
+            int kp = pairs - pc < KCP ? pairs - pc : KCP;
+            int floats = k - 2 * pc < 2 * kp ? k - 2 * pc : 2 * kp;
+            __m512 acc[16];
+#pragma GCC unroll 16
+            for (j = 0; j < 16; j++)
+                acc[j] = _mm512_setzero_ps();
+            for (p = 0; p < kp; p += 16)
+                _mm512_storeu_si512(words + p, fm_pairs(a + 2L * (pc + p), floats - 2 * p));
+            for (p = 0; p < kp; p++) {
+                long kk = 2L * (pc + p);
+                const float *r0 = b + kk * ldb + jb;
+                const float *r1 = kk + 1 < k ? r0 + ldb : NULL;
+                __m512bh pair = (__m512bh)_mm512_set1_epi32((int)words[p]);
+#pragma GCC unroll 16
+                for (j = 0; j < 16; j++)
+                    acc[j] = _mm512_dpbf16_ps(acc[j], pair, (__m512bh)fm_interleave(
+                        r0 + 16 * j, r1 ? r1 + 16 * j : NULL, cols - 16 * j));
+            }
+#pragma GCC unroll 16
+            for (j = 0; j < 16; j++) {
+                __mmask16 mask = fm_mask(cols - 16 * j);
+                float *out = c + jb + 16 * j;
+                if (pc > 0)
+                    acc[j] = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), acc[j]);
+                _mm512_mask_storeu_ps(out, mask, acc[j]);
+            }
+        }
     }
 }
 
@@ -221,7 +287,12 @@ int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const flo
                         const float *b, int ldb, float *c, int ldc)
 {
     int pairs = (k + 1) / 2, jc, pc, ic, q, ir;
-    fm_bf16_space *space = fm_space();
+    fm_bf16_space *space;
+    if (m == 1 && !trans_a && !trans_b && k > 0) {
+        fm_gemv(n, k, a, b, ldb, c);
+        return 1;
+    }
+    space = fm_space();
     if (space == NULL)
         return 0;
     if (k == 0) {
@@ -244,8 +315,12 @@ int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const flo
                     for (ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? mc - ir : MR;
                         const uint32_t *tile = trans_a ? space->a + ir : space->a + (long)ir * kp;
-                        fm_micro(kp, tile, trans_a ? 1 : kp, trans_a ? rows : 1, panel,
-                                 c + (long)(ic + ir) * ldc + jc + q * NR, ldc, mr, nr, pc > 0);
+                        void (*micro)(int, const uint32_t *, long, long, const uint32_t *,
+                                      float *, long, int, int, int) =
+                            mr > 4 ? fm_micro_8 : mr > 2 ? fm_micro_4 : mr > 1 ? fm_micro_2
+                                                                               : fm_micro_1;
+                        micro(kp, tile, trans_a ? 1 : kp, trans_a ? rows : 1, panel,
+                              c + (long)(ic + ir) * ldc + jc + q * NR, ldc, mr, nr, pc > 0);
                     }
                 }
             }

@@ -39,7 +39,7 @@ def test_bf16_round_reference():
 # Shapes around the kernel's blocks: micro-tiles of 8 x 32, 128 pairs (256) along k, 96 rows
 # and 1024 columns per block, odd k (a half pair), single rows and columns, k = 0.
 SHAPES = [(1, 1, 1), (3, 5, 7), (8, 32, 2), (9, 33, 3), (32, 10, 128), (97, 1025, 257),
-          (100, 10, 513), (17, 70, 256), (193, 31, 1), (4, 3, 0)]
+          (100, 10, 513), (17, 70, 256), (193, 31, 1), (4, 3, 0), (1, 300, 301), (1, 3, 0)]
 
 
 @needs_bf16
@@ -86,6 +86,11 @@ def test_product_rows_and_columns_blocks_agree_bitwise():
     _kernels.matmul_bf16(A, np.ascontiguousarray(B[:, 49:]), cols, False, False)
     np.testing.assert_array_equal(rows, whole[37:])
     np.testing.assert_array_equal(cols, whole[:, 49:])
+    # single rows take a path of their own (no packing): the same numbers
+    for i in (0, 37, 69):
+        row = np.empty((1, 90), np.float32)
+        _kernels.matmul_bf16(np.ascontiguousarray(A[i:i + 1]), B, row, False, False)
+        np.testing.assert_array_equal(row[0], whole[i])
 
 
 def test_why_not_is_a_reason_or_empty():
