@@ -46,8 +46,9 @@ def make_data(rows, n_classes, n_features=N_FEATURES, density=DENSITY, seed=0):
                                 shape=(rows, n_features), dtype=np.float32)
     X.sum_duplicates()
     norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
-    X = scipy.sparse.diags(1 / norms).astype(np.float32) @ X
-    return X.tocsr(), y
+    X = (scipy.sparse.diags(1 / norms).astype(np.float32) @ X).tocsr()
+    X.sum_duplicates()          # canonical (the product leaves its indices unsorted)
+    return X, y
 
 
 def _estimators(threads):
