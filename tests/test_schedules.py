@@ -125,10 +125,13 @@ def test_warmup_lr_refusals_leave_the_model_unchanged():
     model = fusedmlp.MLP([5, 7, 3], seed=4)
     before = model.get_params_vector()
     schedule = fusedmlp.WarmupLR(warmup_steps=100)
+    opt = fusedmlp.Adam(0.01)
     with pytest.raises(ValueError, match="warmup_steps=100 exceeds the 16 steps of the fit"):
-        model.fit(X, y, epochs=2, batch_size=BATCH, lr_schedule=schedule)
+        model.fit(X, y, epochs=2, batch_size=BATCH, lr_schedule=schedule, optimizer=opt,
+                  weight_decay=0.5)
     assert model.get_params_vector().tobytes() == before.tobytes()
     assert not schedule.started and schedule.steps == 0
+    assert opt.weight_decay == 0.0 and opt.steps == 0      # the optimiser untouched too
 
 
 def test_reset_starts_a_new_schedule():

@@ -333,6 +333,9 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
         weights, _ = as_sample_weight(weights, len(X), model.dtype)
     X, y, weights, validation = _validation_split(model, X, y, weights, validation_data,
                                                   validation_fraction, rng)
+    # (a per-step schedule fixes its peak and length now: a refusal changes nothing)
+    steps = (None if per_step is None else
+             per_step.start(optimizer.lr, epochs * -(-len(X) // min(batch_size, len(X)))))
     if weight_decay is not None:
         optimizer.weight_decay = weight_decay
     if clip_norm is not None:
@@ -348,8 +351,6 @@ def fit(model, X, y, *, rng, epochs, batch_size, optimizer, validation_data,
     guard = _NanGuard(model.parameters)
     progress = Progress(verbose, epochs)
     lr0 = optimizer.lr
-    steps = (None if per_step is None else
-             per_step.start(lr0, epochs * -(-len(X) // batches.batch_size)))
     try:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
