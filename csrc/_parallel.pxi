@@ -94,8 +94,9 @@ cdef double AUTO_WORK_PER_MOVED = 1000
 # Inference reads the weights and writes nothing the next call needs: no cache line moves
 # back, and half the work per part and region already gains (64-128-10 at batch 128: 1.7x).
 cdef double AUTO_INFER_WORK_PER_PART = 0.75e6
-# A region of fewer flops than this (an output layer of 10 units at a small batch: ~1 us)
-# runs on the caller alone: a hand-off would cost more than it saves.
+# A region of fewer flops than this (an output layer of 10 units at a small batch: ~1 us; a
+# whole small network's forward, or its update) runs on the caller alone: a hand-off would
+# cost more than it saves.
 cdef double SMALL_REGION_FLOPS = 2e5
 
 fm_pool_init()
@@ -573,7 +574,8 @@ cdef void parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
         w.net = net
         w.X = X
         w.m = m
-        fm_team_run(team, forward_task, &w, n_parts)
+        fm_team_run(team, forward_task, &w,
+                    1 if 2.0 * m * net.n_weights < SMALL_REGION_FLOPS else n_parts)
         return
     for l in range(net.n_layers):
         parallel_layer(net, team, n_parts, l, inp,
@@ -704,7 +706,8 @@ cdef void parallel_update(Net* net, fm_team* team, int n_parts, int opt_kind, do
         w.scale = optimizer_prepare(opt_kind, hyper, <const double*>net.grads, net.n_params)
     else:
         w.scale = optimizer_prepare(opt_kind, hyper, <const float*>net.grads, net.n_params)
-    fm_team_run(team, update_task, &w, n_parts)
+    fm_team_run(team, update_task, &w,
+                1 if UPDATE_WORK_PER_PARAM * net.n_params < SMALL_REGION_FLOPS else n_parts)
 
 
 cdef inline void output_activation(const Net* net, floating* out, Py_ssize_t m,
