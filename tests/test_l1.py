@@ -169,3 +169,14 @@ def test_a_slot_the_optimizer_does_not_use_must_be_zero():
     hyper[_codes.H_EPS] = 3.0
     with pytest.raises(ValueError, match="does not use hyper-parameter slot 4"):
         SGD.check_hyper_array(hyper)
+
+
+def test_regulariser_bench_tabulates(capsys):
+    from fusedmlp.cli import bench_regularisers, main
+
+    results = bench_regularisers.measure(networks=[([8, 4, 2], 4)], rounds=1, target_time=0.0)
+    assert set(results[0][2]) == set(bench_regularisers.VARIANTS)
+    assert results[0][2]["off"][1] == 1.0
+    assert main(["bench", "regularisers", "--quick", "--networks", "8-4-2:4"]) == 0
+    table = capsys.readouterr().out
+    assert "| 8-4-2 | 4 |" in table and "dropout 0.5" in table

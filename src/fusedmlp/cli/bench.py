@@ -60,7 +60,8 @@ LEARNING_RATE = 1e-3
 #: Further tables, each a module with its own ``main(argv)``: ``python -m fusedmlp bench NAME``.
 TABLES = {"runs": "fusedmlp.cli.bench_runs", "latency": "fusedmlp.cli.bench_latency",
           "threads": "fusedmlp.cli.bench_threads", "bf16": "fusedmlp.cli.bench_bf16",
-          "sparse": "fusedmlp.cli.bench_sparse"}
+          "sparse": "fusedmlp.cli.bench_sparse",
+          "regularisers": "fusedmlp.cli.bench_regularisers"}
 
 
 # =================================================================== worker side
