@@ -87,6 +87,13 @@ def test_step_and_inference_match_dense(dtype, output, hidden):
         close(model.predict_log_proba(X), dense.predict_log_proba(Xd), dtype)
 
 
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_sparse_gradients_agree_with_central_differences(output):
+    X, rng = sparse_data(n=12, n_features=7, density=0.3)
+    model = fusedmlp.MLP([7, 5, 3], activation="tanh", output=output, seed=0)
+    assert max(fusedmlp.gradient_check(model, X, targets(output, rng, 12, 3))) < 1e-6
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fit_matches_dense(dtype):
     """The compiled epoch (shuffled batches gathered from the CSR rows, validation split and

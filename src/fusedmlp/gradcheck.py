@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import sparse
+
 __all__ = ["gradient_check"]
 
 
@@ -13,7 +15,8 @@ def gradient_check(model, X, y, *, eps=1e-6, max_checks_per_layer=None, seed=0):
     The check runs on a float64 copy of the model (the model itself is not changed):
     for each checked parameter p, ``(loss(p + eps) - loss(p - eps)) / (2 eps)``. With
     dropout the loss is that of ``loss_and_gradients`` (the training loss, whose masks are
-    fixed until the next update), otherwise ``model.loss``. Returns one
+    fixed until the next update), otherwise ``model.loss``. A scipy.sparse `X` goes through
+    the sparse first layer, as in training. Returns one
     relative error per layer, ``|g - g_num| / max(|g| + |g_num|, tiny)`` over that layer's W
     and b together; values below ~1e-6 mean the gradients are right.
 
@@ -31,7 +34,10 @@ def gradient_check(model, X, y, *, eps=1e-6, max_checks_per_layer=None, seed=0):
     True
     """
     clone = model.astype(np.float64)
-    X = np.asarray(X, dtype=np.float64)
+    if sparse.is_sparse(X):             # checked once; the sparse first layer is checked
+        X = sparse.as_csr(X, "X", np.dtype(np.float64), clone.n_features)
+    else:
+        X = np.asarray(X, dtype=np.float64)
     _, grads = clone.loss_and_gradients(X, y)
     if np.any(clone.dropout):
         def loss(X, y):
