@@ -289,3 +289,18 @@ def test_fashion_mnist_accuracy_matches_float32():
         accuracy[compute] = model.score(data.X_test, data.y_test)
     assert accuracy[None] > 0.8
     assert abs(accuracy["bfloat16"] - accuracy[None]) <= 0.005
+
+
+@needs_bf16
+def test_non_finite_parameters_are_reported_as_in_float32():
+    model = fusedmlp.MLP([4, 8, 3], seed=0, compute_dtype="bfloat16")
+    model.layers[0].W[1, 2] = np.nan
+    with pytest.raises(FloatingPointError, match="not finite"):
+        model.predict_proba(np.ones((5, 4)))
+
+
+def test_estimators_check_compute_dtype_at_fit_not_init():
+    est = MLPClassifier(compute_dtype="float8", max_iter=1)   # scikit-learn: __init__ stores
+    X, y = _digits(40)
+    with pytest.raises(ValueError, match="compute_dtype must be None or 'bfloat16'"):
+        est.fit(X, y)
