@@ -47,7 +47,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from libc.math cimport isfinite
 
-from _blas cimport gemm, gemm_bf16, blas_enter, blas_leave, load_blas
+from _blas cimport gemm, inference_gemm, fm_small_gemm_cpu, gemm_bf16, blas_enter, blas_leave, load_blas
 from _activations cimport bias_activation, activation_grad, select_isa
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error, binary_cross_entropy, poisson_deviance,
@@ -85,6 +85,12 @@ cdef extern from *:
     void fusedmlp_enter() nogil
     void fusedmlp_leave() nogil
     long fusedmlp_most_inside
+
+
+def own_gemm():
+    """Whether inference's float32 products use fusedmlp's own AVX-512 kernel here
+    (small_gemm.h; FUSEDMLP_OWN_GEMM=0 turns it off)."""
+    return bool(fm_small_gemm_cpu())
 
 
 def most_concurrent_calls(bint reset=False):
@@ -201,6 +207,9 @@ cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* act
             out = acts + (l % 2) * (-act_stride)
         if l == 0 and sp != NULL:
             sparse_matmul(sp, m, params + net.w_off[0], n_out, out)
+        elif act_stride < 0 and not net.bf16:
+            inference_gemm(<int>m, <int>n_out, <int>n_in, inp, <int>n_in,
+                           params + net.w_off[l], <int>n_out, out, <int>n_out, <int>n_out)
         else:
             net_gemm(net, False, False, <int>m, <int>n_out, <int>n_in, <floating>1, inp,
                      <int>n_in, params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)

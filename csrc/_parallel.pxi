@@ -257,19 +257,29 @@ cdef void layer_part(const Net* net, int l, const floating* inp, floating* out, 
     cdef bint dropout = training and dropout_on(net.dropout, l)
     if split_columns(m, n_out, n_parts) and not dropout:
         block(n_out, part, n_parts, &lo, &hi)
-        if hi > lo:
+        if hi > lo and not training and not net.bf16:
+            inference_gemm(<int>m, <int>(hi - lo), <int>n_in, inp, <int>n_in,
+                           params + net.w_off[l] + lo, <int>n_out, out + lo, <int>n_out,
+                           <int>n_out)
+        elif hi > lo:
             net_gemm(net, False, False, <int>m, <int>(hi - lo), <int>n_in, <floating>1, inp,
                      <int>n_in, params + net.w_off[l] + lo, <int>n_out, <floating>0, out + lo,
                      <int>n_out)
+        if hi > lo:
             for i in range(m):
                 bias_activation(out + i * n_out + lo, params + net.b_off[l] + lo, 1, hi - lo,
                                 net.activations[l])
     else:
         block(m, part, n_parts, &lo, &hi)
-        if hi > lo:
+        if hi > lo and not training and not net.bf16:
+            inference_gemm(<int>(hi - lo), <int>n_out, <int>n_in, inp + lo * n_in, <int>n_in,
+                           params + net.w_off[l], <int>n_out, out + lo * n_out, <int>n_out,
+                           <int>n_out)
+        elif hi > lo:
             net_gemm(net, False, False, <int>(hi - lo), <int>n_out, <int>n_in, <floating>1,
                      inp + lo * n_in, <int>n_in, params + net.w_off[l], <int>n_out, <floating>0,
                      out + lo * n_out, <int>n_out)
+        if hi > lo:
             bias_activation(out + lo * n_out, params + net.b_off[l], hi - lo, n_out,
                             net.activations[l])
             if dropout:

@@ -12,8 +12,10 @@ def show_config(as_dict: bool = False):
 
     Keys: ``version``; ``blas`` (``name`` of the backend -- "openblas" (fusedmlp's private
     single-threaded instance of the scipy-openblas32 library), "mkl" or "scipy" -- its
-    ``version``, the ``path`` it was loaded from and ``skipped``: why earlier default
-    candidates were not used); ``elementwise_isa`` (the instruction-set variant of the
+    ``version``, the ``path`` it was loaded from, ``skipped``: why earlier default
+    candidates were not used, and ``own_inference_gemm``: whether inference's float32
+    products use fusedmlp's own AVX-512 kernel instead, ``FUSEDMLP_OWN_GEMM=0`` to turn it
+    off); ``elementwise_isa`` (the instruction-set variant of the
     elementwise loops: "baseline", "avx2", "avx512" or "neon"); ``elementwise_isa_supported``
     (the variants this build has and this CPU runs; ``FUSEDMLP_ISA`` forces one of them);
     ``threads`` (fusedmlp's worker pool: workers started, usable cores, the most threads
@@ -36,7 +38,8 @@ def show_config(as_dict: bool = False):
     info = {
         "version": __version__,
         "blas": {"name": blas["name"], "version": blas["version"], "path": blas["path"],
-                 "skipped": dict(blas["tried"])},
+                 "skipped": dict(blas["tried"]),
+                 "own_inference_gemm": _network.own_gemm()},
         "elementwise_isa": _kernels.isa(),
         "elementwise_isa_supported": list(_kernels.isa_supported()),
         "threads": pool_info(),
