@@ -217,8 +217,10 @@ def test_bad_rates_are_refused(dropout, error, match):
 def test_setting_dropout_later_and_turning_it_off():
     X, y = data()
     model = MLP([6, 8, 3], dtype=np.float64, seed=0)
+    assert "dropout" not in repr(model)
     plain = model.loss_and_gradients(X, y)[0]
     model.dropout = 0.5
+    assert repr(model).endswith(", dropout=0.5)")
     assert model.loss_and_gradients(X, y)[0] != plain
     model.dropout = 0.0
     assert model.loss_and_gradients(X, y)[0] == plain

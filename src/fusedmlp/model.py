@@ -299,8 +299,9 @@ class MLP:
         hidden = self.activations
         act = hidden[0] if hidden and len(set(hidden)) == 1 else hidden
         compute = "" if self._compute_dtype is None else f", compute_dtype={self._compute_dtype!r}"
+        dropout = f", dropout={self._dropout!r}" if np.any(self._dropout) else ""
         return (f"MLP({list(self.layer_sizes)}, activation={act!r}, output={self.output!r}, "
-                f"dtype={self.dtype.name}{compute})")
+                f"dtype={self.dtype.name}{compute}{dropout})")
 
     def summary(self) -> str:
         """A table of the layers, their shapes and the parameter count."""
