@@ -339,3 +339,24 @@ def test_bench_sparse_runs_on_a_small_problem(capsys):
     out = capsys.readouterr().out
     for name in ("fusedmlp sparse", "fusedmlp dense", "scikit-learn sparse"):
         assert f"| {name} |" in out
+
+
+def test_dask_arrays_of_sparse_blocks():
+    """fusedmlp.dask's block functions hand each block to the model: CSR blocks work."""
+    da = pytest.importorskip("dask.array")
+    from fusedmlp import dask as fdask
+
+    X, rng = sparse_data(n=200, n_features=30)
+    y = rng.integers(0, 3, 200)
+    dense = da.from_array(X.toarray(), chunks=(50, 30))
+    blocks = dense.map_blocks(sps.csr_matrix, dtype=dense.dtype)
+    model = fusedmlp.MLP([30, 8, 3], dtype=np.float64, seed=0)
+    np.testing.assert_allclose(fdask.predict_blocks(model, blocks, method="predict_proba")
+                               .compute(), model.predict_proba(X), rtol=1e-12, atol=1e-14)
+    fitted = []
+    for data in (blocks, dense):
+        estimator = MLPClassifier((8,), random_state=0)
+        fdask.partial_fit_blocks(estimator, data, da.from_array(y, chunks=50),
+                                 classes=[0, 1, 2], shuffle_blocks=False)
+        fitted.append(estimator.predict_proba(X))
+    np.testing.assert_allclose(fitted[0], fitted[1], rtol=1e-10, atol=1e-12)
