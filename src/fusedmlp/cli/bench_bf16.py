@@ -17,13 +17,14 @@ over rounds and ratios taken within this one run.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import statistics
 import sys
 import time
 
 import numpy as np
+
+from ._common import parser_for, seconds_per_call
 
 __all__ = ["main", "STEP_CONFIGS", "GEMM_SHAPES"]
 
@@ -32,23 +33,12 @@ STEP_CONFIGS = [((784, 128, 10), 32), ((784, 256, 10), 128), ((784, 512, 512, 10
 GEMM_SHAPES = [(32, 784, 128), (128, 784, 256), (1024, 784, 512), (1024, 512, 512)]
 
 
-def _per_call(call, target_time):
-    call()
-    calls, start = 0, time.perf_counter()
-    while True:
-        call()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= target_time and calls >= 2:
-            return elapsed / calls
-
-
 def _interleaved(calls: dict, rounds, target_time):
     """{name: median seconds per call}, the calls' rounds interleaved."""
     times: dict = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
-            times[name].append(_per_call(call, target_time))
+            times[name].append(seconds_per_call(call, target_time))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -217,7 +207,7 @@ def epoch_table(epochs, torch_ok, path):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fusedmlp bench bf16", description=__doc__.split("\n")[0])
+    parser = parser_for("bench bf16", __doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter calls, one epoch")
     parser.add_argument("--rounds", type=int, help="rounds per setting (default 5; quick 2)")
     parser.add_argument("--target-time", type=float, help="seconds per timed loop (default 0.2)")

@@ -30,22 +30,13 @@ import time
 
 import numpy as np
 
+from ._common import seconds_per_call
+
 __all__ = ["main", "CONFIGS"]
 
 CONFIGS = [((64, 32, 10), 32), ((784, 128, 10), 1), ((784, 128, 10), 32),
            ((784, 128, 10), 256), ((784, 256, 10), 128), ((784, 512, 512, 10), 64),
            ((784, 512, 512, 10), 1024)]
-
-
-def _loop(call, target_time):
-    call()
-    calls, start = 0, time.perf_counter()
-    while True:
-        call()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= target_time and calls >= 2:
-            return elapsed / calls
 
 
 def _step_flops(sizes, batch):
@@ -204,7 +195,7 @@ def _peer_child(name, threads, configs, rounds, target_time):
         step = builder(sizes, X, y, threads)
         for _ in range(3):
             step()              # compile
-        out[f"{sizes}/{batch}"] = statistics.median(_loop(step, target_time)
+        out[f"{sizes}/{batch}"] = statistics.median(seconds_per_call(step, target_time)
                                                     for _ in range(rounds))
     return out
 
@@ -272,7 +263,7 @@ def measure(configs=CONFIGS, rounds=5, target_time=0.1, peers=("torch", "jax", "
                 names = list(calls)
                 shift = r % len(names)
                 for name in names[shift:] + names[:shift]:
-                    samples[name].append(_loop(calls[name], target_time))
+                    samples[name].append(seconds_per_call(calls[name], target_time))
             row = {name: statistics.median(v) for name, v in samples.items()}
             # the partition apart from the load: fastest single calls of one thread against
             # the critical path of two parts, both timed on this thread
