@@ -304,3 +304,13 @@ def test_estimators_check_compute_dtype_at_fit_not_init():
     X, y = _digits(40)
     with pytest.raises(ValueError, match="compute_dtype must be None or 'bfloat16'"):
         est.fit(X, y)
+
+
+@needs_bf16
+def test_a_row_scores_the_same_alone_or_in_a_batch():
+    X, _ = _digits(300)
+    model = fusedmlp.MLP([64, 40, 10], seed=0, compute_dtype="bfloat16", n_threads=2)
+    whole = model.predict_proba(X)
+    for i in (0, 7, 299):
+        np.testing.assert_array_equal(model.predict_proba(X[i:i + 1])[0], whole[i])
+    np.testing.assert_array_equal(model.predict_proba(X[5:9]), whole[5:9])
