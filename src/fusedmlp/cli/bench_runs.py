@@ -266,6 +266,13 @@ def _small_epochs(rounds):
 def _worker(name, threads, data_path, rows):
     """Serve one competitor at one thread count: JSON lines on stdin -> stdout."""
     warnings.simplefilter("ignore")
+    if hasattr(os, "sched_setaffinity"):
+        # A k-thread row runs on k cores, whatever the library's own pool sizes itself to
+        # (XLA's CPU client ignores its thread flags and spreads over every core it sees).
+        # Threads started from here on inherit the mask.
+        cpus = sorted(os.sched_getaffinity(0))
+        if threads < len(cpus):
+            os.sched_setaffinity(0, cpus[:threads])
     reply_stream, sys.stdout = sys.stdout, sys.stderr
     from threadpoolctl import threadpool_limits
 
