@@ -38,6 +38,7 @@ from . import bench
 
 __all__ = ["main"]
 
+SETTLE = 0.5            # seconds of pause before each multi-threaded measurement
 COMPETITORS = ("fusedmlp", "numpy", "torch", "torch.compile", "jax")
 MODULES = {"fusedmlp": "fusedmlp", "numpy": "numpy", "torch": "torch",
            "torch.compile": "torch", "jax": "jax"}
@@ -355,6 +356,10 @@ def _end_to_end(args, competitors):
             for round_index in range(args.rounds):
                 shift = round_index % max(1, len(names))
                 for name in names[shift:] + names[:shift]:
+                    if threads > 1:
+                        # the previous worker's idle pool threads spin for a while after its
+                        # last call (OpenMP, OpenBLAS): let them sleep before the next epoch
+                        time.sleep(SETTLE)
                     reply = workers[name].ask(op="epoch")
                     epochs[name].append(reply["seconds"])
                     cpu_epochs[name].append(reply["cpu"])
