@@ -33,16 +33,24 @@ cdef inline bint dropout_on(const double* rates, int layer) noexcept nogil:
     return rates != NULL and rates[layer] > 0
 
 
+cdef inline bint layer_mask(const double* rates, const int64_t* state, int layer,
+                            double* p, uint64_t* key) noexcept nogil:
+    """Whether layer `layer` drops units in this step; if so its rate and mask key."""
+    if not dropout_on(rates, layer):
+        return False
+    p[0] = rates[layer]
+    key[0] = fm_dropout_key(<uint64_t>state[0], <uint64_t>state[1], layer)
+    return True
+
+
 cdef inline void dropout_forward(const double* rates, const int64_t* state, int layer,
                                  floating* a, Py_ssize_t row0, Py_ssize_t rows,
                                  Py_ssize_t n) noexcept nogil:
     """a (rows x n, rows row0.. of the batch) := mask * a / (1 - p), in place."""
     cdef double p
     cdef uint64_t key
-    if not dropout_on(rates, layer):
+    if not layer_mask(rates, state, layer, &p, &key):
         return
-    p = rates[layer]
-    key = fm_dropout_key(<uint64_t>state[0], <uint64_t>state[1], layer)
     if floating is float:
         fm_dropout_forward_f(a, row0, rows, n, key, fm_dropout_threshold(p), <float>(1 / (1 - p)))
     else:
@@ -56,10 +64,8 @@ cdef inline void dropout_backward(const double* rates, const int64_t* state, int
     activation before dropout, for its derivative), in place, rows row0.. of the batch."""
     cdef double p
     cdef uint64_t key
-    if not dropout_on(rates, layer):
+    if not layer_mask(rates, state, layer, &p, &key):
         return
-    p = rates[layer]
-    key = fm_dropout_key(<uint64_t>state[0], <uint64_t>state[1], layer)
     if floating is float:
         fm_dropout_backward_f(d, a, row0, rows, n, key, fm_dropout_threshold(p),
                               <float>(1 / (1 - p)), <float>(1 - p))
