@@ -21,7 +21,7 @@ FLAGS = ["-O2", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-
          "-Wall", "-Wextra", "-Werror", "-Wno-unused-function"]
 X86_VARIANTS = {"baseline": [], "avx2": ["-mavx2"], "avx512": ["-mavx512f"]}
 
-pytestmark = pytest.mark.skipif(not (CSRC / "elementwise_dispatch.c").exists() or
+pytestmark = pytest.mark.skipif(not (CSRC / "kernels" / "elementwise_dispatch.c").exists() or
                                 not CHECK.exists(), reason="the C sources are not here")
 
 
@@ -31,12 +31,12 @@ def build(cc, variants, out_dir, extra=()):
     for name, flags in variants.items():
         obj = out_dir / f"kernels_{name}.o"
         subprocess.run([cc, *FLAGS, *extra, *flags, f"-DFM_VARIANT={name}", "-I", str(CSRC),
-                        "-c", str(CSRC / "elementwise_kernels.c"), "-o", str(obj)],
+                        "-c", str(CSRC / "kernels" / "elementwise_kernels.c"), "-o", str(obj)],
                        check=True, capture_output=True, text=True)
         objects.append(str(obj))
     have = [f"-DFM_HAVE_{name.upper()}" for name in variants]
     exe = out_dir / "elementwise_check"
-    subprocess.run([cc, *FLAGS, *extra, *have, "-I", str(CSRC), str(CSRC / "elementwise_dispatch.c"),
+    subprocess.run([cc, *FLAGS, *extra, *have, "-I", str(CSRC), str(CSRC / "kernels" / "elementwise_dispatch.c"),
                     str(CHECK), *objects, "-o", str(exe), "-lm"],
                    check=True, capture_output=True, text=True)
     return exe

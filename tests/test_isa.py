@@ -1,4 +1,4 @@
-"""Instruction-set dispatch of the elementwise loops (csrc/elementwise_dispatch.c).
+"""Instruction-set dispatch of the elementwise loops (csrc/kernels/elementwise_dispatch.c).
 
 Every variant this build has and this CPU runs passes the accuracy (ulp), numerics and kernel
 tests: each is forced with FUSEDMLP_ISA in a fresh interpreter (the choice is made once, at
