@@ -21,14 +21,17 @@
  * Creating and freeing handles needs the GIL; every other function runs without it and never
  * touches Python objects.
  *
- * Threads. Inference only reads the model: any number of threads may call fusedmlp_infer_*
- * on one handle at once (give each call its own out and scratch); each call computes on the
- * calling thread alone (parallelise across your own threads). A training step uses the
- * model's worker pool as MLP.train_step does (MLP.n_threads). A training step writes the
+ * Threads. Every call is split into parts as the same Python call is (MLP.n_threads: an
+ * integer n gives n parts, "auto" the rule of docs/threading.md), run by the calling thread
+ * and the idle workers of fusedmlp's pool; at the same n_threads the results are Python's
+ * (bit for bit; an inference of more than 256 rows split by rows: to rounding).
+ * Inference only reads the model: any number of threads may call fusedmlp_infer_* on one
+ * handle at once (give each call its own out and scratch); when the pool's workers are busy
+ * with other calls, a call runs its remaining parts itself. A training step writes the
  * parameters, the optimiser state and the model's training workspace: at most one training
  * step per model at any time (from a trainer, MLP.train_step or fit), and no inference on
- * that model while it runs -- serialise them yourself; fusedmlp does not lock across the C
- * API.
+ * that model while it runs, nor a change of its n_threads -- serialise them yourself;
+ * fusedmlp does not lock across the C API.
  *
  * Errors are return codes; the kernels never raise, allocate (but see scratch) or print.
  * Subnormals are flushed inside each call and the caller's floating-point environment is
@@ -103,11 +106,12 @@ struct fusedmlp_capi {
     Py_ssize_t (*model_n_inputs)(const fusedmlp_model* model);
     Py_ssize_t (*model_n_outputs)(const fusedmlp_model* model);
     /* Bytes of scratch an inference of m rows uses (any m: beyond 256 rows it stays the
-     * same, rows are processed 256 at a time). */
+     * same, rows are processed 256 at a time). It does not depend on n_threads: the parts of
+     * a split call share it, so scratch sized once stays enough whatever n_threads becomes. */
     size_t (*scratch_bytes)(const fusedmlp_model* model, Py_ssize_t m);
-    /* Inference of m rows of X into out. scratch: NULL, or scratch_bytes(model, m) bytes
-     * aligned for double, used by this call alone. With NULL a small call uses the stack
-     * and a large one allocates. */
+    /* Inference of m rows of X into out, in the model's n_threads parts. scratch: NULL, or
+     * scratch_bytes(model, m) bytes aligned for double, used by this call alone. With NULL
+     * a small call uses the stack and a large one allocates. */
     int (*infer_f32)(const fusedmlp_model* model, const float* X, Py_ssize_t m, float* out,
                      int output, void* scratch);
     int (*infer_f64)(const fusedmlp_model* model, const double* X, Py_ssize_t m, double* out,

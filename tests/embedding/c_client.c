@@ -4,12 +4,17 @@
  * infer(model, X, out, output, block, use_scratch, dtype) -> status
  *     X into out, `block` rows per call, with the GIL released; dtype picks the _f32 or _f64
  *     function (a mismatch tests FUSEDMLP_WRONG_DTYPE)
+ * infer_guarded(model, X, out, output, scratch_size, dtype) -> (status, guard intact)
+ *     one call over all of X with scratch_size bytes of scratch followed by guard bytes
+ *     that the call must leave as they were
+ * scratch_bytes(model, m) -> fusedmlp_scratch_bytes
  * train_step(trainer, X, labels or None, targets or None) -> (status, loss)
  * constants() -> {name: value}; table() -> (version, size, header's size)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdlib.h>
+#include <string.h>
 #include "fusedmlp.h"
 
 static void free_model(PyObject* capsule) {
@@ -93,6 +98,63 @@ static PyObject* infer(PyObject* self, PyObject* args) {
     return PyLong_FromLong(status);
 }
 
+#define GUARD_BYTES 4096
+#define GUARD_BYTE 0xA5
+
+static PyObject* infer_guarded(PyObject* self, PyObject* args) {
+    PyObject *capsule, *X, *out;
+    int output, dtype, status, intact = 1;
+    Py_ssize_t scratch_size, m, i;
+    Py_buffer x_view, out_view;
+    fusedmlp_model* model;
+    unsigned char* scratch;
+    if (!PyArg_ParseTuple(args, "OOOini", &capsule, &X, &out, &output, &scratch_size, &dtype))
+        return NULL;
+    model = (fusedmlp_model*)PyCapsule_GetPointer(capsule, "fusedmlp_model");
+    if (model == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(X, &x_view, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(out, &out_view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&x_view);
+        return NULL;
+    }
+    m = x_view.len / ((dtype == FUSEDMLP_FLOAT32 ? 4 : 8) * fusedmlp_model_n_inputs(model));
+    scratch = (unsigned char*)malloc(scratch_size + GUARD_BYTES);
+    if (scratch == NULL) {
+        PyBuffer_Release(&x_view);
+        PyBuffer_Release(&out_view);
+        return PyErr_NoMemory();
+    }
+    memset(scratch, GUARD_BYTE, scratch_size + GUARD_BYTES);
+    Py_BEGIN_ALLOW_THREADS
+    if (dtype == FUSEDMLP_FLOAT32)
+        status = fusedmlp_infer_f32(model, (const float*)x_view.buf, m, (float*)out_view.buf,
+                                    output, scratch);
+    else
+        status = fusedmlp_infer_f64(model, (const double*)x_view.buf, m, (double*)out_view.buf,
+                                    output, scratch);
+    Py_END_ALLOW_THREADS
+    for (i = scratch_size; i < scratch_size + GUARD_BYTES; i++)
+        intact &= scratch[i] == GUARD_BYTE;
+    free(scratch);
+    PyBuffer_Release(&x_view);
+    PyBuffer_Release(&out_view);
+    return Py_BuildValue("iO", status, intact ? Py_True : Py_False);
+}
+
+static PyObject* scratch_bytes(PyObject* self, PyObject* args) {
+    PyObject* capsule;
+    Py_ssize_t m;
+    fusedmlp_model* model;
+    if (!PyArg_ParseTuple(args, "On", &capsule, &m))
+        return NULL;
+    model = (fusedmlp_model*)PyCapsule_GetPointer(capsule, "fusedmlp_model");
+    if (model == NULL)
+        return NULL;
+    return PyLong_FromSize_t(fusedmlp_scratch_bytes(model, m));
+}
+
 static PyObject* train_step(PyObject* self, PyObject* args) {
     PyObject *capsule, *X, *labels, *targets;
     Py_buffer x_view, y_view;
@@ -154,6 +216,8 @@ static PyMethodDef methods[] = {
     {"model_new", model_new, METH_O, NULL},
     {"trainer_new", trainer_new, METH_VARARGS, NULL},
     {"infer", infer, METH_VARARGS, NULL},
+    {"infer_guarded", infer_guarded, METH_VARARGS, NULL},
+    {"scratch_bytes", scratch_bytes, METH_VARARGS, NULL},
     {"train_step", train_step, METH_VARARGS, NULL},
     {"constants", constants, METH_NOARGS, NULL},
     {"table", table, METH_NOARGS, NULL},
