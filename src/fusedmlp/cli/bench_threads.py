@@ -4,15 +4,16 @@ For each network and batch: fusedmlp's float32 Adam training step and ``predict_
 ``n_threads`` = 1, 2 and "auto"; the critical-path estimate of the 2-part step (its parts run
 one after another on one thread and timed: the longest part of every parallel region plus the
 serial rest, so the partition is judged apart from the machine's load); onnxruntime's
-inference at 1 thread, and torch.compile and JAX ``jit`` training steps at 2 threads when
-installed (each peer in its own subprocess, so that its thread pool does not spin beside
-fusedmlp's); the GEMM floor (the step's matrix products alone, one thread, from C) and the
+inference at 1 thread, and torch.compile and JAX ``jit`` training steps at 1 and 2 threads
+when installed (each peer and thread count in its own subprocess, so that its thread pool does
+not spin beside fusedmlp's; at 1 thread pinned to one CPU as well as told to use one thread),
+and a line saying whether fusedmlp's step is ahead of both in every cell; the GEMM floor (the step's matrix products alone, one thread, from C) and the
 hardware floors (the step's FLOPs over the measured large-GEMM rate of this backend at 1 and 2
 threads). Then the Fashion-MNIST epoch: ``fit`` for one epoch of 784-256-10, batch 128, Adam,
 float32 at 1, 2 and "auto" threads (Debian's dataset-fashion-mnist; skipped when absent).
 
-fusedmlp's settings are measured in interleaved rounds, so a burst of load hits every setting
-alike; medians over rounds, microseconds per call; ratios are taken within this one run.
+fusedmlp's settings and the peers are measured in interleaved rounds (a peer's process is
+asked for one timed loop at a time), so a burst of load hits every setting alike; medians over rounds, microseconds per call; ratios are taken within this one run.
 NumPy's and SciPy's BLAS are pinned to one thread (threadpoolctl, user_api="blas").
 """
 
@@ -181,37 +182,95 @@ def _jax_step(sizes, X, y, threads):
     return step
 
 
-def _peer_child(name, threads, configs, rounds, target_time):
-    """In a subprocess: the peer's training step per config (median seconds), as JSON."""
+def _peer_child(name, threads, configs):
+    """In a subprocess: build (and compile) the peer's training step of every config, print
+    "ready", then answer each line "index target_time" of stdin with the mean seconds of a
+    timed loop of that config's step, until stdin closes. At one thread the process is pinned
+    to one CPU (as taskset would) before the peer is imported, so no helper thread of its
+    runtime takes the other core."""
+    answer = os.fdopen(os.dup(1), "w", 1)
+    os.dup2(2, 1)               # stray prints of the peers go to stderr, not into the answers
+    if threads == 1 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     if name == "jax":       # before jax is imported: its CPU pool size
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_force_host_platform_device_count=1"
                                    f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
                                    f" intra_op_parallelism_threads={threads}")
     builder = {"torch": _torch_step, "jax": _jax_step}[name]
-    out = {}
+    steps = []
     for sizes, batch in configs:
         X, y = _data(sizes, batch)
-        step = builder(sizes, X, y, threads)
+        steps.append(builder(sizes, X, y, threads))
         for _ in range(3):
-            step()              # compile
-        out[f"{sizes}/{batch}"] = statistics.median(seconds_per_call(step, target_time)
-                                                    for _ in range(rounds))
-    return out
+            steps[-1]()         # compile
+    print("ready", file=answer)
+    for line in sys.stdin:
+        index, target_time = line.split()
+        print(repr(seconds_per_call(steps[int(index)], float(target_time))), file=answer)
+    return 0
 
 
-def peer_times(name, threads, configs, rounds, target_time):
-    """{(sizes, batch): seconds} of a peer measured in a subprocess, or raise with why."""
-    spec = json.dumps({"name": name, "threads": threads, "rounds": rounds,
-                       "target_time": target_time, "configs": [[list(s), b] for s, b in configs]})
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    done = subprocess.run([sys.executable, "-m", "fusedmlp.cli.bench_threads", "--peer-child",
-                           spec], capture_output=True, text=True, env=env, timeout=1800)
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        raise RuntimeError(lines[-1] if lines else f"exit status {done.returncode}")
-    times = json.loads(done.stdout.strip().splitlines()[-1])
-    return {(tuple(s), b): times[f"{tuple(s)}/{b}"] for s, b in configs}
+class Peer:
+    """A peer's step, timed in its own process (_peer_child), so that its thread pool neither
+    spins beside fusedmlp's nor shares its process; asked one timed loop at a time, so that
+    its rounds interleave with fusedmlp's."""
+
+    def __init__(self, name, threads, configs):
+        self.label = f"{name} {threads}"
+        spec = json.dumps({"name": name, "threads": threads,
+                           "configs": [[list(s), b] for s, b in configs]})
+        self._log = tempfile.TemporaryFile("w+")
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "fusedmlp.cli.bench_threads", "--peer-child", spec],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+            env=env)
+
+    def _answer(self):
+        line = self._process.stdout.readline()
+        if not line:
+            self._process.wait()
+            self._log.seek(0)
+            lines = self._log.read().strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else
+                               f"exit status {self._process.returncode}")
+        return line.strip()
+
+    def wait_ready(self):
+        if self._answer() != "ready":
+            raise RuntimeError("the peer process did not start")
+
+    def time(self, index, target_time):
+        self._process.stdin.write(f"{index} {target_time!r}\n")
+        self._process.stdin.flush()
+        return float(self._answer())
+
+    def close(self):
+        try:
+            self._process.stdin.close()
+        except OSError:
+            pass
+        self._process.wait()
+        self._log.close()
+
+
+def start_peers(names, configs, skipped):
+    """{label: Peer} of every peer at 1 and 2 threads that starts; why the others did not go
+    into `skipped`. The processes build and compile at the same time, before any timing."""
+    peers = {}
+    for name in names:
+        for threads in (1, 2):
+            peer = Peer(name, threads, configs)
+            peers[peer.label] = peer
+    for label, peer in list(peers.items()):
+        try:
+            peer.wait_ready()
+        except Exception as exc:
+            skipped[label] = f"{type(exc).__name__}: {exc}"
+            peer.close()
+            del peers[label]
+    return peers
 
 
 def _onnxruntime_call(model, X):
@@ -238,53 +297,63 @@ def measure(configs=CONFIGS, rounds=5, target_time=0.1, peers=("torch", "jax", "
     results, skipped = [], {}
     with threadpool_limits(limits=1, user_api="blas"):
         peaks = {1: gemm_peak(1), 2: gemm_peak(2)}
-        for sizes, batch in configs:
-            X, y = _data(sizes, batch)
-            calls = {}
-            for n in (1, 2, "auto"):
-                model = fusedmlp.MLP(list(sizes), seed=0, n_threads=n)
-                optimizer = fusedmlp.Adam(1e-3)
-                calls[f"step {n}"] = (lambda m=model, o=optimizer: m.train_step(X, y, o))
-                calls[f"infer {n}"] = (lambda m=model: m.predict_proba(X))
-                if n == 1:
-                    model.train_step(X, y, optimizer)
-                    calls["GEMM floor"] = (lambda m=model: m.gemm_floor(X, 1))
-                if n == 1:
-                    one = calls["step 1"], calls["infer 1"]
-                if n == 2:
-                    two = calls["step 2"], calls["infer 2"]
-            if "onnxruntime" in peers:
-                try:
-                    calls["onnxruntime 1"] = _onnxruntime_call(model, X)
-                except Exception as exc:        # not installed, or failed: reported
-                    skipped["onnxruntime"] = f"{type(exc).__name__}: {exc}"
-            samples = {name: [] for name in calls}
-            for r in range(rounds):
-                names = list(calls)
-                shift = r % len(names)
-                for name in names[shift:] + names[:shift]:
-                    samples[name].append(seconds_per_call(calls[name], target_time))
-            row = {name: statistics.median(v) for name, v in samples.items()}
-            # the partition apart from the load: fastest single calls of one thread against
-            # the critical path of two parts, both timed on this thread
-            for kind, single, split in (("step", one[0], two[0]), ("infer", one[1], two[1])):
-                row[f"{kind} 1 fastest"] = fastest(single, 3 * target_time)
-                row[f"{kind} 2 critical"] = critical_path(split, 3 * target_time)[1]
-            flops = _step_flops(sizes, batch)
-            row["hardware floor 1"] = flops / (peaks[1] * 1e9)
-            row["hardware floor 2"] = flops / (peaks[2] * 1e9)
-            results.append({"sizes": sizes, "batch": batch, "times": row,
-                            "auto_parts": model.network.step_parts(batch),
-                            "auto_infer_parts": model.network.inference_parts(batch)})
-    for name in [p for p in peers if p != "onnxruntime"]:
+        others = start_peers([p for p in peers if p != "onnxruntime"], configs, skipped)
         try:
-            times = peer_times(name, 2, configs, rounds, target_time)
-        except Exception as exc:
-            skipped[name] = f"{type(exc).__name__}: {exc}"
-            continue
-        for r in results:
-            r["times"][f"{name} 2"] = times[(tuple(r["sizes"]), r["batch"])]
+            for index, (sizes, batch) in enumerate(configs):
+                results.append(_measure_config(fusedmlp, index, sizes, batch, rounds,
+                                               target_time, peers, others, peaks, skipped))
+        finally:
+            for peer in others.values():
+                peer.close()
     return peaks, results, skipped
+
+
+def _measure_config(fusedmlp, index, sizes, batch, rounds, target_time, peers, others, peaks,
+                    skipped):
+    X, y = _data(sizes, batch)
+    calls = {}
+    for n in (1, 2, "auto"):
+        model = fusedmlp.MLP(list(sizes), seed=0, n_threads=n)
+        optimizer = fusedmlp.Adam(1e-3)
+        calls[f"step {n}"] = (lambda m=model, o=optimizer: m.train_step(X, y, o))
+        calls[f"infer {n}"] = (lambda m=model: m.predict_proba(X))
+        if n == 1:
+            model.train_step(X, y, optimizer)
+            calls["GEMM floor"] = (lambda m=model: m.gemm_floor(X, 1))
+            one = calls["step 1"], calls["infer 1"]
+        if n == 2:
+            two = calls["step 2"], calls["infer 2"]
+    if "onnxruntime" in peers:
+        try:
+            calls["onnxruntime 1"] = _onnxruntime_call(model, X)
+        except Exception as exc:        # not installed, or failed: reported
+            skipped["onnxruntime"] = f"{type(exc).__name__}: {exc}"
+    calls.update(others)
+    samples = {name: [] for name in calls}
+    for r in range(rounds):
+        names = list(calls)
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            call = calls[name]
+            if not isinstance(call, Peer):
+                samples[name].append(seconds_per_call(call, target_time))
+            elif name not in skipped:
+                try:
+                    samples[name].append(call.time(index, target_time))
+                except Exception as exc:      # the peer's process died: reported
+                    skipped[name] = f"{type(exc).__name__}: {exc}"
+    row = {name: statistics.median(v) for name, v in samples.items() if v}
+    # the partition apart from the load: fastest single calls of one thread against the
+    # critical path of two parts, both timed on this thread
+    for kind, single, split in (("step", one[0], two[0]), ("infer", one[1], two[1])):
+        row[f"{kind} 1 fastest"] = fastest(single, 3 * target_time)
+        row[f"{kind} 2 critical"] = critical_path(split, 3 * target_time)[1]
+    flops = _step_flops(sizes, batch)
+    row["hardware floor 1"] = flops / (peaks[1] * 1e9)
+    row["hardware floor 2"] = flops / (peaks[2] * 1e9)
+    return {"sizes": sizes, "batch": batch, "times": row,
+            "auto_parts": model.network.step_parts(batch),
+            "auto_infer_parts": model.network.inference_parts(batch)}
 
 
 def epoch_times(rounds=3):
@@ -318,8 +387,8 @@ def _us(t):
 
 def table(results) -> str:
     """Two markdown tables: training steps, then inference."""
-    step_cols = ["step 1", "step 2", "step auto", "torch 2", "jax 2", "GEMM floor",
-                 "hardware floor 1", "hardware floor 2"]
+    step_cols = ["step 1", "step 2", "step auto", "torch 1", "jax 1", "torch 2", "jax 2",
+                 "GEMM floor", "hardware floor 1", "hardware floor 2"]
     infer_cols = ["infer 1", "infer 2", "infer auto", "onnxruntime 1"]
     out = []
     for columns, kind in ((step_cols, "step"), (infer_cols, "infer")):
@@ -340,11 +409,42 @@ def table(results) -> str:
     return "\n\n".join(out)
 
 
+PEER_NAMES = {"torch": "torch.compile", "jax": "JAX jit"}
+
+
+def verdict(results) -> str:
+    """One line: is fusedmlp's step faster than every peer's in every cell of the step table
+    at 1 and 2 threads (the issue's target), with the smallest lead over each peer."""
+    behind: list[str] = []
+    leads: dict[tuple[str, int], float] = {}
+    for r in results:
+        t = r["times"]
+        for peer in PEER_NAMES:
+            for n in (1, 2):
+                if f"{peer} {n}" not in t:
+                    continue
+                ratio = t[f"{peer} {n}"] / t[f"step {n}"]
+                leads[peer, n] = min(leads.get((peer, n), ratio), ratio)
+                if ratio <= 1:
+                    behind.append(f"{'-'.join(map(str, r['sizes']))} b{r['batch']} against "
+                                  f"{peer} {n} ({ratio:.2f}×)")
+    if not leads:
+        return "# fusedmlp ahead of torch.compile and JAX jit: not measured (neither ran)"
+    missing = [f"{p} {n}" for p in PEER_NAMES for n in (1, 2) if (p, n) not in leads]
+    smallest = ", ".join(f"{p} {n} thread{'s' if n > 1 else ''} {v:.2f}×"
+                         for (p, n), v in sorted(leads.items()))
+    answer = "yes" if not behind else "NO: behind at " + "; ".join(behind)
+    return (f"# fusedmlp's step ahead of torch.compile and JAX jit in every cell at 1 and 2 "
+            f"threads: {answer} (smallest lead, peer time over fusedmlp's: {smallest})"
+            + (f"; not measured: {', '.join(missing)}" if missing else ""))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="fusedmlp bench threads",
         description="fusedmlp's step and inference at 1, 2 and 'auto' threads beside "
-                    "torch.compile and JAX jit at 2 threads and onnxruntime inference at 1, "
+                    "torch.compile and JAX jit at 1 and 2 threads and onnxruntime inference "
+                    "at 1, "
                     "the GEMM and hardware floors, and the Fashion-MNIST epoch.")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--target-time", type=float, default=0.1,
@@ -357,10 +457,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.peer_child:
         spec = json.loads(args.peer_child)
-        print(json.dumps(_peer_child(spec["name"], spec["threads"],
-                                     [(tuple(s), b) for s, b in spec["configs"]],
-                                     spec["rounds"], spec["target_time"])))
-        return 0
+        return _peer_child(spec["name"], spec["threads"],
+                           [(tuple(s), b) for s, b in spec["configs"]])
     if args.quick:
         args.rounds, args.target_time = 3, 0.03
 
@@ -377,6 +475,7 @@ def main(argv=None) -> int:
     for name, why in skipped.items():
         print(f"# {name} left out: {why}")
     print(table(results))
+    print("\n" + verdict(results))
     if not args.no_epoch:
         epoch = epoch_times(rounds=3 if not args.quick else 1)
         if epoch is None:
