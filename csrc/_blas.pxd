@@ -24,6 +24,7 @@
 # C^T = op(B)^T @ op(A)^T -- the operands swap places, nothing is copied.
 
 from cython cimport floating
+from libc.stdint cimport uint32_t
 from scipy.linalg cimport cython_blas
 
 cdef extern from *:
@@ -126,6 +127,10 @@ cdef extern from "bf16_gemm.h" nogil:
     const char* fm_bf16_why_not()
     void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
                       const float* b, int ldb, float* c, int ldc)
+    void fm_bf16_pack(int trans, int k, const float* b, int ldb, int p0, int p1, int j0, int j1,
+                      uint32_t* dst, long ps)
+    void fm_bf16_gemm_packed(int trans_a, int m, int n, int k, const float* a, int lda,
+                             const uint32_t* bp, long ps, float* c, int ldc)
 
 
 cdef inline void gemm_bf16(bint trans_a, bint trans_b, int m, int n, int k, const float* a,

@@ -18,9 +18,12 @@
 # _blas (row-major gemm). The whole-network step is in _network.pyx.
 
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t
 
-from _blas cimport gemm, gemm_bf16, fm_bf16_why_not, blas_enter, blas_leave, load_blas
+import numpy as np
+
+from _blas cimport (gemm, gemm_bf16, fm_bf16_pack, fm_bf16_gemm_packed, fm_bf16_why_not,
+                   blas_enter, blas_leave, load_blas)
 from _activations cimport (apply_activation, bias_activation, activation_grad, select_isa,
                           fm_isa_name, fm_isa_supported)
 from _losses cimport (softmax_rows, log_softmax_rows, softmax_cross_entropy,
@@ -59,19 +62,30 @@ def bf16_why_not():
 
 
 def matmul_bf16(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] C, bint trans_a,
-                bint trans_b):
+                bint trans_b, bint packed=False):
     """C := bf16(op(A)) @ bf16(op(B)) summed in float32 (A, B as stored: op(A) = A.T when
-    trans_a). The Python layer checks the shapes and that the CPU runs it."""
+    trans_a). packed: B goes through fm_bf16_pack first (op(A) not transposed), as a step's
+    weights do. The Python layer checks the shapes and that the CPU runs it."""
     cdef int m = C.shape[0], n = C.shape[1]
     cdef int k = A.shape[0] if trans_a else A.shape[1]
+    cdef long ps = (k + 1) // 2 * 32
     cdef fm_fpenv saved
+    cdef uint32_t[::1] words
     if m == 0 or n == 0:
         return
+    if packed:
+        words = np.zeros((n + 31) // 32 * ps + 1, dtype=np.uint32)
     with nogil:
         saved = fm_fpenv_enter()
-        gemm_bf16(trans_a, trans_b, m, n, k, &A[0, 0] if A.shape[0] and A.shape[1] else NULL,
-                  <int>A.shape[1], &B[0, 0] if B.shape[0] and B.shape[1] else NULL,
-                  <int>B.shape[1], &C[0, 0], n)
+        if packed:
+            fm_bf16_pack(trans_b, k, &B[0, 0] if B.shape[0] and B.shape[1] else NULL,
+                         <int>B.shape[1], 0, (k + 1) // 2, 0, n, &words[0], ps)
+            fm_bf16_gemm_packed(trans_a, m, n, k, &A[0, 0] if A.shape[0] and A.shape[1]
+                                else NULL, <int>A.shape[1], &words[0], ps, &C[0, 0], n)
+        else:
+            gemm_bf16(trans_a, trans_b, m, n, k, &A[0, 0] if A.shape[0] and A.shape[1]
+                      else NULL, <int>A.shape[1], &B[0, 0] if B.shape[0] and B.shape[1]
+                      else NULL, <int>B.shape[1], &C[0, 0], n)
         fm_fpenv_leave(saved)
 
 

@@ -19,6 +19,8 @@
 #ifndef FUSEDMLP_BF16_GEMM_H
 #define FUSEDMLP_BF16_GEMM_H
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -34,6 +36,21 @@ const char *fm_bf16_why_not(void);
  * dimensions lda, ldb, ldc. Call only when fm_bf16_cpu() is 1. */
 void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
                   const float *b, int ldb, float *c, int ldc);
+
+/* Pre-packed B (an operand used by many products, e.g. a weight matrix between updates), in
+ * panels of 32 columns: the 32-bit word (bf16 op(B)[2p, j] low, bf16 op(B)[2p + 1, j] high;
+ * zero past k) sits at dst[(j / 32) * ps + p * 32 + j % 32], so a panel's pairs are
+ * contiguous (ps >= 32 * pairs words apart; columns past n in the last panel must be zero).
+ * fm_bf16_pack writes pairs [p0, p1) and columns [j0, j1), j0 a multiple of 16, of op(B), the
+ * k x n matrix b or, with trans, b^T (b is then n x k). Disjoint ranges may be packed by
+ * different threads. */
+void fm_bf16_pack(int trans, int k, const float *b, int ldb, int p0, int p1, int j0, int j1,
+                  uint32_t *dst, long ps);
+
+/* C := bf16(op(A)) @ B for B packed as above (bp: the word of its pair 0, column 0, which
+ * must start a panel), bitwise what fm_bf16_gemm gives on the float32 B. */
+void fm_bf16_gemm_packed(int trans_a, int m, int n, int k, const float *a, int lda,
+                         const uint32_t *bp, long ps, float *c, int ldc);
 
 #ifdef __cplusplus
 }

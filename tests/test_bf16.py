@@ -313,4 +313,83 @@ def test_a_row_scores_the_same_alone_or_in_a_batch():
     whole = model.predict_proba(X)
     for i in (0, 7, 299):
         np.testing.assert_array_equal(model.predict_proba(X[i:i + 1])[0], whole[i])
-    np.testing.assert_array_equal(model.predict_proba(X[5:9]), whole[5:9])
+    for rows in (2, 3, 4, 5):           # the few-rows path (<= 4) and the packed one agree
+        np.testing.assert_array_equal(model.predict_proba(X[5:5 + rows]), whole[5:5 + rows])
+
+
+@needs_bf16
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m, n, k", SHAPES)
+def test_prepacked_operand_gives_the_same_bits(m, n, k, trans_a, trans_b):
+    # fm_bf16_pack + fm_bf16_gemm_packed: what a multi-part step does with its weights
+    rng = np.random.default_rng(m * 1000 + n + k)
+    A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    direct, packed = np.zeros((m, n), np.float32), np.full((m, n), np.nan, np.float32)
+    _kernels.matmul_bf16(A, B, direct, trans_a, trans_b)
+    _kernels.matmul_bf16(A, B, packed, trans_a, trans_b, True)
+    np.testing.assert_array_equal(packed, direct)
+
+
+def _change_in_place(model, est):
+    model.layers[1].W[3:5] *= -2            # a user's write into the public arrays
+
+
+def _change_coefs(model, est):
+    est.coefs_[0][:7] = 0.25                 # the estimator's views
+
+
+def _change_vector(model, est):
+    model.set_params_vector(model.get_params_vector()[::-1].copy())
+
+
+def _change_by_partial_fit(model, est):
+    X, y = _digits(256)
+    est.partial_fit(X[::-1], y[::-1])
+
+
+@needs_bf16
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("change", [_change_in_place, _change_coefs, _change_vector,
+                                    _change_by_partial_fit])
+def test_packed_weights_are_never_stale(change):
+    # A step of two parts packs the weights once for all its products; whatever changed
+    # them since (the last update, a user's write, set_params_vector, partial_fit) must be
+    # what the next step and the next prediction see: the same bits as a fresh one-thread
+    # model (per-product conversion) with those parameters.
+    X, y = _digits(256)
+    est = MLPClassifier(hidden_layer_sizes=(96, 64), batch_size=256, max_iter=2,
+                        n_threads=2, compute_dtype="bfloat16", random_state=0, shuffle=False)
+    est.fit(X, y)
+    model = est._fitted_model("coefs_")
+    change(model, est)
+    fresh = fusedmlp.MLP([64, 96, 64, 10], n_threads=1, compute_dtype="bfloat16")
+    fresh.set_params_vector(model.get_params_vector())
+    np.testing.assert_array_equal(model.predict_proba(X), fresh.predict_proba(X))
+    opt, fresh_opt = fusedmlp.Adam(1e-3), fusedmlp.Adam(1e-3)
+    for _ in range(2):
+        model.train_step(X, y, opt)
+        fresh.train_step(X, y, fresh_opt)
+        np.testing.assert_array_equal(model.get_params_vector(), fresh.get_params_vector())
+    model.layers[0].W[:] = 0                 # after a packed step, inference sees the write
+    fresh.layers[0].W[:] = 0
+    np.testing.assert_array_equal(model.predict_proba(X), fresh.predict_proba(X))
+
+
+@needs_bf16
+def test_copies_and_files_compute_the_same_bits(tmp_path):
+    X, y = _digits(256)
+    model = fusedmlp.MLP([64, 96, 64, 10], seed=3, n_threads=2, compute_dtype="bfloat16")
+    model.fit(X, y, epochs=1, batch_size=256, optimizer=fusedmlp.Adam(1e-3), shuffle=False)
+    model.save(tmp_path / "m.npz")
+    copies = [fusedmlp.load(tmp_path / "m.npz"), pickle.loads(pickle.dumps(model)),
+              fusedmlp.MLP.from_state_dict(model.state_dict()), model.astype(np.float32)]
+    for copy in copies:
+        copy.n_threads = 2
+        np.testing.assert_array_equal(copy.predict_proba(X), model.predict_proba(X))
+    opt = fusedmlp.Adam(1e-3)
+    model.train_step(X, y, opt)
+    for copy in copies:
+        copy.train_step(X, y, fusedmlp.Adam(1e-3))
+        np.testing.assert_array_equal(copy.get_params_vector(), model.get_params_vector())

@@ -15,6 +15,10 @@
 
 int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
                         const float *b, int ldb, float *c, int ldc);
+int fm_gemm_bf16_packed_avx512(int trans_a, int m, int n, int k, const float *a, int lda,
+                               const uint32_t *bp, long ps, float *c, int ldc);
+void fm_bf16_pack_avx512(int trans, int k, const float *b, int ldb, int p0, int p1, int j0,
+                         int j1, uint32_t *dst, long ps);
 
 static const char *fm_bf16_reason = NULL;   /* "" when the kernel runs */
 
@@ -103,4 +107,57 @@ void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float *a,
         return;
 #endif
     fm_gemm_bf16_loop(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+/* The portable pack (fm_bf16_pack when the kernel cannot run): the same words. */
+static uint32_t fm_bf16_bits(float x)
+{
+    uint32_t bits;
+    x = fm_bf16_round(x);
+    memcpy(&bits, &x, 4);
+    return bits >> 16;
+}
+
+void fm_bf16_pack(int trans, int k, const float *b, int ldb, int p0, int p1, int j0, int j1,
+                  uint32_t *dst, long ps)
+{
+    int p, j;
+#if defined(FM_HAVE_BF16_KERNEL)
+    if (fm_bf16_cpu()) {
+        fm_bf16_pack_avx512(trans, k, b, ldb, p0, p1, j0, j1, dst, ps);
+        return;
+    }
+#endif
+    for (p = p0; p < p1; p++)
+        for (j = j0; j < j1; j++) {
+            float lo = trans ? b[(long)j * ldb + 2 * p] : b[2L * p * ldb + j];
+            float hi = 2 * p + 1 >= k ? 0.0f
+                       : trans ? b[(long)j * ldb + 2 * p + 1] : b[(2L * p + 1) * ldb + j];
+            dst[(long)(j / 32) * ps + (long)p * 32 + j % 32] =
+                fm_bf16_bits(lo) | fm_bf16_bits(hi) << 16;
+        }
+}
+
+void fm_bf16_gemm_packed(int trans_a, int m, int n, int k, const float *a, int lda,
+                         const uint32_t *bp, long ps, float *c, int ldc)
+{
+    int i, j, kk;
+    if (m <= 0 || n <= 0)
+        return;
+#if defined(FM_HAVE_BF16_KERNEL)
+    if (fm_bf16_cpu() && fm_gemm_bf16_packed_avx512(trans_a, m, n, k, a, lda, bp, ps, c, ldc))
+        return;
+#endif
+    for (i = 0; i < m; i++)                 /* the portable loop, on the packed words */
+        for (j = 0; j < n; j++) {
+            float sum = 0;
+            for (kk = 0; kk < k; kk++) {
+                uint32_t word = bp[(long)(j / 32) * ps + (long)(kk / 2) * 32 + j % 32];
+                uint32_t bits = (kk % 2 ? word >> 16 : word) << 16;
+                float x = trans_a ? a[(long)kk * lda + i] : a[(long)i * lda + kk], y;
+                memcpy(&y, &bits, 4);
+                sum += fm_bf16_round(x) * y;
+            }
+            c[(long)i * ldc + j] = sum;
+        }
 }

@@ -17,6 +17,9 @@
  *     stored (first block along k) or added to (later blocks), masked at the edges; tiles of
  *     fewer rows (small batches, the last rows) use a variant of 1, 2 or 4 rows.
  * Edges: pairs beyond k, columns beyond n and rows beyond m are packed as zeros.
+ * Products of up to 4 rows (no transposes) skip packing: B is converted as it is read.
+ * A B packed once by fm_bf16_pack (whole, in the same panels, bf16_gemm.h) is used in place of
+ *   the per-block packing space: the same words in the same order, so the same sums.
  *
  * Rounding: vcvtne2ps2bf16 (round to nearest even; subnormal inputs read as zero). Packing
  * space: one block of A and one of B per thread (pthread key, freed when the thread ends).
@@ -220,17 +223,21 @@ FM_MICRO(2)
 FM_MICRO(4)
 FM_MICRO(8)
 
-/* One row, no transposes: c[0, :n] = bf16(a[0, :k]) @ bf16(b[:k, :n]) without packing B (a
- * single-row product would spend most of its time packing). B's pairs of rows are converted
- * as they are read, 256 columns of C at a time in 16 ZMM; each element is summed exactly as
- * the packed path sums it (blocks of KCP pairs, pairs in order), so a row's result does not
- * depend on how many rows came with it. */
-static void fm_gemv(int n, int k, const float *a, const float *b, long ldb, float *c)
+/* Up to 4 rows, no transposes: c[0:rows, :n] = bf16(a[0:rows, :k]) @ bf16(b[:k, :n])
+ * without packing B (a product of a few rows would spend most of its time packing). B's
+ * pairs of rows are converted as they are read, 256 / rows columns of C at a time in 16 ZMM,
+ * each converted word used by every row; each element is summed exactly as the packed path
+ * sums it (blocks of KCP pairs, pairs in order), so a row's result does not depend on how
+ * many rows came with it. */
+static inline __attribute__((always_inline)) void
+fm_few_rows(const int rows, int n, int k, const float *a, long lda, const float *b, long ldb,
+            float *c, long ldc)
 {
-    int pairs = (k + 1) / 2, jb, pc, p, j;
-    uint32_t words[KCP + 16];
-    for (jb = 0; jb < n; jb += 256) {
-        int cols = n - jb < 256 ? n - jb : 256;
+    const int width = 16 / rows;            /* ZMM of columns per row */
+    int pairs = (k + 1) / 2, jb, pc, p, j, r;
+    uint32_t words[4][KCP + 16];
+    for (jb = 0; jb < n; jb += 16 * width) {
+        int cols = n - jb < 16 * width ? n - jb : 16 * width;
         for (pc = 0; pc < pairs; pc += KCP) {
             int kp = pairs - pc < KCP ? pairs - pc : KCP;
             int floats = k - 2 * pc < 2 * kp ? k - 2 * pc : 2 * kp;
@@ -238,29 +245,45 @@ static void fm_gemv(int n, int k, const float *a, const float *b, long ldb, floa
 #pragma GCC unroll 16
             for (j = 0; j < 16; j++)
                 acc[j] = _mm512_setzero_ps();
-            for (p = 0; p < kp; p += 16)
-                _mm512_storeu_si512(words + p, fm_pairs(a + 2L * (pc + p), floats - 2 * p));
+            for (r = 0; r < rows; r++)
+                for (p = 0; p < kp; p += 16)
+                    _mm512_storeu_si512(words[r] + p,
+                                        fm_pairs(a + r * lda + 2L * (pc + p), floats - 2 * p));
             for (p = 0; p < kp; p++) {
                 long kk = 2L * (pc + p);
                 const float *r0 = b + kk * ldb + jb;
                 const float *r1 = kk + 1 < k ? r0 + ldb : NULL;
-                __m512bh pair = (__m512bh)_mm512_set1_epi32((int)words[p]);
 #pragma GCC unroll 16
-                for (j = 0; j < 16; j++)
-                    acc[j] = _mm512_dpbf16_ps(acc[j], pair, (__m512bh)fm_interleave(
-                        r0 + 16 * j, r1 ? r1 + 16 * j : NULL, cols - 16 * j));
+                for (j = 0; j < width; j++) {
+                    __m512bh w = (__m512bh)fm_interleave(r0 + 16 * j, r1 ? r1 + 16 * j : NULL,
+                                                         cols - 16 * j);
+#pragma GCC unroll 4
+                    for (r = 0; r < rows; r++)
+                        acc[r * width + j] = _mm512_dpbf16_ps(
+                            acc[r * width + j], (__m512bh)_mm512_set1_epi32((int)words[r][p]), w);
+                }
             }
+#pragma GCC unroll 4
+            for (r = 0; r < rows; r++)
 #pragma GCC unroll 16
-            for (j = 0; j < 16; j++) {
-                __mmask16 mask = fm_mask(cols - 16 * j);
-                float *out = c + jb + 16 * j;
-                if (pc > 0)
-                    acc[j] = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), acc[j]);
-                _mm512_mask_storeu_ps(out, mask, acc[j]);
-            }
+                for (j = 0; j < width; j++) {
+                    __mmask16 mask = fm_mask(cols - 16 * j);
+                    float *out = c + r * ldc + jb + 16 * j;
+                    __m512 sum = acc[r * width + j];
+                    if (pc > 0)
+                        sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), sum);
+                    _mm512_mask_storeu_ps(out, mask, sum);
+                }
         }
     }
 }
+
+static void fm_few_rows_1(int n, int k, const float *a, long lda, const float *b, long ldb,
+                          float *c, long ldc) { fm_few_rows(1, n, k, a, lda, b, ldb, c, ldc); }
+static void fm_few_rows_2(int n, int k, const float *a, long lda, const float *b, long ldb,
+                          float *c, long ldc) { fm_few_rows(2, n, k, a, lda, b, ldb, c, ldc); }
+static void fm_few_rows_4(int n, int k, const float *a, long lda, const float *b, long ldb,
+                          float *c, long ldc) { fm_few_rows(4, n, k, a, lda, b, ldb, c, ldc); }
 
 /* The packing space of the calling thread (NULL if it cannot be allocated). */
 #include <pthread.h>
@@ -282,17 +305,14 @@ static fm_bf16_space *fm_space(void)
     return (fm_bf16_space *)space;
 }
 
-/* 0 when no packing space could be had (the caller falls back to its scalar loop). */
-int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
-                        const float *b, int ldb, float *c, int ldc)
+/* The blocked product; op(B) is packed per block from b (bp NULL) or was packed whole by
+ * fm_bf16_pack (bp: its panels of NR columns ps words apart). Both give every element the
+ * same sums. */
+static int fm_gemm_blocked(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                           const float *b, int ldb, const uint32_t *bp, long ps, float *c, int ldc)
 {
     int pairs = (k + 1) / 2, jc, pc, ic, q, ir;
-    fm_bf16_space *space;
-    if (m == 1 && !trans_a && !trans_b && k > 0) {
-        fm_gemv(n, k, a, b, ldb, c);
-        return 1;
-    }
-    space = fm_space();
+    fm_bf16_space *space = fm_space();
     if (space == NULL)
         return 0;
     if (k == 0) {
@@ -304,14 +324,16 @@ int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const flo
         int nc = n - jc < NC ? n - jc : NC;
         for (pc = 0; pc < pairs; pc += KCP) {
             int kp = pairs - pc < KCP ? pairs - pc : KCP;
-            fm_pack_b(trans_b, b, ldb, k, pc, kp, jc, nc, space->b);
+            if (!bp)
+                fm_pack_b(trans_b, b, ldb, k, pc, kp, jc, nc, space->b);
             for (ic = 0; ic < m; ic += MC) {
                 int mc = m - ic < MC ? m - ic : MC;
                 long rows = (mc + MR - 1) / MR * MR;
                 fm_pack_a(trans_a, a, lda, k, pc, kp, ic, mc, space->a);
                 for (q = 0; q * NR < nc; q++) {
                     int nr = nc - q * NR < NR ? nc - q * NR : NR;
-                    const uint32_t *panel = space->b + (long)q * kp * NR;
+                    const uint32_t *panel = bp ? bp + (jc / NR + q) * ps + (long)pc * NR
+                                               : space->b + (long)q * kp * NR;
                     for (ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? mc - ir : MR;
                         const uint32_t *tile = trans_a ? space->a + ir : space->a + (long)ir * kp;
@@ -327,4 +349,60 @@ int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const flo
         }
     }
     return 1;
+}
+
+/* 0 when no packing space could be had (the caller falls back to its scalar loop). */
+int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                        const float *b, int ldb, float *c, int ldc)
+{
+    if (m <= 4 && !trans_a && !trans_b && k > 0) {
+        if (m == 3) {                       /* 2 rows, then 1 */
+            fm_few_rows_2(n, k, a, lda, b, ldb, c, ldc);
+            fm_few_rows_1(n, k, a + 2L * lda, lda, b, ldb, c + 2L * ldc, ldc);
+        } else
+            (m == 1 ? fm_few_rows_1 : m == 2 ? fm_few_rows_2 : fm_few_rows_4)(n, k, a, lda, b,
+                                                                             ldb, c, ldc);
+        return 1;
+    }
+    return fm_gemm_blocked(trans_a, trans_b, m, n, k, a, lda, b, ldb, NULL, 0, c, ldc);
+}
+
+int fm_gemm_bf16_packed_avx512(int trans_a, int m, int n, int k, const float *a, int lda,
+                               const uint32_t *bp, long ps, float *c, int ldc)
+{
+    return fm_gemm_blocked(trans_a, 0, m, n, k, a, lda, NULL, 0, bp, ps, c, ldc);
+}
+
+/* The word of pair p, column j of a packed operand whose panels are ps words apart. */
+static inline long fm_word(long ps, int p, int j)
+{
+    return (long)(j / NR) * ps + (long)p * NR + j % NR;
+}
+
+/* Pack pairs [p0, p1) x columns [j0, j1) (j0 a multiple of 16) of op(B) = b (k rows) or, with
+ * trans, b^T (b has k columns) into panels (bf16_gemm.h). */
+void fm_bf16_pack_avx512(int trans, int k, const float *b, int ldb, int p0, int p1, int j0,
+                         int j1, uint32_t *dst, long ps)
+{
+    int p, j, i;
+    if (!trans) {                           /* pairs of rows of b, read left to right */
+        for (p = p0; p < p1; p++) {
+            const float *r0 = b + 2L * p * ldb;
+            const float *r1 = 2 * p + 1 < k ? r0 + ldb : NULL;
+            for (j = j0; j < j1; j += 16)
+                _mm512_mask_storeu_epi32(dst + fm_word(ps, p, j), fm_mask(j1 - j),
+                                         fm_interleave(r0 + j, r1 ? r1 + j : NULL, j1 - j));
+        }
+        return;
+    }
+    for (j = j0; j < j1; j += 16)           /* rows of b hold pairs: 16 x 16 words transposed */
+        for (p = p0; p < p1; p += 16) {
+            __m512i r[16];
+            for (i = 0; i < 16; i++)
+                r[i] = j + i < j1 ? fm_pairs(b + (long)(j + i) * ldb + 2L * p, k - 2 * p)
+                                  : _mm512_setzero_si512();
+            fm_transpose16(r);
+            for (i = 0; i < 16 && p + i < p1; i++)
+                _mm512_mask_storeu_epi32(dst + fm_word(ps, p + i, j), fm_mask(j1 - j), r[i]);
+        }
 }
