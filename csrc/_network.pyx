@@ -63,7 +63,7 @@ from fusedmlp._codes cimport (H_SIZE, H_WEIGHT_DECAY, H_EPS, OK, BAD_INPUT, BAD_
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 from _dropout cimport dropout_on, dropout_forward, dropout_backward
 from _schedule cimport scheduled_rate
-from fusedmlp._codes cimport H_LR, S_STEP, S_SIZE
+from fusedmlp._codes cimport H_LR, H_CLIP_NORM, S_STEP, S_SIZE
 from _sparse cimport SparseRows, sparse_all_finite, sparse_matmul, sparse_weight_grad
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
@@ -317,20 +317,10 @@ cdef void backward(Net* net, const floating* X, Py_ssize_t m, bint gemm_only,
 include "_parallel.pxi"
 
 
-cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
-              const floating* targets, const floating* weights, double total_weight,
-              int opt_kind, double* hyper, floating* state_a, floating* state_b,
-              double* loss_out, const SparseRows* sp=NULL) noexcept nogil:
-    """One training step of m rows: X dense, or (X NULL) the sparse rows sp."""
-    cdef int L = net.n_layers
-    cdef Py_ssize_t i, n_classes = net.sizes[L]
-    cdef floating* acts = <floating*>net.acts
-    cdef floating* d = <floating*>net.delta_a
-    cdef floating* out_block = acts + net.a_off[L - 1] * net.max_batch
-    cdef double loss
-
-    if not (sparse_all_finite(sp, X, m) if sp != NULL else all_finite(X, m * net.sizes[0])):
-        return BAD_INPUT
+cdef inline int targets_status(const Net* net, Py_ssize_t m, const int64_t* labels,
+                               const floating* targets) noexcept nogil:
+    """step()'s checks of the labels or targets: OK or the status naming the problem."""
+    cdef Py_ssize_t i, n_classes = net.sizes[net.n_layers]
     if labels != NULL:
         for i in range(m):
             if labels[i] < 0 or labels[i] >= n_classes:
@@ -340,8 +330,22 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
     if ((net.loss == BINARY_CROSS_ENTROPY or net.loss == POISSON_DEVIANCE)
             and not targets_in_range(targets, m * n_classes, net.loss == BINARY_CROSS_ENTROPY)):
         return BAD_RANGE
+    return OK
 
+
+cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
+              const floating* targets, const floating* weights, double total_weight,
+              int opt_kind, double* hyper, floating* state_a, floating* state_b,
+              double* loss_out, const SparseRows* sp=NULL) noexcept nogil:
+    """One training step of m rows: X dense, or (X NULL) the sparse rows sp."""
+    cdef int L = net.n_layers
+    cdef Py_ssize_t n_classes = net.sizes[L]
+    cdef floating* acts = <floating*>net.acts
+    cdef floating* d = <floating*>net.delta_a
+    cdef floating* out_block = acts + net.a_off[L - 1] * net.max_batch
+    cdef double loss
     cdef fm_team team
+    cdef int status = OK
     # Sparse rows run as one part: the parallel passes (_parallel.pxi) take dense X.
     cdef int n_parts = 1 if sp != NULL else step_parts(net, m)
     fm_team_begin(&team, n_parts)
@@ -353,8 +357,17 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
         fm_team_run(&team, bf16_pack_part, net, n_parts)
         net.bf16_packed = True
     if n_parts > 1:
-        parallel_forward(net, &team, n_parts, X, m)
-    else:
+        # each part checks that the block of X it reads first is finite
+        if not parallel_forward(net, &team, n_parts, X, m):
+            status = BAD_INPUT
+    elif not (sparse_all_finite(sp, X, m) if sp != NULL else all_finite(X, m * net.sizes[0])):
+        status = BAD_INPUT
+    if status == OK:
+        status = targets_status(net, m, labels, targets)
+    if status != OK:
+        fm_team_end(&team)
+        return status
+    if n_parts == 1:
         forward(net, X, m, acts, net.max_batch, out_block, False, sp)
     if net.loss == SOFTMAX_CROSS_ENTROPY:
         loss = softmax_cross_entropy(out_block, labels, targets, weights, total_weight, d,
@@ -371,8 +384,7 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
         fm_team_end(&team)
         return BAD_LOSS
     if n_parts > 1:
-        parallel_backward(net, &team, n_parts, X, m, sizeof(floating))
-        parallel_update(net, &team, n_parts, opt_kind, hyper, state_a, state_b)
+        parallel_backward(net, &team, n_parts, X, m, opt_kind, hyper, state_a, state_b)
     else:
         backward(net, X, m, False, sp)
         optimizer_update(opt_kind, hyper, <floating*>net.params, <floating*>net.grads, state_a,

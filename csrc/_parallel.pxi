@@ -21,11 +21,14 @@
 # part p on the same thread every call (pool.h), so the blocks stay in that core's cache.
 #
 # How a step is split into n parts (n = the model's n_threads, or the "auto" choice below):
+#   check     X finite: each part of the first region checks the block of X it reads
 #   forward   when every layer splits by rows: part p runs every layer for its block of rows
 #             (no barrier between layers); otherwise one region per layer: an inner split
 #             (split_inner: partial sums over the owned rows of W_l, then a region adding
-#             them with bias and activation) when the batch is narrower than the layer's
-#             input, else by rows or columns of its output
+#             them with bias and activation -- of two parts, when the next layer is an
+#             inner split too, that sum runs in the next layer's region instead, each part
+#             on the columns of A_l it reads there) when the batch is narrower than the
+#             layer's input, else by rows or columns of its output
 #   loss      the caller alone (m x n_classes: small; its sum stays in one fixed order)
 #   backward  one parallel region per layer l, given dZ_l:
 #               db_l        columns of dZ_l, each summed in float64 over the rows in order
@@ -33,15 +36,18 @@
 #               dA_{l-1}    rows of the batch or columns of dA (= rows of W_l), as for
 #                           forward, then dZ_{l-1} = dA_{l-1} * f'(A_{l-1}) on the same
 #                           block (the next region's input)
-#   update    the owned rows of every W_l and columns of every b_l (after the caller
-#             counted the step and clipped the norm)
+#   update    the owned rows of every W_l and columns of every b_l (update_layer), fused
+#             into the backward: at the end of layer l's region when dA_{l-1} went by
+#             columns (the part read only its own rows of W_l), else in layer l-1's region;
+#             after the sums of a batch-split backward. With gradient clipping (its norm
+#             needs every gradient) in a region of its own after the backward.
 # Inference: as forward (whole network per block of rows, or one region per layer), chunk
 # rows at a time; softmax on the caller in the per-layer mode.
 # Every part writes a disjoint block and nothing is summed across parts, so the results are
 # the same whatever the number of parts -- bit for bit, as long as the BLAS computes each
 # output element the same way wherever it lies in a product (tests/test_threads.py states the
 # tolerance: OpenBLAS picks kernels by size). Blocks are whole multiples of ALIGN rows or
-# columns.
+# columns; the rows of W_0 whole cache lines of it (w_rows: no dA_0 columns to keep apart).
 
 cdef extern from "pool.h" nogil:
     ctypedef void (*fm_task)(void* ctx, int part, int n_parts) noexcept nogil
@@ -51,6 +57,7 @@ cdef extern from "pool.h" nogil:
     void fm_team_begin(fm_team* team, int n_parts)
     void fm_team_end(fm_team* team)
     void fm_team_run(fm_team* team, fm_task task, void* ctx, int n_parts)
+    void fm_flag(int* flag)
     int fm_n_workers
     int fm_trace
     long long fm_trace_log[1]
@@ -136,12 +143,35 @@ def pool_size():
     return fm_n_workers
 
 
+cdef inline void block_of(Py_ssize_t n, Py_ssize_t unit, int part, int n_parts,
+                          Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi) of part `part` when n items are split into n_parts runs of whole units."""
+    cdef Py_ssize_t blocks = (n + unit - 1) // unit
+    lo[0] = min(n, (blocks * part // n_parts) * unit)
+    hi[0] = min(n, (blocks * (part + 1) // n_parts) * unit)
+
+
 cdef inline void block(Py_ssize_t n, int part, int n_parts, Py_ssize_t* lo,
                        Py_ssize_t* hi) noexcept nogil:
     """[lo, hi) of part `part` when n items are split into n_parts runs of whole ALIGN blocks."""
-    cdef Py_ssize_t blocks = (n + ALIGN - 1) // ALIGN
-    lo[0] = min(n, (blocks * part // n_parts) * ALIGN)
-    hi[0] = min(n, (blocks * (part + 1) // n_parts) * ALIGN)
+    block_of(n, ALIGN, part, n_parts, lo, hi)
+
+
+cdef inline void w_rows(const Net* net, int l, int part, int n_parts, Py_ssize_t* lo,
+                        Py_ssize_t* hi) noexcept nogil:
+    """The rows of W_l part `part` owns (of dW_l and the optimiser state too; the columns of
+    layer l's input it reads in an inner split, and of dA_{l-1} it writes). Whole ALIGN
+    blocks, as every block; but the first layer has no dA_0 whose columns would share cache
+    lines, so there a unit is the fewest rows of W_0 that fill whole cache lines (one row of
+    256 float32: 784 inputs split 392 + 392 rather than 384 + 400)."""
+    cdef Py_ssize_t line = 64 // (8 if net.is_double else 4), n_out = net.sizes[l + 1]
+    cdef Py_ssize_t unit = line
+    if l > 0:
+        block(net.sizes[l], part, n_parts, lo, hi)
+        return
+    while unit > 1 and (unit // 2) * n_out % line == 0:
+        unit //= 2
+    block_of(net.sizes[0], unit, part, n_parts, lo, hi)
 
 
 cdef inline int n_parts_for(const Net* net, double work, int regions) noexcept nogil:
@@ -166,6 +196,8 @@ cdef struct Work:
     const void* inp            # layer_task: the layer's input (m x n_in) and output (m x n_out)
     void* out_block
     bint training              # layer_task: a training forward (dropout applies)
+    int* bad_input             # forward: set when a part finds NaN/inf in its block of X
+    int pending                # inner_task: layer - 1's partial sums to add first
     int reduced                # reduce_task: the partial sums to add
     void* d                    # backward: dZ of `layer`
     void* d_next               # backward: where dA/dZ of layer - 1 go
@@ -178,6 +210,35 @@ cdef struct Work:
     void* buffers
     Py_ssize_t chunk
     int output
+    int n_parts                # backward: the step's parts (its regions may use fewer)
+
+
+cdef void check_input(const Work* w, const void* X, bint columns, int part,
+                      int n_parts) noexcept nogil:
+    """step()'s finite check of X, split: part `part` checks the block of X it reads first
+    (its columns, for an inner-split first layer; else its rows) and sets w.bad_input if it
+    holds a NaN or an infinity. Nothing when w.bad_input is NULL."""
+    cdef Py_ssize_t n_in = w.net.sizes[0], lo, hi, i
+    cdef bint finite = True
+    if w.bad_input == NULL:
+        return
+    if columns:
+        w_rows(w.net, 0, part, n_parts, &lo, &hi)
+        for i in range(w.m):
+            if not finite:
+                break
+            if w.net.is_double:
+                finite = all_finite(<const double*>X + i * n_in + lo, hi - lo)
+            else:
+                finite = all_finite(<const float*>X + i * n_in + lo, hi - lo)
+    else:
+        block(w.m, part, n_parts, &lo, &hi)
+        if w.net.is_double:
+            finite = all_finite(<const double*>X + lo * n_in, (hi - lo) * n_in)
+        else:
+            finite = all_finite(<const float*>X + lo * n_in, (hi - lo) * n_in)
+    if not finite:
+        fm_flag(w.bad_input)
 
 
 cdef inline bint split_columns(Py_ssize_t m, Py_ssize_t n, int n_parts) noexcept nogil:
@@ -290,6 +351,7 @@ cdef void layer_part(const Net* net, int l, const floating* inp, floating* out, 
 cdef void layer_task(void* ctx, int part, int n_parts) noexcept nogil:
     cdef Work* w = <Work*>ctx
     cdef int saved = blas_enter()
+    check_input(w, w.inp, False, part, n_parts)
     if w.net.is_double:
         layer_part(w.net, w.layer, <const double*>w.inp, <double*>w.out_block, w.m, part,
                    n_parts, w.training)
@@ -299,10 +361,16 @@ cdef void layer_task(void* ctx, int part, int n_parts) noexcept nogil:
     blas_leave(saved)
 
 
-cdef inline floating* partial_sum(const Net* net, floating* out, int part) noexcept nogil:
-    """Where part `part` of an inner split puts its partial product (part 0: the output)."""
+cdef inline floating* partial_sum(const Net* net, floating* out, int l, int part,
+                                  int n_parts) noexcept nogil:
+    """Where part `part` of layer l's inner split puts its partial product (part 0: the
+    output; the others: the backward buffers, free during forward). Of two parts, layers
+    alternate between the two buffers, so that layer l's partial is written while layer
+    l - 1's is still read (the sum fused into the next region, parallel_layer)."""
     if part == 0:
         return out
+    if n_parts == 2:
+        return <floating*>(net.delta_a if l % 2 else net.delta_b)
     return <floating*>(net.delta_b if part == 1 else net.delta_a)
 
 
@@ -311,23 +379,23 @@ cdef void inner_part(const Net* net, int l, const floating* inp, floating* out, 
     """partial_part := inp[:, k] @ W_l[k, :] over the rows k of W_l that part owns."""
     cdef const floating* params = <const floating*>net.params
     cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi
-    block(n_in, part, n_parts, &lo, &hi)
+    w_rows(net, l, part, n_parts, &lo, &hi)
     if hi > lo:
         net_gemm(net, False, False, <int>m, <int>n_out, <int>(hi - lo), <floating>1,
                  inp + lo, <int>n_in, params + net.w_off[l] + lo * n_out, <int>n_out,
-                 <floating>0, partial_sum(net, out, part), <int>n_out)
+                 <floating>0, partial_sum(net, out, l, part, n_parts), <int>n_out)
 
 
 cdef void reduce_part(const Net* net, int l, floating* out, Py_ssize_t m, int part,
-                      int n_parts, int reduced) noexcept nogil:
-    """Rows (or columns, for few rows) of out := f_l(sum of the `reduced` partials + b_l),
-    the partials added in part order."""
+                      int n_parts, int reduced, bint columns) noexcept nogil:
+    """Rows (or columns: when asked, or for few rows) of out := f_l(sum of the `reduced`
+    partials + b_l), the partials added in part order."""
     cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], i, j, i_lo, i_hi
     cdef Py_ssize_t j_lo = 0, j_hi = n_out, k_lo, k_hi
     cdef const floating* b = <const floating*>net.params + net.b_off[l]
     cdef floating* other
     cdef int q
-    if (m + ALIGN - 1) // ALIGN >= n_parts:
+    if not columns and (m + ALIGN - 1) // ALIGN >= n_parts:
         block(m, part, n_parts, &i_lo, &i_hi)
     else:
         i_lo, i_hi = 0, m
@@ -335,10 +403,10 @@ cdef void reduce_part(const Net* net, int l, floating* out, Py_ssize_t m, int pa
     if i_hi <= i_lo or j_hi <= j_lo:
         return
     for q in range(1, reduced):
-        block(n_in, q, reduced, &k_lo, &k_hi)
+        w_rows(net, l, q, reduced, &k_lo, &k_hi)
         if k_hi <= k_lo:
             continue
-        other = partial_sum(net, out, q)
+        other = partial_sum(net, out, l, q, reduced)
         for i in range(i_lo, i_hi):
             for j in range(j_lo, j_hi):
                 out[i * n_out + j] += other[i * n_out + j]
@@ -351,8 +419,16 @@ cdef void reduce_part(const Net* net, int l, floating* out, Py_ssize_t m, int pa
 
 
 cdef void inner_task(void* ctx, int part, int n_parts) noexcept nogil:
+    """Part `part` of an inner split: first, with w.pending, the sum of layer l - 1's
+    partials on the columns of the input this part reads (its rows of W_l), then its
+    partial product."""
     cdef Work* w = <Work*>ctx
     cdef int saved = blas_enter()
+    check_input(w, w.inp, True, part, n_parts)
+    if w.pending and w.net.is_double:
+        reduce_part(w.net, w.layer - 1, <double*>w.inp, w.m, part, n_parts, w.pending, True)
+    elif w.pending:
+        reduce_part(w.net, w.layer - 1, <float*>w.inp, w.m, part, n_parts, w.pending, True)
     if w.net.is_double:
         inner_part(w.net, w.layer, <const double*>w.inp, <double*>w.out_block, w.m, part,
                    n_parts)
@@ -365,25 +441,52 @@ cdef void inner_task(void* ctx, int part, int n_parts) noexcept nogil:
 cdef void reduce_task(void* ctx, int part, int n_parts) noexcept nogil:
     cdef Work* w = <Work*>ctx
     if w.net.is_double:
-        reduce_part(w.net, w.layer, <double*>w.out_block, w.m, part, n_parts, w.reduced)
+        reduce_part(w.net, w.layer, <double*>w.out_block, w.m, part, n_parts, w.reduced,
+                    False)
     else:
-        reduce_part(w.net, w.layer, <float*>w.out_block, w.m, part, n_parts, w.reduced)
+        reduce_part(w.net, w.layer, <float*>w.out_block, w.m, part, n_parts, w.reduced,
+                    False)
+
+
+cdef inline bint inner_region(const Net* net, Py_ssize_t m, int l, int n_parts,
+                              bint training) noexcept nogil:
+    """Whether layer l's forward runs as an inner split (split_inner) in parallel_layer."""
+    return (training and n_parts > 1
+            and 2.0 * m * net.sizes[l] * net.sizes[l + 1] >= SMALL_REGION_FLOPS
+            and split_inner(net, m, l, n_parts))
 
 
 cdef void parallel_layer(Net* net, fm_team* team, int n_parts, int l, const void* inp,
-                         void* out, Py_ssize_t m, bint training) noexcept nogil:
-    """out := f_l(inp @ W_l + b_l) in one parallel region (two for an inner split)."""
+                         void* out, Py_ssize_t m, bint training, int* bad_input,
+                         int* pending) noexcept nogil:
+    """out := f_l(inp @ W_l + b_l) in one parallel region (two for an inner split); with
+    bad_input, its first region checks inp (check_input). With pending (or NULL), the
+    partial sums of layer l - 1 not yet added into inp (*pending of them; then layer l is
+    an inner split, which adds them in its region on the columns of inp each part reads),
+    and, on return, those of layer l left for layer l + 1: of two parts, an inner split
+    followed by another leaves its sum to the next one's region (no region of its own, and
+    each part's columns of A_l are summed on the core that reads them next)."""
     cdef Work w
     w.net = net
+    w.bad_input = bad_input
     w.training = training
     w.layer = l
     w.inp = inp
     w.out_block = out
     w.m = m
+    w.pending = pending[0] if pending != NULL else 0
+    if pending != NULL:
+        pending[0] = 0
     if 2.0 * m * net.sizes[l] * net.sizes[l + 1] < SMALL_REGION_FLOPS:
         n_parts = 1
-    if n_parts > 1 and training and split_inner(net, m, l, n_parts):
+    if inner_region(net, m, l, n_parts, training):
         fm_team_run(team, inner_task, &w, n_parts)
+        if (pending != NULL and n_parts == 2 and l + 1 < net.n_layers
+                and inner_region(net, m, l + 1, n_parts, training)):
+            pending[0] = n_parts
+            return
+        w.bad_input = NULL
+        w.pending = 0
         w.reduced = n_parts
         # the sum is m x n_out additions: small ones on the caller alone
         fm_team_run(team, reduce_task, &w,
@@ -417,6 +520,7 @@ cdef void forward_task(void* ctx, int part, int n_parts) noexcept nogil:
     cdef Work* w = <Work*>ctx
     cdef Py_ssize_t lo, hi
     cdef int saved = blas_enter()
+    check_input(w, w.X, False, part, n_parts)
     block(w.m, part, n_parts, &lo, &hi)
     if hi > lo:
         if w.net.is_double:
@@ -485,7 +589,7 @@ cdef void backward_owned(Net* net, const floating* a_prev, Py_ssize_t m, int l,
     for j in range(lo, hi):
         db[j] = <floating>acc[j - lo]
     # dW_l = A_{l-1}^T @ dZ_l: the rows of dW_l this part owns (as of W_l)
-    block(n_in, part, n_parts, &lo, &hi)
+    w_rows(net, l, part, n_parts, &lo, &hi)
     if hi > lo:
         net_gemm(net, True, False, <int>(hi - lo), <int>n_out, <int>m, <floating>1,
                  a_prev + lo, <int>n_in, d, <int>n_out, <floating>0,
@@ -499,7 +603,7 @@ cdef void dA_part(Net* net, const floating* a_prev, Py_ssize_t m, int l, const f
     cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi, i
     cdef floating* params = <floating*>net.params
     if l > 0 and split_columns(m, n_in, n_parts):
-        block(n_in, part, n_parts, &lo, &hi)
+        w_rows(net, l, part, n_parts, &lo, &hi)
         if hi > lo:
             net_gemm(net, False, True, <int>m, <int>(hi - lo), <int>n_out, <floating>1, d,
                      <int>n_out, params + net.w_off[l] + lo * n_out, <int>n_out, <floating>0,
@@ -520,15 +624,43 @@ cdef void dA_part(Net* net, const floating* a_prev, Py_ssize_t m, int l, const f
                 grad_rows(net, l - 1, d_next, lo, hi, acc)
 
 
+cdef inline int backward_region_parts(const Net* net, Py_ssize_t m, int l,
+                                      int n_parts) noexcept nogil:
+    """Parts of layer l's backward region (dW_l, db_l and, but for the first layer, dA):
+    small ones run on the caller alone."""
+    if (2.0 + 2 * (l > 0)) * m * net.sizes[l] * net.sizes[l + 1] < SMALL_REGION_FLOPS:
+        return 1
+    return n_parts
+
+
+cdef inline bint update_in_region(const Net* net, Py_ssize_t m, int l, int n_parts) noexcept nogil:
+    """Whether layer l's update may run at the end of its own backward region, after the
+    part's dW_l, db_l and dA block: when that part was the only one to read its rows of W_l
+    there (dA by columns, i.e. rows of W_l; or no dA: the first layer; or a single part).
+    Otherwise (dA by rows of the batch reads all of W_l) it runs in the next region, layer
+    l - 1's, which does not read W_l."""
+    cdef int parts = backward_region_parts(net, m, l, n_parts)
+    return l == 0 or parts == 1 or split_columns(m, net.sizes[l], parts)
+
+
 cdef void backward_task(void* ctx, int part, int n_parts) noexcept nogil:
+    """Part `part` of layer w.layer's backward region; with w.opt_kind (a fused update, see
+    parallel_backward) also the update of the layers whose weights this region was the
+    last to read (update_in_region)."""
     cdef Work* w = <Work*>ctx
+    cdef int l = w.layer
     cdef int saved = blas_enter()
+    if w.opt_kind != OPT_NONE and l + 1 < w.net.n_layers and not update_in_region(
+            w.net, w.m, l + 1, w.n_parts):
+        update_layer(w, l + 1, part, n_parts)
     if w.net.is_double:
-        backward_part(w.net, <const double*>w.X, w.m, w.layer, <const double*>w.d,
+        backward_part(w.net, <const double*>w.X, w.m, l, <const double*>w.d,
                       <double*>w.d_next, part, n_parts)
     else:
-        backward_part(w.net, <const float*>w.X, w.m, w.layer, <const float*>w.d,
+        backward_part(w.net, <const float*>w.X, w.m, l, <const float*>w.d,
                       <float*>w.d_next, part, n_parts)
+    if w.opt_kind != OPT_NONE and update_in_region(w.net, w.m, l, w.n_parts):
+        update_layer(w, l, part, n_parts)
     blas_leave(saved)
 
 
@@ -545,38 +677,48 @@ cdef void output_grad_task(void* ctx, int part, int n_parts) noexcept nogil:
         grad_rows(w.net, w.layer, <float*>w.d, lo, hi, w.net.part_scratch + part * w.net.max_width)
 
 
-cdef void update_task(void* ctx, int part, int n_parts) noexcept nogil:
-    cdef Work* w = <Work*>ctx
+cdef void update_layer(const Work* w, int l, int part, int n_parts) noexcept nogil:
+    """The update (after optimizer_prepare) of the rows of W_l this part owns (those of its
+    dW block and of its inner-split forward and column-split dA blocks), then of the bias
+    columns whose gradient it summed. Every update of a step goes through here, once per
+    layer and part, after the last read of W_l in the step (update_in_region): the place for
+    whatever must follow a layer's new weights."""
     cdef Net* net = w.net
-    cdef Py_ssize_t lo, hi, n_out
-    cdef int l, bias
-    # per layer, the rows of W_l this part owns (those of its dW block and of its inner-split
-    # forward and column-split dA blocks), then the bias columns whose gradient it summed
-    for l in range(net.n_layers):
-        n_out = net.sizes[l + 1]
-        for bias in range(2):
-            if bias:
-                block(n_out, part, n_parts, &lo, &hi)
-                lo += net.b_off[l]
-                hi += net.b_off[l]
-            else:
-                block(net.sizes[l], part, n_parts, &lo, &hi)
-                lo = net.w_off[l] + lo * n_out
-                hi = net.w_off[l] + hi * n_out
-            if net.is_double:
-                optimizer_apply(w.opt_kind, w.hyper, w.scale, <double*>net.params,
-                                <const double*>net.grads, <double*>w.state_a,
-                                <double*>w.state_b, lo, hi, net.n_weights)
-            else:
-                optimizer_apply(w.opt_kind, w.hyper, w.scale, <float*>net.params,
-                                <const float*>net.grads, <float*>w.state_a,
-                                <float*>w.state_b, lo, hi, net.n_weights)
+    cdef Py_ssize_t lo, hi, n_out = net.sizes[l + 1]
+    cdef int bias
+    for bias in range(2):
+        if bias:
+            block(n_out, part, n_parts, &lo, &hi)
+            lo += net.b_off[l]
+            hi += net.b_off[l]
+        else:
+            w_rows(net, l, part, n_parts, &lo, &hi)
+            lo = net.w_off[l] + lo * n_out
+            hi = net.w_off[l] + hi * n_out
+        if net.is_double:
+            optimizer_apply(w.opt_kind, w.hyper, w.scale, <double*>net.params,
+                            <const double*>net.grads, <double*>w.state_a,
+                            <double*>w.state_b, lo, hi, net.n_weights)
+        else:
+            optimizer_apply(w.opt_kind, w.hyper, w.scale, <float*>net.params,
+                            <const float*>net.grads, <float*>w.state_a,
+                            <float*>w.state_b, lo, hi, net.n_weights)
 
 
-cdef void parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
-                           Py_ssize_t m) noexcept nogil:
-    cdef Work w
+cdef void update_task(void* ctx, int part, int n_parts) noexcept nogil:
+    """The update in a region of its own: every layer's owned blocks."""
+    cdef Work* w = <Work*>ctx
     cdef int l
+    for l in range(w.net.n_layers):
+        update_layer(w, l, part, n_parts)
+
+
+cdef bint parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
+                           Py_ssize_t m) noexcept nogil:
+    """The training forward of m rows in n_parts parts; False if X holds a NaN or an
+    infinity (checked by the parts of the first region, each on the block it reads)."""
+    cdef Work w
+    cdef int l, bad_input = 0, pending = 0
     cdef size_t itemsize = 8 if net.is_double else 4
     cdef char* acts = <char*>net.acts
     cdef const char* inp = <const char*>X
@@ -584,34 +726,56 @@ cdef void parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
         w.net = net
         w.X = X
         w.m = m
+        w.bad_input = &bad_input
         fm_team_run(team, forward_task, &w,
                     1 if 2.0 * m * net.n_weights < SMALL_REGION_FLOPS else n_parts)
-        return
+        return not bad_input
     for l in range(net.n_layers):
         parallel_layer(net, team, n_parts, l, inp,
-                       acts + net.a_off[l] * net.max_batch * itemsize, m, True)
+                       acts + net.a_off[l] * net.max_batch * itemsize, m, True,
+                       &bad_input if l == 0 else NULL, &pending)
         inp = acts + net.a_off[l] * net.max_batch * itemsize
+    return not bad_input
 
 
 cdef void parallel_backward(Net* net, fm_team* team, int n_parts, const void* X,
-                            Py_ssize_t m, size_t itemsize) noexcept nogil:
-    """Backward from dZ of the last layer in delta_a; fills the gradient buffer."""
+                            Py_ssize_t m, int opt_kind, double* hyper, void* state_a,
+                            void* state_b) noexcept nogil:
+    """Backward from dZ of the last layer in delta_a, filling the gradient buffer, and the
+    update (opt_kind; OPT_NONE: none). Without gradient clipping the update is fused into
+    the backward: each part updates its blocks of a layer at the end of the last region
+    that reads that layer's weights (update_in_region), or, when the batch-split gradients
+    are summed, right after its sums; no region of its own. With clipping (its norm needs
+    every gradient) the update runs in a region after the backward."""
     cdef Work w
     cdef int l
     cdef void* tmp
+    cdef bint batch_split = False
+    cdef bint fused = opt_kind != OPT_NONE and not hyper[H_CLIP_NORM] > 0
+    for l in range(net.n_layers):
+        batch_split = batch_split or split_batch(net, m, l, n_parts)
     w.net = net
     w.X = X
     w.m = m
+    w.n_parts = n_parts
     w.d = net.delta_a
     w.d_next = net.delta_b
+    w.hyper = hyper
+    w.state_a = state_a
+    w.state_b = state_b
+    w.opt_kind = opt_kind if fused and not batch_split else OPT_NONE
+    if fused:
+        # counts the step; the scale is 1 without clipping
+        if net.is_double:
+            w.scale = optimizer_prepare(opt_kind, hyper, <const double*>net.grads, 0)
+        else:
+            w.scale = optimizer_prepare(opt_kind, hyper, <const float*>net.grads, 0)
     if net.activations[net.n_layers - 1] != ACT_IDENTITY:
         w.layer = net.n_layers - 1
         fm_team_run(team, output_grad_task, &w, n_parts)
     for l in range(net.n_layers - 1, -1, -1):
         w.layer = l
-        fm_team_run(team, backward_task, &w,
-                    1 if (2.0 + 2 * (l > 0)) * m * net.sizes[l] * net.sizes[l + 1]
-                    < SMALL_REGION_FLOPS else n_parts)
+        fm_team_run(team, backward_task, &w, backward_region_parts(net, m, l, n_parts))
         if l > 0 and dropout_on(net.dropout, l - 1):
             # dZ_{l-1} in a region of its own: undoing the dropout restores A_{l-1}, which
             # the region above read whole (dW_l), so it may start only when that one ended
@@ -622,10 +786,11 @@ cdef void parallel_backward(Net* net, fm_team* team, int n_parts, const void* X,
         tmp = w.d
         w.d = w.d_next
         w.d_next = tmp
-    for l in range(net.n_layers):
-        if split_batch(net, m, l, n_parts):
-            fm_team_run(team, gradient_sum_task, &w, n_parts)
-            break
+    if batch_split:
+        w.opt_kind = opt_kind if fused else OPT_NONE
+        fm_team_run(team, gradient_sum_task, &w, n_parts)
+    if not fused:
+        parallel_update(net, team, n_parts, opt_kind, hyper, state_a, state_b)
 
 
 cdef void gradient_sum_part(Net* net, floating* grads, const floating* partials, Py_ssize_t m,
@@ -645,7 +810,7 @@ cdef void gradient_sum_part(Net* net, floating* grads, const floating* partials,
                 lo += net.b_off[l]
                 hi += net.b_off[l]
             else:
-                block(net.sizes[l], part, n_parts, &lo, &hi)
+                w_rows(net, l, part, n_parts, &lo, &hi)
                 lo = net.w_off[l] + lo * n_out
                 hi = net.w_off[l] + hi * n_out
             for q in range(1, n_parts):
@@ -655,13 +820,19 @@ cdef void gradient_sum_part(Net* net, floating* grads, const floating* partials,
 
 
 cdef void gradient_sum_task(void* ctx, int part, int n_parts) noexcept nogil:
+    """The sums of the batch-split gradients; with w.opt_kind, then the fused update of every
+    layer's blocks this part owns (they are complete now)."""
     cdef Work* w = <Work*>ctx
+    cdef int l
     if w.net.is_double:
         gradient_sum_part(w.net, <double*>w.net.grads, <const double*>w.net.partials, w.m,
                           part, n_parts)
     else:
         gradient_sum_part(w.net, <float*>w.net.grads, <const float*>w.net.partials, w.m,
                           part, n_parts)
+    if w.opt_kind != OPT_NONE:
+        for l in range(w.net.n_layers):
+            update_layer(w, l, part, n_parts)
 
 
 cdef void gather_task(void* ctx, int part, int n_parts) noexcept nogil:
@@ -674,7 +845,7 @@ cdef void gather_task(void* ctx, int part, int n_parts) noexcept nogil:
     cdef size_t size = 8 if net.is_double else 4
     cdef const int64_t* rows = <const int64_t*>w.inp
     if split_inner(net, w.m, 0, n_parts):
-        block(n_in, part, n_parts, &lo, &hi)
+        w_rows(net, 0, part, n_parts, &lo, &hi)
         for i in range(w.m):
             memcpy(<char*>w.out_block + (i * n_in + lo) * size,
                    <const char*>w.X + (rows[i] * n_in + lo) * size, (hi - lo) * size)
@@ -794,7 +965,7 @@ cdef void parallel_infer(const Net* net, const floating* X, Py_ssize_t m, floati
             for l in range(net.n_layers):
                 dest = (out + start * n_out if l == net.n_layers - 1
                         else buffers + (l % 2) * chunk * net.max_width)
-                parallel_layer(<Net*>net, &team, n_parts, l, inp, dest, rows, False)
+                parallel_layer(<Net*>net, &team, n_parts, l, inp, dest, rows, False, NULL, NULL)
                 inp = dest
             start += rows
         output_activation(net, out, m, output)

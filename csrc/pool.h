@@ -105,6 +105,9 @@ static int fm_thread_start(fm_thread *t, fm_thread_ret (*fn)(void *), void *arg)
 #define FM_ATOMIC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define FM_ATOMIC_ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_ACQ_REL)
 
+/* Set *flag to 1 from any part (parts report what they found, e.g. a NaN, this way). */
+static void fm_flag(int *flag) { __atomic_store_n(flag, 1, __ATOMIC_RELAXED); }
+
 #define FM_MAX_WORKERS 256
 #define FM_SPIN_NS 100000LL       /* a worker spins this long after its last part, then sleeps */
 

@@ -127,6 +127,64 @@ def test_large_batches_split_by_batch_rows_agree_across_threads(dtype):
             assert_close(got, expected, dtype)
 
 
+# (sizes, batch) at 2 parts: dA by rows (each layer's update runs in the next region), dA by
+# columns (in its own region) beside a region small enough for the caller, a batch-split
+# backward (the update after the sums), an inner-split forward, and two inner splits in a
+# row (the first one's sum in the second one's region)
+FUSED_CASES = [((40, 48, 36, 6), 64), ((100, 128, 96, 6), 16), ((20, 32, 24, 6), 512),
+               ((300, 64, 10), 32), ((200, 160, 128, 10), 16)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inner_splits_in_a_row_agree_across_threads(dtype):
+    X, y = data(n=16, n_in=200, n_out=10, dtype=dtype)
+    results = []
+    for n in THREADS:
+        model = fusedmlp.MLP([200, 160, 128, 10], dtype=dtype, seed=0, n_threads=n)
+        # SGD: Adam would magnify the rounding of near-zero gradients (as at one thread)
+        losses = [model.train_step(X, y, fusedmlp.SGD(0.05)) for _ in range(3)]
+        results.append((losses, model._params.copy(), model.forward(X)))
+    for losses, params, scores in results[1:]:
+        assert_close(losses, results[0][0], dtype)
+        assert_close(params, results[0][1], dtype)
+        assert_close(scores, results[0][2], dtype)
+
+
+@pytest.mark.parametrize("sizes, batch", FUSED_CASES)
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_update_fused_into_the_backward_gives_the_bits_of_its_own_region(sizes, batch,
+                                                                          n_threads):
+    # without clipping each part updates its blocks inside the backward; with a clipping
+    # norm never reached (scale 1), in a region after it: the same arithmetic, the same bits
+    X, y = data(n=batch, n_in=sizes[0], n_out=sizes[-1], dtype=np.float32)
+    params = []
+    for clip in (0.0, 1e30):
+        model = fusedmlp.MLP(list(sizes), seed=0, n_threads=n_threads)
+        optimizer = fusedmlp.Adam(0.01)
+        optimizer.clip_norm = clip
+        losses = [model.train_step(X, y, optimizer) for _ in range(3)]
+        params.append((losses, model._params.copy()))
+    assert params[0][0] == params[1][0]
+    np.testing.assert_array_equal(params[0][1], params[1][1])
+
+
+@pytest.mark.parametrize("sizes, batch", FUSED_CASES)
+def test_split_step_refuses_nan_in_any_part_of_x(sizes, batch):
+    # the parts check the blocks of X they read (rows, or columns of an inner split)
+    X, y = data(n=batch, n_in=sizes[0], n_out=sizes[-1], dtype=np.float32)
+    model = fusedmlp.MLP(list(sizes), seed=0, n_threads=2)
+    before = model._params.copy()
+    for i, j in [(0, 0), (batch - 1, sizes[0] - 1), (batch // 2, sizes[0] // 2)]:
+        bad = X.copy()
+        bad[i, j] = np.nan if i else np.inf
+        with pytest.raises(ValueError, match="X contains NaN or infinity"):
+            model.train_step(bad, y, fusedmlp.Adam(0.01))
+        with pytest.raises(ValueError, match="X contains NaN or infinity"):
+            model.train_step(bad, np.full_like(y, 99), fusedmlp.Adam(0.01))
+    np.testing.assert_array_equal(model._params, before)
+    model.train_step(X, y, fusedmlp.Adam(0.01))
+
+
 def test_auto_depends_on_the_shapes_alone():
     # no load average or timing: the same shapes always give the same count
     with threadpool_limits({"fusedmlp": 2}):
