@@ -9,6 +9,7 @@ inference chunk); beyond that a split by rows runs each part's rows in shorter p
 Python's, which the BLAS may round differently.
 """
 
+import os
 import threading
 
 import numpy as np
@@ -28,8 +29,6 @@ SIZES = [(40, 48, 6), (40, 160, 10)]
 
 @pytest.fixture(scope="module")
 def c_client(tmp_path_factory):
-    import os
-
     _need_compiler()
     return _build_and_import("c_client", os.path.join(HERE, "embedding", "c_client.c"),
                              tmp_path_factory.mktemp("c_client_threads"))

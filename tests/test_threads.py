@@ -356,3 +356,23 @@ def test_threads_bench_table_runs():
     assert peaks[1] > 0 and peaks[2] > 0
     text = bench_threads.table(results)
     assert "| 8-8-2 | 4 |" in text and "2 vs 1" in text
+
+
+def test_threads_bench_verdict_names_every_cell_behind():
+    from fusedmlp.cli import bench_threads
+    times = {"step 1": 1.0, "step 2": 0.6, "torch 1": 5.0, "jax 1": 1.2, "torch 2": 4.0,
+             "jax 2": 0.5}
+    line = bench_threads.verdict([{"sizes": (8, 4, 2), "batch": 16, "times": times}])
+    assert "every cell at 1 and 2 threads: NO" in line and "8-4-2 b16 against jax 2 (0.83×)" in line
+    assert "jax 1 thread 1.20×" in line and "against torch" not in line
+    del times["jax 2"]
+    line = bench_threads.verdict([{"sizes": (8, 4, 2), "batch": 16, "times": times}])
+    assert ": yes" in line and "not measured: jax 2" in line
+
+
+def test_threads_bench_reports_a_peer_that_cannot_start():
+    from fusedmlp.cli import bench_threads
+    skipped = {}
+    assert bench_threads.start_peers(["no-such-peer"], [((8, 4, 2), 4)], skipped) == {}
+    assert set(skipped) == {"no-such-peer 1", "no-such-peer 2"}
+    assert "KeyError" in skipped["no-such-peer 1"]
