@@ -365,6 +365,7 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
     if status == OK:
         status = targets_status(net, m, labels, targets)
     if status != OK:
+        net.bf16_packed = False
         fm_team_end(&team)
         return status
     if n_parts == 1:

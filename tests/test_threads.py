@@ -376,3 +376,19 @@ def test_threads_bench_reports_a_peer_that_cannot_start():
     assert bench_threads.start_peers(["no-such-peer"], [((8, 4, 2), 4)], skipped) == {}
     assert set(skipped) == {"no-such-peer 1", "no-such-peer 2"}
     assert "KeyError" in skipped["no-such-peer 1"]
+
+
+@pytest.mark.skipif(bool(fusedmlp._kernels.bf16_why_not()), reason="no bf16 product here")
+def test_refused_split_bf16_step_leaves_no_stale_packed_weights():
+    # a split bf16 step packs the weights first; a step refused for its X must drop them, or
+    # inference after the user's own write to W would read the old ones
+    X, y = data(n=32, n_in=300, n_out=10, dtype=np.float32)
+    model = fusedmlp.MLP([300, 64, 10], seed=0, n_threads=2, compute_dtype="bfloat16")
+    bad = X.copy()
+    bad[-1, -1] = np.nan
+    with pytest.raises(ValueError, match="X contains NaN or infinity"):
+        model.train_step(bad, y, fusedmlp.Adam(0.01))
+    model.layers[0].W[...] *= 0.5
+    fresh = fusedmlp.MLP([300, 64, 10], seed=0, n_threads=2, compute_dtype="bfloat16")
+    fresh.set_params_vector(model.get_params_vector())
+    np.testing.assert_array_equal(model.forward(X), fresh.forward(X))
