@@ -24,7 +24,7 @@
 # C^T = op(B)^T @ op(A)^T -- the operands swap places, nothing is copied.
 
 from cython cimport floating
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint16_t, uint32_t
 from scipy.linalg cimport cython_blas
 
 cdef extern from *:
@@ -131,13 +131,19 @@ cdef extern from "bf16_gemm.h" nogil:
                       uint32_t* dst, long ps)
     void fm_bf16_gemm_packed(int trans_a, int m, int n, int k, const float* a, int lda,
                              const uint32_t* bp, long ps, float* c, int ldc)
+    const char* fm_bf16_amx_why_not()
+    void fm_bf16_use_mkl(void* gemm, void* set_threads_local)
+    int fm_bf16_mkl()
+    void fm_bf16_convert(long n, const float* src, uint16_t* dst)
+    void fm_bf16_gemm_b16(int trans_a, int trans_b, int m, int n, int k, const float* a,
+                          int lda, const uint16_t* b16, int ldb, float* c, int ldc)
 
 
 cdef inline void gemm_bf16(bint trans_a, bint trans_b, int m, int n, int k, const float* a,
                            int lda, const float* b, int ldb, float* c, int ldc) noexcept nogil:
     """Row-major C[m, n] := bf16(op(A))[m, k] @ bf16(op(B))[k, n], summed in float32: the
-    product of compute_dtype="bfloat16" models (csrc/bf16_gemm.h; not a BLAS call: no BLAS
-    backend here has a bf16 product that beats it, docs/bf16.md)."""
+    product of compute_dtype="bfloat16" models (csrc/bf16_gemm.h): fusedmlp's kernel, or
+    MKL's cblas_gemm_bf16bf16f32 where _bf16_backend chose it (load_blas)."""
     fm_bf16_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
 
 
@@ -252,6 +258,43 @@ cdef inline dict _open_library(str name):
     return {"name": name, "version": version, "path": path}
 
 
+cdef inline dict _bf16_backend():
+    """Choose the product of compute_dtype="bfloat16" for the calling module: MKL's
+    cblas_gemm_bf16bf16f32 (the mkl package's mkl_rt, by absolute path) on CPUs with AMX,
+    where it uses the tiles; fusedmlp's AVX512-BF16 kernel elsewhere (on AVX512-BF16 CPUs
+    without AMX it measured about 2x MKL's speed, docs/bf16.md). FUSEDMLP_BF16_GEMM=own|mkl
+    forces one (mkl unavailable: ImportError naming why). Returns {name, why[, path]}."""
+    import os
+    cdef void* lib
+    cdef void* product
+    cdef void* threads
+    forced = os.environ.get("FUSEDMLP_BF16_GEMM", "").strip().lower()
+    fm_bf16_use_mkl(NULL, NULL)
+    if forced and forced not in ("own", "mkl"):
+        raise ImportError(f"FUSEDMLP_BF16_GEMM must be own or mkl, got {forced!r}")
+    amx = fm_bf16_amx_why_not().decode()
+    if forced == "own":
+        return {"name": "own", "why": "FUSEDMLP_BF16_GEMM=own"}
+    if not forced and amx:
+        return {"name": "own", "why": f"MKL's bf16 product is the default only with AMX: {amx}"}
+    try:
+        path = _library_file("mkl")
+        lib = fm_dlopen(path.encode())
+        if lib == NULL:
+            raise ImportError(f"cannot load {path}: {fm_dlerror().decode(errors='replace')}")
+        product = fm_dlsym(lib, b"cblas_gemm_bf16bf16f32")
+        threads = fm_dlsym(lib, b"MKL_Set_Num_Threads_Local")
+        if product == NULL or threads == NULL:
+            raise ImportError(f"{path} lacks cblas_gemm_bf16bf16f32 or MKL_Set_Num_Threads_Local")
+    except ImportError as exc:
+        if forced:
+            raise ImportError(f"FUSEDMLP_BF16_GEMM=mkl: {exc}") from None
+        return {"name": "own", "why": f"the CPU has AMX but MKL's bf16 product is unavailable: {exc}"}
+    fm_bf16_use_mkl(product, threads)
+    return {"name": "mkl", "path": path,
+            "why": "FUSEDMLP_BF16_GEMM=mkl" if forced else "the CPU has AMX-BF16 (MKL uses its tiles)"}
+
+
 cdef inline dict load_blas(str forced=None):
     """Resolve gemm's backend for the calling module (call once, at its import); returns
     {name, version, path, tried, ...} (tried: why earlier default candidates were skipped).
@@ -288,6 +331,7 @@ cdef inline dict load_blas(str forced=None):
                 raise ImportError(f"FUSEDMLP_BLAS={forced}: {exc}") from None
             tried[name] = str(exc)
     info["tried"] = tried
+    info["bf16_backend"] = _bf16_backend()
     info["bf16_gemm"] = fm_gemm_bf16 != NULL
     info["cpu_bf16"] = bool(fm_cpu_has_bf16())
     return info

@@ -42,13 +42,14 @@
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS,
                              PyBUF_WRITABLE, PyBUF_FORMAT)
 from cython cimport floating
-from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 from libc.math cimport isfinite
 
 from _blas cimport (gemm, inference_gemm, fm_small_gemm_cpu, gemm_bf16, fm_bf16_pack,
-                   fm_bf16_gemm_packed, blas_enter, blas_leave, load_blas)
+                   fm_bf16_gemm_packed, fm_bf16_mkl, fm_bf16_convert, fm_bf16_gemm_b16,
+                   blas_enter, blas_leave, load_blas)
 from _activations cimport bias_activation, activation_grad, select_isa
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error, binary_cross_entropy, poisson_deviance,
@@ -185,7 +186,8 @@ cdef inline void net_gemm(const Net* net, bint trans_a, bint trans_b, int m, int
     step's packed weights are current (bf16_packed), a B that is a block of some W_l (X @ W_l
     from an even row and a column that starts a panel) or of W_l^T (dZ @ W_l^T, from a row
     of W_l that starts a panel) is read from them instead: the same bits, without converting
-    W_l again for every product and every part."""
+    W_l again for every product and every part. With MKL's product (_blas._bf16_backend) the
+    step holds W_l in bf16 as it is laid out, and any block of it or of W_l^T is read there."""
     cdef Py_ssize_t off, row, col, n_in, n_out
     cdef int l
     if floating is float:
@@ -197,6 +199,11 @@ cdef inline void net_gemm(const Net* net, bint trans_a, bint trans_b, int m, int
                     off = b - <const float*>net.params - net.w_off[l]
                     if off < 0 or off >= n_in * n_out or ldb != n_out:
                         continue
+                    if fm_bf16_mkl():
+                        fm_bf16_gemm_b16(False, trans_b, m, n, k, a, lda,
+                                         <const uint16_t*>net.bf16_w + net.w_off[l] + off, ldb,
+                                         c, ldc)
+                        return
                     row = off // n_out
                     col = off % n_out
                     if not trans_b and row % 2 == 0 and col % 32 == 0:
@@ -217,7 +224,8 @@ cdef inline void net_gemm(const Net* net, bint trans_a, bint trans_b, int m, int
 
 
 cdef void bf16_pack_part(void* ctx, int part, int n_parts) noexcept nogil:
-    """Part `part` of packing every W_l (pairs of its rows) and W_l^T (its rows) into bf16_w."""
+    """Part `part` of packing every W_l (pairs of its rows) and W_l^T (its rows) into bf16_w;
+    for MKL's product, of converting the rows of every W_l (bf16 in W_l's own layout)."""
     cdef Net* net = <Net*>ctx
     cdef const float* w
     cdef Py_ssize_t n_in, n_out, lo, hi
@@ -226,6 +234,12 @@ cdef void bf16_pack_part(void* ctx, int part, int n_parts) noexcept nogil:
         n_in = net.sizes[l]
         n_out = net.sizes[l + 1]
         w = <const float*>net.params + net.w_off[l]
+        if fm_bf16_mkl():
+            block(n_in, part, n_parts, &lo, &hi)
+            if hi > lo:
+                fm_bf16_convert((hi - lo) * n_out, w + lo * n_out,
+                                <uint16_t*>net.bf16_w + net.w_off[l] + lo * n_out)
+            continue
         block((n_in + 1) // 2, part, n_parts, &lo, &hi)
         if hi > lo:
             fm_bf16_pack(False, <int>n_in, w, <int>n_out, <int>lo, <int>hi, 0, <int>n_out,
@@ -349,12 +363,15 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
     # Sparse rows run as one part: the parallel passes (_parallel.pxi) take dense X.
     cdef int n_parts = 1 if sp != NULL else step_parts(net, m)
     fm_team_begin(&team, n_parts)
-    if net.bf16 and net.bf16_w != NULL and n_parts > 1:
+    if net.bf16 and net.bf16_w != NULL and (n_parts > 1 or fm_bf16_mkl()):
         # the weights as they are now (the last update, or whatever the caller wrote since),
-        # converted once for all the products and parts of this step. Not for one part: its
-        # products convert each B block just before use, while it is in cache, and measured
-        # 1-4 % faster than a separate packing pass (docs/bf16.md)
-        fm_team_run(&team, bf16_pack_part, net, n_parts)
+        # converted once for all the products and parts of this step. Not for one part of
+        # fusedmlp's kernel: its products convert each B block just before use, while it is
+        # in cache, and measured 1-4 % faster than a separate packing pass (docs/bf16.md)
+        if n_parts > 1:
+            fm_team_run(&team, bf16_pack_part, net, n_parts)
+        else:
+            bf16_pack_part(net, 0, 1)
         net.bf16_packed = True
     if n_parts > 1:
         # each part checks that the block of X it reads first is finite

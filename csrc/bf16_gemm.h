@@ -52,6 +52,25 @@ void fm_bf16_pack(int trans, int k, const float *b, int ldb, int p0, int p1, int
 void fm_bf16_gemm_packed(int trans_a, int m, int n, int k, const float *a, int lda,
                          const uint32_t *bp, long ps, float *c, int ldc);
 
+/* Why AMX-BF16 is not usable ("" when CPUID has AMX-BF16 and AMX-TILE and XCR0 enables the
+ * tile state): MKL's bf16 product is chosen by default only where it is "". */
+const char *fm_bf16_amx_why_not(void);
+
+/* Route fm_bf16_gemm (and fm_bf16_gemm_b16) to MKL's cblas_gemm_bf16bf16f32 (gemm; its
+ * MKL_Set_Num_Threads_Local, set to 1 around each call), or back to the kernel (NULL, NULL).
+ * MKL's products convert the float32 operands to bf16 (the same rounding) into per-thread
+ * space; their sums are MKL's, in its order. fm_bf16_mkl() says which is in use. */
+void fm_bf16_use_mkl(void *gemm, void *set_threads_local);
+int fm_bf16_mkl(void);
+
+/* dst[i] := the bf16 bits of src[i] (round to nearest even, subnormals to zero), i < n. */
+void fm_bf16_convert(long n, const float *src, uint16_t *dst);
+
+/* C := bf16(op(A)) @ op(B16) for B16 already in bf16 (bits, row-major, leading dimension
+ * ldb): MKL's product of a weight matrix converted once per step. */
+void fm_bf16_gemm_b16(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                      const uint16_t *b16, int ldb, float *c, int ldc);
+
 #ifdef __cplusplus
 }
 #endif

@@ -137,6 +137,10 @@ def test_show_config_reports_bf16():
     info = fusedmlp.show_config(as_dict=True)["bfloat16"]
     assert info["available"] is (not WHY_NOT)
     assert info["why"] == (WHY_NOT or info["why"])
+    if info["available"]:               # which product, and why (AMX decides the default)
+        assert info["backend"] in ("own", "mkl") and info["backend_why"]
+        if not os.environ.get("FUSEDMLP_BF16_GEMM") and info["backend"] == "own":
+            assert "only with AMX" in info["backend_why"] or "unavailable" in info["backend_why"]
 
 
 @needs_bf16
@@ -393,3 +397,92 @@ def test_copies_and_files_compute_the_same_bits(tmp_path):
     for copy in copies:
         copy.train_step(X, y, fusedmlp.Adam(1e-3))
         np.testing.assert_array_equal(copy.get_params_vector(), model.get_params_vector())
+
+
+# ------------------------------------------------------- MKL's product (FUSEDMLP_BF16_GEMM)
+def _mkl_installed():
+    import importlib.metadata
+    try:
+        importlib.metadata.distribution("mkl")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+MKL_RUN = """
+import json, sys, numpy as np, fusedmlp
+from fusedmlp import _kernels
+inputs = np.load(sys.argv[1])
+out = {}
+for name in inputs.files:
+    if name.startswith("A"):
+        case = name[1:]
+        trans_a, trans_b = (bool(int(t)) for t in case.split("_")[-2:])
+        A, B = inputs[name], inputs["B" + case]
+        out["C" + case] = np.full((A.shape[trans_a], B.shape[1 - trans_b]), np.nan, np.float32)
+        _kernels.matmul_bf16(A, B, out["C" + case], trans_a, trans_b)
+for run, n_threads in enumerate((1, 1, 2)):
+    model = fusedmlp.MLP([64, 96, 64, 10], seed=1, n_threads=n_threads, compute_dtype="bfloat16")
+    model.fit(inputs["X"], inputs["y"], epochs=2, batch_size=256,
+              optimizer=fusedmlp.Adam(1e-3), shuffle=False)
+    out[f"run{run}"] = model.predict_proba(inputs["X"])
+np.savez(sys.argv[2], **out)
+print(json.dumps(fusedmlp.show_config(as_dict=True)["bfloat16"]))
+"""
+
+
+def _bf16_subprocess(backend, code, *args):
+    import subprocess
+    import sys
+    env = dict(os.environ, FUSEDMLP_BF16_GEMM=backend)
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@needs_bf16
+@pytest.mark.skipif(not _mkl_installed(), reason="the mkl package is not installed")
+def test_mkl_product_forced_matches_the_rounded_reference_and_the_own_kernel(tmp_path):
+    X, y = _digits(512)
+    inputs = {"X": X, "y": y}
+    for m, n, k in SHAPES:
+        for trans_a in (0, 1):
+            for trans_b in (0, 1):
+                rng = np.random.default_rng(m * 1000 + n + k)
+                case = f"{m}_{n}_{k}_{trans_a}_{trans_b}"
+                inputs["A" + case] = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+                inputs["B" + case] = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", **inputs)
+    done = _bf16_subprocess("mkl", MKL_RUN, tmp_path / "in.npz", tmp_path / "out.npz")
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout.splitlines()[-1])
+    assert config["backend"] == "mkl" and "FUSEDMLP_BF16_GEMM=mkl" in config["backend_why"]
+    assert config["kernel"] == "MKL's cblas_gemm_bf16bf16f32"
+    out = np.load(tmp_path / "out.npz")
+    for name in inputs:
+        if name.startswith("A"):
+            case = name[1:]
+            k = int(case.split("_")[2])
+            trans_a, trans_b = (bool(int(t)) for t in case.split("_")[-2:])
+            op_a = bf16_round(inputs[name]).astype(np.float64)
+            op_b = bf16_round(inputs["B" + case]).astype(np.float64)
+            op_a, op_b = (op_a.T if trans_a else op_a), (op_b.T if trans_b else op_b)
+            # within float32 sums of the same bf16 operands (test_product_matches_...)
+            bound = np.abs(op_a) @ np.abs(op_b) * (k + 1) * 2.0**-24
+            assert np.all(np.abs(out["C" + case] - op_a @ op_b) <= bound), case
+    # reruns at one thread count give the same bits; MKL's sums are in its own order, so
+    # against fusedmlp's kernel (and across thread counts) only at bf16 tolerances
+    np.testing.assert_array_equal(out["run0"], out["run1"])
+    np.testing.assert_allclose(out["run2"], out["run0"], atol=1e-3)
+    if fusedmlp.show_config(as_dict=True)["bfloat16"]["backend"] == "own":
+        model = fusedmlp.MLP([64, 96, 64, 10], seed=1, n_threads=1, compute_dtype="bfloat16")
+        model.fit(X, y, epochs=2, batch_size=256, optimizer=fusedmlp.Adam(1e-3), shuffle=False)
+        np.testing.assert_allclose(out["run0"], model.predict_proba(X), atol=1e-3)
+
+
+def test_bf16_backend_setting_is_checked():
+    done = _bf16_subprocess("blas", "import fusedmlp._network")
+    assert done.returncode != 0
+    assert "FUSEDMLP_BF16_GEMM must be own or mkl, got 'blas'" in done.stderr
+    if not _mkl_installed():
+        done = _bf16_subprocess("mkl", "import fusedmlp._network")
+        assert "FUSEDMLP_BF16_GEMM=mkl: the mkl package is not installed" in done.stderr

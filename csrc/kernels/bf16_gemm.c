@@ -19,6 +19,7 @@ int fm_gemm_bf16_packed_avx512(int trans_a, int m, int n, int k, const float *a,
                                const uint32_t *bp, long ps, float *c, int ldc);
 void fm_bf16_pack_avx512(int trans, int k, const float *b, int ldb, int p0, int p1, int j0,
                          int j1, uint32_t *dst, long ps);
+void fm_bf16_convert_avx512(long n, const float *src, uint16_t *dst);
 
 static const char *fm_bf16_reason = NULL;   /* "" when the kernel runs */
 
@@ -50,7 +51,28 @@ const char *fm_bf16_why_not(void)
     }
     return reason;
 }
+
+const char *fm_bf16_amx_why_not(void)
+{
+    unsigned eax, ebx, ecx, edx, xcr0_lo, xcr0_hi;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27)))
+        return "the CPU or the operating system does not offer XSAVE (OSXSAVE)";
+    if (__get_cpuid_max(0, NULL) < 7)
+        return "the CPU has no AMX (CPUID leaf 7 missing)";
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    if (!((edx >> 22) & 1) || !((edx >> 24) & 1))
+        return "the CPU has no AMX-BF16 tiles";
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if (((xcr0_lo >> 17) & 3) != 3)
+        return "the operating system does not enable the AMX tile state (XCR0)";
+    return "";
+}
 #else
+const char *fm_bf16_amx_why_not(void)
+{
+    return "this build of fusedmlp has no AMX detection (it needs GCC or Clang on x86-64)";
+}
+
 const char *fm_bf16_why_not(void)
 {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -79,6 +101,15 @@ static float fm_bf16_round(float x)
     return x;
 }
 
+/* The bf16 bits of x (its upper half after fm_bf16_round). */
+static uint32_t fm_bf16_bits(float x)
+{
+    uint32_t bits;
+    x = fm_bf16_round(x);
+    memcpy(&bits, &x, 4);
+    return bits >> 16;
+}
+
 /* The portable loop: used only when the kernel cannot run or could not get its packing
  * space. The same bf16 operands and float32 sums, in another order than the kernel's. */
 static void fm_gemm_bf16_loop(int trans_a, int trans_b, int m, int n, int k, const float *a,
@@ -97,12 +128,144 @@ static void fm_gemm_bf16_loop(int trans_a, int trans_b, int m, int n, int k, con
         }
 }
 
+/* MKL's cblas_gemm_bf16bf16f32 and MKL_Set_Num_Threads_Local, when chosen (fm_bf16_use_mkl). */
+typedef void (*fm_mkl_gemm_fn)(int, int, int, int, int, int, float, const uint16_t *, int,
+                               const uint16_t *, int, float, float *, int);
+typedef int (*fm_mkl_threads_fn)(int);
+static fm_mkl_gemm_fn fm_mkl_gemm = NULL;
+static fm_mkl_threads_fn fm_mkl_threads = NULL;
+
+void fm_bf16_use_mkl(void *gemm, void *set_threads_local)
+{
+    fm_mkl_gemm = (fm_mkl_gemm_fn)gemm;
+    fm_mkl_threads = (fm_mkl_threads_fn)set_threads_local;
+}
+
+int fm_bf16_mkl(void) { return fm_mkl_gemm != NULL; }
+
+void fm_bf16_convert(long n, const float *src, uint16_t *dst)
+{
+    long i;
+#if defined(FM_HAVE_BF16_KERNEL)
+    if (fm_bf16_cpu()) {
+        fm_bf16_convert_avx512(n, src, dst);
+        return;
+    }
+#endif
+    for (i = 0; i < n; i++)
+        dst[i] = (uint16_t)fm_bf16_bits(src[i]);
+}
+
+#if defined(FM_HAVE_BF16_KERNEL)
+#include <pthread.h>
+#include <stdlib.h>
+/* The calling thread's bf16 copies of MKL's operands (grown as needed, freed at thread exit). */
+typedef struct { size_t size; uint16_t *words; } fm_mkl_space;
+static pthread_key_t fm_mkl_key;
+static pthread_once_t fm_mkl_once = PTHREAD_ONCE_INIT;
+static void fm_mkl_space_free(void *space)
+{
+    free(((fm_mkl_space *)space)->words);
+    free(space);
+}
+static void fm_mkl_key_init(void) { pthread_key_create(&fm_mkl_key, fm_mkl_space_free); }
+
+static uint16_t *fm_mkl_words(size_t count)
+{
+    fm_mkl_space *space;
+    pthread_once(&fm_mkl_once, fm_mkl_key_init);
+    space = (fm_mkl_space *)pthread_getspecific(fm_mkl_key);
+    if (space == NULL) {
+        space = (fm_mkl_space *)calloc(1, sizeof(fm_mkl_space));
+        if (space == NULL || pthread_setspecific(fm_mkl_key, space) != 0) {
+            free(space);
+            return NULL;
+        }
+    }
+    if (space->size < count) {
+        uint16_t *words = (uint16_t *)realloc(space->words, count * sizeof(uint16_t));
+        if (words == NULL)
+            return NULL;
+        space->words = words;
+        space->size = count;
+    }
+    return space->words;
+}
+
+/* rows x cols of x (leading dimension ld) into dst, rows after rows. */
+static void fm_convert_rows(int rows, int cols, const float *x, int ld, uint16_t *dst)
+{
+    int i;
+    if (ld == cols) {
+        fm_bf16_convert((long)rows * cols, x, dst);
+        return;
+    }
+    for (i = 0; i < rows; i++)
+        fm_bf16_convert(cols, x + (long)i * ld, dst + (long)i * cols);
+}
+
+/* MKL's product of op(A) @ op(B); A is converted here, B too unless b16 is given. 0 when the
+ * bf16 copies cannot be had (the caller falls back to the kernel). */
+static int fm_bf16_gemm_mkl(int trans_a, int trans_b, int m, int n, int k, const float *a,
+                            int lda, const float *b, const uint16_t *b16, int ldb, float *c,
+                            int ldc)
+{
+    int a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
+    int b_rows = trans_b ? n : k, b_cols = trans_b ? k : n, saved;
+    size_t a_size = (size_t)a_rows * a_cols, b_size = b16 ? 0 : (size_t)b_rows * b_cols;
+    uint16_t *words = fm_mkl_words(a_size + b_size + 1);
+    if (words == NULL)
+        return 0;
+    fm_convert_rows(a_rows, a_cols, a, lda, words);
+    if (!b16) {
+        fm_convert_rows(b_rows, b_cols, b, ldb, words + a_size);
+        b16 = words + a_size;
+        ldb = b_cols;
+    }
+    saved = fm_mkl_threads ? fm_mkl_threads(1) : 0;     /* fusedmlp's parts are the threads */
+    /* CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112 */
+    fm_mkl_gemm(101, trans_a ? 112 : 111, trans_b ? 112 : 111, m, n, k, 1.0f, words,
+                a_cols > 0 ? a_cols : 1, b16, ldb > 0 ? ldb : 1, 0.0f, c, ldc);
+    if (fm_mkl_threads)
+        fm_mkl_threads(saved);
+    return 1;
+}
+#endif
+
+void fm_bf16_gemm_b16(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
+                      const uint16_t *b16, int ldb, float *c, int ldc)
+{
+    if (m <= 0 || n <= 0)
+        return;
+#if defined(FM_HAVE_BF16_KERNEL)
+    if (fm_mkl_gemm && fm_bf16_gemm_mkl(trans_a, trans_b, m, n, k, a, lda, NULL, b16, ldb, c, ldc))
+        return;
+#endif
+    {                                       /* never reached while MKL is chosen */
+        int i, j, kk;
+        for (i = 0; i < m; i++)
+            for (j = 0; j < n; j++) {
+                float sum = 0;
+                for (kk = 0; kk < k; kk++) {
+                    uint32_t bits = (uint32_t)(trans_b ? b16[(long)j * ldb + kk]
+                                                       : b16[(long)kk * ldb + j]) << 16;
+                    float x = trans_a ? a[(long)kk * lda + i] : a[(long)i * lda + kk], y;
+                    memcpy(&y, &bits, 4);
+                    sum += fm_bf16_round(x) * y;
+                }
+                c[(long)i * ldc + j] = sum;
+            }
+    }
+}
+
 void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
                   const float *b, int ldb, float *c, int ldc)
 {
     if (m <= 0 || n <= 0)
         return;
 #if defined(FM_HAVE_BF16_KERNEL)
+    if (fm_mkl_gemm && fm_bf16_gemm_mkl(trans_a, trans_b, m, n, k, a, lda, b, NULL, ldb, c, ldc))
+        return;
     if (fm_bf16_cpu() && fm_gemm_bf16_avx512(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc))
         return;
 #endif
@@ -110,13 +273,6 @@ void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float *a,
 }
 
 /* The portable pack (fm_bf16_pack when the kernel cannot run): the same words. */
-static uint32_t fm_bf16_bits(float x)
-{
-    uint32_t bits;
-    x = fm_bf16_round(x);
-    memcpy(&bits, &x, 4);
-    return bits >> 16;
-}
 
 void fm_bf16_pack(int trans, int k, const float *b, int ldb, int p0, int p1, int j0, int j1,
                   uint32_t *dst, long ps)

@@ -406,3 +406,14 @@ void fm_bf16_pack_avx512(int trans, int k, const float *b, int ldb, int p0, int 
                 _mm512_mask_storeu_epi32(dst + fm_word(ps, p + i, j), fm_mask(j1 - j), r[i]);
         }
 }
+
+/* dst[i] := bf16 bits of src[i] (round to nearest even), i < n: operands for MKL's product. */
+void fm_bf16_convert_avx512(long n, const float *src, uint16_t *dst)
+{
+    long i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 mask = fm_mask(n - i < 16 ? (int)(n - i) : 16);
+        __m256bh half = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + i));
+        _mm256_mask_storeu_epi16(dst + i, mask, (__m256i)half);
+    }
+}

@@ -20,9 +20,10 @@ def show_config(as_dict: bool = False):
     (the variants this build has and this CPU runs; ``FUSEDMLP_ISA`` forces one of them);
     ``threads`` (fusedmlp's worker pool: workers started, usable cores, the most threads
     ``n_threads="auto"`` uses now, the BLAS's threads); ``bfloat16`` (``available``: whether
-    ``compute_dtype="bfloat16"`` runs here, the ``kernel`` it uses, and ``why`` it does or
-    does not). Set ``FUSEDMLP_BLAS=openblas|mkl|scipy`` before importing fusedmlp to force a
-    backend.
+    ``compute_dtype="bfloat16"`` runs here, the ``kernel`` it uses, ``why`` it does or
+    does not, the product's ``backend``, "own" or "mkl", and ``backend_why``). Set
+    ``FUSEDMLP_BLAS=openblas|mkl|scipy`` before importing fusedmlp to force a backend, and
+    ``FUSEDMLP_BF16_GEMM=own|mkl`` the bfloat16 product's.
 
     Examples
     --------

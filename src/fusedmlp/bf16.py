@@ -4,9 +4,11 @@ availability report (docs/bf16.md).
 A float32 model with ``compute_dtype="bfloat16"`` keeps its parameters, gradients, optimiser
 state, activations, loss and update in float32; only the operands of its matrix products
 are rounded to bfloat16 (round to nearest even) as they are packed, and the products are
-summed and returned in float32 (csrc/bf16_gemm.h). The product is fusedmlp's own
-AVX512-BF16 kernel, so it needs an x86-64 CPU with AVX512-BF16 (AMD Zen 4 and later, Intel
-Cooper Lake, Sapphire Rapids and later), found at run time.
+summed and returned in float32 (csrc/bf16_gemm.h). It needs an x86-64 CPU with AVX512-BF16
+(AMD Zen 4 and later, Intel Cooper Lake, Sapphire Rapids and later), found at run time. The
+product is fusedmlp's own AVX512-BF16 kernel, or MKL's ``cblas_gemm_bf16bf16f32`` (the
+``mkl`` package) on CPUs with AMX, where it uses the tiles; ``FUSEDMLP_BF16_GEMM=own|mkl``
+forces one (csrc/_blas.pxd, ``_bf16_backend``).
 """
 
 from __future__ import annotations
@@ -30,13 +32,22 @@ def why_unavailable() -> str:
     return _kernels.bf16_why_not()
 
 
+_KERNELS = {"own": "fusedmlp's AVX512-BF16 kernel (vdpbf16ps)",
+            "mkl": "MKL's cblas_gemm_bf16bf16f32"}
+
+
 def availability() -> dict:
-    """show_config's ``bfloat16`` entry: ``available``, ``kernel`` and ``why`` (not)."""
+    """show_config's ``bfloat16`` entry: ``available``, ``kernel`` and ``why`` (not), the
+    product's ``backend`` (``"own"`` or ``"mkl"``) and ``backend_why``."""
+    from ._network import BLAS
     why = why_unavailable()
+    backend = BLAS["bf16_backend"]
     if why:
-        return {"available": False, "kernel": None, "why": why}
-    return {"available": True, "kernel": "fusedmlp's AVX512-BF16 kernel (vdpbf16ps)",
-            "why": "the CPU has AVX512-BF16 and the OS enables AVX-512"}
+        return {"available": False, "kernel": None, "why": why, "backend": None,
+                "backend_why": None}
+    return {"available": True, "kernel": _KERNELS[backend["name"]],
+            "why": "the CPU has AVX512-BF16 and the OS enables AVX-512",
+            "backend": backend["name"], "backend_why": backend["why"]}
 
 
 def check_compute_dtype(value, dtype, name="compute_dtype"):
