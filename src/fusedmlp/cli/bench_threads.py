@@ -435,7 +435,8 @@ def verdict(results) -> str:
                          for (p, n), v in sorted(leads.items()))
     answer = "yes" if not behind else "NO: behind at " + "; ".join(behind)
     return (f"# fusedmlp's step ahead of torch.compile and JAX jit in every cell at 1 and 2 "
-            f"threads: {answer} (smallest lead, peer time over fusedmlp's: {smallest})"
+            f"threads: {answer} (the smallest ratio of a peer's time to fusedmlp's at the same "
+            f"thread count: {smallest})"
             + (f"; not measured: {', '.join(missing)}" if missing else ""))
 
 
