@@ -126,3 +126,26 @@ def test_unfitted_estimator_refuses():
 
     with pytest.raises(NotFittedError):
         sklearn.MLPClassifier().to_onnx(None)
+
+
+BF16_WHY_NOT = fusedmlp._kernels.bf16_why_not()
+
+
+@pytest.mark.skipif(bool(BF16_WHY_NOT), reason=f"no bf16 product here: {BF16_WHY_NOT}")
+@pytest.mark.parametrize("output", ["softmax", "identity"])
+def test_bf16_model_exports_its_own_numerics(output):
+    # the graph rounds the products' operands to bfloat16 (Cast) as the model does: it
+    # agrees with the model at float32 tolerance, where the float32 graph would not
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 20)).astype(np.float32)
+    model = fusedmlp.MLP([20, 64, 48, 5], output=output, seed=0, compute_dtype="bfloat16")
+    proto = model.to_onnx(None)
+    kinds = {t.data_type for t in proto.graph.initializer}
+    assert onnx.TensorProto.BFLOAT16 in kinds          # the weights are stored in bf16
+    got = run(proto.SerializeToString(), X)
+    name = "probabilities" if output == "softmax" else "predictions"
+    expected = model.predict_proba(X) if output == "softmax" else model.predict(X)
+    assert_close(got[name], expected, np.float32, normwise=True)
+    model.compute_dtype = None                         # the float32 model's graph differs
+    float32_graph = run(model.to_onnx(None).SerializeToString(), X)[name]
+    assert np.abs(float32_graph - expected).max() > 10 * RTOL[np.float32] * np.abs(expected).max()
