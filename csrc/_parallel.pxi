@@ -66,6 +66,9 @@ cdef extern from "pool.h" nogil:
 cdef extern from *:
     """
     #include <stdlib.h>
+    #include <stddef.h>
+    #include <stdint.h>
+    #include <string.h>
     #if defined(_WIN32)
     #define FM_EXPORT __declspec(dllexport)
     #else
@@ -77,9 +80,40 @@ cdef extern from *:
     FM_EXPORT int fusedmlp_get_num_threads(void) { return fm_thread_limit; }
     FM_EXPORT void fusedmlp_set_num_threads(int n) { fm_thread_limit = n < 1 ? 1 : n; }
 
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FM_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+    #elif defined(_M_X64) || defined(_M_IX86)
+    #include <xmmintrin.h>
+    #define FM_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+    #else
+    #define FM_PREFETCH(p) ((void)0)
+    #endif
+    #define FM_GATHER_AHEAD 2
+    /* dest + i * dest_stride := bytes bytes at source + rows[i] * stride, for i in [lo, hi).
+     * The rows are random, so each would start with a miss to memory that nothing had
+     * announced: the lines of the row FM_GATHER_AHEAD on are requested while this one is
+     * copied (measured in a C loop over Fashion-MNIST's 60000 x 784 float32, 128 random
+     * rows, best of 468 batches on a loaded machine: half rows, as a part of a column split
+     * copies, 41 -> 23-26 us; whole rows 60 -> 55-57 us). */
+    static void fm_gather(char *dest, ptrdiff_t dest_stride, const char *source, ptrdiff_t stride,
+                          const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t bytes)
+    {
+        ptrdiff_t i, b;
+        for (i = lo; i < hi && i < lo + FM_GATHER_AHEAD; i++)
+            for (b = 0; b < bytes; b += 64) FM_PREFETCH(source + rows[i] * stride + b);
+        for (i = lo; i < hi; i++) {
+            if (i + FM_GATHER_AHEAD < hi)
+                for (b = 0; b < bytes; b += 64)
+                    FM_PREFETCH(source + rows[i + FM_GATHER_AHEAD] * stride + b);
+            memcpy(dest + i * dest_stride, source + rows[i] * stride, (size_t)bytes);
+        }
+    }
+
     """
     int fm_cores
     int fm_thread_limit
+    void fm_gather(char* dest, Py_ssize_t dest_stride, const char* source, Py_ssize_t stride,
+                   const int64_t* rows, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t bytes) nogil
 
 cdef enum:
     ALIGN = 16                 # rows/columns per block (a cache line of float32)
@@ -846,14 +880,12 @@ cdef void gather_task(void* ctx, int part, int n_parts) noexcept nogil:
     cdef const int64_t* rows = <const int64_t*>w.inp
     if split_inner(net, w.m, 0, n_parts):
         w_rows(net, 0, part, n_parts, &lo, &hi)
-        for i in range(w.m):
-            memcpy(<char*>w.out_block + (i * n_in + lo) * size,
-                   <const char*>w.X + (rows[i] * n_in + lo) * size, (hi - lo) * size)
+        fm_gather(<char*>w.out_block + lo * size, n_in * size, <const char*>w.X + lo * size,
+                  n_in * size, rows, 0, w.m, (hi - lo) * size)
     else:
         block(w.m, part, n_parts, &lo, &hi)
-        for i in range(lo, hi):
-            memcpy(<char*>w.out_block + i * n_in * size,
-                   <const char*>w.X + rows[i] * n_in * size, n_in * size)
+        fm_gather(<char*>w.out_block, n_in * size, <const char*>w.X, n_in * size, rows, lo,
+                  hi, n_in * size)
 
 
 cdef void parallel_gather(Net* net, const char* X, const int64_t* rows, Py_ssize_t m,
