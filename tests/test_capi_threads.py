@@ -22,8 +22,8 @@ from test_threads import RTOL, ATOL
 DTYPES = [np.float32, np.float64]
 OUTPUTS = {0: "forward", 1: "predict_proba", 2: "predict_log_proba"}
 # 40-48-6: every layer splits by rows from 48 rows (one part runs the whole network for its
-# rows); 40-160-10: the hidden layer is wider than the batch up to 160 rows, so the split is by
-# layers (each product by columns)
+# rows); 40-160-10: below 160 rows the hidden layer is wider than the batch, and the split is
+# by layers (each product by columns), from 160 rows by rows
 SIZES = [(40, 48, 6), (40, 160, 10)]
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the compiled core with ThreadSanitizer (gcc) and run the threaded tests under it.
 #
-#   tools/tsan.sh                      # tests/test_threads.py, test_concurrency.py, test_epoch.py
+#   tools/tsan.sh                      # tests/test_threads.py, test_concurrency.py, test_epoch.py,
+#                                      # test_capi_threads.py
 #   tools/tsan.sh -- -k fork           # extra arguments after -- go to pytest
 #
 # CPython is not built with TSan, so libtsan is preloaded into an ordinary interpreter and only
@@ -23,7 +24,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${FUSEDMLP_TSAN_DIR:-/tmp/fusedmlp-tsan}"
 PYTHON="${PYTHON:-python3}"
-TESTS=("$REPO/tests/test_threads.py" "$REPO/tests/test_concurrency.py" "$REPO/tests/test_epoch.py")
+TESTS=("$REPO/tests/test_threads.py" "$REPO/tests/test_concurrency.py" "$REPO/tests/test_epoch.py"
+       "$REPO/tests/test_capi_threads.py")
 pytest_extra=()
 while (($#)); do
     case "$1" in
