@@ -269,10 +269,15 @@ def test_bench_table_runs(capsys, monkeypatch):
 
     monkeypatch.setattr(bench_bf16, "STEP_CONFIGS", [((64, 32, 10), 16)])
     monkeypatch.setattr(bench_bf16, "GEMM_SHAPES", [(8, 64, 32)])
+    monkeypatch.setattr(bench_bf16, "TWO_THREAD_CONFIGS", [((64, 48, 10), 16)])
+    monkeypatch.setattr(bench_bf16, "INFERENCE_SIZES", (64, 32, 10))
+    monkeypatch.setattr(bench_bf16, "INFERENCE_ROWS", (1, 3))
     assert bench_bf16.main(["--rounds", "1", "--target-time", "0.001", "--no-torch",
                             "--no-epoch"]) == 0
     out = capsys.readouterr().out
     assert "| 8 x 64 x 32 |" in out and "| 64-32-10 | 16 |" in out
+    assert "2 threads" in out and "| 64-48-10 | 16 |" in out
+    assert "predict_proba at 64-32-10" in out and "| 3 |" in out and "bf16 product own" in out
 
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"

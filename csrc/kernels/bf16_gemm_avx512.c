@@ -72,6 +72,25 @@ static inline __m512i fm_interleave(const float *r0, const float *r1, int count)
     return _mm512_permutexvar_epi16(order, fm_as_words(_mm512_cvtne2ps_pbh(hi, lo)));
 }
 
+/* 16 words of the pairs (bf16 r0[j], bf16 r1[j]) for j < count (<= 16; zeros past it; r1 NULL
+ * reads as zeros), scrambled: word w holds column (0 1 4 5 8 9 12 13 2 3 6 7 10 11 14 15)[w]. Two
+ * in-lane unpacks instead of fm_interleave's word permutation (the few-rows product's inner
+ * loop); fm_unscramble puts 16 sums of such lanes back into column order. */
+static inline __m512i fm_interleave_scrambled(const float *r0, const float *r1, int count)
+{
+    __mmask16 mask = fm_mask(count);
+    __m512 x0 = _mm512_maskz_loadu_ps(mask, r0);
+    __m512 x1 = r1 ? _mm512_maskz_loadu_ps(mask, r1) : _mm512_setzero_ps();
+    return fm_as_words(_mm512_cvtne2ps_pbh(_mm512_unpackhi_ps(x0, x1), _mm512_unpacklo_ps(x0, x1)));
+}
+
+static inline __m512 fm_unscramble(__m512 sums)
+{   /* word w of fm_interleave_scrambled is column 0 1 4 5 8 9 12 13 2 3 6 7 10 11 14 15 */
+    const __m512i column_to_word = _mm512_set_epi32(15, 14, 7, 6, 13, 12, 5, 4, 11, 10, 3, 2,
+                                                    9, 8, 1, 0);
+    return _mm512_permutexvar_ps(column_to_word, sums);
+}
+
 /* r[i] := column i of the 16 x 16 matrix of 32-bit words whose rows are r[0..15]. */
 static inline void fm_transpose16(__m512i r[16])
 {
@@ -225,8 +244,8 @@ FM_MICRO(8)
 
 /* Up to 4 rows, no transposes: c[0:rows, :n] = bf16(a[0:rows, :k]) @ bf16(b[:k, :n])
  * without packing B (a product of a few rows would spend most of its time packing). B's
- * pairs of rows are converted as they are read, 256 / rows columns of C at a time in 16 ZMM,
- * each converted word used by every row; each element is summed exactly as the packed path
+ * pairs of rows are converted as they are read, 256 / rows columns of C at a time in 16 ZMM
+ * (in the lane order of fm_interleave_scrambled), each converted word used by every row; each element is summed exactly as the packed path
  * sums it (blocks of KCP pairs, pairs in order), so a row's result does not depend on how
  * many rows came with it. */
 static inline __attribute__((always_inline)) void
@@ -255,8 +274,8 @@ fm_few_rows(const int rows, int n, int k, const float *a, long lda, const float 
                 const float *r1 = kk + 1 < k ? r0 + ldb : NULL;
 #pragma GCC unroll 16
                 for (j = 0; j < width; j++) {
-                    __m512bh w = (__m512bh)fm_interleave(r0 + 16 * j, r1 ? r1 + 16 * j : NULL,
-                                                         cols - 16 * j);
+                    __m512bh w = (__m512bh)fm_interleave_scrambled(
+                        r0 + 16 * j, r1 ? r1 + 16 * j : NULL, cols - 16 * j);
 #pragma GCC unroll 4
                     for (r = 0; r < rows; r++)
                         acc[r * width + j] = _mm512_dpbf16_ps(
@@ -269,7 +288,7 @@ fm_few_rows(const int rows, int n, int k, const float *a, long lda, const float 
                 for (j = 0; j < width; j++) {
                     __mmask16 mask = fm_mask(cols - 16 * j);
                     float *out = c + r * ldc + jb + 16 * j;
-                    __m512 sum = acc[r * width + j];
+                    __m512 sum = fm_unscramble(acc[r * width + j]);
                     if (pc > 0)
                         sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), sum);
                     _mm512_mask_storeu_ps(out, mask, sum);

@@ -1,13 +1,18 @@
 """bfloat16 table: ``python -m fusedmlp bench bf16`` (docs/bf16.md).
 
-Three tables, all in this process, one thread everywhere (fusedmlp ``n_threads=1``, NumPy's
-and SciPy's BLAS pinned with threadpoolctl, ``torch.set_num_threads(1)``):
+These tables, all in this process, one thread everywhere unless a table says otherwise
+(fusedmlp ``n_threads=1``, NumPy's and SciPy's BLAS pinned with threadpoolctl,
+``torch.set_num_threads(1)``):
 
 - products: GFLOP/s of C = A @ B at the shapes of a step, float32 (fusedmlp's BLAS) against
   bfloat16 (fusedmlp's AVX512-BF16 kernel, from float32 operands) and, when the ``mkl``
   package is installed, MKL's ``cblas_gemm_bf16bf16f32`` (on operands already in bf16);
 - training steps: microseconds per Adam step, fusedmlp float32 and bfloat16, PyTorch eager
   float32 and with CPU bf16 autocast (when torch is installed);
+- the same steps at two threads (fusedmlp only: a step of two parts converts its weights to
+  bf16 once, for all its products and parts);
+- inference: microseconds per ``predict_proba`` call at 784-512-512-10 from 1 to 4096 rows,
+  float32 against bfloat16;
 - one Fashion-MNIST epoch (784-256-10, batch 128, Adam 1e-3) per setting, with the test
   accuracy after ``--epochs`` epochs (when /usr/share/datasets/fashion-mnist exists).
 
@@ -30,6 +35,9 @@ __all__ = ["main", "STEP_CONFIGS", "GEMM_SHAPES"]
 
 STEP_CONFIGS = [((784, 128, 10), 32), ((784, 256, 10), 128), ((784, 512, 512, 10), 64),
                 ((784, 512, 512, 10), 1024)]
+TWO_THREAD_CONFIGS = [((784, 512, 512, 10), 64), ((784, 512, 512, 10), 1024)]
+INFERENCE_SIZES = (784, 512, 512, 10)
+INFERENCE_ROWS = (1, 4, 64, 4096)
 GEMM_SHAPES = [(32, 784, 128), (128, 784, 256), (1024, 784, 512), (1024, 512, 512)]
 
 
@@ -119,22 +127,24 @@ def _torch_step(sizes, batch, autocast):
     return step
 
 
-def step_table(rounds, target_time, torch_ok):
+def step_table(rounds, target_time, torch_ok, n_threads=1, configs=None):
     import fusedmlp
 
     rng = np.random.default_rng(0)
     head = ["network", "batch", "float32 (us)", "bf16 (us)", "bf16 speed-up"]
+    torch_ok = torch_ok and n_threads == 1
     if torch_ok:
         head += ["torch f32 (us)", "torch bf16 autocast (us)", "bf16: fusedmlp vs torch autocast"]
-    lines = [f"Adam training steps, one thread: microseconds per step (median over {rounds} "
+    threads = "one thread" if n_threads == 1 else f"{n_threads} threads"
+    lines = [f"Adam training steps, {threads}: microseconds per step (median over {rounds} "
              "interleaved rounds)", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
-    for sizes, batch in STEP_CONFIGS:
+    for sizes, batch in (STEP_CONFIGS if configs is None else configs):
         X = rng.random((batch, sizes[0]), dtype=np.float32)
         y = rng.integers(0, sizes[-1], batch)
         calls = {}
         for name, compute in (("f32", None), ("bf16", "bfloat16")):
-            model = fusedmlp.MLP(sizes, seed=0, n_threads=1, compute_dtype=compute)
+            model = fusedmlp.MLP(sizes, seed=0, n_threads=n_threads, compute_dtype=compute)
             step = model.bind(fusedmlp.Adam(1e-3))
             calls[name] = lambda step=step: step(X, y)
         if torch_ok:
@@ -206,6 +216,25 @@ def epoch_table(epochs, torch_ok, path):
     return "\n".join(lines)
 
 
+def inference_table(rounds, target_time):
+    import fusedmlp
+
+    rng = np.random.default_rng(0)
+    sizes = "-".join(map(str, INFERENCE_SIZES))
+    lines = [f"predict_proba at {sizes}, one thread: microseconds per call (median over "
+             f"{rounds} interleaved rounds)", "",
+             "| rows | float32 (us) | bf16 (us) | bf16 speed-up |", "|---|---|---|---|"]
+    models = {name: fusedmlp.MLP(INFERENCE_SIZES, seed=0, n_threads=1, compute_dtype=compute)
+              for name, compute in (("f32", None), ("bf16", "bfloat16"))}
+    for rows in INFERENCE_ROWS:
+        X = rng.random((rows, INFERENCE_SIZES[0]), dtype=np.float32)
+        calls = {name: (lambda model=model: model.predict_proba(X))
+                 for name, model in models.items()}
+        t = {k: v * 1e6 for k, v in _interleaved(calls, rounds, target_time).items()}
+        lines.append(f"| {rows} | {t['f32']:.1f} | {t['bf16']:.1f} | {t['f32'] / t['bf16']:.2f}x |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = parser_for("bench bf16", __doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter calls, one epoch")
@@ -237,11 +266,15 @@ def main(argv=None) -> int:
         except ImportError:
             print("# torch is not importable: its columns are left out")
     import fusedmlp
-    print(f"# fusedmlp {fusedmlp.__version__}; BLAS {fusedmlp.show_config(as_dict=True)['blas']['name']}"
+    config = fusedmlp.show_config(as_dict=True)
+    print(f"# fusedmlp {fusedmlp.__version__}; BLAS {config['blas']['name']}; bf16 product "
+          f"{config['bfloat16']['backend']} ({config['bfloat16']['backend_why']})"
           + (f"; torch {torch.__version__}" if torch_ok else ""))
     with threadpool_limits(limits=1):
         print(gemm_table(rounds, target), end="\n\n", flush=True)
         print(step_table(rounds, target, torch_ok), end="\n\n", flush=True)
+        print(step_table(rounds, target, False, 2, TWO_THREAD_CONFIGS), end="\n\n", flush=True)
+        print(inference_table(rounds, target), end="\n\n", flush=True)
         if not args.no_epoch:
             print(epoch_table(epochs, torch_ok, args.data), flush=True)
     return 0
