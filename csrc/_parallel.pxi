@@ -25,10 +25,8 @@
 #   forward   when every layer splits by rows: part p runs every layer for its block of rows
 #             (no barrier between layers); otherwise one region per layer: an inner split
 #             (split_inner: partial sums over the owned rows of W_l, then a region adding
-#             them with bias and activation -- of two parts, when the next layer is an
-#             inner split too, that sum runs in the next layer's region instead, each part
-#             on the columns of A_l it reads there) when the batch is narrower than the
-#             layer's input, else by rows or columns of its output
+#             them with bias and activation) when the batch is narrower than the layer's
+#             input, else by rows or columns of its output
 #   loss      the caller alone (m x n_classes: small; its sum stays in one fixed order)
 #   backward  one parallel region per layer l, given dZ_l:
 #               db_l        columns of dZ_l, each summed in float64 over the rows in order
@@ -231,7 +229,6 @@ cdef struct Work:
     void* out_block
     bint training              # layer_task: a training forward (dropout applies)
     int* bad_input             # forward: set when a part finds NaN/inf in its block of X
-    int pending                # inner_task: layer - 1's partial sums to add first
     int reduced                # reduce_task: the partial sums to add
     void* d                    # backward: dZ of `layer`
     void* d_next               # backward: where dA/dZ of layer - 1 go
@@ -395,16 +392,10 @@ cdef void layer_task(void* ctx, int part, int n_parts) noexcept nogil:
     blas_leave(saved)
 
 
-cdef inline floating* partial_sum(const Net* net, floating* out, int l, int part,
-                                  int n_parts) noexcept nogil:
-    """Where part `part` of layer l's inner split puts its partial product (part 0: the
-    output; the others: the backward buffers, free during forward). Of two parts, layers
-    alternate between the two buffers, so that layer l's partial is written while layer
-    l - 1's is still read (the sum fused into the next region, parallel_layer)."""
+cdef inline floating* partial_sum(const Net* net, floating* out, int part) noexcept nogil:
+    """Where part `part` of an inner split puts its partial product (part 0: the output)."""
     if part == 0:
         return out
-    if n_parts == 2:
-        return <floating*>(net.delta_a if l % 2 else net.delta_b)
     return <floating*>(net.delta_b if part == 1 else net.delta_a)
 
 
@@ -417,19 +408,19 @@ cdef void inner_part(const Net* net, int l, const floating* inp, floating* out, 
     if hi > lo:
         net_gemm(net, False, False, <int>m, <int>n_out, <int>(hi - lo), <floating>1,
                  inp + lo, <int>n_in, params + net.w_off[l] + lo * n_out, <int>n_out,
-                 <floating>0, partial_sum(net, out, l, part, n_parts), <int>n_out)
+                 <floating>0, partial_sum(net, out, part), <int>n_out)
 
 
 cdef void reduce_part(const Net* net, int l, floating* out, Py_ssize_t m, int part,
-                      int n_parts, int reduced, bint columns) noexcept nogil:
-    """Rows (or columns: when asked, or for few rows) of out := f_l(sum of the `reduced`
-    partials + b_l), the partials added in part order."""
+                      int n_parts, int reduced) noexcept nogil:
+    """Rows (or columns, for few rows) of out := f_l(sum of the `reduced` partials + b_l),
+    the partials added in part order."""
     cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], i, j, i_lo, i_hi
     cdef Py_ssize_t j_lo = 0, j_hi = n_out, k_lo, k_hi
     cdef const floating* b = <const floating*>net.params + net.b_off[l]
     cdef floating* other
     cdef int q
-    if not columns and (m + ALIGN - 1) // ALIGN >= n_parts:
+    if (m + ALIGN - 1) // ALIGN >= n_parts:
         block(m, part, n_parts, &i_lo, &i_hi)
     else:
         i_lo, i_hi = 0, m
@@ -440,7 +431,7 @@ cdef void reduce_part(const Net* net, int l, floating* out, Py_ssize_t m, int pa
         w_rows(net, l, q, reduced, &k_lo, &k_hi)
         if k_hi <= k_lo:
             continue
-        other = partial_sum(net, out, l, q, reduced)
+        other = partial_sum(net, out, q)
         for i in range(i_lo, i_hi):
             for j in range(j_lo, j_hi):
                 out[i * n_out + j] += other[i * n_out + j]
@@ -453,16 +444,9 @@ cdef void reduce_part(const Net* net, int l, floating* out, Py_ssize_t m, int pa
 
 
 cdef void inner_task(void* ctx, int part, int n_parts) noexcept nogil:
-    """Part `part` of an inner split: first, with w.pending, the sum of layer l - 1's
-    partials on the columns of the input this part reads (its rows of W_l), then its
-    partial product."""
     cdef Work* w = <Work*>ctx
     cdef int saved = blas_enter()
     check_input(w, w.inp, True, part, n_parts)
-    if w.pending and w.net.is_double:
-        reduce_part(w.net, w.layer - 1, <double*>w.inp, w.m, part, n_parts, w.pending, True)
-    elif w.pending:
-        reduce_part(w.net, w.layer - 1, <float*>w.inp, w.m, part, n_parts, w.pending, True)
     if w.net.is_double:
         inner_part(w.net, w.layer, <const double*>w.inp, <double*>w.out_block, w.m, part,
                    n_parts)
@@ -475,31 +459,15 @@ cdef void inner_task(void* ctx, int part, int n_parts) noexcept nogil:
 cdef void reduce_task(void* ctx, int part, int n_parts) noexcept nogil:
     cdef Work* w = <Work*>ctx
     if w.net.is_double:
-        reduce_part(w.net, w.layer, <double*>w.out_block, w.m, part, n_parts, w.reduced,
-                    False)
+        reduce_part(w.net, w.layer, <double*>w.out_block, w.m, part, n_parts, w.reduced)
     else:
-        reduce_part(w.net, w.layer, <float*>w.out_block, w.m, part, n_parts, w.reduced,
-                    False)
-
-
-cdef inline bint inner_region(const Net* net, Py_ssize_t m, int l, int n_parts,
-                              bint training) noexcept nogil:
-    """Whether layer l's forward runs as an inner split (split_inner) in parallel_layer."""
-    return (training and n_parts > 1
-            and 2.0 * m * net.sizes[l] * net.sizes[l + 1] >= SMALL_REGION_FLOPS
-            and split_inner(net, m, l, n_parts))
+        reduce_part(w.net, w.layer, <float*>w.out_block, w.m, part, n_parts, w.reduced)
 
 
 cdef void parallel_layer(Net* net, fm_team* team, int n_parts, int l, const void* inp,
-                         void* out, Py_ssize_t m, bint training, int* bad_input,
-                         int* pending) noexcept nogil:
+                         void* out, Py_ssize_t m, bint training, int* bad_input) noexcept nogil:
     """out := f_l(inp @ W_l + b_l) in one parallel region (two for an inner split); with
-    bad_input, its first region checks inp (check_input). With pending (or NULL), the
-    partial sums of layer l - 1 not yet added into inp (*pending of them; then layer l is
-    an inner split, which adds them in its region on the columns of inp each part reads),
-    and, on return, those of layer l left for layer l + 1: of two parts, an inner split
-    followed by another leaves its sum to the next one's region (no region of its own, and
-    each part's columns of A_l are summed on the core that reads them next)."""
+    bad_input, its first region checks inp (check_input)."""
     cdef Work w
     w.net = net
     w.bad_input = bad_input
@@ -508,21 +476,17 @@ cdef void parallel_layer(Net* net, fm_team* team, int n_parts, int l, const void
     w.inp = inp
     w.out_block = out
     w.m = m
-    w.pending = pending[0] if pending != NULL else 0
-    if pending != NULL:
-        pending[0] = 0
     if 2.0 * m * net.sizes[l] * net.sizes[l + 1] < SMALL_REGION_FLOPS:
         n_parts = 1
-    if inner_region(net, m, l, n_parts, training):
+    if n_parts > 1 and training and split_inner(net, m, l, n_parts):
         fm_team_run(team, inner_task, &w, n_parts)
-        if (pending != NULL and n_parts == 2 and l + 1 < net.n_layers
-                and inner_region(net, m, l + 1, n_parts, training)):
-            pending[0] = n_parts
-            return
         w.bad_input = NULL
-        w.pending = 0
         w.reduced = n_parts
-        # the sum is m x n_out additions: small ones on the caller alone
+        # the sum is m x n_out additions: small ones on the caller alone. (Summing it in
+        # the next inner split's region instead, each part on its columns of A_l, was
+        # slower at two threads: 784-256-10 b128 and 784-512-512-10 b64, the columns of
+        # the partials and of A_l then crossed between the cores in that region and the
+        # next.)
         fm_team_run(team, reduce_task, &w,
                     1 if (n_parts + 1.0) * m * net.sizes[l + 1] < SMALL_REGION_FLOPS
                     else n_parts)
@@ -752,7 +716,7 @@ cdef bint parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
     """The training forward of m rows in n_parts parts; False if X holds a NaN or an
     infinity (checked by the parts of the first region, each on the block it reads)."""
     cdef Work w
-    cdef int l, bad_input = 0, pending = 0
+    cdef int l, bad_input = 0
     cdef size_t itemsize = 8 if net.is_double else 4
     cdef char* acts = <char*>net.acts
     cdef const char* inp = <const char*>X
@@ -767,7 +731,7 @@ cdef bint parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
     for l in range(net.n_layers):
         parallel_layer(net, team, n_parts, l, inp,
                        acts + net.a_off[l] * net.max_batch * itemsize, m, True,
-                       &bad_input if l == 0 else NULL, &pending)
+                       &bad_input if l == 0 else NULL)
         inp = acts + net.a_off[l] * net.max_batch * itemsize
     return not bad_input
 
@@ -997,7 +961,7 @@ cdef void parallel_infer(const Net* net, const floating* X, Py_ssize_t m, floati
             for l in range(net.n_layers):
                 dest = (out + start * n_out if l == net.n_layers - 1
                         else buffers + (l % 2) * chunk * net.max_width)
-                parallel_layer(<Net*>net, &team, n_parts, l, inp, dest, rows, False, NULL, NULL)
+                parallel_layer(<Net*>net, &team, n_parts, l, inp, dest, rows, False, NULL)
                 inp = dest
             start += rows
         output_activation(net, out, m, output)

@@ -130,7 +130,7 @@ def test_large_batches_split_by_batch_rows_agree_across_threads(dtype):
 # (sizes, batch) at 2 parts: dA by rows (each layer's update runs in the next region), dA by
 # columns (in its own region) beside a region small enough for the caller, a batch-split
 # backward (the update after the sums), an inner-split forward, and two inner splits in a
-# row (the first one's sum in the second one's region)
+# row
 FUSED_CASES = [((40, 48, 36, 6), 64), ((100, 128, 96, 6), 16), ((20, 32, 24, 6), 512),
                ((300, 64, 10), 32), ((200, 160, 128, 10), 16)]
 
