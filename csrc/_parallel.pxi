@@ -393,10 +393,15 @@ cdef void layer_task(void* ctx, int part, int n_parts) noexcept nogil:
 
 
 cdef inline floating* partial_sum(const Net* net, floating* out, int part) noexcept nogil:
-    """Where part `part` of an inner split puts its partial product (part 0: the output)."""
+    """Where part `part` of an inner split puts its partial product (part 0: the output).
+    Part 1's goes to delta_a, where the loss then writes only m x n_L values: in a
+    two-layer network delta_b keeps, step after step, the dA_0 columns each part writes in
+    the backward, so neither buffer has a line that the other core wrote last (a cache line
+    written on one core and then on the other crosses between them; deeper networks write
+    column blocks of dA into both buffers and cross once either way)."""
     if part == 0:
         return out
-    return <floating*>(net.delta_b if part == 1 else net.delta_a)
+    return <floating*>(net.delta_a if part == 1 else net.delta_b)
 
 
 cdef void inner_part(const Net* net, int l, const floating* inp, floating* out, Py_ssize_t m,
