@@ -358,10 +358,17 @@ def _change_by_partial_fit(model, est):
     est.partial_fit(X[::-1], y[::-1])
 
 
+def _change_by_assigned_coefs(model, est):
+    X, y = _digits(256)                      # assigned weights are taken by the next fit
+    est.coefs_ = [0.5 * W for W in est.coefs_]
+    est.intercepts_ = [b + 0.1 for b in est.intercepts_]
+    est.partial_fit(X, y)
+
+
 @needs_bf16
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("change", [_change_in_place, _change_coefs, _change_vector,
-                                    _change_by_partial_fit])
+                                    _change_by_partial_fit, _change_by_assigned_coefs])
 def test_packed_weights_are_never_stale(change):
     # A step of two parts packs the weights once for all its products; whatever changed
     # them since (the last update, a user's write, set_params_vector, partial_fit) must be
