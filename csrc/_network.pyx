@@ -182,45 +182,45 @@ cdef inline void net_gemm(const Net* net, bint trans_a, bint trans_b, int m, int
                           floating alpha, const floating* a, int lda, const floating* b,
                           int ldb, floating beta, floating* c, int ldc) noexcept nogil:
     """gemm in the network's compute dtype: float32 models with net.bf16 round the operands
-    to bfloat16 (_blas.gemm_bf16; every product of a step has alpha 1 and beta 0). While the
-    step's packed weights are current (bf16_packed), a B that is a block of some W_l (X @ W_l
-    from an even row and a column that starts a panel) or of W_l^T (dZ @ W_l^T, from a row
-    of W_l that starts a panel) is read from them instead: the same bits, without converting
-    W_l again for every product and every part. With MKL's product (_blas._bf16_backend) the
-    step holds W_l in bf16 as it is laid out, and any block of it or of W_l^T is read there."""
-    cdef Py_ssize_t off, row, col, n_in, n_out
-    cdef int l
+    to bfloat16 (_blas.gemm_bf16; every product of a step has alpha 1 and beta 0)."""
     if floating is float:
         if net.bf16:
-            if net.bf16_packed and not trans_a:
-                for l in range(net.n_layers):
-                    n_in = net.sizes[l]
-                    n_out = net.sizes[l + 1]
-                    off = b - <const float*>net.params - net.w_off[l]
-                    if off < 0 or off >= n_in * n_out or ldb != n_out:
-                        continue
-                    if fm_bf16_mkl():
-                        fm_bf16_gemm_b16(False, trans_b, m, n, k, a, lda,
-                                         <const uint16_t*>net.bf16_w + net.w_off[l] + off, ldb,
-                                         c, ldc)
-                        return
-                    row = off // n_out
-                    col = off % n_out
-                    if not trans_b and row % 2 == 0 and col % 32 == 0:
-                        fm_bf16_gemm_packed(False, m, n, k, a, lda, net.bf16_w
-                                            + net.bf16_off[2 * l] + col // 32 * panel_words(n_in)
-                                            + row // 2 * 32, panel_words(n_in), c, ldc)
-                        return
-                    if (trans_b and col == 0 and row % 32 == 0 and k == n_out
-                            and net.bf16_off[2 * l + 1] >= 0):
-                        fm_bf16_gemm_packed(False, m, n, k, a, lda, net.bf16_w
-                                            + net.bf16_off[2 * l + 1] + row // 32
-                                            * panel_words(n_out), panel_words(n_out), c, ldc)
-                        return
-                    break
             gemm_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
             return
     gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+
+cdef inline void weight_gemm(const Net* net, int l, bint trans_w, int m, int n, int k,
+                             const floating* a, int lda, Py_ssize_t row, Py_ssize_t col,
+                             floating* c, int ldc) noexcept nogil:
+    """C[m, n] := A[m, k] @ B for B the block of W_l from (row, col) on (the forward's
+    X @ W_l), or with trans_w of W_l^T (the backward's dZ @ W_l^T: B[i, j] = W_l[row + i, j],
+    col 0). While the step's packed weights are current (bf16_packed), bf16 models read B
+    from them: the same bits as converting that block of W_l again, for every product and
+    every part -- with the own kernel when the block starts a panel (fm_bf16_pack's pairs of
+    rows and 32-column panels), with MKL's product (_blas._bf16_backend) from W_l in bf16 as
+    it is laid out."""
+    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1]
+    cdef const floating* w = <const floating*>net.params + net.w_off[l] + row * n_out + col
+    cdef Py_ssize_t ps
+    if floating is float:
+        if net.bf16 and net.bf16_packed:
+            if fm_bf16_mkl():
+                fm_bf16_gemm_b16(False, trans_w, m, n, k, a, lda, <const uint16_t*>net.bf16_w
+                                 + net.w_off[l] + row * n_out + col, <int>n_out, c, ldc)
+                return
+            if not trans_w and row % 2 == 0 and col % 32 == 0:
+                ps = panel_words(n_in)
+                fm_bf16_gemm_packed(False, m, n, k, a, lda, net.bf16_w + net.bf16_off[2 * l]
+                                    + col // 32 * ps + row // 2 * 32, ps, c, ldc)
+                return
+            if trans_w and col == 0 and row % 32 == 0 and net.bf16_off[2 * l + 1] >= 0:
+                ps = panel_words(n_out)
+                fm_bf16_gemm_packed(False, m, n, k, a, lda, net.bf16_w + net.bf16_off[2 * l + 1]
+                                    + row // 32 * ps, ps, c, ldc)
+                return
+    net_gemm(net, False, trans_w, m, n, k, <floating>1, a, lda, w, <int>n_out, <floating>0, c,
+             ldc)
 
 
 cdef void bf16_pack_part(void* ctx, int part, int n_parts) noexcept nogil:
@@ -281,8 +281,8 @@ cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* act
             inference_gemm(<int>m, <int>n_out, <int>n_in, inp, <int>n_in,
                            params + net.w_off[l], <int>n_out, out, <int>n_out, <int>n_out)
         else:
-            net_gemm(net, False, False, <int>m, <int>n_out, <int>n_in, <floating>1, inp,
-                     <int>n_in, params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
+            weight_gemm(net, l, False, <int>m, <int>n_out, <int>n_in, inp, <int>n_in, 0, 0, out,
+                        <int>n_out)
         if not gemm_only:
             bias_activation(out, params + net.b_off[l], m, n_out, net.activations[l])
             if act_stride >= 0:
@@ -321,8 +321,8 @@ cdef void backward(Net* net, const floating* X, Py_ssize_t m, bint gemm_only,
             net_gemm(net, True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev,
                      <int>n_in, d, <int>n_out, <floating>0, grads + net.w_off[l], <int>n_out)
         if l > 0:
-            net_gemm(net, False, True, <int>m, <int>n_in, <int>n_out, <floating>1, d, <int>n_out,
-                     params + net.w_off[l], <int>n_out, <floating>0, d_next, <int>n_in)
+            weight_gemm(net, l, True, <int>m, <int>n_in, <int>n_out, d, <int>n_out, 0, 0, d_next,
+                        <int>n_in)
             tmp = d
             d = d_next
             d_next = tmp

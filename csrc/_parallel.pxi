@@ -354,9 +354,8 @@ cdef void layer_part(const Net* net, int l, const floating* inp, floating* out, 
                            params + net.w_off[l] + lo, <int>n_out, out + lo, <int>n_out,
                            <int>n_out)
         elif hi > lo:
-            net_gemm(net, False, False, <int>m, <int>(hi - lo), <int>n_in, <floating>1, inp,
-                     <int>n_in, params + net.w_off[l] + lo, <int>n_out, <floating>0, out + lo,
-                     <int>n_out)
+            weight_gemm(net, l, False, <int>m, <int>(hi - lo), <int>n_in, inp, <int>n_in, 0, lo,
+                        out + lo, <int>n_out)
         if hi > lo:
             for i in range(m):
                 bias_activation(out + i * n_out + lo, params + net.b_off[l] + lo, 1, hi - lo,
@@ -368,9 +367,8 @@ cdef void layer_part(const Net* net, int l, const floating* inp, floating* out, 
                            params + net.w_off[l], <int>n_out, out + lo * n_out, <int>n_out,
                            <int>n_out)
         elif hi > lo:
-            net_gemm(net, False, False, <int>(hi - lo), <int>n_out, <int>n_in, <floating>1,
-                     inp + lo * n_in, <int>n_in, params + net.w_off[l], <int>n_out, <floating>0,
-                     out + lo * n_out, <int>n_out)
+            weight_gemm(net, l, False, <int>(hi - lo), <int>n_out, <int>n_in, inp + lo * n_in,
+                        <int>n_in, 0, 0, out + lo * n_out, <int>n_out)
         if hi > lo:
             bias_activation(out + lo * n_out, params + net.b_off[l], hi - lo, n_out,
                             net.activations[l])
@@ -411,9 +409,8 @@ cdef void inner_part(const Net* net, int l, const floating* inp, floating* out, 
     cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi
     w_rows(net, l, part, n_parts, &lo, &hi)
     if hi > lo:
-        net_gemm(net, False, False, <int>m, <int>n_out, <int>(hi - lo), <floating>1,
-                 inp + lo, <int>n_in, params + net.w_off[l] + lo * n_out, <int>n_out,
-                 <floating>0, partial_sum(net, out, part), <int>n_out)
+        weight_gemm(net, l, False, <int>m, <int>n_out, <int>(hi - lo), inp + lo, <int>n_in, lo, 0,
+                    partial_sum(net, out, part), <int>n_out)
 
 
 cdef void reduce_part(const Net* net, int l, floating* out, Py_ssize_t m, int part,
@@ -512,8 +509,8 @@ cdef void forward_rows(const Net* net, const floating* X, Py_ssize_t lo,
         n_in = net.sizes[l]
         n_out = net.sizes[l + 1]
         out = acts + net.a_off[l] * net.max_batch + lo * n_out
-        net_gemm(net, False, False, <int>(hi - lo), <int>n_out, <int>n_in, <floating>1, inp,
-                 <int>n_in, params + net.w_off[l], <int>n_out, <floating>0, out, <int>n_out)
+        weight_gemm(net, l, False, <int>(hi - lo), <int>n_out, <int>n_in, inp, <int>n_in, 0, 0,
+                    out, <int>n_out)
         bias_activation(out, params + net.b_off[l], hi - lo, n_out, net.activations[l])
         dropout_forward(net.dropout, net.dropout_state, l, out, lo, hi - lo, n_out)
         inp = out
@@ -608,10 +605,8 @@ cdef void dA_part(Net* net, const floating* a_prev, Py_ssize_t m, int l, const f
     if l > 0 and split_columns(m, n_in, n_parts):
         w_rows(net, l, part, n_parts, &lo, &hi)
         if hi > lo:
-            net_gemm(net, False, True, <int>m, <int>(hi - lo), <int>n_out, <floating>1, d,
-                     <int>n_out, params + net.w_off[l] + lo * n_out, <int>n_out, <floating>0,
-                     d_next + lo,
-                     <int>n_in)
+            weight_gemm(net, l, True, <int>m, <int>(hi - lo), <int>n_out, d, <int>n_out, lo, 0,
+                        d_next + lo, <int>n_in)
             if net.activations[l - 1] != ACT_IDENTITY and not dropout_on(net.dropout, l - 1):
                 for i in range(m):
                     activation_grad(d_next + i * n_in + lo, a_prev + i * n_in + lo,
@@ -620,9 +615,8 @@ cdef void dA_part(Net* net, const floating* a_prev, Py_ssize_t m, int l, const f
     elif l > 0:
         block(m, part, n_parts, &lo, &hi)
         if hi > lo:
-            net_gemm(net, False, True, <int>(hi - lo), <int>n_in, <int>n_out, <floating>1,
-                     d + lo * n_out, <int>n_out, params + net.w_off[l], <int>n_out, <floating>0,
-                     d_next + lo * n_in, <int>n_in)
+            weight_gemm(net, l, True, <int>(hi - lo), <int>n_in, <int>n_out, d + lo * n_out,
+                        <int>n_out, 0, 0, d_next + lo * n_in, <int>n_in)
             if not dropout_on(net.dropout, l - 1):
                 grad_rows(net, l - 1, d_next, lo, hi, acc)
 
