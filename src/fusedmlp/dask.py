@@ -461,7 +461,9 @@ def fit_data_parallel(model, X, y, *, optimizer, epochs=1, batch_size=256, clien
     n_samples = X.shape[0]
     if n_samples == 0:
         raise ValueError("X is empty: training needs at least one sample")
-    workers = sorted(client.scheduler_info()["workers"])
+    # ncores() asks the scheduler now; scheduler_info() falls back to a cache without the
+    # workers when its query fails (seen under load: "no workers" with two running)
+    workers = sorted(client.ncores())
     if not workers:
         raise ValueError("the client has no workers")
     n_blocks = X.numblocks[0]
