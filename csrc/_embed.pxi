@@ -15,8 +15,8 @@
 # module attribute _C_API. Handles (fusedmlp_model, fusedmlp_trainer) own a strong reference
 # to their MLP (and optimiser), so the model's buffers live as long as the handle; creating
 # and freeing a handle needs the GIL, everything else runs without it. Inference splits into
-# the model's parts as infer_into does, but all parts share the one block of scratch the
-# caller sized with scratch_bytes() (infer_shared), so no n_threads can make it too small.
+# the model's parts as infer_into does; the parts share the one block of scratch the caller
+# sized with scratch_bytes() (parallel_infer), so no n_threads can make it too small.
 # The Cython API (fusedmlp/capi.pxd) declares the same header.
 
 from cpython.object cimport PyObject
@@ -155,7 +155,7 @@ def infer_into(Network network, X, out, int output):
     if m == 0:
         return out
     n_parts = inference_parts(net, m)
-    scratch = thread_scratch(scratch_bytes(net, m, itemsize) * n_parts)
+    scratch = thread_scratch(scratch_bytes(net, m, itemsize))
     with nogil:
         entered = enter(True)
         if network.is_double:
@@ -334,59 +334,6 @@ cdef inline bint output_allowed(int loss, int output) noexcept nogil:
     return False
 
 
-cdef void shared_rows_task(void* ctx, int part, int n_parts) noexcept nogil:
-    """Part `part` of infer_shared's split by rows: its block of the batch through the whole
-    network, in pieces as tall as its block of the w.chunk rows of scratch."""
-    cdef Work* w = <Work*>ctx
-    cdef Py_ssize_t lo, hi, s_lo, s_hi
-    cdef int saved = blas_enter()
-    block(w.m, part, n_parts, &lo, &hi)
-    block(w.chunk, part, n_parts, &s_lo, &s_hi)
-    if w.net.is_double:
-        infer_rows(w.net, <const double*>w.X, lo, hi, <double*>w.out,
-                   <double*>w.buffers + 2 * s_lo * w.net.max_width, s_hi - s_lo, w.output)
-    else:
-        infer_rows(w.net, <const float*>w.X, lo, hi, <float*>w.out,
-                   <float*>w.buffers + 2 * s_lo * w.net.max_width, s_hi - s_lo, w.output)
-    blas_leave(saved)
-
-
-cdef int infer_shared(const Net* net, const floating* X, Py_ssize_t m, floating* out,
-                      floating* scratch, int output) noexcept nogil:
-    """infer() split into the model's inference_parts(), all of them in the one block of
-    scratch that scratch_bytes() gives (2 x chunk x widest layer, chunk = min(m, CHUNK)), so
-    that a caller's scratch stays large enough whatever n_threads becomes.
-
-    A split by layers (infer's per-layer mode) uses that block alone already. A split by rows
-    gives each part its block of the chunk rows of scratch: for m <= CHUNK the block of its
-    own rows, so every part runs the products infer() runs, bit for bit; beyond CHUNK rows
-    (at most CHUNK / ALIGN parts) a part runs its rows in shorter pieces than infer()'s.
-    """
-    cdef Py_ssize_t chunk = min(m, CHUNK)
-    cdef int n_parts = inference_parts(net, m)
-    cdef Work w
-    cdef fm_team team
-    if n_parts <= 1 or not rows_everywhere(net, chunk, n_parts, False):
-        return infer(net, X, m, out, scratch, chunk, output, n_parts)
-    if m > CHUNK:
-        n_parts = <int>min(n_parts, CHUNK // ALIGN)    # every part gets rows of scratch
-    if not all_finite(X, m * net.sizes[0]):
-        return BAD_INPUT
-    w.net = <Net*>net
-    w.X = X
-    w.m = m
-    w.out = out
-    w.buffers = scratch
-    w.chunk = chunk
-    w.output = output
-    fm_team_begin(&team, n_parts)
-    fm_team_run(&team, shared_rows_task, &w, n_parts)
-    fm_team_end(&team)
-    if not all_finite(out, m * net.sizes[net.n_layers]):
-        return BAD_OUTPUT
-    return OK
-
-
 cdef int capi_infer(const fusedmlp_model* model, const floating* X, Py_ssize_t m,
                     floating* out, int output, void* scratch) noexcept nogil:
     cdef const ModelHandle* handle = <const ModelHandle*>model
@@ -414,7 +361,8 @@ cdef int capi_infer(const fusedmlp_model* model, const floating* X, Py_ssize_t m
             if scratch == NULL:
                 return FUSEDMLP_NO_MEMORY
     entered = enter(False)
-    status = infer_shared(net, X, m, out, <floating*>scratch, output)
+    status = infer(net, X, m, out, <floating*>scratch, min(m, CHUNK), output,
+                   inference_parts(net, m))
     leave(entered, False)
     free(owned)
     return status

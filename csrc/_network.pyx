@@ -425,8 +425,9 @@ cdef void matmuls(Net* net, const floating* X, Py_ssize_t m) noexcept nogil:
 cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
                floating* buffers, Py_ssize_t chunk, int output, int n_parts=1,
                const SparseRows* sp=NULL) noexcept nogil:
-    """Inference of m rows, chunk rows at a time, split into n_parts blocks of rows (buffers:
-    n_parts x 2 x chunk x widest layer). Sparse rows (sp, X unused) run as one part."""
+    """Inference of m rows, chunk rows at a time, split into n_parts parts (buffers: 2 x chunk
+    x widest layer, shared by the parts: parallel_infer). Sparse rows (sp, X unused) run as
+    one part."""
     cdef SparseRows part
     cdef Py_ssize_t start = 0, n_out = net.sizes[net.n_layers]
     if not (sparse_all_finite(sp, X, m) if sp != NULL else all_finite(X, m * net.sizes[0])):
@@ -1018,10 +1019,7 @@ cdef class Network:
         cdef int n_parts
         if len(buffers) < 2 * chunk * self.net.max_width or chunk < 1:
             raise ValueError("inference buffers are too small")
-        n_parts = <int>min(inference_parts(&self.net, m),
-                           len(buffers) // (2 * chunk * self.net.max_width))
-        if sp != NULL:
-            n_parts = 1
+        n_parts = 1 if sp != NULL else inference_parts(&self.net, m)
         if m == 0:
             return OK
         with nogil:

@@ -918,16 +918,20 @@ cdef void infer_rows(const Net* net, const floating* X, Py_ssize_t lo, Py_ssize_
 
 
 cdef void infer_task(void* ctx, int part, int n_parts) noexcept nogil:
+    """Part `part` of a split by rows: its block of the batch through the whole network, in
+    pieces as tall as its block of the chunk rows of scratch (for m <= chunk the block of its
+    own rows: the products a one-part call runs on them, bit for bit)."""
     cdef Work* w = <Work*>ctx
-    cdef Py_ssize_t lo, hi, per_part = 2 * w.chunk * w.net.max_width
+    cdef Py_ssize_t lo, hi, s_lo, s_hi
     cdef int saved = blas_enter()
     block(w.m, part, n_parts, &lo, &hi)
+    block(w.chunk, part, n_parts, &s_lo, &s_hi)
     if w.net.is_double:
         infer_rows(w.net, <const double*>w.X, lo, hi, <double*>w.out,
-                   <double*>w.buffers + part * per_part, w.chunk, w.output)
+                   <double*>w.buffers + 2 * s_lo * w.net.max_width, s_hi - s_lo, w.output)
     else:
         infer_rows(w.net, <const float*>w.X, lo, hi, <float*>w.out,
-                   <float*>w.buffers + part * per_part, w.chunk, w.output)
+                   <float*>w.buffers + 2 * s_lo * w.net.max_width, s_hi - s_lo, w.output)
     blas_leave(saved)
 
 
@@ -935,8 +939,9 @@ cdef void parallel_infer(const Net* net, const floating* X, Py_ssize_t m, floati
                          floating* buffers, Py_ssize_t chunk, int output,
                          int n_parts) noexcept nogil:
     """Inference of m rows in n_parts parts: blocks of rows through the whole network when
-    every layer splits by rows, else one region per layer and chunk (buffers: n_parts x 2 x
-    chunk x widest layer; the per-layer mode uses the first block)."""
+    every layer splits by rows, else one region per layer and chunk. buffers: 2 x chunk x
+    widest layer whatever n_parts (the parts of a split by rows share them, each its block of
+    the chunk rows), so a caller's scratch sized for one part stays enough (the C API's)."""
     cdef Work w
     cdef fm_team team
     cdef Py_ssize_t start = 0, rows, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
@@ -948,12 +953,16 @@ cdef void parallel_infer(const Net* net, const floating* X, Py_ssize_t m, floati
     w.m = m
     w.out = out
     w.buffers = buffers
-    w.chunk = chunk
     w.output = output
-    fm_team_begin(&team, n_parts)
-    if rows_everywhere(net, min(m, chunk), n_parts, False):
+    chunk = min(m, chunk)
+    w.chunk = chunk
+    if rows_everywhere(net, chunk, n_parts, False):
+        if m > chunk:                   # every part gets rows of scratch
+            n_parts = <int>min(n_parts, (chunk + ALIGN - 1) // ALIGN)
+        fm_team_begin(&team, n_parts)
         fm_team_run(&team, infer_task, &w, n_parts)
     else:
+        fm_team_begin(&team, n_parts)
         while start < m:
             rows = min(chunk, m - start)
             inp = X + start * n_in
@@ -968,7 +977,7 @@ cdef void parallel_infer(const Net* net, const floating* X, Py_ssize_t m, floati
 
 
 cdef inline int inference_parts(const Net* net, Py_ssize_t m) noexcept nogil:
-    """Parts an inference of m rows is split into (its scratch is that many blocks)."""
+    """Parts an inference of m rows is split into (they share one block of scratch)."""
     cdef Py_ssize_t chunk = max(1, min(m, INFERENCE_ROWS))
     cdef int regions = <int>(((m + chunk - 1) // chunk)
                              * (1 if rows_everywhere(net, chunk, 2, False) else net.n_layers))

@@ -24,7 +24,7 @@
  * Threads. Every call is split into parts as the same Python call is (MLP.n_threads: an
  * integer n gives n parts, "auto" the rule of docs/threading.md), run by the calling thread
  * and the idle workers of fusedmlp's pool; at the same n_threads the results are Python's
- * (bit for bit; an inference of more than 256 rows split by rows: to rounding).
+ * (bit for bit: the same routine runs both).
  * Inference only reads the model: any number of threads may call fusedmlp_infer_* on one
  * handle at once (give each call its own out and scratch); when the pool's workers are busy
  * with other calls, a call runs its remaining parts itself. A training step writes the

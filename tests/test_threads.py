@@ -244,6 +244,9 @@ def test_large_inference_split_across_threads(dtype):
         out = np.empty_like(expected)
         assert model.predict_proba(X, out=out) is out
         assert_close(out, expected, dtype)
+    # more parts than the shared scratch's 256 rows have blocks of 16: the split uses 16
+    model.n_threads = 20
+    assert_close(model.predict_proba(X), expected, dtype)
 
 
 def test_n_threads_attribute_and_validation():

@@ -503,7 +503,7 @@ class MLP:
                 raise ValueError("out must not overlap X (X is read while out is written)")
         chunk = m if 0 < m < _network.INFERENCE_CHUNK else _network.INFERENCE_CHUNK
         # per-call scratch (two ping-pong blocks): what makes concurrent predicts safe
-        buffers = np.empty(2 * chunk * self._max_width * self._net.inference_parts(m), self.dtype)
+        buffers = np.empty(2 * chunk * self._max_width, self.dtype)
         status = self._net.predict(X, out, buffers, chunk, output)
         if status:
             _raise_status(status)
