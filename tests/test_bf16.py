@@ -49,14 +49,20 @@ SHAPES = [(1, 1, 1), (3, 5, 7), (8, 32, 2), (9, 33, 3), (32, 10, 128), (97, 1025
           (100, 10, 513), (17, 70, 256), (193, 31, 1), (4, 3, 0), (1, 300, 301), (1, 3, 0)]
 
 
+def _operands(m, n, k, trans_a, trans_b):
+    """float32 A and B of a product C[m, n] = op(A) @ op(B), as stored (transposed or not)."""
+    rng = np.random.default_rng(m * 1000 + n + k)
+    A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    return A, B
+
+
 @needs_bf16
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("m, n, k", SHAPES)
 def test_product_matches_float64_of_rounded_operands(m, n, k, trans_a, trans_b):
-    rng = np.random.default_rng(m * 1000 + n + k)
-    A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
-    B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    A, B = _operands(m, n, k, trans_a, trans_b)
     C = np.full((m, n), np.nan, np.float32)
     _kernels.matmul_bf16(A, B, C, trans_a, trans_b)
     op_a = bf16_round(A).astype(np.float64)
@@ -340,9 +346,7 @@ def test_a_row_scores_the_same_alone_or_in_a_batch():
 @pytest.mark.parametrize("m, n, k", SHAPES)
 def test_prepacked_operand_gives_the_same_bits(m, n, k, trans_a, trans_b):
     # fm_bf16_pack + fm_bf16_gemm_packed: what a multi-part step does with its weights
-    rng = np.random.default_rng(m * 1000 + n + k)
-    A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
-    B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    A, B = _operands(m, n, k, trans_a, trans_b)
     direct, packed = np.zeros((m, n), np.float32), np.full((m, n), np.nan, np.float32)
     _kernels.matmul_bf16(A, B, direct, trans_a, trans_b)
     _kernels.matmul_bf16(A, B, packed, trans_a, trans_b, True)
