@@ -23,7 +23,7 @@ through ``Cast`` to ``BFLOAT16`` and back to float32, and its weights are stored
 ``BFLOAT16`` (rounded to nearest even, subnormals to zero, as fusedmlp's product reads them)
 and cast to float32, so that the float32 ``Gemm`` multiplies the very bf16 operands fusedmlp
 does and sums them in float32 (in the runtime's order; onnxruntime's CPU provider runs it
-and agrees with ``predict_proba`` to about 1e-6). Only the rounding of subnormal inputs
+and agrees with ``predict_proba`` to about 2e-5). Only the rounding of subnormal inputs
 differs: ``Cast`` keeps them, fusedmlp reads them as zero.
 
 Activations with an operator that every runtime implements for float32 and float64 use it
