@@ -110,10 +110,41 @@ static uint32_t fm_bf16_bits(float x)
     return bits >> 16;
 }
 
-/* The portable loop: used only when the kernel cannot run or could not get its packing
- * space. The same bf16 operands and float32 sums, in another order than the kernel's. */
-static void fm_gemm_bf16_loop(int trans_a, int trans_b, int m, int n, int k, const float *a,
-                              int lda, const float *b, int ldb, float *c, int ldc)
+/* op(B) as the portable loop reads it, whichever form it is held in: float32 (rounded as it is
+ * read), bf16 bits (row-major, leading dimension ld) or fm_bf16_pack's words (panel stride
+ * ld). */
+enum { FM_B_FLOAT32, FM_B_BITS, FM_B_PACKED };
+typedef struct {
+    int form, trans;
+    const void *b;
+    long ld;
+} fm_b_operand;
+
+/* op(B)[kk, j] as a float holding a bf16 value. */
+static float fm_b_at(const fm_b_operand *op, long kk, long j)
+{
+    uint32_t bits;
+    float y;
+    if (op->form == FM_B_FLOAT32) {
+        const float *b = (const float *)op->b;
+        return fm_bf16_round(op->trans ? b[j * op->ld + kk] : b[kk * op->ld + j]);
+    }
+    if (op->form == FM_B_BITS) {
+        const uint16_t *b16 = (const uint16_t *)op->b;
+        bits = (uint32_t)(op->trans ? b16[j * op->ld + kk] : b16[kk * op->ld + j]) << 16;
+    } else {
+        uint32_t word = ((const uint32_t *)op->b)[(j / 32) * op->ld + (kk / 2) * 32 + j % 32];
+        bits = (kk % 2 ? word >> 16 : word) << 16;
+    }
+    memcpy(&y, &bits, 4);
+    return y;
+}
+
+/* The portable loop: used only when the kernel cannot run or could not get its space (or
+ * MKL's product its bf16 copies). The same bf16 operands and float32 sums, in another order
+ * than the kernel's. */
+static void fm_gemm_bf16_loop(int trans_a, int m, int n, int k, const float *a, int lda,
+                              const fm_b_operand *b, float *c, int ldc)
 {
     int i, j, kk;
     for (i = 0; i < m; i++)
@@ -121,8 +152,7 @@ static void fm_gemm_bf16_loop(int trans_a, int trans_b, int m, int n, int k, con
             float sum = 0;
             for (kk = 0; kk < k; kk++) {
                 float x = trans_a ? a[(long)kk * lda + i] : a[(long)i * lda + kk];
-                float y = trans_b ? b[(long)j * ldb + kk] : b[(long)kk * ldb + j];
-                sum += fm_bf16_round(x) * fm_bf16_round(y);
+                sum += fm_bf16_round(x) * fm_b_at(b, kk, j);
             }
             c[(long)i * ldc + j] = sum;
         }
@@ -241,20 +271,9 @@ void fm_bf16_gemm_b16(int trans_a, int trans_b, int m, int n, int k, const float
     if (fm_mkl_gemm && fm_bf16_gemm_mkl(trans_a, trans_b, m, n, k, a, lda, NULL, b16, ldb, c, ldc))
         return;
 #endif
-    {                                       /* never reached while MKL is chosen */
-        int i, j, kk;
-        for (i = 0; i < m; i++)
-            for (j = 0; j < n; j++) {
-                float sum = 0;
-                for (kk = 0; kk < k; kk++) {
-                    uint32_t bits = (uint32_t)(trans_b ? b16[(long)j * ldb + kk]
-                                                       : b16[(long)kk * ldb + j]) << 16;
-                    float x = trans_a ? a[(long)kk * lda + i] : a[(long)i * lda + kk], y;
-                    memcpy(&y, &bits, 4);
-                    sum += fm_bf16_round(x) * y;
-                }
-                c[(long)i * ldc + j] = sum;
-            }
+    {
+        fm_b_operand op = {FM_B_BITS, trans_b, b16, ldb};
+        fm_gemm_bf16_loop(trans_a, m, n, k, a, lda, &op, c, ldc);
     }
 }
 
@@ -269,7 +288,10 @@ void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float *a,
     if (fm_bf16_cpu() && fm_gemm_bf16_avx512(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc))
         return;
 #endif
-    fm_gemm_bf16_loop(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+    {
+        fm_b_operand op = {FM_B_FLOAT32, trans_b, b, ldb};
+        fm_gemm_bf16_loop(trans_a, m, n, k, a, lda, &op, c, ldc);
+    }
 }
 
 /* The portable pack (fm_bf16_pack when the kernel cannot run): the same words. */
@@ -297,23 +319,14 @@ void fm_bf16_pack(int trans, int k, const float *b, int ldb, int p0, int p1, int
 void fm_bf16_gemm_packed(int trans_a, int m, int n, int k, const float *a, int lda,
                          const uint32_t *bp, long ps, float *c, int ldc)
 {
-    int i, j, kk;
     if (m <= 0 || n <= 0)
         return;
 #if defined(FM_HAVE_BF16_KERNEL)
     if (fm_bf16_cpu() && fm_gemm_bf16_packed_avx512(trans_a, m, n, k, a, lda, bp, ps, c, ldc))
         return;
 #endif
-    for (i = 0; i < m; i++)                 /* the portable loop, on the packed words */
-        for (j = 0; j < n; j++) {
-            float sum = 0;
-            for (kk = 0; kk < k; kk++) {
-                uint32_t word = bp[(long)(j / 32) * ps + (long)(kk / 2) * 32 + j % 32];
-                uint32_t bits = (kk % 2 ? word >> 16 : word) << 16;
-                float x = trans_a ? a[(long)kk * lda + i] : a[(long)i * lda + kk], y;
-                memcpy(&y, &bits, 4);
-                sum += fm_bf16_round(x) * y;
-            }
-            c[(long)i * ldc + j] = sum;
-        }
+    {
+        fm_b_operand op = {FM_B_PACKED, 0, bp, ps};
+        fm_gemm_bf16_loop(trans_a, m, n, k, a, lda, &op, c, ldc);
+    }
 }
