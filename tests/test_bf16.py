@@ -49,6 +49,12 @@ SHAPES = [(1, 1, 1), (3, 5, 7), (8, 32, 2), (9, 33, 3), (32, 10, 128), (97, 1025
           (100, 10, 513), (17, 70, 256), (193, 31, 1), (4, 3, 0), (1, 300, 301), (1, 3, 0)]
 
 
+# every shape with every transposition: the products the kernel tests run
+each_product = pytest.mark.parametrize(
+    "m, n, k, trans_a, trans_b",
+    [(m, n, k, ta, tb) for m, n, k in SHAPES for ta in (False, True) for tb in (False, True)])
+
+
 def _operands(m, n, k, trans_a, trans_b):
     """float32 A and B of a product C[m, n] = op(A) @ op(B), as stored (transposed or not)."""
     rng = np.random.default_rng(m * 1000 + n + k)
@@ -58,9 +64,7 @@ def _operands(m, n, k, trans_a, trans_b):
 
 
 @needs_bf16
-@pytest.mark.parametrize("trans_a", [False, True])
-@pytest.mark.parametrize("trans_b", [False, True])
-@pytest.mark.parametrize("m, n, k", SHAPES)
+@each_product
 def test_product_matches_float64_of_rounded_operands(m, n, k, trans_a, trans_b):
     A, B = _operands(m, n, k, trans_a, trans_b)
     C = np.full((m, n), np.nan, np.float32)
@@ -341,9 +345,7 @@ def test_a_row_scores_the_same_alone_or_in_a_batch():
 
 
 @needs_own
-@pytest.mark.parametrize("trans_a", [False, True])
-@pytest.mark.parametrize("trans_b", [False, True])
-@pytest.mark.parametrize("m, n, k", SHAPES)
+@each_product
 def test_prepacked_operand_gives_the_same_bits(m, n, k, trans_a, trans_b):
     # fm_bf16_pack + fm_bf16_gemm_packed: what a multi-part step does with its weights
     A, B = _operands(m, n, k, trans_a, trans_b)
