@@ -43,6 +43,7 @@ import warnings
 
 from ._common import PROG
 from . import _plotting
+from ._peers import torch_mlp
 
 __all__ = ["main", "CONFIGS", "QUICK_CONFIGS"]
 
@@ -106,12 +107,7 @@ def _build_torch(sizes, batch, dtype, optimizer_name):
     import torch.nn.functional as F
 
     X, y = _data(sizes, batch, dtype)
-    torch.manual_seed(0)
-    layers = []
-    for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
-        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
-    layers.append(torch.nn.Linear(sizes[-2], sizes[-1]))
-    model = torch.nn.Sequential(*layers).to(torch.float32 if dtype == "float32" else torch.float64)
+    model = torch_mlp(sizes, torch.float32 if dtype == "float32" else torch.float64)
     optimizer_class = torch.optim.Adam if optimizer_name == "adam" else torch.optim.SGD
     optimizer = optimizer_class(model.parameters(), lr=LEARNING_RATE)
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)

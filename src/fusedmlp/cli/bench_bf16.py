@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from ._common import parser_for, seconds_per_call
+from ._peers import torch_mlp
 
 __all__ = ["main", "STEP_CONFIGS", "GEMM_SHAPES"]
 
@@ -108,11 +109,7 @@ def _torch_step(sizes, batch, autocast):
     import torch
     from torch import nn
 
-    torch.manual_seed(0)
-    layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    net = nn.Sequential(*layers[:-1])
+    net = torch_mlp(sizes)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     X = torch.randn(batch, sizes[0])
     y = torch.randint(0, sizes[-1], (batch,))
@@ -165,8 +162,7 @@ def _torch_epochs(data, epochs, batch, autocast):
     import torch
     from torch import nn
 
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    net = torch_mlp((784, 256, 10))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     X, y = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train)
     gen = torch.Generator().manual_seed(0)

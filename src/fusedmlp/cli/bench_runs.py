@@ -35,6 +35,7 @@ import time
 import warnings
 
 from . import bench
+from ._peers import jax_adam, jax_mlp, torch_mlp
 
 __all__ = ["main"]
 
@@ -112,9 +113,7 @@ def _torch(X, y, threads, compiled=False):
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
 
     def make():
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(SIZES[0], SIZES[1]), torch.nn.ReLU(),
-                                    torch.nn.Linear(SIZES[1], SIZES[2]))
+        model = torch_mlp(SIZES)
         optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
 
         def step(xb, yb):
@@ -143,38 +142,13 @@ def _jax(X, y, threads):
     import jax.numpy as jnp
     import numpy as np
 
-    def init(seed):
-        rng = np.random.default_rng(seed)
-        params = []
-        for n_in, n_out in zip(SIZES[:-1], SIZES[1:]):
-            W = rng.normal(0, np.sqrt(2 / n_in), (n_in, n_out)).astype(np.float32)
-            params.append((jnp.asarray(W), jnp.zeros(n_out, jnp.float32)))
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        return params, (zeros, jax.tree_util.tree_map(jnp.zeros_like, params), jnp.zeros(()))
-
-    def loss_fn(params, xb, yb):
-        (W1, b1), (W2, b2) = params
-        logits = jnp.maximum(xb @ W1 + b1, 0) @ W2 + b2
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), yb[:, None], 1))
-
-    def update(params, state, xb, yb):
-        m, v, t = state
-        loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
-        t = t + 1
-        m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
-        v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
-        scale = LEARNING_RATE * jnp.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
-        params = jax.tree_util.tree_map(lambda p, m, v: p - scale * m / (jnp.sqrt(v) + 1e-8),
-                                        params, m, v)
-        return params, (m, v, t), loss
-
     def gather_step_body(params, state, X_all, y_all, index):
-        return update(params, state, X_all[index], y_all[index])
+        return jax_adam(params, state, X_all[index], y_all[index], LEARNING_RATE)
 
     gather_step = jax.jit(gather_step_body, donate_argnums=(0, 1))
     X_d, y_d = jnp.asarray(X), jnp.asarray(y.astype(np.int32))
-    run = {"params": init(0)}
-    fresh = {"params": init(0)}
+    run = {"params": jax_mlp(SIZES)}
+    fresh = {"params": jax_mlp(SIZES)}
     rng = np.random.default_rng(0)
     first = np.arange(BATCH, dtype=np.int32)
 

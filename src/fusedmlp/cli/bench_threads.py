@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 from ._common import seconds_per_call
+from ._peers import jax_adam, jax_mlp, torch_mlp
 
 __all__ = ["main", "CONFIGS"]
 
@@ -125,11 +126,7 @@ def _torch_step(sizes, X, y, threads):
     import torch.nn.functional as F
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    layers = []
-    for a, b in zip(sizes[:-2], sizes[1:-1]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-2], sizes[-1]))
+    model = torch_mlp(sizes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
     forward = torch.compile(lambda x, t: F.cross_entropy(model(x), t))
@@ -147,37 +144,13 @@ def _jax_step(sizes, X, y, threads):
     import jax
     import jax.numpy as jnp
 
-    key = jax.random.PRNGKey(0)
-    params = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        key, sub = jax.random.split(key)
-        params.append((jax.random.normal(sub, (a, b), jnp.float32) * (2 / a) ** 0.5,
-                       jnp.zeros(b, jnp.float32)))
-
-    def loss(p, x, t):
-        for W, b in p[:-1]:
-            x = jax.nn.relu(x @ W + b)
-        z = x @ p[-1][0] + p[-1][1]
-        return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, t[:, None], 1)[:, 0])
-
-    @jax.jit
-    def update(p, m, v, k, x, t):
-        g = jax.grad(loss)(p, x, t)
-        m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, g)
-        v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, g)
-        step = 1e-3 * jnp.sqrt(1 - 0.999 ** k) / (1 - 0.9 ** k)
-        p = jax.tree_util.tree_map(lambda p, m, v: p - step * m / (jnp.sqrt(v) + 1e-8), p, m, v)
-        return p, m, v
-
-    state = [params, jax.tree_util.tree_map(jnp.zeros_like, params),
-             jax.tree_util.tree_map(jnp.zeros_like, params), 1]
+    update = jax.jit(jax_adam)
+    state = list(jax_mlp(sizes))
     x, t = jnp.asarray(X), jnp.asarray(y)
 
     def step():
-        p, m, v = update(state[0], state[1], state[2], state[3], x, t)
-        jax.block_until_ready(p)
-        state[:3] = p, m, v
-        state[3] += 1
+        state[0], state[1], loss = update(state[0], state[1], x, t)
+        jax.block_until_ready(loss)
 
     return step
 
