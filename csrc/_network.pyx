@@ -75,18 +75,18 @@ select_isa()            # this module's table of elementwise loops (elementwise.
 # inside at the same time) without depending on timing.
 cdef extern from *:
     """
-    static long fusedmlp_inside = 0, fusedmlp_most_inside = 0;
+    #include "fm_atomic.h"
+    static int fusedmlp_inside = 0, fusedmlp_most_inside = 0;
     static void fusedmlp_enter(void) {
-        long now = __atomic_add_fetch(&fusedmlp_inside, 1, __ATOMIC_SEQ_CST);
-        long most = __atomic_load_n(&fusedmlp_most_inside, __ATOMIC_SEQ_CST);
-        while (now > most && !__atomic_compare_exchange_n(&fusedmlp_most_inside, &most, now,
-                                                          0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+        int now = fm_add_int(&fusedmlp_inside, 1, FM_SEQ_CST);
+        int most = fm_load_int(&fusedmlp_most_inside, FM_SEQ_CST);
+        while (now > most && !fm_cas_int(&fusedmlp_most_inside, &most, now, FM_SEQ_CST)) {}
     }
-    static void fusedmlp_leave(void) { __atomic_sub_fetch(&fusedmlp_inside, 1, __ATOMIC_SEQ_CST); }
+    static void fusedmlp_leave(void) { fm_add_int(&fusedmlp_inside, -1, FM_SEQ_CST); }
     """
     void fusedmlp_enter() nogil
     void fusedmlp_leave() nogil
-    long fusedmlp_most_inside
+    int fusedmlp_most_inside
 
 
 def own_gemm():
@@ -98,7 +98,7 @@ def own_gemm():
 def most_concurrent_calls(bint reset=False):
     """The most threads seen inside compiled steps/inference at once (optionally reset)."""
     global fusedmlp_most_inside
-    cdef long most = fusedmlp_most_inside
+    cdef int most = fusedmlp_most_inside
     if reset:
         fusedmlp_most_inside = 0
     return most

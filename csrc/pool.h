@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 #include "fpenv.h"
+#include "fm_atomic.h"
 
 #if defined(_WIN32)
 #include <windows.h>
@@ -101,12 +102,8 @@ static int fm_thread_start(fm_thread *t, fm_thread_ret (*fn)(void *), void *arg)
 #define FM_PAUSE() ((void)0)
 #endif
 
-#define FM_ATOMIC_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define FM_ATOMIC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define FM_ATOMIC_ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_ACQ_REL)
-
 /* Set *flag to 1 from any part (parts report what they found, e.g. a NaN, this way). */
-static void fm_flag(int *flag) { __atomic_store_n(flag, 1, __ATOMIC_RELAXED); }
+static void fm_flag(int *flag) { fm_store_int(flag, 1, FM_RELAXED); }
 
 #define FM_MAX_WORKERS 256
 #define FM_SPIN_NS 100000LL       /* a worker spins this long after its last part, then sleeps */
@@ -136,7 +133,7 @@ typedef struct {
     fm_job *job;                  /* the job to join, its id and this worker's own part, */
     unsigned long long job_id;    /* set before seq changes */
     int own_part;
-    long seq;                     /* bumped for every job sent to this worker */
+    fm_u64 seq;                   /* bumped for every job sent to this worker */
     int sleeping;
     int claimed;                  /* 1 while a team owns this worker */
     fm_job own_job;               /* the job of the team this worker leads */
@@ -157,55 +154,53 @@ static unsigned long long fm_job_ids = 0;
 static void fm_run_parts(fm_job *job, unsigned long long id, int own)
 {
     for (;;) {
-        unsigned long long word = __atomic_load_n(&job->word, __ATOMIC_ACQUIRE), taken;
+        unsigned long long word = fm_load_u64(&job->word, FM_ACQUIRE), taken;
         /* a worker late from the previous job may read this while its caller writes the next
          * job's: atomic (and then the CAS below fails), as every field read before the CAS */
-        int part, n = __atomic_load_n(&job->n_parts, __ATOMIC_RELAXED);
+        int part, n = fm_load_int(&job->n_parts, FM_RELAXED);
         if ((word >> 32) != (id & 0xffffffffULL)) return;
         taken = word & 0xffffffffULL;
         if (n <= 32) {
             if (taken == (n == 32 ? 0xffffffffULL : (1ULL << n) - 1)) return;
-            part = (own < n && !(taken & (1ULL << own))) ? own : __builtin_ctzll(~taken);
-            if (!__atomic_compare_exchange_n(&job->word, &word, word | (1ULL << part), 0,
-                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            part = (own < n && !(taken & (1ULL << own))) ? own : fm_ctz64(~taken);
+            if (!fm_cas_u64(&job->word, &word, word | (1ULL << part), FM_ACQ_REL))
                 continue;
         } else {
             if ((long long)taken >= (long long)n) return;
             part = (int)taken;
-            if (!__atomic_compare_exchange_n(&job->word, &word, word + 1, 0, __ATOMIC_ACQ_REL,
-                                             __ATOMIC_ACQUIRE))
+            if (!fm_cas_u64(&job->word, &word, word + 1, FM_ACQ_REL))
                 continue;
         }
         own = n;                  /* from now on, any part */
         /* the part is ours: the job cannot finish (nor change) before we report it done */
         job->task(job->ctx, part, n);
-        FM_ATOMIC_ADD(&job->done, 1);
+        fm_add_int(&job->done, 1, FM_ACQ_REL);
     }
 }
 
 static fm_thread_ret FM_THREAD_CALL fm_worker_main(void *arg)
 {
     fm_worker *self = (fm_worker *)arg;
-    long seen = 0;                /* seq starts at 0: a job sent before we started is seen */
+    fm_u64 seen = 0;                /* seq starts at 0: a job sent before we started is seen */
     for (;;) {
         long long spin_until = fm_now_ns() + FM_SPIN_NS;
         int polls = 0;
-        while (__atomic_load_n(&self->seq, __ATOMIC_SEQ_CST) == seen) {
+        while (fm_load_u64(&self->seq, FM_SEQ_CST) == seen) {
             FM_PAUSE();
             if (++polls % 64 == 0 && fm_now_ns() > spin_until) {
                 fm_mutex_lock(&self->lock);
-                __atomic_store_n(&self->sleeping, 1, __ATOMIC_SEQ_CST);
-                while (__atomic_load_n(&self->seq, __ATOMIC_SEQ_CST) == seen)
+                fm_store_int(&self->sleeping, 1, FM_SEQ_CST);
+                while (fm_load_u64(&self->seq, FM_SEQ_CST) == seen)
                     fm_cond_wait(&self->wake, &self->lock);
-                __atomic_store_n(&self->sleeping, 0, __ATOMIC_SEQ_CST);
+                fm_store_int(&self->sleeping, 0, FM_SEQ_CST);
                 fm_mutex_unlock(&self->lock);
             }
         }
-        seen = __atomic_load_n(&self->seq, __ATOMIC_SEQ_CST);
+        seen = fm_load_u64(&self->seq, FM_SEQ_CST);
         {
-            fm_job *job = FM_ATOMIC_LOAD(&self->job);
-            unsigned long long id = FM_ATOMIC_LOAD(&self->job_id);
-            int own = FM_ATOMIC_LOAD(&self->own_part);
+            fm_job *job = (fm_job *)fm_load_ptr((void **)&self->job, FM_ACQUIRE);
+            unsigned long long id = fm_load_u64(&self->job_id, FM_ACQUIRE);
+            int own = fm_load_int(&self->own_part, FM_ACQUIRE);
             fm_fpenv saved = fm_fpenv_enter();
             fm_run_parts(job, id, own);
             fm_fpenv_leave(saved);
@@ -216,11 +211,11 @@ static fm_thread_ret FM_THREAD_CALL fm_worker_main(void *arg)
 
 static void fm_send(fm_worker *w, fm_job *job, unsigned long long id, int own_part)
 {
-    FM_ATOMIC_STORE(&w->job, job);
-    FM_ATOMIC_STORE(&w->job_id, id);
-    FM_ATOMIC_STORE(&w->own_part, own_part);
-    __atomic_add_fetch(&w->seq, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&w->sleeping, __ATOMIC_SEQ_CST)) {
+    fm_store_ptr((void **)&w->job, job, FM_RELEASE);
+    fm_store_u64(&w->job_id, id, FM_RELEASE);
+    fm_store_int(&w->own_part, own_part, FM_RELEASE);
+    fm_add_u64(&w->seq, 1, FM_SEQ_CST);
+    if (fm_load_int(&w->sleeping, FM_SEQ_CST)) {
         fm_mutex_lock(&w->lock);
         fm_cond_signal(&w->wake);
         fm_mutex_unlock(&w->lock);
@@ -250,7 +245,7 @@ static void fm_pool_init(void)
 static int fm_pool_grow(int wanted)
 {
     if (wanted > FM_MAX_WORKERS) wanted = FM_MAX_WORKERS;
-    if (FM_ATOMIC_LOAD(&fm_n_workers) >= wanted) return FM_ATOMIC_LOAD(&fm_n_workers);
+    if (fm_load_int(&fm_n_workers, FM_ACQUIRE) >= wanted) return fm_load_int(&fm_n_workers, FM_ACQUIRE);
     fm_mutex_lock(&fm_pool_lock);
     if (fm_workers == NULL)
         fm_workers = (fm_worker *)calloc(FM_MAX_WORKERS, sizeof(fm_worker));
@@ -262,10 +257,10 @@ static int fm_pool_grow(int wanted)
         fm_cond_init(&w->wake);
         w->job = &w->own_job;     /* a spurious first wake-up finds a finished job */
         if (fm_thread_start(&thread, fm_worker_main, w) != 0) break;
-        FM_ATOMIC_STORE(&fm_n_workers, fm_n_workers + 1);
+        fm_store_int(&fm_n_workers, fm_n_workers + 1, FM_RELEASE);
     }
     fm_mutex_unlock(&fm_pool_lock);
-    return FM_ATOMIC_LOAD(&fm_n_workers);
+    return fm_load_int(&fm_n_workers, FM_ACQUIRE);
 }
 
 /* Diagnostics (the threads benchmark): with fm_trace set, teams get no workers, the caller
@@ -287,8 +282,7 @@ static void fm_team_begin(fm_team *team, int n_parts)
     n = fm_pool_grow(want);
     for (i = 0; i < n && team->n_members < want; i++) {
         int idle = 0;
-        if (__atomic_compare_exchange_n(&fm_workers[i].claimed, &idle, 1, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_RELAXED))
+        if (fm_cas_int(&fm_workers[i].claimed, &idle, 1, FM_ACQ_REL))
             team->members[team->n_members++] = &fm_workers[i];
     }
 }
@@ -297,7 +291,7 @@ static void fm_team_end(fm_team *team)
 {
     int i;
     for (i = 0; i < team->n_members; i++)
-        FM_ATOMIC_STORE(&team->members[i]->claimed, 0);
+        fm_store_int(&team->members[i]->claimed, 0, FM_RELEASE);
     team->n_members = 0;
 }
 
@@ -323,15 +317,15 @@ static void fm_team_run(fm_team *team, fm_task task, void *ctx, int n_parts)
         return;
     }
     job = &team->members[0]->own_job;
-    id = __atomic_add_fetch(&fm_job_ids, 1, __ATOMIC_RELAXED) & 0xffffffffULL;
+    id = fm_add_u64(&fm_job_ids, 1, FM_RELAXED) & 0xffffffffULL;
     job->task = task;
     job->ctx = ctx;
-    __atomic_store_n(&job->n_parts, n_parts, __ATOMIC_RELAXED);
+    fm_store_int(&job->n_parts, n_parts, FM_RELAXED);
     job->done = 0;
-    __atomic_store_n(&job->word, id << 32, __ATOMIC_RELEASE);
+    fm_store_u64(&job->word, id << 32, FM_RELEASE);
     for (i = 0; i < helpers; i++) fm_send(team->members[i], job, id, i + 1);
     fm_run_parts(job, id, 0);
-    while (FM_ATOMIC_LOAD(&job->done) < n_parts) {
+    while (fm_load_int(&job->done, FM_ACQUIRE) < n_parts) {
         FM_PAUSE();
         if (++polls > 2000) fm_yield();     /* a helper was descheduled mid-part */
     }

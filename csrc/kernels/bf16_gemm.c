@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bf16_gemm.h"
+#include "fm_atomic.h"
 
 #if defined(FM_HAVE_BF16_KERNEL)
 #include <cpuid.h>
@@ -21,7 +22,7 @@ void fm_bf16_pack_avx512(int trans, int k, const float *b, int ldb, int p0, int 
                          int j1, uint32_t *dst, long ps);
 void fm_bf16_convert_avx512(long n, const float *src, uint16_t *dst);
 
-static const char *fm_bf16_reason = NULL;   /* "" when the kernel runs */
+static void *fm_bf16_reason = NULL;         /* "" when the kernel runs */
 
 static const char *fm_bf16_detect(void)
 {
@@ -44,10 +45,10 @@ static const char *fm_bf16_detect(void)
 
 const char *fm_bf16_why_not(void)
 {
-    const char *reason = __atomic_load_n(&fm_bf16_reason, __ATOMIC_ACQUIRE);
+    const char *reason = (const char *)fm_load_ptr(&fm_bf16_reason, FM_ACQUIRE);
     if (reason == NULL) {                   /* the same answer from every thread that races */
         reason = fm_bf16_detect();
-        __atomic_store_n(&fm_bf16_reason, reason, __ATOMIC_RELEASE);
+        fm_store_ptr(&fm_bf16_reason, (void *)reason, FM_RELEASE);
     }
     return reason;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "small_gemm.h"
+#include "fm_atomic.h"
 
 #if defined(FM_HAVE_SMALL_GEMM)
 #include <cpuid.h>
@@ -29,10 +30,10 @@ static int fm_small_gemm_detect(void)
 
 int fm_small_gemm_cpu(void)
 {
-    int state = __atomic_load_n(&fm_small_gemm_state, __ATOMIC_ACQUIRE);
+    int state = fm_load_int(&fm_small_gemm_state, FM_ACQUIRE);
     if (state < 0) {
         state = fm_small_gemm_detect();
-        __atomic_store_n(&fm_small_gemm_state, state, __ATOMIC_RELEASE);
+        fm_store_int(&fm_small_gemm_state, state, FM_RELEASE);
     }
     return state;
 }
