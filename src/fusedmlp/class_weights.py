@@ -18,7 +18,8 @@ import numpy as np
 
 from ._validation import as_sample_weight, describe
 
-__all__ = ["balanced", "class_weight_vector", "row_weights", "row_classes"]
+__all__ = ["balanced", "class_weight_vector", "check_class_vector", "weigh_rows", "row_weights",
+           "row_classes"]
 
 
 def balanced(row_class: np.ndarray, n_classes: int, sample_weight=None) -> np.ndarray:
@@ -55,15 +56,50 @@ def class_weight_vector(class_weight, row_class: np.ndarray, n_classes: int,
                 or int(label) not in present):
             unknown.append(label)
             continue
-        if (isinstance(weight, (bool, np.bool_)) or not isinstance(weight, numbers.Real)
-                or not math.isfinite(float(weight)) or weight < 0):
+        if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, numbers.Real):
             raise ValueError(f"class_weight[{label!r}] must be a finite number >= 0, "
-                             f"got {weight!r}")
+                             f"got {describe(weight)}")
         vector[int(label)] = float(weight)
     if unknown:
         raise ValueError(f"class_weight has labels that are not in y: {unknown!r} (y holds "
                          f"the labels {sorted(present)})")
+    check_class_vector(vector, range(n_classes))
     return vector
+
+
+def check_class_vector(vector: np.ndarray, labels) -> None:
+    """Refuse class weights that are not finite numbers >= 0, naming the class:
+    ``vector[c]`` is the weight of the class ``labels[c]`` (what the user wrote as the
+    key of ``class_weight``). The one check of class weights, for ``MLP.fit`` and the
+    scikit-learn estimators (whose ``compute_class_weight`` passes them on unchecked)."""
+    bad = np.flatnonzero(~(np.isfinite(vector) & (vector >= 0)))
+    if len(bad):
+        label = list(labels)[int(bad[0])]
+        label = label.item() if isinstance(label, np.generic) else label
+        raise ValueError(f"class_weight[{label!r}] must be a finite number >= 0, "
+                         f"got {float(vector[bad[0]])!r}")
+
+
+def weigh_rows(vector: np.ndarray, row_class: np.ndarray, sample_weight=None) -> np.ndarray:
+    """Per-row float64 weights ``vector[row_class] * sample_weight`` (`vector` checked by
+    ``check_class_vector``, `sample_weight` float64 or None, already checked), refused with
+    a message naming class_weight when the product is no usable weighting: every row
+    weighing 0 (the class weights of every class in y are 0, or 0 wherever the sample
+    weights are not), or a product beyond float64's range."""
+    per_row = vector[row_class]
+    if sample_weight is not None:
+        with np.errstate(over="ignore"):
+            per_row = per_row * sample_weight
+    if not np.all(np.isfinite(per_row)):
+        raise ValueError("class_weight * sample_weight overflows (is beyond float64's "
+                         "range) for some rows: scale the class weights down (only their "
+                         "ratios matter)")
+    if not (len(per_row) and per_row.max() > 0):
+        where = ("every class in y" if sample_weight is None else
+                 "every class of the rows whose sample_weight is > 0")
+        raise ValueError(f"class_weight gives weight 0 to {where}: every row would weigh 0 "
+                         "(give some class present in y a weight > 0)")
+    return per_row
 
 
 def row_weights(class_weight, row_class: np.ndarray, n_classes: int, sample_weight):
@@ -74,8 +110,7 @@ def row_weights(class_weight, row_class: np.ndarray, n_classes: int, sample_weig
     if sample_weight is not None:
         weights = as_sample_weight(sample_weight, n, np.float64)[0]
     vector = class_weight_vector(class_weight, row_class, n_classes, weights)
-    per_row = vector[row_class]
-    return per_row if weights is None else per_row * weights
+    return weigh_rows(vector, row_class, weights)
 
 
 def row_classes(output: str, y: np.ndarray, n_outputs: int):

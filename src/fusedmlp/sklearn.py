@@ -92,6 +92,7 @@ except ImportError as exc:                               # pragma: no cover - de
 
 from ._validation import as_positive_int, as_real, weight_exponent
 from .bf16 import check_compute_dtype
+from .class_weights import check_class_vector, weigh_rows
 from .functional import ACTIVATIONS
 from .dropout import check_dropout
 from .model import MLP
@@ -497,7 +498,9 @@ class _BaseMLP(BaseEstimator):
             return None
         if _is_real(sample_weight):
             sample_weight = np.full(n_samples, sample_weight, dtype=dtype)
-        weights = check_array(sample_weight, ensure_2d=False, dtype=dtype, order="C",
+        # checked in float64 and scaled before the cast to the model's dtype, so that weights
+        # beyond float32's range (class weights times sample weights) weigh a float32 model
+        weights = check_array(sample_weight, ensure_2d=False, dtype=np.float64, order="C",
                               input_name="sample_weight")
         if weights.ndim != 1 or weights.shape[0] != n_samples:
             raise ValueError(f"sample_weight must have shape ({n_samples},), got {weights.shape}")
@@ -509,7 +512,7 @@ class _BaseMLP(BaseEstimator):
         # scaled exactly (by a power of two) so that no batch's sum can overflow, and alpha
         # alike (_Step), so that alpha / sum(s) means what it meant
         self._weight_exponent = weight_exponent(weights)
-        return np.ldexp(weights, -self._weight_exponent)
+        return np.ldexp(weights, -self._weight_exponent).astype(dtype, copy=False)
 
     def _weigh_classes(self, y, sample_weight, incremental):
         """The sample weights with the class weights folded in (MLPClassifier)."""
@@ -1081,8 +1084,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 self._weight_exponent)
         vector = compute_class_weight(self.class_weight, classes=self.classes_,
                                       y=self.classes_[index], sample_weight=sample_weight)
-        rows = np.asarray(vector, dtype=np.float64)[index]
-        return rows if sample_weight is None else rows * sample_weight
+        vector = np.asarray(vector, dtype=np.float64)
+        check_class_vector(vector, self.classes_)
+        return weigh_rows(vector, index, sample_weight)
 
     def fit(self, X, y, sample_weight=None):
         """Train on (X, y) for up to ``max_iter`` epochs.
