@@ -64,3 +64,59 @@ def test_class_weight_messages_name_the_label_and_the_product():
         warnings.simplefilter("ignore")          # (one epoch does not converge)
         estimator.fit(X, y)
     fusedmlp.MLP([4, 5, 3], seed=0).fit(X, y, epochs=1, class_weight=huge)
+
+
+# ---------------------------------------------------------------- class 7: writes
+def _nan_model(dtype=np.float32):
+    model = fusedmlp.MLP([4, 5, 3], dtype=dtype, seed=0)
+    model.parameters[3] = np.nan
+    return model
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_finite_models_are_refused_on_write(tmp_path, dtype):
+    """Class 7 (non-finite models written out): save and to_onnx (MLP's and the
+    estimators') refuse a model holding NaN or infinity -- load refuses such a file,
+    predict_proba such a model -- and save leaves no file behind (nor replaces an old
+    one); the one message names the writer."""
+    model = _nan_model(dtype)
+    path = tmp_path / "model.npz"
+    with pytest.raises(ValueError, match="NaN or infinity: save refuses"):
+        model.save(path)
+    assert not path.exists()
+    good = fusedmlp.MLP([4, 5, 3], dtype=dtype, seed=0)
+    good.save(path)
+    before = path.read_bytes()
+    good.parameters[0] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity: save refuses"):
+        good.save(path)
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+    pytest.importorskip("onnx")
+    with pytest.raises(ValueError, match="NaN or infinity: to_onnx refuses"):
+        model.to_onnx(None)
+    X, y = _blobs(dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator = MLPClassifier(hidden_layer_sizes=(5,), max_iter=1).fit(X, y)
+    estimator.model_.parameters[0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity: to_onnx refuses"):
+        estimator.to_onnx(tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_save_refuses_an_optimizer_state_that_load_refuses(tmp_path):
+    """Class 7: save with an optimiser whose state load would refuse (a NaN moment) is
+    refused before anything is written; the same file without it loads."""
+    X, y = _blobs()
+    model = fusedmlp.MLP([4, 5, 3], seed=0)
+    adam = fusedmlp.Adam(0.01)
+    model.train_step(X, y, adam)
+    _, first_moment, _ = adam.buffers(model)
+    first_moment[2] = np.nan
+    path = tmp_path / "model.npz"
+    with pytest.raises(ValueError, match="optimizer's state.*NaN or infinity"):
+        model.save(path, optimizer=adam)
+    assert not path.exists()
+    first_moment[2] = 0
+    model.save(path, optimizer=adam)
+    fusedmlp.load(path, with_optimizer=True)

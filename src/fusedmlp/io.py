@@ -38,7 +38,7 @@ from typing import Set
 
 import numpy as np
 
-from . import optim
+from . import _kernels, optim
 from ._validation import BLAS_INT_MAX
 from .dropout import check_dropout, check_dropout_key
 from .functional import ACTIVATIONS
@@ -75,6 +75,7 @@ def save(model, path, *, optimizer=None):
       written as ``.<name>.fusedmlp-<pid>-<random>.tmp``; such a file left by a process
       that is no longer running is removed by the next save to the same path.
     """
+    check_finite_model(model, "save")
     header = {
         "format": FORMAT, "version": FORMAT_VERSION,
         "layer_sizes": list(model.layer_sizes), "activations": model.activations,
@@ -93,6 +94,11 @@ def save(model, path, *, optimizer=None):
         # holds state buffers of the model's size; refuses an optimizer of another model
         optimizer.buffers(model)
         state = optimizer.state_dict()
+        try:                # what load would refuse is not written
+            optimizer.check_state(model, state)
+        except ValueError as exc:
+            raise ValueError(f"save refuses to write the optimizer's state, which load "
+                             f"would refuse: {exc}") from None
         header["optimizer"] = state.pop("class")
         arrays.update({f"optimizer_{k}": v for k, v in state.items()})
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
@@ -104,6 +110,17 @@ def save(model, path, *, optimizer=None):
     except FileNotFoundError:
         mode = None                  # a new file: created with 0o666 minus the umask
     _replace_atomically(target, directory, name, mode, lambda f: np.savez(f, **arrays))
+
+
+def check_finite_model(model, what: str) -> None:
+    """Refuse to write out (`what`: "save", "to_onnx", ...) a model whose parameters hold
+    NaN or infinity: ``load`` refuses such a file and ``predict*`` such a model, so no
+    writer produces one. (Pickling and ``state_dict`` do copy such a model: they are
+    copies for inspection, and read back what they wrote.)"""
+    if not _kernels.all_finite(model.parameters):
+        raise ValueError(f"the model's parameters contain NaN or infinity: {what} refuses to "
+                         "write them (fusedmlp.load and predict refuse such a model); set "
+                         "finite ones with set_params_vector, or train a new model")
 
 
 _TEMPORARY_MARK = ".fusedmlp-"

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import numpy as np
 
 from . import _codes
+from .io import check_finite_model
 
 if TYPE_CHECKING:                          # pragma: no cover
     import onnx
@@ -195,6 +196,7 @@ def build(model: "MLP", *, classes: Optional[Sequence] = None) -> "onnx.ModelPro
     With `classes` (a classifier's ``classes_``), ``label`` holds ``classes[argmax]`` instead
     of the index, as the scikit-learn estimators' ``predict``.
     """
+    check_finite_model(model, "to_onnx")
     onnx = _require_onnx()
     if model.output not in _HEADS:
         raise ValueError(f"cannot export output={model.output!r} to ONNX yet "

@@ -199,6 +199,17 @@ class Optimizer:
         and it must hold exactly ``n_states`` finite buffers of the model's parameter shape
         and dtype. ValueError otherwise.
         """
+        hyper, given = self.check_state(model, state)
+        hyper_out, *buffers = self.buffers(model)
+        hyper_out[...] = hyper
+        for i, buffer in enumerate(buffers):
+            if buffer is not None and given:
+                buffer[...] = state[f"state_{i}"]
+
+    def check_state(self, model, state: dict):
+        """``load_state_dict``'s checks of `state` for `model`, changing nothing: (the
+        checked hyper-parameters, the state buffers' keys). ``MLP.save`` runs them on what it
+        writes, so a file that ``fusedmlp.load`` would refuse is never written."""
         name = type(self).__name__
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict from state_dict(), got {describe(state)}")
@@ -223,11 +234,7 @@ class Optimizer:
                                  f"{describe(buffer)}")
             if not _kernels.all_finite(np.ascontiguousarray(buffer)):
                 raise ValueError(f"{name}'s {key} contains NaN or infinity")
-        hyper_out, *buffers = self.buffers(model)
-        hyper_out[...] = hyper
-        for i, buffer in enumerate(buffers):
-            if buffer is not None and given:
-                buffer[...] = state[f"state_{i}"]
+        return hyper, given
 
     # Pickling and copying: the model an optimiser is bound to travels with it as a strong
     # reference, so that pickle.dumps((model, opt)) and copy.deepcopy((model, opt)) give a
