@@ -16,36 +16,31 @@ and the **GEMM floor**: the matrix products of one fusedmlp training step alone,
 
 How it measures
 ---------------
-Each competitor runs in its own worker process (``python -m fusedmlp.cli.bench --worker NAME``,
+Each competitor runs in its own worker process (the harness's ``Worker``, ``cli/_harness.py``:
 JSON lines over stdin/stdout): NumPy's and SciPy's OpenBLAS thread pools slow each other down
 when one process uses both. For every setting (network, batch, dtype, BLAS threads) the rounds
 are interleaved -- round 1 of every competitor, then round 2, ... in a rotating order -- so a
 burst of load on the machine hits all competitors alike. One round is one timed loop whose
 length adapts to the call (about ``--target-time`` seconds, at least ``--min-calls`` calls)
-after a warm-up call; the table shows the median over rounds and the min-max range. BLAS
+after a warm-up call and a call that sizes the loop; the table shows the median over rounds and the min-max range. BLAS
 threads are set in each worker with threadpoolctl (and ``torch.set_num_threads``).
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
-import math
 import os
-import platform
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import warnings
 
-from ._common import PROG
 from . import _plotting
+from .._version import PROG
+from ._harness import (CommandParser, Repeat, Worker, WorkerError, header, importable,
+                       interleave, markdown, pinned, seconds_per_call, split_list, summary)
 from ._peers import torch_mlp
 
-__all__ = ["main", "CONFIGS", "QUICK_CONFIGS"]
+__all__ = ["main", "serve", "CONFIGS", "QUICK_CONFIGS", "BUILDERS"]
 
 #: (layer sizes, batch sizes) measured by a full run.
 CONFIGS = [
@@ -65,7 +60,7 @@ TABLES = {"runs": "fusedmlp.cli.bench_runs", "latency": "fusedmlp.cli.bench_late
           "regularisers": "fusedmlp.cli.bench_regularisers"}
 
 
-# =================================================================== worker side
+# =================================================================== the case
 def _data(sizes, batch, dtype, seed=0):
     import numpy as np
 
@@ -75,48 +70,49 @@ def _data(sizes, batch, dtype, seed=0):
     return X, y
 
 
-def _build_fusedmlp(sizes, batch, dtype, optimizer_name):
+def _build_fusedmlp(sizes, batch, dtype, optimizer):
     import fusedmlp
 
     X, y = _data(sizes, batch, dtype)
     model = fusedmlp.MLP(sizes, dtype=dtype, seed=0)
-    optimizer = (fusedmlp.Adam(LEARNING_RATE) if optimizer_name == "adam"
-                 else fusedmlp.SGD(LEARNING_RATE))
-    model.train_step(X, y, optimizer)              # allocates the workspace the floor uses
+    step_optimizer = (fusedmlp.Adam(LEARNING_RATE) if optimizer == "adam"
+                      else fusedmlp.SGD(LEARNING_RATE))
+    model.train_step(X, y, step_optimizer)         # allocates the workspace the floor uses
     return {
-        "train": lambda: model.train_step(X, y, optimizer),
+        "train": lambda: model.train_step(X, y, step_optimizer),
         "infer": lambda: model.predict_proba(X),
-        "floor": ("repeat", lambda repeats: model.gemm_floor(X, repeats)),
+        "floor": Repeat(lambda repeats: model.gemm_floor(X, repeats)),
     }
 
 
-def _build_numpy(sizes, batch, dtype, optimizer_name):
+def _build_numpy(sizes, batch, dtype, optimizer):
     from fusedmlp.reference import NumpyAdam, NumpyMLP, NumpySGD
 
     X, y = _data(sizes, batch, dtype)
     model = NumpyMLP(sizes, dtype=dtype, seed=0)
-    optimizer = NumpyAdam(LEARNING_RATE) if optimizer_name == "adam" else NumpySGD(LEARNING_RATE)
+    step_optimizer = (NumpyAdam(LEARNING_RATE) if optimizer == "adam"
+                      else NumpySGD(LEARNING_RATE))
     return {
-        "train": lambda: model.train_step(X, y, optimizer),
+        "train": lambda: model.train_step(X, y, step_optimizer),
         "infer": lambda: model.predict_proba(X),
     }
 
 
-def _build_torch(sizes, batch, dtype, optimizer_name):
+def _build_torch(sizes, batch, dtype, optimizer):
     import torch
     import torch.nn.functional as F
 
     X, y = _data(sizes, batch, dtype)
     model = torch_mlp(sizes, torch.float32 if dtype == "float32" else torch.float64)
-    optimizer_class = torch.optim.Adam if optimizer_name == "adam" else torch.optim.SGD
-    optimizer = optimizer_class(model.parameters(), lr=LEARNING_RATE)
+    optimizer_class = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+    step_optimizer = optimizer_class(model.parameters(), lr=LEARNING_RATE)
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
 
     def train():
-        optimizer.zero_grad(set_to_none=True)
+        step_optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(X_t), y_t)
         loss.backward()
-        optimizer.step()
+        step_optimizer.step()
         return loss
 
     def infer():
@@ -126,172 +122,60 @@ def _build_torch(sizes, batch, dtype, optimizer_name):
     return {"train": train, "infer": infer}
 
 
-def _build_sklearn(sizes, batch, dtype, optimizer_name):
+def _build_sklearn(sizes, batch, dtype, optimizer):
     import numpy as np
     from sklearn.neural_network import MLPClassifier
 
     X, y = _data(sizes, batch, dtype)
-    classes = np.arange(sizes[-1])
     # plain SGD for "sgd": no momentum, constant learning rate, as the others
     model = MLPClassifier(hidden_layer_sizes=sizes[1:-1], activation="relu",
-                          solver=optimizer_name, momentum=0.0, nesterovs_momentum=False,
+                          solver=optimizer, momentum=0.0, nesterovs_momentum=False,
                           learning_rate="constant", alpha=0.0, batch_size=batch,
                           learning_rate_init=LEARNING_RATE, random_state=0)
-    model.partial_fit(X, y, classes=classes)
+    model.partial_fit(X, y, classes=np.arange(sizes[-1]))
     return {
         "train": lambda: model.partial_fit(X, y),
         "infer": lambda: model.predict_proba(X),
     }
 
 
-_BUILDERS = {"fusedmlp": _build_fusedmlp, "numpy": _build_numpy, "torch": _build_torch,
-             "sklearn": _build_sklearn}
+#: The case's setup: ``BUILDERS[competitor](sizes, batch, dtype, optimizer)`` is ``{"train":
+#: call, "infer": call[, "floor": Repeat]}``, the timed callables of one setting (also what
+#: benchmarks/test_bench_steps.py times).
+BUILDERS = {"fusedmlp": _build_fusedmlp, "numpy": _build_numpy, "torch": _build_torch,
+            "sklearn": _build_sklearn}
+MODULES = {"fusedmlp": "fusedmlp", "numpy": "numpy", "torch": "torch", "sklearn": "sklearn"}
 
 
-def _time_call(function, target_time, min_calls):
-    """Seconds per call: a warm-up call, then one timed loop of about target_time seconds."""
-    repeat = isinstance(function, tuple)
-    if repeat:
-        function = function[1]
-    start = time.perf_counter()
-    function(1) if repeat else function()
-    first = time.perf_counter() - start
-    calls = max(min_calls, int(math.ceil(target_time / max(first, 1e-7))))
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        if repeat:
-            start = time.perf_counter()
-            function(calls)
-            elapsed = time.perf_counter() - start
-        else:
-            start = time.perf_counter()
-            for _ in range(calls):
-                function()
-            elapsed = time.perf_counter() - start
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return elapsed / calls
-
-
-def versions():
-    """Installed versions, read from package metadata (importing torch or scikit-learn here
-    would load their thread pools into every worker)."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for label, distribution in (("numpy", "numpy"), ("scipy", "scipy"), ("torch", "torch"),
-                                ("scikit-learn", "scikit-learn"), ("fusedmlp", "fusedmlp"),
-                                ("threadpoolctl", "threadpoolctl")):
-        try:
-            out[label] = metadata.version(distribution)
-        except metadata.PackageNotFoundError:
-            out[label] = None
-    return out
-
-
-def _worker(name):
-    """Serve measurement requests for one competitor: JSON lines on stdin -> stdout."""
-    warnings.simplefilter("ignore")
-    reply_stream = sys.stdout
-    sys.stdout = sys.stderr                  # nothing but replies may reach the pipe
-    from threadpoolctl import threadpool_info, threadpool_limits
-
+def serve(name):
+    """The ops of the worker process of competitor `name` (a :class:`Worker`'s target):
+    ``info`` (its thread pools) and ``measure`` (one round of every callable of a setting)."""
     if name == "torch":
-        import torch
+        import torch  # noqa: F401
     elif name == "sklearn":
         import sklearn.neural_network  # noqa: F401
     import fusedmlp  # noqa: F401  (loads SciPy's BLAS too, as an installed fusedmlp would)
 
-    built_key, built = None, None
-    for line in sys.stdin:
-        request = json.loads(line)
-        try:
-            if request["op"] == "info":
-                import numpy  # noqa: F401
+    built = {}
 
-                reply = {"blas": threadpool_info()}
-            elif request["op"] == "measure":
-                key = (tuple(request["sizes"]), request["batch"], request["dtype"],
-                       request["optimizer"])
-                if key != built_key:
-                    built_key, built = None, None
-                    gc.collect()
-                with threadpool_limits(limits=request["threads"]):
-                    if name == "torch":
-                        torch.set_num_threads(request["threads"])
-                    if built is None:
-                        built = _BUILDERS[name](*key)
-                        built_key = key
-                    reply = {what: _time_call(function, request["target_time"],
-                                              request["min_calls"])
-                             for what, function in built.items()}
-            else:
-                raise ValueError(f"unknown op {request['op']!r}")
-        except Exception as exc:         # report, keep serving: the table shows the gap
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        reply_stream.write(json.dumps(reply) + "\n")
-        reply_stream.flush()
+    def info():
+        import numpy  # noqa: F401
+        from threadpoolctl import threadpool_info
 
+        return {"blas": threadpool_info()}
 
-# =================================================================== orchestrator side
-class Worker:
-    def __init__(self, name):
-        self.name = name
-        # stderr to a file, not a pipe: a chatty worker must never block on a full pipe
-        self.errors = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fusedmlp.cli.bench", "--worker", name],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True)
+    def measure(setting, threads, target_time, min_calls):
+        key = json.dumps(setting)
+        if key not in built:
+            built.clear()
+            gc.collect()
+        with pinned(threads):
+            if key not in built:
+                built[key] = BUILDERS[name](**setting)
+            return {what: seconds_per_call(call, target_time, min_calls)
+                    for what, call in built[key].items()}
 
-    def ask(self, **request):
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            self.process.wait(timeout=10)
-            self.errors.seek(0)
-            error = self.errors.read()[-2000:]
-            raise RuntimeError(f"the {self.name} worker died: {error}")
-        return json.loads(line)
-
-    def close(self):
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.errors.close()
-
-
-def importable(name):
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
-
-
-def machine():
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return f"{model}; {os.cpu_count()} logical CPUs" + (
-        f" ({affinity} usable)" if affinity and affinity != os.cpu_count() else "")
-
-
-def _summary(samples):
-    if not samples:
-        return None
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
-            "n": len(samples)}
+    return {"info": info, "measure": measure}
 
 
 def _format_us(stat, spread=True):
@@ -318,18 +202,13 @@ def _net_name(sizes):
 def _tables(results, competitors, spread=True):
     """The training, inference and threads tables as markdown text."""
     others = [c for c in competitors if c != "fusedmlp"]
-    lines = []
-
-    def row(cells):
-        lines.append("| " + " | ".join(cells) + " |")
 
     def comparison(key, extra_header, extra_cells):
         """One row per setting: fusedmlp, its extra columns, then each competitor and ratio."""
         header = ["threads", "dtype", "network", "batch", "fusedmlp", *extra_header]
         for other in others:
             header += [LABELS[other], f"×{LABELS[other]}"]
-        row(header)
-        row(["---"] * len(header))
+        rows = []
         for result in results:
             t = result[key]
             cells = [str(result["threads"]), result["dtype"], _net_name(result["sizes"]),
@@ -338,17 +217,17 @@ def _tables(results, competitors, spread=True):
             for other in others:
                 cells += [_format_us(t.get(other), spread),
                           _format_ratio(t.get(other), t.get("fusedmlp"))]
-            row(cells)
+            rows.append(cells)
+        return markdown(header, rows)
 
-    lines.append("Training step, µs per step: median (min–max) over rounds; "
-                 "×X = X's time / fusedmlp's; fusedmlp/floor = fusedmlp's time / GEMM floor's.")
-    lines.append("")
-    comparison("train", ["GEMM floor", "fusedmlp/floor"],
-               lambda t: [_format_us(t.get("floor"), spread),
-                          _format_ratio(t.get("fusedmlp"), t.get("floor"))])
-    lines += ["", "Inference (predict_proba on one batch), µs per call: median (min–max); "
-              "×X = X's time / fusedmlp's.", ""]
-    comparison("infer", [], lambda t: [])
+    parts = ["Training step, µs per step: median (min–max) over rounds; ×X = X's time / "
+             "fusedmlp's; fusedmlp/floor = fusedmlp's time / GEMM floor's.",
+             comparison("train", ["GEMM floor", "fusedmlp/floor"],
+                        lambda t: [_format_us(t.get("floor"), spread),
+                                   _format_ratio(t.get("fusedmlp"), t.get("floor"))]),
+             "Inference (predict_proba on one batch), µs per call: median (min–max); "
+             "×X = X's time / fusedmlp's.",
+             comparison("infer", [], lambda t: [])]
 
     # 1 vs 2 (or more) threads: time at 1 thread / time at n threads (> 1 means threads help)
     by_setting = {}
@@ -358,13 +237,10 @@ def _tables(results, competitors, spread=True):
     thread_counts = sorted({r["threads"] for r in results})
     if len(thread_counts) > 1 and 1 in thread_counts:
         many = [n for n in thread_counts if n > 1]
-        lines += ["", "BLAS threads: speed-up of the median time over 1 thread "
-                  "(> 1 means more threads help; training step / inference).", ""]
         header = ["dtype", "network", "batch"]
         for n in many:
             header += [f"{LABELS[c]} {n}T" for c in ["fusedmlp", "floor"] + others]
-        row(header)
-        row(["---"] * len(header))
+        rows = []
         for (dtype, sizes, batch), per_threads in by_setting.items():
             if 1 not in per_threads:
                 continue
@@ -379,26 +255,26 @@ def _tables(results, competitors, spread=True):
                     infer = ("" if c == "floor" else
                              " / " + _format_ratio(one["infer"].get(c), other["infer"].get(c)))
                     cells.append(train + infer)
-            row(cells)
-    return "\n".join(lines)
+            rows.append(cells)
+        parts += ["BLAS threads: speed-up of the median time over 1 thread "
+                  "(> 1 means more threads help; training step / inference).",
+                  markdown(header, rows)]
+    return "\n\n".join(parts)
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} bench",
-        description="Time fusedmlp's training step and inference against pure NumPy, PyTorch "
-                    "eager and scikit-learn, next to the GEMM floor (one process per competitor). "
-                    "Further tables: " + ", ".join(f"'bench {name}'" for name in TABLES)
-                    + " (each with its own --help).")
-    parser.add_argument("--quick", action="store_true",
-                        help="float32 only, 3 short rounds: about a minute")
-    parser.add_argument("--rounds", type=int, help="rounds per setting (default 5; quick 3)")
-    parser.add_argument("--target-time", type=float,
-                        help="seconds per timed loop (default 0.2; quick 0.03)")
+    parser = CommandParser(
+        "", "Time fusedmlp's training step and inference against pure NumPy, PyTorch eager and "
+            "scikit-learn, next to the GEMM floor (one process per competitor). Further "
+            "tables: " + ", ".join(f"'bench {name}'" for name in TABLES)
+        + " (each with its own --help).",
+        defaults={"rounds": 5, "target_time": 0.2, "min_calls": 3, "dtypes": "float32,float64"},
+        quick={"rounds": 3, "target_time": 0.03, "min_calls": 2, "dtypes": "float32"},
+        quick_help="float32 only, 3 short rounds: about a minute")
     parser.add_argument("--min-calls", type=int,
-                        help="calls per timed loop, at least (default 3; quick 2)")
+                        help="calls per timed loop, at least" + parser.said("min_calls"))
     parser.add_argument("--threads", default="1,2", help="BLAS thread counts (default 1,2)")
-    parser.add_argument("--dtypes", help="comma-separated (default float32,float64; quick float32)")
+    parser.add_argument("--dtypes", help="comma-separated" + parser.said("dtypes"))
     parser.add_argument("--competitors", default=",".join(COMPETITORS),
                         help=f"comma-separated subset of {','.join(COMPETITORS)}")
     parser.add_argument("--networks",
@@ -416,24 +292,13 @@ def _parse(argv):
                         help="also write figures to DIR (created if needed): step_time.png, "
                              "inference.png and epoch_time.png, time against batch size per "
                              "competitor (needs matplotlib)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.rounds = args.rounds or (3 if args.quick else 5)
-    args.min_calls = args.min_calls or (2 if args.quick else 3)
-    args.target_time = args.target_time or (0.03 if args.quick else 0.2)
-    args.dtypes = (args.dtypes or ("float32" if args.quick else "float32,float64")).split(",")
-    for dtype in args.dtypes:
-        if dtype not in ("float32", "float64"):
-            parser.error(f"--dtypes must list float32 and/or float64, got {dtype!r}")
-    try:
-        args.threads = [int(n) for n in args.threads.split(",")]
-    except ValueError:
-        parser.error(f"--threads must be comma-separated integers, got {args.threads!r}")
-    args.competitors = args.competitors.split(",")
-    unknown = set(args.competitors) - set(COMPETITORS)
-    if unknown or "fusedmlp" not in args.competitors:
-        parser.error(f"--competitors must include fusedmlp and name only {COMPETITORS}, "
-                     f"got {args.competitors}")
+    args.dtypes = split_list(parser, "--dtypes", args.dtypes, allowed=("float32", "float64"))
+    args.threads = split_list(parser, "--threads", args.threads, int)
+    args.competitors = split_list(parser, "--competitors", args.competitors,
+                                  allowed=COMPETITORS)
+    if "fusedmlp" not in args.competitors:
+        parser.error(f"--competitors must include fusedmlp, got {args.competitors}")
     args.configs = QUICK_CONFIGS if args.quick else CONFIGS
     if args.networks:
         wanted = args.networks.split(",")
@@ -441,6 +306,44 @@ def _parse(argv):
         if not args.configs:
             parser.error(f"--networks named none of {[_net_name(c[0]) for c in CONFIGS]}")
     return args
+
+
+def _start(competitors):
+    """({name: Worker} of the competitors whose worker starts, {name: its info}, the names
+    left out); a worker that fails to start is said on stderr."""
+    workers, infos, skipped = {}, {}, []
+    for name in competitors:
+        worker = Worker(name, "fusedmlp.cli.bench:serve", {"name": name})
+        try:
+            infos[name] = worker.ask("info")
+            workers[name] = worker
+        except WorkerError as exc:
+            print(f"# {name}: worker failed to start ({exc}); left out", file=sys.stderr)
+            worker.close()
+            skipped.append(name)
+    return workers, infos, skipped
+
+
+def _measure(args, workers, threads, dtype, sizes, batch):
+    """One setting's result: every competitor's callables in interleaved rounds."""
+    setting = {"sizes": list(sizes), "batch": batch, "dtype": dtype, "optimizer": args.optimizer}
+    failed = {}
+    samples = interleave(
+        {name: (lambda worker=worker: worker.ask(
+            "measure", setting=setting, threads=threads, target_time=args.target_time,
+            min_calls=args.min_calls)) for name, worker in workers.items()},
+        args.rounds, pause=args.settle if threads > 1 else 0.0, failed=failed)
+    for name, why in failed.items():
+        print(f"# {name} {_net_name(sizes)} b{batch} {dtype}: {why}", file=sys.stderr)
+    times = {"train": {}, "infer": {}}
+    for name, replies in samples.items():
+        for reply in replies:
+            for what, seconds in reply.items():
+                kind, key = ("train", "floor") if what == "floor" else (what, name)
+                times[kind].setdefault(key, []).append(seconds)
+    return {"threads": threads, "dtype": dtype, "sizes": list(sizes), "batch": batch,
+            "train": {k: summary(v) for k, v in times["train"].items()},
+            "infer": {k: summary(v) for k, v in times["infer"].items()}}
 
 
 def main(argv=None):
@@ -458,9 +361,6 @@ def main(argv=None):
         return importlib.import_module(TABLES[argv[0]]).main(argv[1:])
     args = _parse(argv)
     args.command = " ".join([f"{PROG} bench"] + argv)
-    if args.worker:
-        _worker(args.worker)
-        return 0
     plt = None
     if args.plot:
         try:                                  # before any measuring: fail in a second, not later
@@ -470,52 +370,20 @@ def main(argv=None):
             print(f"{PROG} bench: error: {exc}", file=sys.stderr)
             return 1
 
-    module_of = {"fusedmlp": "fusedmlp", "numpy": "numpy", "torch": "torch", "sklearn": "sklearn"}
-    competitors = [c for c in args.competitors if importable(module_of[c])]
+    competitors = [c for c in args.competitors if importable(MODULES[c])]
     skipped = [c for c in args.competitors if c not in competitors]
     started = time.perf_counter()
-    workers = {name: Worker(name) for name in competitors}
+    workers, infos, failed = _start(competitors)
     try:
-        infos = {}
-        for name, worker in list(workers.items()):
-            try:
-                infos[name] = worker.ask(op="info")
-            except RuntimeError as exc:
-                print(f"# {name}: worker failed to start ({exc}); left out", file=sys.stderr)
-                worker.close()
-                del workers[name]
-                skipped.append(name)
-        competitors = [c for c in competitors if c in workers]
-        _print_header(args, infos, skipped)
-
+        competitors = list(workers)
+        _print_header(args, infos, skipped + failed)
         results = []
         settings = [(threads, dtype, sizes, batch) for threads in args.threads
                     for dtype in args.dtypes for sizes, batches in args.configs
                     for batch in batches]
-        for index, (threads, dtype, sizes, batch) in enumerate(settings):
-            samples = {"train": {}, "infer": {}}
-            for round_index in range(args.rounds):
-                shift = round_index % len(competitors)
-                for name in competitors[shift:] + competitors[:shift]:
-                    if threads > 1 and args.settle:
-                        time.sleep(args.settle)
-                    reply = workers[name].ask(op="measure", sizes=list(sizes), batch=batch,
-                                              dtype=dtype, threads=threads,
-                                              optimizer=args.optimizer,
-                                              target_time=args.target_time,
-                                              min_calls=args.min_calls)
-                    if "error" in reply:
-                        print(f"# {name} {_net_name(sizes)} b{batch} {dtype}: {reply['error']}",
-                              file=sys.stderr)
-                        continue
-                    for what, seconds in reply.items():
-                        kind, key = ("train", "floor") if what == "floor" else (what, name)
-                        samples[kind].setdefault(key, []).append(seconds)
-            results.append({
-                "threads": threads, "dtype": dtype, "sizes": list(sizes), "batch": batch,
-                "train": {k: _summary(v) for k, v in samples["train"].items()},
-                "infer": {k: _summary(v) for k, v in samples["infer"].items()},
-            })
+        for index, setting in enumerate(settings):
+            results.append(_measure(args, workers, *setting))
+            threads, dtype, sizes, batch = setting
             print(f"# [{index + 1}/{len(settings)}] {threads} thread(s) {dtype} "
                   f"{_net_name(sizes)} batch {batch} done ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr, flush=True)
@@ -535,11 +403,7 @@ def main(argv=None):
 
 
 def _print_header(args, infos, skipped):
-    installed = versions()
-    print("# fusedmlp benchmark")
-    print(f"# command: {args.command}")
-    print(f"# machine: {machine()}; {platform.system()} {platform.release()}")
-    print("# versions: " + ", ".join(f"{k} {v}" for k, v in installed.items() if v))
+    print(header("fusedmlp benchmark", args.command))
     for name, info in infos.items():
         pools = []
         for pool in info.get("blas", []):

@@ -26,15 +26,13 @@ measurements only.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
 import time
-import warnings
 
-from . import bench
+from ._harness import (CommandParser, Worker, WorkerError, header, importable, interleave,
+                       markdown, median_seconds, one_call, split_list)
 from ._peers import jax_adam, jax_mlp, torch_mlp
 
 __all__ = ["main"]
@@ -173,19 +171,9 @@ _BUILDERS = {"fusedmlp": _fusedmlp, "numpy": _numpy, "torch": _torch,
              "torch.compile": lambda X, y, t: _torch(X, y, t, compiled=True), "jax": _jax}
 
 
-def _median_step(step, seconds=0.3, rounds=5, clock=time.perf_counter):
-    """Median over rounds of the mean time of a timed loop of about `seconds`."""
-    step()
-    start = time.perf_counter()
-    step()
-    calls = max(3, int(seconds / rounds / max(time.perf_counter() - start, 1e-7)))
-    times = []
-    for _ in range(rounds):
-        start = clock()
-        for _ in range(calls):
-            step()
-        times.append((clock() - start) / calls)
-    return statistics.median(times)
+def _step_seconds(step, clock=time.perf_counter_ns):
+    """Median over 5 rounds of timed loops of about 0.06 s each (a fresh model's step)."""
+    return median_seconds(step, rounds=5, target_time=0.06, clock=clock)
 
 
 def _long_run(batch, optimizer_name, steps, data_path, rows):
@@ -200,12 +188,12 @@ def _long_run(batch, optimizer_name, steps, data_path, rows):
     optimizer = (fusedmlp.Adam(LEARNING_RATE) if optimizer_name == "adam"
                  else fusedmlp.SGD(0.01, momentum=0.9))
     Xb, yb = X[:batch], y[:batch]
-    fresh = _median_step(lambda: model.train_step(Xb, yb, optimizer), seconds=0.2)
+    fresh = median_seconds(lambda: model.train_step(Xb, yb, optimizer), 5, 0.04)
     n_batches = len(X) // batch
     for i in range(steps):
         lo = (i % n_batches) * batch
         model.train_step(X[lo:lo + batch], y[lo:lo + batch], optimizer)
-    late = _median_step(lambda: model.train_step(Xb, yb, optimizer), seconds=0.2)
+    late = median_seconds(lambda: model.train_step(Xb, yb, optimizer), 5, 0.04)
     tiny = np.finfo(np.float32).tiny
     states = [s for s in optimizer.state_dict().values()
               if isinstance(s, np.ndarray) and s.dtype == np.float32]
@@ -229,82 +217,59 @@ def _small_epochs(rounds):
     net.fit(X, y, epochs=1, batch_size=32, optimizer=optimizer)
     epochs, steps = [], []
     for _ in range(rounds):
-        start = time.perf_counter()
-        net.fit(X, y, epochs=1, batch_size=32, optimizer=optimizer)
-        epochs.append(time.perf_counter() - start)
-        steps.append(_median_step(lambda: fresh.train_step(X[:32], y[:32], fresh_optimizer),
-                                  seconds=0.05))
+        epochs.append(one_call(lambda: net.fit(X, y, epochs=1, batch_size=32,
+                                               optimizer=optimizer))["seconds"])
+        steps.append(median_seconds(lambda: fresh.train_step(X[:32], y[:32], fresh_optimizer),
+                                    5, 0.01))
     return {"epoch": statistics.median(epochs), "step": statistics.median(steps),
             "steps": -(-len(X) // 32), "rows": len(X)}
 
 
-def _worker(name, threads, data_path, rows):
-    """Serve one competitor at one thread count: JSON lines on stdin -> stdout."""
-    warnings.simplefilter("ignore")
-    if hasattr(os, "sched_setaffinity"):
-        # A k-thread row runs on k cores, whatever the library's own pool sizes itself to
-        # (XLA's CPU client ignores its thread flags and spreads over every core it sees).
-        # Threads started from here on inherit the mask.
-        cpus = sorted(os.sched_getaffinity(0))
-        if threads < len(cpus):
-            os.sched_setaffinity(0, cpus[:threads])
-    reply_stream, sys.stdout = sys.stdout, sys.stderr
-    from threadpoolctl import threadpool_limits
+def serve(name, threads, data_path, rows):
+    """The ops of one competitor's worker at one thread count (a :class:`Worker`'s target):
+    ``setup`` (build, and one untimed epoch: compilation), ``epoch`` (one timed epoch),
+    ``step`` (the isolated step), and fusedmlp's ``small_epochs`` and ``long_run``."""
+    built = {}
 
-    limits = threadpool_limits(limits=threads)   # noqa: F841  (kept for the process)
-    built = None
-    for line in sys.stdin:
-        request = json.loads(line)
-        try:
-            if request["op"] == "setup":
-                start = time.perf_counter()
-                X, y = _data(data_path, rows)
-                built = _BUILDERS[name](X, y, threads)
-                built["epoch"]()                      # warm-up (and compilation)
-                reply = {"seconds": time.perf_counter() - start, "steps": -(-len(X) // BATCH)}
-            elif request["op"] == "epoch":
-                start, cpu = time.perf_counter(), time.process_time()
-                built["epoch"]()
-                reply = {"seconds": time.perf_counter() - start,
-                         "cpu": time.process_time() - cpu}
-            elif request["op"] == "step":
-                reply = {"seconds": _median_step(built["step"]),
-                         "cpu": _median_step(built["step"], clock=time.process_time)}
-            elif request["op"] == "small_epochs":
-                reply = _small_epochs(request["rounds"])
-            elif request["op"] == "long_run":
-                reply = _long_run(request["batch"], request["optimizer"], request["steps"],
-                                  data_path, rows)
-            else:
-                raise ValueError(f"unknown op {request['op']!r}")
-        except Exception as exc:       # report, keep serving: the table shows the gap
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        reply_stream.write(json.dumps(reply) + "\n")
-        reply_stream.flush()
+    def setup():
+        def build():
+            X, y = _data(data_path, rows)
+            built.update(_BUILDERS[name](X, y, threads))
+            built["epoch"]()                      # warm-up (and compilation)
+            return -(-len(X) // BATCH)
+
+        done = one_call(build)
+        return {"seconds": done["seconds"], "steps": done["value"]}
+
+    def epoch():
+        done = one_call(built["epoch"])
+        return {"seconds": done["seconds"], "cpu": done["cpu"]}
+
+    def step():
+        return {"seconds": _step_seconds(built["step"]),
+                "cpu": _step_seconds(built["step"], clock=time.process_time_ns)}
+
+    return {"setup": setup, "epoch": epoch, "step": step, "small_epochs": _small_epochs,
+            "long_run": lambda batch, optimizer, steps: _long_run(batch, optimizer, steps,
+                                                                  data_path, rows)}
 
 
 # =================================================================== orchestrator side
-class _Worker(bench.Worker):
-    """A bench worker of this module for one competitor at one BLAS thread count."""
+def _worker(name, threads, data_path, rows):
+    """A worker of this module for one competitor at one BLAS thread count, on `threads`
+    CPUs (a k-thread row runs on k cores, whatever size the library's pool picks)."""
+    multi = "true" if threads > 1 else "false"
+    xla = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={multi}"
+           f" intra_op_parallelism_threads={threads}")
+    return Worker(f"{name} ({threads} thread{'s' if threads > 1 else ''})",
+                  "fusedmlp.cli.bench_runs:serve",
+                  {"name": name, "threads": threads, "data_path": data_path, "rows": rows},
+                  threads=threads, pin=True, env={"XLA_FLAGS": xla})
 
-    def __init__(self, name, threads, data_path, rows):
-        import subprocess
-        import tempfile
 
-        self.name = f"{name} ({threads} thread{'s' if threads > 1 else ''})"
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-                   MKL_NUM_THREADS=str(threads),
-                   XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
-                              + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
-                              + f" intra_op_parallelism_threads={threads}"))
-        command = [sys.executable, "-m", "fusedmlp.cli.bench_runs", "--worker", name,
-                   "--worker-threads", str(threads)]
-        if data_path:
-            command += ["--data", data_path]
-        command += ["--rows", str(rows)]
-        self.errors = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.errors, text=True, env=env)
+def _round(worker):
+    """One round of a competitor: a timed epoch, then its isolated step."""
+    return worker.ask("epoch"), worker.ask("step")
 
 
 def _end_to_end(args, competitors):
@@ -312,67 +277,57 @@ def _end_to_end(args, competitors):
     for threads in args.threads:
         workers, steps = {}, {}
         for name in competitors:
-            worker = _Worker(name, threads, args.data, args.rows)
-            reply = worker.ask(op="setup")
-            if "error" in reply:
-                print(f"# {worker.name}: {reply['error']}; left out", file=sys.stderr)
+            worker = _worker(name, threads, args.data, args.rows)
+            try:
+                reply = worker.ask("setup")
+            except WorkerError as exc:
+                print(f"# {worker.label}: {exc}; left out", file=sys.stderr)
                 worker.close()
                 continue
             workers[name], steps[name] = worker, reply["steps"]
-            print(f"# {worker.name} set up and warmed up in {reply['seconds']:.1f} s",
+            print(f"# {worker.label} set up and warmed up in {reply['seconds']:.1f} s",
                   file=sys.stderr, flush=True)
-        epochs = {name: [] for name in workers}
-        step_times = {name: [] for name in workers}
-        cpu_epochs = {name: [] for name in workers}
-        cpu_steps = {name: [] for name in workers}
-        names = list(workers)
         try:
-            for round_index in range(args.rounds):
-                shift = round_index % max(1, len(names))
-                for name in names[shift:] + names[:shift]:
-                    if threads > 1:
-                        # the previous worker's idle pool threads spin for a while after its
-                        # last call (OpenMP, OpenBLAS): let them sleep before the next epoch
-                        time.sleep(SETTLE)
-                    reply = workers[name].ask(op="epoch")
-                    epochs[name].append(reply["seconds"])
-                    cpu_epochs[name].append(reply["cpu"])
-                    reply = workers[name].ask(op="step")
-                    step_times[name].append(reply["seconds"])
-                    cpu_steps[name].append(reply["cpu"])
+            # the previous worker's idle pool threads spin for a while after its last call
+            # (OpenMP, OpenBLAS): let them sleep before the next epoch
+            samples = interleave({name: (lambda w=worker: _round(w))
+                                  for name, worker in workers.items()},
+                                 args.rounds, pause=SETTLE if threads > 1 else 0.0)
         finally:
             for worker in workers.values():
                 worker.close()
-        for name in names:
-            epoch = statistics.median(epochs[name])
-            step = statistics.median(step_times[name])
-            cpu_epoch = statistics.median(cpu_epochs[name])
-            cpu_step = statistics.median(cpu_steps[name])
-            rows.append([name, str(threads), f"{epoch:.3f}", f"{epochs[name][0]:.3f}",
-                         f"{epochs[name][-1]:.3f}", f"{step * 1e3:.3f}",
+        for name, replies in samples.items():
+            epochs = [epoch["seconds"] for epoch, _ in replies]
+            epoch = statistics.median(epochs)
+            step = statistics.median(step["seconds"] for _, step in replies)
+            cpu_epoch = statistics.median(epoch["cpu"] for epoch, _ in replies)
+            cpu_step = statistics.median(step["cpu"] for _, step in replies)
+            rows.append([name, str(threads), f"{epoch:.3f}", f"{epochs[0]:.3f}",
+                         f"{epochs[-1]:.3f}", f"{step * 1e3:.3f}",
                          f"{epoch / (steps[name] * step):.2f}×", f"{cpu_epoch:.3f}",
                          f"{cpu_epoch / (steps[name] * cpu_step):.2f}×"])
     return rows
 
 
 def _long_runs(args):
-    worker = _Worker("fusedmlp", 1, args.data, args.rows)
+    worker = _worker("fusedmlp", 1, args.data, args.rows)
     rows = []
     try:
-        reply = worker.ask(op="small_epochs", rounds=max(args.rounds, 5) * 4)
-        if "error" in reply:
-            print(f"# digits epochs: {reply['error']}", file=sys.stderr)
-        else:
+        try:
+            reply = worker.ask("small_epochs", rounds=max(args.rounds, 5) * 4)
             args.small = (f"digits ({reply['rows']:,} training rows) 64-64-10 b32, fit epoch "
                           f"{reply['epoch'] * 1e3:.2f} ms = {reply['steps']} steps x "
                           f"{reply['step'] * 1e6:.1f} us x "
                           f"{reply['epoch'] / (reply['steps'] * reply['step']):.2f}")
+        except WorkerError as exc:
+            print(f"# digits epochs: {exc}", file=sys.stderr)
         for batch in (1, 32):
             for optimizer in ("adam", "momentum"):
-                reply = worker.ask(op="long_run", batch=batch, optimizer=optimizer,
-                                   steps=args.long_steps)
-                if "error" in reply:
-                    print(f"# long run b{batch} {optimizer}: {reply['error']}", file=sys.stderr)
+                try:
+                    reply = worker.ask("long_run", batch=batch, optimizer=optimizer,
+                                       steps=args.long_steps)
+                except WorkerError as exc:
+                    print(f"# long run b{batch} {optimizer}: {exc}", file=sys.stderr)
                     continue
                 rows.append([f"784-128-10 b{batch}",
                              "Adam" if optimizer == "adam" else "SGD momentum 0.9",
@@ -383,20 +338,13 @@ def _long_runs(args):
     return rows
 
 
-def _markdown(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _parse(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m fusedmlp bench runs",
-        description="Time whole training epochs (fusedmlp fit, NumPy, PyTorch eager, "
-                    "torch.compile, JAX jit) and fusedmlp's step time after a long run.")
+    parser = CommandParser(
+        "runs", "Time whole training epochs (fusedmlp fit, NumPy, PyTorch eager, "
+                "torch.compile, JAX jit) and fusedmlp's step time after a long run.",
+        defaults={"rounds": 5})
     parser.add_argument("--data", help="directory of the Fashion-MNIST IDX files (default: "
                                        "synthetic data of the same shape)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed epochs each (default 5)")
     parser.add_argument("--threads", default="1,2", help="BLAS thread counts (default 1,2)")
     parser.add_argument("--competitors", default=",".join(COMPETITORS),
                         help=f"comma-separated subset of {','.join(COMPETITORS)}")
@@ -406,15 +354,12 @@ def _parse(argv):
                         help="which tables (default end-to-end,long-run)")
     parser.add_argument("--rows", type=int, default=60000,
                         help="rows of the synthetic data (default 60000, as Fashion-MNIST)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.threads = [int(n) for n in args.threads.split(",")]
-    args.competitors = [c for c in args.competitors.split(",") if c]
-    unknown = set(args.competitors) - set(COMPETITORS)
-    if unknown:
-        parser.error(f"--competitors: unknown {sorted(unknown)}; choose from {COMPETITORS}")
-    args.tables = args.tables.split(",")
+    args.threads = split_list(parser, "--threads", args.threads, int)
+    args.competitors = split_list(parser, "--competitors", args.competitors,
+                                  allowed=COMPETITORS)
+    args.tables = split_list(parser, "--tables", args.tables,
+                             allowed=("end-to-end", "long-run"))
     return args
 
 
@@ -422,17 +367,11 @@ def main(argv=None) -> int:
     """Run the tables and print them as Markdown; returns an exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
-    if args.worker:
-        _worker(args.worker, args.worker_threads, args.data, args.rows)
-        return 0
     started = time.perf_counter()
-    competitors = [c for c in args.competitors if bench.importable(MODULES[c])]
+    competitors = [c for c in args.competitors if importable(MODULES[c])]
     skipped = [c for c in args.competitors if c not in competitors]
-    print("# fusedmlp benchmark: training runs")
-    print(f"# command: python -m fusedmlp bench runs {' '.join(argv)}".rstrip())
-    print(f"# machine: {bench.machine()}")
-    versions = bench.versions()
-    print("# versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    print(header("fusedmlp benchmark: training runs",
+                 f"python -m fusedmlp bench runs {' '.join(argv)}".rstrip()))
     if skipped:
         print(f"# not importable, left out: {', '.join(skipped)}")
     print(flush=True)
@@ -443,7 +382,7 @@ def main(argv=None) -> int:
               "after one untimed); step = one batch repeated on a fresh model; "
               "×steps = epoch / (steps × step); CPU s = the worker's CPU time (all its "
               "threads; on a loaded machine steadier than wall time):\n")
-        print(_markdown(["", "threads", "epoch s", "first", "last", "step ms", "×steps",
+        print(markdown(["", "threads", "epoch s", "first", "last", "step ms", "×steps",
                          "CPU s", "×steps (CPU)"],
                         _end_to_end(args, competitors)), flush=True)
         print()
@@ -452,7 +391,7 @@ def main(argv=None) -> int:
               "float32, 1 thread (µs; subnormal = optimiser-state entries below the smallest "
               "normal float32 at the end):\n")
         args.small = None
-        print(_markdown(["network", "optimiser", "fresh µs", "after µs", "ratio", "subnormal"],
+        print(markdown(["network", "optimiser", "fresh µs", "after µs", "ratio", "subnormal"],
                         _long_runs(args)))
         if args.small:
             print(f"\nSmall epochs (fusedmlp, 1 thread): {args.small}")
