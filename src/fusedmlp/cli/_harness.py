@@ -11,9 +11,9 @@ What a benchmark needs besides the calls it times lives here, once:
 - **interleaved rounds** -- :func:`interleave`: round ``r`` measures every competitor once,
   starting at the ``r``-th (round-robin rotation), so a burst of load on the machine hits
   every competitor alike; :func:`summary` gives the median and the min-max of the samples;
-- **cases** -- :class:`Case`: settings, ``setup(setting)`` (the timed callables, built in this
-  process), ``row(setting, samples)`` (how to print); :func:`run_case` times a case's
-  settings and returns its Markdown table; the pytest-benchmark suite in ``benchmarks/``
+- **cases** -- :class:`Case`: ``setup(setting)`` (the timed callables, built in this
+  process) and ``row(setting, samples)`` (how to print); :func:`run_case` times a case over
+  its settings and returns its Markdown table; the pytest-benchmark suite in ``benchmarks/``
   times the same ``setup`` callables;
 - **worker processes** -- :class:`Worker`: a competitor in its own process (``python -m
   fusedmlp.cli._harness MODULE:FUNCTION SPEC``; one JSON request a line on stdin, one JSON
@@ -46,7 +46,7 @@ import time
 from .._version import PROG
 
 __all__ = ["Repeat", "seconds_per_call", "median_seconds", "one_call", "fastest", "concurrent_seconds",
-           "interleave", "summary", "medians", "Case", "run_case", "Worker", "WorkerError",
+           "interleave", "summary", "medians", "Case", "measure_case", "run_case", "Worker", "WorkerError",
            "pinned", "pin_cpus", "markdown", "header", "machine", "versions", "importable",
            "CommandParser", "split_list", "program"]
 
@@ -188,19 +188,18 @@ def medians(samples):
 
 # =========================================================================== cases
 class Case:
-    """One benchmark table: its settings, each setting's timed callables, how a row prints.
+    """One benchmark table: each setting's timed callables and how its row prints.
 
-    A subclass sets `header` and `settings` (a list) and writes ``setup(setting)`` (``{name:
-    callable}``, everything built before timing starts; a name may map to a :class:`Repeat`)
-    and ``row(setting, samples)`` (the table's cells from ``{name: [seconds a round]}``).
-    `title` (may use ``{rounds}``) is printed above the table; `align`, the columns'
-    alignment as :func:`markdown` takes it.
+    A subclass writes ``setup(setting)`` (``{name: callable}``, everything built before the
+    timing starts; a callable may be a :class:`Repeat`) and ``row(setting, samples)`` (the
+    row's cells from ``{name: [one sample a round]}``), and sets `header`, `title` (printed
+    above the table; may name ``{rounds}``) and `align` (as :func:`markdown` takes it).
+    ``measure`` is one sample of a callable: seconds per call of one timed loop by default.
     """
 
     title = ""
     header: list = []
     align = None
-    settings: list = []
 
     def setup(self, setting):
         raise NotImplementedError
@@ -209,20 +208,25 @@ class Case:
         raise NotImplementedError
 
     def measure(self, call, target_time, min_calls):
-        """One sample of `call` (one round): seconds per call by default."""
         return seconds_per_call(call, target_time, min_calls)
 
 
-def run_case(case, rounds, target_time, min_calls=2, settings=None):
-    """The Markdown table (title, blank line, table) of `case` over its settings (or
-    `settings`), every setting's callables timed in `rounds` interleaved rounds."""
-    rows = []
-    for setting in case.settings if settings is None else settings:
+def measure_case(case, settings, rounds, target_time, min_calls=2):
+    """``[(setting, {name: [one sample a round]})]``: for each setting, its callables
+    (``case.setup``) measured in `rounds` interleaved rounds."""
+    results = []
+    for setting in settings:
         calls = case.setup(setting)
-        samples = interleave({name: (lambda call=call: case.measure(call, target_time,
-                                                                     min_calls))
-                              for name, call in calls.items()}, rounds)
-        rows.append(case.row(setting, samples))
+        results.append((setting, interleave(
+            {name: (lambda call=call: case.measure(call, target_time, min_calls))
+             for name, call in calls.items()}, rounds)))
+    return results
+
+
+def run_case(case, settings, rounds, target_time, min_calls=2):
+    """`case`'s title and Markdown table over `settings` (see :func:`measure_case`)."""
+    rows = [case.row(setting, samples)
+            for setting, samples in measure_case(case, settings, rounds, target_time, min_calls)]
     table = markdown(case.header, rows, case.align)
     title = case.title.format(rounds=rounds)
     return f"{title}\n\n{table}" if title else table
@@ -432,8 +436,8 @@ class CommandParser(argparse.ArgumentParser):
     `quick` names them.
     """
 
-    def __init__(self, command, description, defaults, quick=None, quick_help=None):
-        super().__init__(prog=program(command), description=description)
+    def __init__(self, command, description, defaults, quick=None, quick_help=None, **kwargs):
+        super().__init__(prog=program(command), description=description, **kwargs)
         self.bench_defaults, self.bench_quick = dict(defaults), dict(quick or {})
         if quick_help is not None:
             self.add_argument("--quick", action="store_true", help=quick_help)

@@ -22,14 +22,15 @@ over rounds and ratios taken within this one run.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import statistics
 import sys
-import time
 
 import numpy as np
 
-from ._common import parser_for, seconds_per_call
+from ._common import plain
+from ._harness import Case, CommandParser, medians, one_call, pinned, run_case
 from ._peers import torch_mlp
 
 __all__ = ["main", "STEP_CONFIGS", "GEMM_SHAPES"]
@@ -40,15 +41,6 @@ TWO_THREAD_CONFIGS = [((784, 512, 512, 10), 64), ((784, 512, 512, 10), 1024)]
 INFERENCE_SIZES = (784, 512, 512, 10)
 INFERENCE_ROWS = (1, 4, 64, 4096)
 GEMM_SHAPES = [(32, 784, 128), (128, 784, 256), (1024, 784, 512), (1024, 512, 512)]
-
-
-def _interleaved(calls: dict, rounds, target_time):
-    """{name: median seconds per call}, the calls' rounds interleaved."""
-    times: dict = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            times[name].append(seconds_per_call(call, target_time))
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _mkl_bf16():
@@ -76,33 +68,46 @@ def _to_bf16_bits(x):
     return (((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF).astype(np.uint16)
 
 
-def gemm_table(rounds, target_time):
-    from .. import _kernels
+class Products(Case):
+    """One product shape (m, k, n): float32 through BLAS, bf16 through fusedmlp's kernel and
+    MKL's (when installed), in GFLOP/s."""
 
-    mkl, mkl_why = _mkl_bf16()
-    rng = np.random.default_rng(0)
-    lines = ["Products C[m, n] = A[m, k] @ B[k, n], one thread: GFLOP/s (median over "
-             f"{rounds} interleaved rounds)", "",
-             "| m x k x n | float32 (BLAS) | bf16, fusedmlp kernel | ratio | "
-             "bf16, MKL cblas_gemm_bf16bf16f32 |", "|---|---|---|---|---|"]
-    for m, k, n in GEMM_SHAPES:
-        A = rng.standard_normal((m, k)).astype(np.float32)
-        B = rng.standard_normal((k, n)).astype(np.float32)
+    title = ("Products C[m, n] = A[m, k] @ B[k, n], one thread: GFLOP/s (median over "
+             "{rounds} interleaved rounds)")
+    header = ["m x k x n", "float32 (BLAS)", "bf16, fusedmlp kernel", "ratio",
+              "bf16, MKL cblas_gemm_bf16bf16f32"]
+
+    def __init__(self):
+        self.mkl, self.mkl_why = _mkl_bf16()
+        self.rng = np.random.default_rng(0)
+
+    def setup(self, shape):
+        from .. import _kernels
+
+        m, k, n = shape
+        A = self.rng.standard_normal((m, k)).astype(np.float32)
+        B = self.rng.standard_normal((k, n)).astype(np.float32)
         C = np.empty((m, n), np.float32)
         calls = {"f32": lambda: _kernels.gemm_repeat(A, B, C, 1),
                  "bf16": lambda: _kernels.matmul_bf16(A, B, C, False, False)}
-        if mkl is not None:
+        if self.mkl is not None:
             a16, b16 = _to_bf16_bits(A), _to_bf16_bits(B)
             # row-major (101), no transposes (111)
-            calls["mkl"] = lambda: mkl(101, 111, 111, m, n, k, 1.0, a16.ctypes.data, k,
-                                       b16.ctypes.data, n, 0.0, C.ctypes.data, n)
-        t = _interleaved(calls, rounds, target_time)
-        flops = 2.0 * m * n * k
-        gf = {name: flops / s / 1e9 for name, s in t.items()}
-        lines.append(f"| {m} x {k} x {n} | {gf['f32']:.0f} | {gf['bf16']:.0f} | "
-                     f"{t['f32'] / t['bf16']:.2f}x | "
-                     + (f"{gf['mkl']:.0f} |" if "mkl" in gf else f"- ({mkl_why}) |"))
-    return "\n".join(lines)
+            calls["mkl"] = lambda: self.mkl(101, 111, 111, m, n, k, 1.0, a16.ctypes.data, k,
+                                            b16.ctypes.data, n, 0.0, C.ctypes.data, n)
+        return calls
+
+    def row(self, shape, samples):
+        m, k, n = shape
+        t = medians(samples)
+        gf = {name: 2.0 * m * n * k / s / 1e9 for name, s in t.items()}
+        return [f"{m} x {k} x {n}", f"{gf['f32']:.0f}", f"{gf['bf16']:.0f}",
+                f"{t['f32'] / t['bf16']:.2f}x",
+                f"{gf['mkl']:.0f}" if "mkl" in gf else f"- ({self.mkl_why})"]
+
+
+def gemm_table(rounds, target_time):
+    return run_case(Products(), GEMM_SHAPES, rounds, target_time)
 
 
 def _torch_step(sizes, batch, autocast):
@@ -124,37 +129,51 @@ def _torch_step(sizes, batch, autocast):
     return step
 
 
-def step_table(rounds, target_time, torch_ok, n_threads=1, configs=None):
-    import fusedmlp
+class Steps(Case):
+    """One setting (sizes, batch): fusedmlp's float32 and bf16 Adam steps at `n_threads`,
+    and PyTorch eager float32 and bf16 autocast (when `torch_ok`)."""
 
-    rng = np.random.default_rng(0)
-    head = ["network", "batch", "float32 (us)", "bf16 (us)", "bf16 speed-up"]
-    torch_ok = torch_ok and n_threads == 1
-    if torch_ok:
-        head += ["torch f32 (us)", "torch bf16 autocast (us)", "bf16: fusedmlp vs torch autocast"]
-    threads = "one thread" if n_threads == 1 else f"{n_threads} threads"
-    lines = [f"Adam training steps, {threads}: microseconds per step (median over {rounds} "
-             "interleaved rounds)", "", "| " + " | ".join(head) + " |",
-             "|" + "---|" * len(head)]
-    for sizes, batch in (STEP_CONFIGS if configs is None else configs):
-        X = rng.random((batch, sizes[0]), dtype=np.float32)
-        y = rng.integers(0, sizes[-1], batch)
+    def __init__(self, rounds, torch_ok, n_threads):
+        self.torch_ok, self.n_threads = torch_ok, n_threads
+        self.rng = np.random.default_rng(0)
+        self.header = ["network", "batch", "float32 (us)", "bf16 (us)", "bf16 speed-up"]
+        if torch_ok:
+            self.header += ["torch f32 (us)", "torch bf16 autocast (us)",
+                            "bf16: fusedmlp vs torch autocast"]
+        threads = "one thread" if n_threads == 1 else f"{n_threads} threads"
+        self.title = (f"Adam training steps, {threads}: microseconds per step (median over "
+                      "{rounds} interleaved rounds)")
+
+    def setup(self, setting):
+        import fusedmlp
+
+        sizes, batch = setting
+        X = self.rng.random((batch, sizes[0]), dtype=np.float32)
+        y = self.rng.integers(0, sizes[-1], batch)
         calls = {}
         for name, compute in (("f32", None), ("bf16", "bfloat16")):
-            model = fusedmlp.MLP(sizes, seed=0, n_threads=n_threads, compute_dtype=compute)
+            model = fusedmlp.MLP(sizes, seed=0, n_threads=self.n_threads, compute_dtype=compute)
             step = model.bind(fusedmlp.Adam(1e-3))
             calls[name] = lambda step=step: step(X, y)
-        if torch_ok:
+        if self.torch_ok:
             calls["torch"] = _torch_step(sizes, batch, False)
             calls["torch_bf16"] = _torch_step(sizes, batch, True)
-        t = {k: v * 1e6 for k, v in _interleaved(calls, rounds, target_time).items()}
+        return calls
+
+    def row(self, setting, samples):
+        sizes, batch = setting
+        t = {k: v * 1e6 for k, v in medians(samples).items()}
         cells = ["-".join(map(str, sizes)), str(batch), f"{t['f32']:.0f}", f"{t['bf16']:.0f}",
                  f"{t['f32'] / t['bf16']:.2f}x"]
-        if torch_ok:
+        if self.torch_ok:
             cells += [f"{t['torch']:.0f}", f"{t['torch_bf16']:.0f}",
                       f"{t['torch_bf16'] / t['bf16']:.2f}x"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        return cells
+
+
+def step_table(rounds, target_time, torch_ok, n_threads=1, configs=None):
+    case = Steps(rounds, torch_ok and n_threads == 1, n_threads)
+    return run_case(case, STEP_CONFIGS if configs is None else configs, rounds, target_time)
 
 
 def _torch_epochs(data, epochs, batch, autocast):
@@ -166,9 +185,8 @@ def _torch_epochs(data, epochs, batch, autocast):
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     X, y = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train)
     gen = torch.Generator().manual_seed(0)
-    first = None
-    for epoch in range(epochs):
-        start = time.perf_counter()
+
+    def epoch():
         order = torch.randperm(len(X), generator=gen)
         for i in range(0, len(X), batch):
             rows = order[i:i + batch]
@@ -177,7 +195,10 @@ def _torch_epochs(data, epochs, batch, autocast):
                 loss = nn.functional.cross_entropy(net(X[rows]), y[rows])
             loss.backward()
             opt.step()
-        first = first if first is not None else time.perf_counter() - start
+
+    first = one_call(epoch)["seconds"]
+    for _ in range(epochs - 1):
+        epoch()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         pred = net(torch.from_numpy(data.X_test)).argmax(1).numpy()
     return first, float((pred == data.y_test).mean())
@@ -195,11 +216,9 @@ def epoch_table(epochs, torch_ok, path):
     for name, compute in (("fusedmlp float32", None), ("fusedmlp bf16", "bfloat16")):
         model = fusedmlp.MLP([784, 256, 10], seed=0, n_threads=1, compute_dtype=compute)
         opt = fusedmlp.Adam(1e-3)
-        times = []
-        for _ in range(epochs):
-            start = time.perf_counter()
-            model.fit(data.X_train, data.y_train, epochs=1, batch_size=128, optimizer=opt)
-            times.append(time.perf_counter() - start)
+        times = [one_call(lambda: model.fit(data.X_train, data.y_train, epochs=1,
+                                            batch_size=128, optimizer=opt))["seconds"]
+                 for _ in range(epochs)]
         rows.append((name, statistics.median(times), model.score(data.X_test, data.y_test)))
     if torch_ok:
         for name, autocast in (("torch eager float32", False), ("torch eager bf16 autocast", True)):
@@ -212,41 +231,49 @@ def epoch_table(epochs, torch_ok, path):
     return "\n".join(lines)
 
 
-def inference_table(rounds, target_time):
-    import fusedmlp
+class Inference(Case):
+    """One batch of rows: predict_proba of a float32 and a bf16 model at INFERENCE_SIZES."""
 
-    rng = np.random.default_rng(0)
-    sizes = "-".join(map(str, INFERENCE_SIZES))
-    lines = [f"predict_proba at {sizes}, one thread: microseconds per call (median over "
-             f"{rounds} interleaved rounds)", "",
-             "| rows | float32 (us) | bf16 (us) | bf16 speed-up |", "|---|---|---|---|"]
-    models = {name: fusedmlp.MLP(INFERENCE_SIZES, seed=0, n_threads=1, compute_dtype=compute)
-              for name, compute in (("f32", None), ("bf16", "bfloat16"))}
-    for rows in INFERENCE_ROWS:
-        X = rng.random((rows, INFERENCE_SIZES[0]), dtype=np.float32)
-        calls = {name: (lambda model=model: model.predict_proba(X))
-                 for name, model in models.items()}
-        t = {k: v * 1e6 for k, v in _interleaved(calls, rounds, target_time).items()}
-        lines.append(f"| {rows} | {t['f32']:.1f} | {t['bf16']:.1f} | {t['f32'] / t['bf16']:.2f}x |")
-    return "\n".join(lines)
+    header = ["rows", "float32 (us)", "bf16 (us)", "bf16 speed-up"]
+
+    def __init__(self):
+        import fusedmlp
+
+        self.rng = np.random.default_rng(0)
+        self.models = {name: fusedmlp.MLP(INFERENCE_SIZES, seed=0, n_threads=1,
+                                          compute_dtype=compute)
+                       for name, compute in (("f32", None), ("bf16", "bfloat16"))}
+        self.title = (f"predict_proba at {'-'.join(map(str, INFERENCE_SIZES))}, one thread: "
+                      "microseconds per call (median over {rounds} interleaved rounds)")
+
+    def setup(self, rows):
+        X = self.rng.random((rows, INFERENCE_SIZES[0]), dtype=np.float32)
+        return {name: (lambda model=model: model.predict_proba(X))
+                for name, model in self.models.items()}
+
+    def row(self, rows, samples):
+        t = {k: v * 1e6 for k, v in medians(samples).items()}
+        return [str(rows), f"{t['f32']:.1f}", f"{t['bf16']:.1f}", f"{t['f32'] / t['bf16']:.2f}x"]
+
+
+def inference_table(rounds, target_time):
+    return run_case(Inference(), INFERENCE_ROWS, rounds, target_time)
 
 
 def main(argv=None) -> int:
-    parser = parser_for("bench bf16", __doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter calls, one epoch")
-    parser.add_argument("--rounds", type=int, help="rounds per setting (default 5; quick 2)")
-    parser.add_argument("--target-time", type=float, help="seconds per timed loop (default 0.2)")
-    parser.add_argument("--epochs", type=int, help="Fashion-MNIST epochs (default 5; quick 1)")
+    parser = CommandParser("bf16", plain(__doc__),
+                           defaults={"rounds": 5, "target_time": 0.2, "epochs": 5},
+                           quick={"rounds": 2, "target_time": 0.05, "epochs": 1},
+                           quick_help="fewer rounds, shorter calls, one epoch",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, help="Fashion-MNIST epochs" + parser.said("epochs"))
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--no-epoch", action="store_true", help="leave the Fashion-MNIST table out")
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
                         help="Fashion-MNIST's directory (IDX files)")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (2 if args.quick else 5)
-    target = args.target_time or (0.05 if args.quick else 0.2)
-    epochs = args.epochs or (1 if args.quick else 5)
+    rounds, target, epochs = args.rounds, args.target_time, args.epochs
 
-    from threadpoolctl import threadpool_limits
     from .. import bf16
 
     why = bf16.why_unavailable()
@@ -266,7 +293,7 @@ def main(argv=None) -> int:
     print(f"# fusedmlp {fusedmlp.__version__}; BLAS {config['blas']['name']}; bf16 product "
           f"{config['bfloat16']['backend']} ({config['bfloat16']['backend_why']})"
           + (f"; torch {torch.__version__}" if torch_ok else ""))
-    with threadpool_limits(limits=1):
+    with pinned(1):
         print(gemm_table(rounds, target), end="\n\n", flush=True)
         print(step_table(rounds, target, torch_ok), end="\n\n", flush=True)
         print(step_table(rounds, target, False, 2, TWO_THREAD_CONFIGS), end="\n\n", flush=True)

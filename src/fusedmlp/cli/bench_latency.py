@@ -20,14 +20,13 @@ over rounds in microseconds per call, and each time relative to ``predict_proba(
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+from ._harness import Case, CommandParser, Repeat, markdown, measure_case, medians, pinned
 
 __all__ = ["main", "NETWORKS", "ROWS"]
 
@@ -46,11 +45,11 @@ def _fusedmlp(model, X):
     out = np.empty((len(X), model.n_outputs), model.dtype)
 
     def repeat(gemm_only):
-        return lambda repeats: _network.c_loop(model, X, out, repeats, gemm_only)
+        return Repeat(lambda repeats: _network.c_loop(model, X, out, repeats, gemm_only))
 
     return {"proba": lambda: model.predict_proba(X),
             "proba_out": lambda: model.predict_proba(X, out=out),
-            "c_api": ("repeat", repeat(False)), "floor": ("repeat", repeat(True))}
+            "c_api": repeat(False), "floor": repeat(True)}
 
 
 def _onnxruntime(model, X):
@@ -122,71 +121,45 @@ BUILDERS = {"fusedmlp": (_fusedmlp, None), "onnxruntime": (_onnxruntime, "onnxru
             "numpy": (_numpy, None), "torch": (_torch, "torch"), "jax": (_jax, "jax")}
 
 
-def _time(call, target_time):
-    """Microseconds per call of one timed loop of about target_time seconds."""
-    if isinstance(call, tuple):                  # ("repeat", f): f(n) makes n calls itself
-        repeat = call[1]
-        calls = 1
-        while True:
-            start = time.perf_counter()
-            repeat(calls)
-            elapsed = time.perf_counter() - start
-            if elapsed >= target_time or calls >= 1 << 26:
-                return elapsed / calls * 1e6
-            calls = max(2 * calls, int(calls * target_time / max(elapsed, 1e-9)))
-    calls = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        elapsed = time.perf_counter() - start
-        if elapsed >= target_time:
-            return elapsed / calls * 1e6
-        calls = max(2 * calls, int(calls * target_time / max(elapsed, 1e-9)))
+class Latency(Case):
+    """One setting (network sizes, rows): every competitor's call on the same weights."""
+
+    def __init__(self, competitors=None):
+        self.competitors, self.skipped = competitors, {}
+
+    def setup(self, setting):
+        import fusedmlp
+
+        sizes, m = setting
+        model = fusedmlp.MLP(list(sizes), dtype=np.float32, seed=0)
+        X = np.random.default_rng(1).normal(size=(m, sizes[0])).astype(np.float32)
+        calls = {}
+        for name, (build, module) in BUILDERS.items():
+            if self.competitors is not None and name not in self.competitors:
+                continue
+            try:
+                calls.update(build(model, X))
+            except ImportError as exc:
+                self.skipped[name] = f"not installed ({exc.name or module})"
+            except Exception as exc:                  # a competitor that fails is left out
+                self.skipped[name] = f"failed: {type(exc).__name__}: {exc}"
+        return calls
 
 
 def measure(networks=NETWORKS, rows=ROWS, rounds=7, target_time=0.05, competitors=None):
     """{(sizes, rows): {name: median microseconds}} and the competitors left out (with why)."""
-    import fusedmlp
-    from threadpoolctl import threadpool_limits
-
-    results, skipped = {}, {}
-    with threadpool_limits(limits=1):
-        for sizes in networks:
-            model = fusedmlp.MLP(list(sizes), dtype=np.float32, seed=0)
-            for m in rows:
-                X = np.random.default_rng(1).normal(size=(m, sizes[0])).astype(np.float32)
-                calls = {}
-                for name, (build, module) in BUILDERS.items():
-                    if competitors is not None and name not in competitors:
-                        continue
-                    try:
-                        found = build(model, X)
-                    except ImportError as exc:
-                        skipped[name] = f"not installed ({exc.name or module})"
-                        continue
-                    except Exception as exc:          # a competitor that fails is left out
-                        skipped[name] = f"failed: {type(exc).__name__}: {exc}"
-                        continue
-                    calls.update(found)
-                for call in calls.values():          # warm-up: jit, first allocations
-                    _time(call, target_time / 10)
-                samples = {name: [] for name in calls}
-                names = list(calls)
-                for round_index in range(rounds):
-                    shift = round_index % len(names)
-                    for name in names[shift:] + names[:shift]:
-                        samples[name].append(_time(calls[name], target_time))
-                results[(tuple(sizes), m)] = {name: statistics.median(times)
-                                              for name, times in samples.items()}
-    return results, skipped
+    case = Latency(competitors)
+    with pinned(1):
+        measured = measure_case(case, [(tuple(sizes), m) for sizes in networks for m in rows],
+                                rounds, target_time)
+    return ({setting: {name: t * 1e6 for name, t in medians(samples).items()}
+             for setting, samples in measured}, case.skipped)
 
 
 def table(results) -> str:
     """The latency table as markdown: microseconds per call, and x relative to out=."""
     names = [n for n in LABELS if any(n in r for r in results.values())]
-    lines = ["| network | rows | " + " | ".join(LABELS[n] for n in names) + " |",
-             "|---|---:|" + "---:|" * len(names)]
+    rows = []
     for (sizes, m), row in results.items():
         base = row.get("proba_out")
         cells = []
@@ -197,24 +170,19 @@ def table(results) -> str:
                 cells.append(f"{row[name]:.2f} ({row[name] / base:.2f}x)")
             else:
                 cells.append(f"{row[name]:.2f}")
-        lines.append(f"| {'-'.join(map(str, sizes))} | {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(["-".join(map(str, sizes)), str(m), *cells])
+    return markdown(["network", "rows", *(LABELS[n] for n in names)], rows,
+                    "l" + "r" * (len(names) + 1))
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="fusedmlp bench latency",
-        description="Inference latency of 1-32 rows: fusedmlp (allocating, out=, C API), "
-                    "onnxruntime, NumPy, PyTorch, JAX.")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
-    parser.add_argument("--target-time", type=float, default=0.05,
-                        help="seconds per timed loop (default 0.05)")
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 0.02 s")
-    parser.add_argument("--competitors", help="comma-separated subset of "
-                                              + ",".join(BUILDERS))
+    parser = CommandParser(
+        "latency", "Inference latency of 1-32 rows: fusedmlp (allocating, out=, C API), "
+                   "onnxruntime, NumPy, PyTorch, JAX.",
+        defaults={"rounds": 7, "target_time": 0.05}, quick={"rounds": 3, "target_time": 0.02},
+        quick_help="3 rounds of 0.02 s")
+    parser.add_argument("--competitors", help="comma-separated subset of " + ",".join(BUILDERS))
     args = parser.parse_args(argv)
-    if args.quick:
-        args.rounds, args.target_time = 3, 0.02
     competitors = args.competitors.split(",") if args.competitors else None
     if competitors and set(competitors) - set(BUILDERS):
         parser.error(f"unknown competitors {sorted(set(competitors) - set(BUILDERS))}")
