@@ -1,5 +1,5 @@
-"""What the ``fusedmlp`` commands share: the program name, how a command's parser is made and
-the benchmarks' timing loop.
+"""What the ``fusedmlp`` commands share: the program name and how a command's parser and help
+text are made (the benchmarks' harness is ``_harness.py``).
 
 A leaf module: the command modules (demo, bench, ...) import it, and so does the dispatcher
 in ``fusedmlp/cli/__init__.py``, which imports the commands only when one runs.
@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import re
 import textwrap
-import time
 
 from .._version import PROG
 
-__all__ = ["PROG", "plain", "parser_for", "seconds_per_call"]
+__all__ = ["PROG", "plain", "parser_for"]
 
 
 def plain(docstring: str, width: int = 78) -> str:
@@ -33,16 +32,3 @@ def parser_for(command: str, docstring: str) -> argparse.ArgumentParser:
     help is the module's docstring as plain text."""
     return argparse.ArgumentParser(prog=f"{PROG} {command}", description=plain(docstring),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def seconds_per_call(call, target_time: float) -> float:
-    """Mean seconds of `call()` over a loop of at least `target_time` seconds and two calls,
-    after one warm-up call."""
-    call()
-    calls, start = 0, time.perf_counter()
-    while True:
-        call()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= target_time and calls >= 2:
-            return elapsed / calls

@@ -45,13 +45,17 @@ import time
 
 from .._version import PROG
 
-__all__ = ["Repeat", "seconds_per_call", "median_seconds", "one_call", "fastest", "concurrent_seconds",
-           "interleave", "summary", "medians", "Case", "measure_case", "run_case", "Worker", "WorkerError",
-           "pinned", "pin_cpus", "markdown", "header", "machine", "versions", "importable",
-           "CommandParser", "split_list", "program"]
+__all__ = ["WALL", "CPU", "Repeat", "seconds_per_call", "median_seconds", "one_call",
+           "fastest", "Stopwatch", "concurrent_seconds", "interleave", "summary", "medians",
+           "Case", "measure_case", "run_case", "Worker", "WorkerError", "pinned", "pin_cpus",
+           "markdown", "header", "machine", "versions", "importable", "CommandParser",
+           "split_list", "program"]
 
 #: The shortest time a calibrating call is taken to last (a clock tick on a slow clock).
 _TICK = 1e-7
+#: The clocks a timed loop may read (nanoseconds): wall time, and this process's CPU time
+#: (all its threads; on a loaded machine steadier than wall time).
+WALL, CPU = time.perf_counter_ns, time.process_time_ns
 
 
 # =========================================================================== timing
@@ -83,7 +87,7 @@ def _loop(call, calls, clock):
     return elapsed * 1e-9 / calls
 
 
-def seconds_per_call(call, target_time, min_calls=2, clock=time.perf_counter_ns):
+def seconds_per_call(call, target_time, min_calls=2, clock=WALL):
     """One round: mean seconds per call of one timed loop of about `target_time` seconds and
     at least `min_calls` calls, after a warm-up call and a call that sizes the loop."""
     _loop(call, 1, clock)                                   # warm-up
@@ -92,7 +96,7 @@ def seconds_per_call(call, target_time, min_calls=2, clock=time.perf_counter_ns)
     return _loop(call, calls, clock)
 
 
-def median_seconds(call, rounds, target_time, min_calls=3, clock=time.perf_counter_ns):
+def median_seconds(call, rounds, target_time, min_calls=3, clock=WALL):
     """The median over `rounds` rounds of :func:`seconds_per_call` (one competitor alone)."""
     return statistics.median(seconds_per_call(call, target_time, min_calls, clock)
                              for _ in range(rounds))
@@ -123,6 +127,16 @@ def fastest(call, seconds, after=None):
         if after is not None:
             seen.append(after())
     return best if after is None else (best, seen)
+
+
+class Stopwatch:
+    """Seconds since it was made (``seconds()``): how long a whole command has run."""
+
+    def __init__(self):
+        self.start = time.perf_counter_ns()
+
+    def seconds(self):
+        return (time.perf_counter_ns() - self.start) * 1e-9
 
 
 def concurrent_seconds(calls):

@@ -22,8 +22,9 @@ when one process uses both. For every setting (network, batch, dtype, BLAS threa
 are interleaved -- round 1 of every competitor, then round 2, ... in a rotating order -- so a
 burst of load on the machine hits all competitors alike. One round is one timed loop whose
 length adapts to the call (about ``--target-time`` seconds, at least ``--min-calls`` calls)
-after a warm-up call and a call that sizes the loop; the table shows the median over rounds and the min-max range. BLAS
-threads are set in each worker with threadpoolctl (and ``torch.set_num_threads``).
+after a warm-up call and a call that sizes the loop; the table shows the median over rounds
+and the min-max range. BLAS threads are set in each worker with threadpoolctl (and
+``torch.set_num_threads``).
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ import gc
 import json
 import os
 import sys
-import time
 
 from . import _plotting
 from .._version import PROG
-from ._harness import (CommandParser, Repeat, Worker, WorkerError, header, importable,
-                       interleave, markdown, pinned, seconds_per_call, split_list, summary)
+from ._harness import (CommandParser, Repeat, Stopwatch, Worker, WorkerError, header,
+                       importable, interleave, markdown, pinned, seconds_per_call, split_list,
+                       summary)
 from ._peers import torch_mlp
 
 __all__ = ["main", "serve", "CONFIGS", "QUICK_CONFIGS", "BUILDERS"]
@@ -372,7 +373,7 @@ def main(argv=None):
 
     competitors = [c for c in args.competitors if importable(MODULES[c])]
     skipped = [c for c in args.competitors if c not in competitors]
-    started = time.perf_counter()
+    started = Stopwatch()
     workers, infos, failed = _start(competitors)
     try:
         competitors = list(workers)
@@ -385,14 +386,14 @@ def main(argv=None):
             results.append(_measure(args, workers, *setting))
             threads, dtype, sizes, batch = setting
             print(f"# [{index + 1}/{len(settings)}] {threads} thread(s) {dtype} "
-                  f"{_net_name(sizes)} batch {batch} done ({time.perf_counter() - started:.0f} s)",
+                  f"{_net_name(sizes)} batch {batch} done ({started.seconds():.0f} s)",
                   file=sys.stderr, flush=True)
     finally:
         for worker in workers.values():
             worker.close()
 
     print(_tables(results, competitors, spread=not args.no_spread))
-    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+    print(f"\n(total {started.seconds():.0f} s)")
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"infos": infos, "results": results}, out, indent=1)

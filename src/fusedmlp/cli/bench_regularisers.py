@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     print(f"# fusedmlp bench regularisers: train_step, Adam, float32, {args.threads} "
           f"thread(s); median of {args.rounds} interleaved rounds; x = median ratio to off")
     rows = [[network, str(batch), f"{row['off'][0] * 1e6:,.1f} µs"]
-            + [f"{row[name][0] * 1e6:,.1f} µs (×{row[name][1]:.2f})" for name in list(VARIANTS)[1:]]
+            + [f"{row[name][0] * 1e6:,.1f} µs (×{row[name][1]:.2f})"
+               for name in list(VARIANTS)[1:]]
             for network, batch, row in results]
     print(markdown(["network", "batch", *VARIANTS], rows))
     return 0

@@ -29,10 +29,9 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 
-from ._harness import (CommandParser, Worker, WorkerError, header, importable, interleave,
-                       markdown, median_seconds, one_call, split_list)
+from ._harness import (CPU, WALL, CommandParser, Stopwatch, Worker, WorkerError, header,
+                       importable, interleave, markdown, median_seconds, one_call, split_list)
 from ._peers import jax_adam, jax_mlp, torch_mlp
 
 __all__ = ["main"]
@@ -171,7 +170,7 @@ _BUILDERS = {"fusedmlp": _fusedmlp, "numpy": _numpy, "torch": _torch,
              "torch.compile": lambda X, y, t: _torch(X, y, t, compiled=True), "jax": _jax}
 
 
-def _step_seconds(step, clock=time.perf_counter_ns):
+def _step_seconds(step, clock=WALL):
     """Median over 5 rounds of timed loops of about 0.06 s each (a fresh model's step)."""
     return median_seconds(step, rounds=5, target_time=0.06, clock=clock)
 
@@ -247,7 +246,7 @@ def serve(name, threads, data_path, rows):
 
     def step():
         return {"seconds": _step_seconds(built["step"]),
-                "cpu": _step_seconds(built["step"], clock=time.process_time_ns)}
+                "cpu": _step_seconds(built["step"], clock=CPU)}
 
     return {"setup": setup, "epoch": epoch, "step": step, "small_epochs": _small_epochs,
             "long_run": lambda batch, optimizer, steps: _long_run(batch, optimizer, steps,
@@ -367,7 +366,7 @@ def main(argv=None) -> int:
     """Run the tables and print them as Markdown; returns an exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
-    started = time.perf_counter()
+    started = Stopwatch()
     competitors = [c for c in args.competitors if importable(MODULES[c])]
     skipped = [c for c in args.competitors if c not in competitors]
     print(header("fusedmlp benchmark: training runs",
@@ -395,7 +394,7 @@ def main(argv=None) -> int:
                         _long_runs(args)))
         if args.small:
             print(f"\nSmall epochs (fusedmlp, 1 thread): {args.small}")
-    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+    print(f"\n(total {started.seconds():.0f} s)")
     return 0
 
 

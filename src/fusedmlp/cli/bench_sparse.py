@@ -14,14 +14,15 @@ threads (threadpoolctl) and fusedmlp runs with ``n_threads`` equal to it.
 
 from __future__ import annotations
 
-import argparse
+import os
 import statistics
 import sys
-import time
 import tracemalloc
 import warnings
 
 import numpy as np
+
+from ._harness import Case, CommandParser, interleave, markdown, one_call, pinned
 
 __all__ = ["main", "make_data", "measure"]
 
@@ -65,83 +66,85 @@ def _estimators(threads):
             "scikit-learn sparse": (lambda e: SkMLP(max_iter=e, **common), "sparse")}
 
 
-def _fit_time(make, X, y, epochs):
+def _fit(make, X, y, epochs):
+    """A fitted estimator of `make(epochs)` (its ConvergenceWarning silenced: max_iter is the
+    point)."""
     estimator = make(epochs)
-    start = time.perf_counter()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")       # ConvergenceWarning: max_iter is the point
+        warnings.simplefilter("ignore")
         estimator.fit(X, y)
-    return (time.perf_counter() - start) / estimator.n_iter_, estimator
+    return estimator
+
+
+class Fits(Case):
+    """Each contender's fit of the same data; a sample is seconds per epoch of one fit."""
+
+    def __init__(self, epochs, X, y):
+        self.epochs, self.y = epochs, y
+        self.inputs = {"sparse": X, "dense": X.toarray()}
+        self.accuracy = {}
+
+    def setup(self, contenders):
+        return {name: (lambda name=name, make=make, kind=kind: self.fit(name, make, kind))
+                for name, (make, kind) in contenders.items()}
+
+    def fit(self, name, make, kind):
+        done = one_call(lambda: _fit(make, self.inputs[kind], self.y, self.epochs))
+        self.accuracy[name] = done["value"].score(self.inputs[kind], self.y)
+        return done["seconds"] / done["value"].n_iter_
 
 
 def measure(rows=10_000, n_classes=2, epochs=2, rounds=3, threads=1, memory=True):
     """{"name": {"epoch": median seconds per epoch, "peak": bytes, "accuracy": ...}}, and
     the data's description."""
-    from threadpoolctl import threadpool_limits
-
     X, y = make_data(rows, n_classes)
-    dense = X.toarray()
-    inputs = {"sparse": X, "dense": dense}
     contenders = _estimators(threads)
-    samples = {name: [] for name in contenders}
+    case = Fits(epochs, X, y)
     results = {name: {} for name in contenders}
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with pinned(threads, user_api="blas"):
         for name, (make, kind) in contenders.items():         # warm-up (imports, pools)
-            _fit_time(make, inputs[kind][:2 * BATCH], y[:2 * BATCH], 1)
-        for r in range(rounds):
-            names = list(contenders)
-            shift = r % len(names)
-            for name in names[shift:] + names[:shift]:
-                make, kind = contenders[name]
-                seconds, estimator = _fit_time(make, inputs[kind], y, epochs)
-                samples[name].append(seconds)
-                results[name]["train accuracy"] = estimator.score(inputs[kind], y)
+            _fit(make, case.inputs[kind][:2 * BATCH], y[:2 * BATCH], 1)
+        samples = interleave(case.setup(contenders), rounds)
         if memory:
             for name, (make, kind) in contenders.items():
                 tracemalloc.start()
                 try:
-                    _fit_time(make, inputs[kind], y, 1)
+                    _fit(make, case.inputs[kind], y, 1)
                     results[name]["peak"] = tracemalloc.get_traced_memory()[1]
                 finally:
                     tracemalloc.stop()
     for name, times in samples.items():
         results[name]["epoch"] = statistics.median(times)
+        results[name]["train accuracy"] = case.accuracy[name]
     sparse_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
     about = {"rows": rows, "features": X.shape[1], "classes": n_classes, "nnz": X.nnz,
              "density": X.nnz / (X.shape[0] * X.shape[1]), "sparse bytes": sparse_bytes,
-             "dense bytes": dense.nbytes}
+             "dense bytes": case.inputs["dense"].nbytes}
     return results, about
 
 
 def table(results) -> str:
     base = results["fusedmlp sparse"]["epoch"]
-    lines = ["| fit, per epoch | seconds | vs fusedmlp sparse | peak traced memory | "
-             "train accuracy |", "|---|---|---|---|---|"]
-    for name, r in results.items():
-        peak = f"{r['peak'] / 2 ** 20:,.1f} MiB" if "peak" in r else "–"
-        lines.append(f"| {name} | {r['epoch']:.3f} | {r['epoch'] / base:.1f}× | {peak} | "
-                     f"{r['train accuracy']:.3f} |")
-    return "\n".join(lines)
+    rows = [[name, f"{r['epoch']:.3f}", f"{r['epoch'] / base:.1f}×",
+             f"{r['peak'] / 2 ** 20:,.1f} MiB" if "peak" in r else "–",
+             f"{r['train accuracy']:.3f}"] for name, r in results.items()]
+    return markdown(["fit, per epoch", "seconds", "vs fusedmlp sparse", "peak traced memory",
+                     "train accuracy"], rows)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="fusedmlp bench sparse",
-        description="MLPClassifier.fit per epoch on a text-like sparse problem (20,000 "
-                    "features at 0.5%): fusedmlp on CSR, fusedmlp on the densified X, "
-                    "scikit-learn on CSR.")
-    parser.add_argument("--rows", type=int, default=10_000, help="documents (default 10000)")
+    parser = CommandParser(
+        "sparse", "MLPClassifier.fit per epoch on a text-like sparse problem (20,000 features "
+                  "at 0.5%): fusedmlp on CSR, fusedmlp on the densified X, scikit-learn on CSR.",
+        defaults={"rounds": 3, "rows": 10_000, "epochs": 2},
+        quick={"rounds": 1, "rows": 2000, "epochs": 1}, quick_help="2,000 rows, 1 epoch, 1 round")
+    parser.add_argument("--rows", type=int, help="documents" + parser.said("rows"))
     parser.add_argument("--classes", type=int, default=2, help="classes (default 2)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per timed fit (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--epochs", type=int, help="epochs per timed fit" + parser.said("epochs"))
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS threads and fusedmlp's n_threads (default 1)")
     parser.add_argument("--no-memory", action="store_true", help="skip the tracemalloc runs")
-    parser.add_argument("--quick", action="store_true", help="2,000 rows, 1 epoch, 1 round")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.rows, args.epochs, args.rounds = 2000, 1, 1
-    import os
 
     import fusedmlp
 

@@ -19,19 +19,14 @@ NumPy's and SciPy's BLAS are pinned to one thread (threadpoolctl, user_api="blas
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 import numpy as np
 
-from ._common import seconds_per_call
+from ._harness import (CommandParser, Worker, concurrent_seconds, fastest, interleave,
+                       markdown, medians, one_call, pinned, seconds_per_call)
 from ._peers import jax_adam, jax_mlp, torch_mlp
 
 __all__ = ["main", "CONFIGS"]
@@ -61,35 +56,9 @@ def gemm_peak(threads, seconds=0.3, n=1024):
     work = [(rng.random((n, n), np.float32), rng.random((n, n), np.float32),
              np.empty((n, n), np.float32)) for _ in range(threads)]
     reps = max(1, int(seconds * 50e9 / (2 * n ** 3)))
-    barrier = threading.Barrier(threads)
-    times = [0.0] * threads
-
-    def run(i):
-        A, B, C = work[i]
-        _kernels.gemm_repeat(A, B, C, 1)
-        barrier.wait()
-        start = time.perf_counter()
-        _kernels.gemm_repeat(A, B, C, reps)
-        times[i] = time.perf_counter() - start
-
-    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return threads * reps * 2 * n ** 3 / max(times) / 1e9
-
-
-def fastest(call, seconds):
-    """The fastest of single calls of `call` for about `seconds`."""
-    call()
-    best, start = None, time.perf_counter()
-    while time.perf_counter() - start < seconds or best is None:
-        t = time.perf_counter()
-        call()
-        elapsed = time.perf_counter() - t
-        best = elapsed if best is None else min(best, elapsed)
-    return best
+    elapsed = concurrent_seconds([lambda A=A, B=B, C=C: _kernels.gemm_repeat(A, B, C, reps)
+                                  for A, B, C in work])
+    return threads * reps * 2 * n ** 3 / elapsed / 1e9
 
 
 def critical_path(call, seconds):
@@ -100,23 +69,15 @@ def critical_path(call, seconds):
 
     _network.trace_parts(True)
     try:
-        call()
-        _network.trace_parts()
-        fastest, parts = None, None
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds or fastest is None:
-            t = time.perf_counter()
-            call()
-            elapsed = time.perf_counter() - t
-            runs = _network.trace_parts()
-            fastest = elapsed if fastest is None else min(fastest, elapsed)
-            parts = runs if parts is None else [[min(a, b) for a, b in zip(r, q)]
-                                                for r, q in zip(parts, runs)]
+        best, traces = fastest(call, seconds, after=_network.trace_parts)
     finally:
         _network.trace_parts(False)
+    parts = traces[0]
+    for runs in traces[1:]:
+        parts = [[min(a, b) for a, b in zip(r, q)] for r, q in zip(parts, runs)]
     every = sum(sum(r) for r in parts) * 1e-9
     longest = sum(max(r) for r in parts) * 1e-9
-    return fastest, fastest - every + longest
+    return best, best - every + longest
 
 
 # ----------------------------------------------------------------------------- peers
@@ -155,90 +116,39 @@ def _jax_step(sizes, X, y, threads):
     return step
 
 
-def _peer_child(name, threads, configs):
-    """In a subprocess: build (and compile) the peer's training step of every config, print
-    "ready", then answer each line "index target_time" of stdin with the mean seconds of a
-    timed loop of that config's step, until stdin closes. At one thread the process is pinned
-    to one CPU (as taskset would) before the peer is imported, so no helper thread of its
-    runtime takes the other core."""
-    answer = os.fdopen(os.dup(1), "w", 1)
-    os.dup2(2, 1)               # stray prints of the peers go to stderr, not into the answers
-    if threads == 1 and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    if name == "jax":       # before jax is imported: its CPU pool size
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_force_host_platform_device_count=1"
-                                   f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
-                                   f" intra_op_parallelism_threads={threads}")
+def serve_peer(name, threads, configs):
+    """The ops of a peer's worker process (a :class:`Worker`'s target): build (and compile)
+    the peer's training step of every config first, then ``time`` (one timed loop of config
+    `index`'s step)."""
     builder = {"torch": _torch_step, "jax": _jax_step}[name]
     steps = []
     for sizes, batch in configs:
         X, y = _data(sizes, batch)
-        steps.append(builder(sizes, X, y, threads))
+        steps.append(builder(tuple(sizes), X, y, threads))
         for _ in range(3):
             steps[-1]()         # compile
-    print("ready", file=answer)
-    for line in sys.stdin:
-        index, target_time = line.split()
-        print(repr(seconds_per_call(steps[int(index)], float(target_time))), file=answer)
-    return 0
-
-
-class Peer:
-    """A peer's step, timed in its own process (_peer_child), so that its thread pool neither
-    spins beside fusedmlp's nor shares its process; asked one timed loop at a time, so that
-    its rounds interleave with fusedmlp's."""
-
-    def __init__(self, name, threads, configs):
-        self.label = f"{name} {threads}"
-        spec = json.dumps({"name": name, "threads": threads,
-                           "configs": [[list(s), b] for s, b in configs]})
-        self._log = tempfile.TemporaryFile("w+")
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "fusedmlp.cli.bench_threads", "--peer-child", spec],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-            env=env)
-
-    def _answer(self):
-        line = self._process.stdout.readline()
-        if not line:
-            self._process.wait()
-            self._log.seek(0)
-            lines = self._log.read().strip().splitlines()
-            raise RuntimeError(lines[-1] if lines else
-                               f"exit status {self._process.returncode}")
-        return line.strip()
-
-    def wait_ready(self):
-        if self._answer() != "ready":
-            raise RuntimeError("the peer process did not start")
-
-    def time(self, index, target_time):
-        self._process.stdin.write(f"{index} {target_time!r}\n")
-        self._process.stdin.flush()
-        return float(self._answer())
-
-    def close(self):
-        try:
-            self._process.stdin.close()
-        except OSError:
-            pass
-        self._process.wait()
-        self._log.close()
+    return {"time": lambda index, target_time: seconds_per_call(steps[index], target_time)}
 
 
 def start_peers(names, configs, skipped):
-    """{label: Peer} of every peer at 1 and 2 threads that starts; why the others did not go
-    into `skipped`. The processes build and compile at the same time, before any timing."""
+    """{label: Worker} of every peer at 1 and 2 threads that starts; why the others did not go
+    into `skipped`. The processes build and compile at the same time, before any timing; each
+    runs on as many CPUs as it has threads, so no helper thread of its runtime takes another
+    core."""
     peers = {}
     for name in names:
         for threads in (1, 2):
-            peer = Peer(name, threads, configs)
-            peers[peer.label] = peer
+            multi = "true" if threads > 1 else "false"
+            xla = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1"
+                   f" --xla_cpu_multi_thread_eigen={multi} intra_op_parallelism_threads={threads}")
+            label = f"{name} {threads}"
+            peers[label] = Worker(label, "fusedmlp.cli.bench_threads:serve_peer",
+                                  {"name": name, "threads": threads,
+                                   "configs": [[list(s), b] for s, b in configs]},
+                                  threads=threads, pin=True, env={"XLA_FLAGS": xla})
     for label, peer in list(peers.items()):
         try:
-            peer.wait_ready()
+            peer.ask("ready")
         except Exception as exc:
             skipped[label] = f"{type(exc).__name__}: {exc}"
             peer.close()
@@ -265,10 +175,9 @@ def _onnxruntime_call(model, X):
 
 def measure(configs=CONFIGS, rounds=5, target_time=0.1, peers=("torch", "jax", "onnxruntime")):
     import fusedmlp
-    from threadpoolctl import threadpool_limits
 
     results, skipped = [], {}
-    with threadpool_limits(limits=1, user_api="blas"):
+    with pinned(1, user_api="blas"):
         peaks = {1: gemm_peak(1), 2: gemm_peak(2)}
         others = start_peers([p for p in peers if p != "onnxruntime"], configs, skipped)
         try:
@@ -301,21 +210,12 @@ def _measure_config(fusedmlp, index, sizes, batch, rounds, target_time, peers, o
             calls["onnxruntime 1"] = _onnxruntime_call(model, X)
         except Exception as exc:        # not installed, or failed: reported
             skipped["onnxruntime"] = f"{type(exc).__name__}: {exc}"
-    calls.update(others)
-    samples = {name: [] for name in calls}
-    for r in range(rounds):
-        names = list(calls)
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            call = calls[name]
-            if not isinstance(call, Peer):
-                samples[name].append(seconds_per_call(call, target_time))
-            elif name not in skipped:
-                try:
-                    samples[name].append(call.time(index, target_time))
-                except Exception as exc:      # the peer's process died: reported
-                    skipped[name] = f"{type(exc).__name__}: {exc}"
-    row = {name: statistics.median(v) for name, v in samples.items() if v}
+    measures = {name: (lambda call=call: seconds_per_call(call, target_time))
+                for name, call in calls.items()}
+    measures.update({label: (lambda peer=peer: peer.ask("time", index=index,
+                                                         target_time=target_time))
+                     for label, peer in others.items()})
+    row = medians(interleave(measures, rounds, failed=skipped))
     # the partition apart from the load: fastest single calls of one thread against the
     # critical path of two parts, both timed on this thread
     for kind, single, split in (("step", one[0], two[0]), ("infer", one[1], two[1])):
@@ -333,7 +233,6 @@ def epoch_times(rounds=3):
     """Seconds of fit(epochs=1) on Fashion-MNIST (784-256-10, batch 128, Adam, float32) per
     n_threads setting, medians of interleaved rounds; None when the data is absent."""
     import fusedmlp
-    from threadpoolctl import threadpool_limits
 
     from .datasets import load_idx_dataset
 
@@ -341,17 +240,14 @@ def epoch_times(rounds=3):
         data = load_idx_dataset()
     except (OSError, ValueError):
         return None
-    times = {n: [] for n in (1, 2, "auto")}
-    with threadpool_limits(limits=1, user_api="blas"):
-        for r in range(rounds):
-            for n in (list(times)[r % 3:] + list(times)[:r % 3]):
-                model = fusedmlp.MLP([784, 256, 10], seed=0, n_threads=n)
-                model.fit(data.X_train[:1024], data.y_train[:1024], epochs=1, batch_size=128)
-                start = time.perf_counter()
-                model.fit(data.X_train, data.y_train, epochs=1, batch_size=128,
-                          optimizer=fusedmlp.Adam(1e-3))
-                times[n].append(time.perf_counter() - start)
-    return {n: statistics.median(v) for n, v in times.items()}
+    def epoch(n):
+        model = fusedmlp.MLP([784, 256, 10], seed=0, n_threads=n)
+        model.fit(data.X_train[:1024], data.y_train[:1024], epochs=1, batch_size=128)
+        return one_call(lambda: model.fit(data.X_train, data.y_train, epochs=1, batch_size=128,
+                                          optimizer=fusedmlp.Adam(1e-3)))["seconds"]
+
+    with pinned(1, user_api="blas"):
+        return medians(interleave({n: (lambda n=n: epoch(n)) for n in (1, 2, "auto")}, rounds))
 
 
 def _us(t):
@@ -368,17 +264,16 @@ def table(results) -> str:
         present = [c for c in columns if any(c in r["times"] for r in results)]
         head = (["network", "batch"] + [c + " (µs)" for c in present]
                 + ["2 vs 1", "2 vs 1 critical path", "auto parts", "auto vs 1"])
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rows = []
         for r in results:
             t = r["times"]
             parts = r["auto_parts"] if kind == "step" else r["auto_infer_parts"]
             cells = [_us(t[c]) if c in t else "–" for c in present]
-            lines.append("| " + " | ".join(
-                ["-".join(map(str, r["sizes"])), str(r["batch"])] + cells
-                + [f"{t[kind + ' 1'] / t[kind + ' 2']:.2f}×",
-                   f"{t[kind + ' 1 fastest'] / t[kind + ' 2 critical']:.2f}×", str(parts),
-                   f"{t[kind + ' 1'] / t[kind + ' auto']:.2f}×"]) + " |")
-        out.append("\n".join(lines))
+            rows.append(["-".join(map(str, r["sizes"])), str(r["batch"])] + cells
+                        + [f"{t[kind + ' 1'] / t[kind + ' 2']:.2f}×",
+                           f"{t[kind + ' 1 fastest'] / t[kind + ' 2 critical']:.2f}×",
+                           str(parts), f"{t[kind + ' 1'] / t[kind + ' auto']:.2f}×"])
+        out.append(markdown(head, rows))
     return "\n\n".join(out)
 
 
@@ -414,27 +309,17 @@ def verdict(results) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="fusedmlp bench threads",
-        description="fusedmlp's step and inference at 1, 2 and 'auto' threads beside "
-                    "torch.compile and JAX jit at 1 and 2 threads and onnxruntime inference "
-                    "at 1, "
-                    "the GEMM and hardware floors, and the Fashion-MNIST epoch.")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    parser.add_argument("--target-time", type=float, default=0.1,
-                        help="seconds per timed loop (default 0.1)")
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 0.03 s")
+    parser = CommandParser(
+        "threads", "fusedmlp's step and inference at 1, 2 and 'auto' threads beside "
+                   "torch.compile and JAX jit at 1 and 2 threads and onnxruntime inference at 1, "
+                   "the GEMM and hardware floors, and the Fashion-MNIST epoch.",
+        defaults={"rounds": 5, "target_time": 0.1, "epoch_rounds": 3},
+        quick={"rounds": 3, "target_time": 0.03, "epoch_rounds": 1},
+        quick_help="3 rounds of 0.03 s")
     parser.add_argument("--peers", default="torch,jax,onnxruntime",
                         help="comma-separated peers (default torch,jax,onnxruntime; '' none)")
     parser.add_argument("--no-epoch", action="store_true", help="skip the Fashion-MNIST epoch")
-    parser.add_argument("--peer-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.peer_child:
-        spec = json.loads(args.peer_child)
-        return _peer_child(spec["name"], spec["threads"],
-                           [(tuple(s), b) for s, b in spec["configs"]])
-    if args.quick:
-        args.rounds, args.target_time = 3, 0.03
 
     import fusedmlp
 
@@ -451,14 +336,13 @@ def main(argv=None) -> int:
     print(table(results))
     print("\n" + verdict(results))
     if not args.no_epoch:
-        epoch = epoch_times(rounds=3 if not args.quick else 1)
+        epoch = epoch_times(rounds=args.epoch_rounds)
         if epoch is None:
             print("\n# Fashion-MNIST epoch left out: no data (apt-get install dataset-fashion-mnist)")
         else:
             print("\nFashion-MNIST, one epoch of fit (784-256-10, batch 128, Adam, float32), s:\n")
-            print("| n_threads | 1 | 2 | auto |\n|---|---|---|---|")
-            print("| fit, 1 epoch | " + " | ".join(f"{epoch[n]:.3f}" for n in (1, 2, "auto"))
-                  + " |")
+            print(markdown(["n_threads", "1", "2", "auto"],
+                           [["fit, 1 epoch"] + [f"{epoch[n]:.3f}" for n in (1, 2, "auto")]]))
     return 0
 
 
