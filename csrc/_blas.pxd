@@ -217,7 +217,13 @@ cdef inline object _library_file(str name):
 
 
 cdef inline dict _open_library(str name):
-    """dlopen the backend and resolve its pointers (into this module's copies)."""
+    """dlopen the backend and resolve its pointers (into this module's copies).
+
+    openblas: FUSEDMLP_OPENBLAS_CORETYPE=<core> (a test-only knob) makes the private instance
+    run that OpenBLAS core's kernels (e.g. Haswell: AVX2, SkylakeX: AVX-512), and the result
+    reports the core it runs ("core"); a name the instance does not then run is an
+    ImportError, whichever backend was asked for."""
+    import os
     global fm_sgemm, fm_dgemm, fm_gemm_bf16, fm_blas_set_threads, fm_blas_get_threads
     global fm_blas_per_thread
     cdef void* lib
@@ -225,13 +231,28 @@ cdef inline dict _open_library(str name):
     cdef void (*mkl_version)(char*, int) noexcept nogil
     cdef char buf[256]
     path = _library_file(name)
-    lib = fm_dlopen(path.encode())
+    core = os.environ.get("FUSEDMLP_OPENBLAS_CORETYPE", "").strip() if name == "openblas" else ""
+    if core:
+        # Test-only (docs/platforms.md): OpenBLAS picks its kernels once, in the library's
+        # load-time constructor, from OPENBLAS_CORETYPE. Set it for this dlopen only and put
+        # the process's value (or its absence) back at once, so NumPy's and SciPy's OpenBLAS
+        # and the environment the user sees are untouched.
+        saved = os.environ.get("OPENBLAS_CORETYPE")
+        os.environ["OPENBLAS_CORETYPE"] = core
+    try:
+        lib = fm_dlopen(path.encode())
+    finally:
+        if core:
+            if saved is None:
+                del os.environ["OPENBLAS_CORETYPE"]
+            else:
+                os.environ["OPENBLAS_CORETYPE"] = saved
     if lib == NULL:
         raise ImportError(f"cannot load {path}: {fm_dlerror().decode(errors='replace')}")
     prefix = "scipy_" if name == "openblas" else ""
     symbols = {s: <size_t>fm_dlsym(lib, (prefix + s).encode()) for s in
                (("sgemm_", "dgemm_", "openblas_set_num_threads", "openblas_get_num_threads",
-                 "openblas_get_config") if name == "openblas" else
+                 "openblas_get_config", "openblas_get_corename") if name == "openblas" else
                 ("sgemm_", "dgemm_", "MKL_Set_Num_Threads_Local", "MKL_Get_Max_Threads",
                  "MKL_Get_Version_String"))}
     missing = [prefix + s for s, address in symbols.items() if address == 0]
@@ -246,6 +267,17 @@ cdef inline dict _open_library(str name):
         fm_blas_set_threads(1)
         get_config = <char* (*)() noexcept nogil><void*><size_t>symbols["openblas_get_config"]
         version = get_config().decode(errors="replace")
+        get_config = <char* (*)() noexcept nogil><void*><size_t>symbols["openblas_get_corename"]
+        running = get_config().decode(errors="replace")
+        # OpenBLAS silently auto-detects for a name it does not know (and maps some names to
+        # another core: Zen runs Haswell's kernels): the knob promises the core it names.
+        if core and running.lower() != core.lower():
+            raise ImportError(f"FUSEDMLP_OPENBLAS_CORETYPE={core!r}, but {path} runs the "
+                              f"{running!r} core: OpenBLAS does not know that name, runs "
+                              f"another core's kernels under it, or this CPU cannot run it "
+                              f"(name a core as openblas_get_corename reports it, e.g. "
+                              f"Haswell or SkylakeX)")
+        return {"name": name, "version": version, "path": path, "core": running}
     else:
         fm_blas_set_threads = <fm_int_int_fn><void*><size_t>symbols["MKL_Set_Num_Threads_Local"]
         fm_blas_get_threads = <fm_int_fn><void*><size_t>symbols["MKL_Get_Max_Threads"]
@@ -255,7 +287,7 @@ cdef inline dict _open_library(str name):
         mkl_version(buf, sizeof(buf))
         buf[sizeof(buf) - 1] = 0
         version = buf.decode(errors="replace").strip()
-    return {"name": name, "version": version, "path": path}
+    return {"name": name, "version": version, "path": path, "core": None}
 
 
 cdef inline dict _bf16_backend():
@@ -321,7 +353,7 @@ cdef inline dict load_blas(str forced=None):
             fm_sgemm = <fm_sgemm_fn>cython_blas.sgemm
             fm_dgemm = <fm_dgemm_fn>cython_blas.dgemm
             info = {"name": "scipy", "version": f"scipy.linalg.cython_blas (SciPy {scipy.__version__})",
-                    "path": None}
+                    "path": None, "core": None}
             break
         try:
             info = _open_library(name)
@@ -329,6 +361,8 @@ cdef inline dict load_blas(str forced=None):
         except ImportError as exc:
             if forced:
                 raise ImportError(f"FUSEDMLP_BLAS={forced}: {exc}") from None
+            if name == "openblas" and os.environ.get("FUSEDMLP_OPENBLAS_CORETYPE", "").strip():
+                raise                   # a forced core never falls back to another backend
             tried[name] = str(exc)
     info["tried"] = tried
     info["bf16_backend"] = _bf16_backend()

@@ -12,7 +12,9 @@ def show_config(as_dict: bool = False):
 
     Keys: ``version``; ``blas`` (``name`` of the backend -- "openblas" (fusedmlp's private
     single-threaded instance of the scipy-openblas32 library), "mkl" or "scipy" -- its
-    ``version``, the ``path`` it was loaded from, ``skipped``: why earlier default
+    ``version``, the ``path`` it was loaded from, ``core``: the OpenBLAS core (kernel set)
+    the private instance runs, as its ``openblas_get_corename`` reports it (e.g. "Haswell",
+    "SkylakeX"; None for "mkl" and "scipy"), ``skipped``: why earlier default
     candidates were not used, and ``own_inference_gemm``: whether inference's float32
     products use fusedmlp's own AVX-512 kernel instead, ``FUSEDMLP_OWN_GEMM=0`` to turn it
     off); ``elementwise_isa`` (the instruction-set variant of the
@@ -23,7 +25,13 @@ def show_config(as_dict: bool = False):
     ``compute_dtype="bfloat16"`` runs here, the ``kernel`` it uses, ``why`` it does or
     does not, the product's ``backend``, "own" or "mkl", and ``backend_why``). Set
     ``FUSEDMLP_BLAS=openblas|mkl|scipy`` before importing fusedmlp to force a backend, and
-    ``FUSEDMLP_BF16_GEMM=own|mkl`` the bfloat16 product's.
+    ``FUSEDMLP_BF16_GEMM=own|mkl`` the bfloat16 product's. For tests only,
+    ``FUSEDMLP_OPENBLAS_CORETYPE=<core>`` makes the private OpenBLAS instance load that
+    core's kernels (OpenBLAS's ``OPENBLAS_CORETYPE``, applied to that one library while it
+    loads, the process's value restored at once; NumPy's and SciPy's OpenBLAS keep theirs);
+    if the instance does not then run a core of that name (an unknown name, an alias such as
+    "Zen", or a core this CPU lacks), importing fusedmlp raises ImportError
+    (docs/platforms.md).
 
     Examples
     --------
@@ -39,7 +47,7 @@ def show_config(as_dict: bool = False):
     info = {
         "version": __version__,
         "blas": {"name": blas["name"], "version": blas["version"], "path": blas["path"],
-                 "skipped": dict(blas["tried"]),
+                 "core": blas["core"], "skipped": dict(blas["tried"]),
                  "own_inference_gemm": _network.own_gemm()},
         "elementwise_isa": _kernels.isa(),
         "elementwise_isa_supported": list(_kernels.isa_supported()),
