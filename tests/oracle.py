@@ -361,3 +361,54 @@ class ReferenceOptimizer:
             state["a"] = state["a"] + g * g
             return p - lr * g / (np.sqrt(state["a"]) + self.eps)
         raise ValueError(self.kind)
+
+
+# --------------------------------------------------------------------------- rounding
+
+def rounding_tolerance(dtype, k):
+    """How far apart (relatively) two computations of one sum of ``k`` products may lie when
+    they add in different orders: another BLAS kernel or blocking (the BLAS picks them by
+    the matrix sizes, the thread count and the CPU), another split of a step into parts.
+
+    Either is within ``gamma_k = k u / (1 - k u)`` of the exact sum, relative to the sum of
+    the absolute values of its terms, whatever the order of the additions and whether they
+    are fused (``u = eps / 2``, the unit roundoff of ``dtype``; the standard bound of
+    floating-point summation, e.g. Higham, *Accuracy and Stability of Numerical Algorithms*,
+    2nd ed., section 3.1); so the two lie within ``2 gamma_k`` of each other. Where a result
+    passes through a chain of such sums (a layer's output is the next layer's input, a step's
+    parameters the next step's), ``k`` is the chain's total length: to first order the
+    relative errors add (activations' slopes are at most 1, softmax and the loss are
+    1-Lipschitz in the scores). The elementwise passes' own roundings (a few ulps each) are
+    covered by the same sum: each is one more term of the chain. This is a bound, not a fit
+    to what some CPU gives: a test that uses it holds on every CPU.
+    """
+    u = float(np.finfo(dtype).eps) / 2
+    if not k * u < 0.5:
+        raise ValueError(f"k = {k} is too long a chain for a rounding bound in {np.dtype(dtype)}")
+    return 2 * k * u / (1 - k * u)
+
+
+def step_chain(sizes, batch, steps=1):
+    """``k`` of ``rounding_tolerance`` for the parameters after ``steps`` SGD steps of an MLP
+    of layer widths ``sizes`` on batches of ``batch`` rows: each step's longest chain of sums
+    is forward through every layer (the fan-ins, ``sizes[:-1]``), backward through every
+    layer but the first (``dA`` of layer l sums over the fan-out, ``sizes[2:]``) and the sum
+    over the batch of ``dW``, ``db``; the steps' errors add (SGD's update is linear in the
+    gradient, and at these learning rates an earlier step's error is not amplified). Adaptive
+    optimisers (Adam, RMSProp, AdaGrad) divide by the root of the gradient's square: a
+    gradient within rounding of zero can move its weight by a whole learning rate, so no
+    bound of this kind holds for them across different roundings."""
+    return steps * (sum(sizes[:-1]) + sum(sizes[2:]) + batch)
+
+
+def assert_rounding_close(got, expected, dtype, k, scale=None):
+    """``got`` and ``expected`` agree to ``rounding_tolerance(dtype, k)`` relative to
+    ``scale``, the magnitude of the terms summed (default: the largest ``|expected|``): the
+    bound is relative to the sum of the terms' absolute values, not to each result (a sum
+    that cancels to nearly zero keeps the absolute error of its terms)."""
+    expected = np.asarray(expected, dtype=np.float64)
+    if scale is None:
+        scale = float(np.max(np.abs(expected), initial=0.0))
+    tol = rounding_tolerance(dtype, k)
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), expected, rtol=tol,
+                               atol=tol * scale)
