@@ -16,7 +16,7 @@ import pytest
 
 import fusedmlp
 from test_embedding import HERE, _build_and_import, _need_compiler
-from test_threads import RTOL, ATOL
+from oracle import rounding_tolerance
 
 DTYPES = [np.float32, np.float64]
 OUTPUTS = {0: "forward", 1: "predict_proba", 2: "predict_log_proba"}
@@ -24,6 +24,10 @@ OUTPUTS = {0: "forward", 1: "predict_proba", 2: "predict_log_proba"}
 # rows); 40-160-10: below 160 rows the hidden layer is wider than the batch, and the split is
 # by layers (each product by columns), from 160 rows by rows
 SIZES = [(40, 48, 6), (40, 160, 10)]
+# split against whole inference: one forward's chain of sums (tests/oracle.py), relative to
+# the outputs (probabilities, at most 1)
+RTOL = ATOL = {dtype: rounding_tolerance(dtype, max(sum(s[:-1]) for s in SIZES))
+               for dtype in DTYPES}
 
 
 @pytest.fixture(scope="module")
