@@ -2,9 +2,9 @@
 
 Natively: csrc/elementwise_*.c compiled as CMakeLists.txt compiles them (one object per
 instruction-set variant with its flags, the dispatcher), linked with the check program and
-run once per variant this CPU runs (FUSEDMLP_ISA). For AArch64: the same sources
-cross-compiled with Debian's aarch64-linux-gnu-gcc and run under qemu-user, where both exist.
-Skips when no C compiler (or no cross toolchain) is installed, or the sources are absent.
+run once per variant this CPU runs (FUSEDMLP_ISA). AArch64 (the NEON variant under qemu) is
+tests/test_c_kernels.py's, with every other kernel family (tools/cross_aarch64.sh).
+Skips when no C compiler is installed, or the sources are absent.
 """
 
 import os
@@ -70,19 +70,3 @@ def test_every_x86_variant_in_c(tmp_path, cc):
     for variant in supported:
         assert f"variant {variant}" in run([str(exe)], variant)
 
-
-def test_aarch64_neon_under_qemu(tmp_path):
-    cc, qemu = "aarch64-linux-gnu-gcc", "qemu-aarch64"
-    sysroot = Path("/usr/aarch64-linux-gnu")
-    if shutil.which(cc) is None or shutil.which(qemu) is None or not sysroot.is_dir():
-        pytest.skip("no aarch64 cross compiler (gcc-aarch64-linux-gnu) or qemu-user here")
-    try:
-        exe = build(cc, {"neon": []}, tmp_path)
-    except subprocess.CalledProcessError as exc:
-        pytest.fail(_compiler_error(exc))
-    # the loops must have been vectorised for NEON (q registers in the activation loops)
-    disassembly = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "kernels_neon.o")],
-                                 capture_output=True, text=True).stdout
-    assert "fmul\tv" in disassembly or "fadd\tv" in disassembly
-    out = run([qemu, "-L", str(sysroot), str(exe)])
-    assert out.startswith("variant neon (supported: neon)")

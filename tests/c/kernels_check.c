@@ -1,0 +1,192 @@
+/* C-level checks of the kernel families other than the elementwise loops, without Python:
+ * built and run by tests/test_c_kernels.py natively (per x86 variant) and, by
+ * tools/cross_aarch64.sh, for AArch64 under qemu-aarch64-static.
+ *
+ *   small_gemm  fm_small_gemm (kernel or "not handled") against a float64 product
+ *   bf16_gemm   fm_bf16_gemm against a float64 product of the bf16-rounded operands
+ *   dropout     forward/backward masks against the hash recomputed here, bit for bit
+ *   l1          subgradient and |p| sum against a float64 oracle
+ *   fpenv       fm_fpenv_enter flushes subnormal results, fm_fpenv_leave restores
+ *   pool        fm_team_run runs every part exactly once, on 1 to 8 parts, many times
+ * Tolerances of the products: float32 accumulation of k exact products (bf16 x bf16 is exact
+ * in float32) errs by at most k * 2^-24 * sum |a||b| (the usual gamma_k bound), so the check
+ * allows 2 k 2^-24 sum |a||b|. Prints one line per check and "N passed, M failed" last.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf16_gemm.h"
+#include "dropout.h"
+#include "fpenv.h"
+#include "l1.h"
+#include "pool.h"
+#include "small_gemm.h"
+
+static int passed = 0, failed = 0;
+
+static void check(int ok, const char *what)
+{
+    if (ok) passed++;
+    else failed++;
+    printf("%s %s\n", ok ? "ok  " : "FAIL", what);
+}
+
+static uint64_t rng = 0x9E3779B97F4A7C15ULL;
+static float uniform(void)          /* in [-1, 1) */
+{
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((double)(rng >> 40) / (double)(1ULL << 23) - 1.0);
+}
+
+static float bf16_round(float x)    /* round to nearest even to 8 significant bits */
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+    memcpy(&x, &bits, sizeof bits);
+    return x;
+}
+
+/* C (m x n, float32) against the float64 product of A (m x k) and B (k x n), rounded by
+ * `round` first (NULL: as is), within 2 k 2^-24 sum |a||b| per element. */
+static int products_agree(int m, int n, int k, const float *a, const float *b, const float *c,
+                          float (*round)(float))
+{
+    int i, j, p;
+    for (i = 0; i < m; i++)
+        for (j = 0; j < n; j++) {
+            double sum = 0, mag = 0;
+            for (p = 0; p < k; p++) {
+                double x = round ? round(a[i * k + p]) : a[i * k + p];
+                double y = round ? round(b[p * n + j]) : b[p * n + j];
+                sum += x * y;
+                mag += fabs(x * y);
+            }
+            if (!(fabs(c[i * n + j] - sum) <= 2.0 * k * ldexp(mag, -24) + 1e-30)) return 0;
+        }
+    return 1;
+}
+
+static void check_products(void)
+{
+    static const int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {16, 32, 64}, {17, 33, 65}, {32, 128, 100}};
+    size_t s;
+    for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], i;
+        float *a = malloc(sizeof(float) * m * k), *b = malloc(sizeof(float) * k * n);
+        float *c = malloc(sizeof(float) * m * n);
+        char what[96];
+        for (i = 0; i < m * k; i++) a[i] = uniform();
+        for (i = 0; i < k * n; i++) b[i] = uniform();
+        memset(c, 0, sizeof(float) * m * n);
+        if (fm_small_gemm(m, n, k, a, k, b, n, c, n)) {
+            snprintf(what, sizeof what, "small_gemm %dx%dx%d", m, n, k);
+            check(products_agree(m, n, k, a, b, c, NULL), what);
+        } else {
+            snprintf(what, sizeof what, "small_gemm %dx%dx%d: no kernel here, declined", m, n, k);
+            check(!fm_small_gemm_cpu(), what);
+        }
+        memset(c, 0, sizeof(float) * m * n);
+        fm_bf16_gemm(0, 0, m, n, k, a, k, b, n, c, n);
+        snprintf(what, sizeof what, "bf16_gemm %dx%dx%d (kernel %d)", m, n, k, fm_bf16_cpu());
+        check(products_agree(m, n, k, a, b, c, bf16_round), what);
+        free(a);
+        free(b);
+        free(c);
+    }
+}
+
+static void check_dropout(void)
+{
+    enum { ROWS = 7, N = 9 };
+    float a[ROWS * N], d[ROWS * N], a0[ROWS * N];
+    uint64_t key = fm_dropout_key(12345, 6, 1), threshold = fm_dropout_threshold(0.3);
+    int i, j, ok = 1, kept = 0;
+    for (i = 0; i < ROWS * N; i++) a0[i] = a[i] = d[i] = uniform() + 2.0f;
+    fm_dropout_forward_f(a, 0, ROWS, N, key, threshold, 2.0f);
+    for (i = 0; i < ROWS; i++)
+        for (j = 0; j < N; j++) {
+            uint64_t pair = (uint64_t)i * ((N + 1) / 2) + (uint64_t)(j / 2);
+            uint64_t h = fm_mix64(key + pair * FM_DROPOUT_GOLDEN);
+            int keep = (int)((j % 2 ? h >> 32 : h & 0xFFFFFFFFULL) >= threshold);
+            kept += keep;
+            if (a[i * N + j] != (keep ? a0[i * N + j] * 2.0f : 0.0f)) ok = 0;
+        }
+    check(ok && kept > 0 && kept < ROWS * N, "dropout forward: the mask is the hash's, bit for bit");
+    memcpy(a, a0, sizeof a);
+    fm_dropout_backward_f(d, a, 0, ROWS, N, key, threshold, 2.0f, 0.5f);
+    for (i = 0, ok = 1; i < ROWS * N; i++)
+        if ((d[i] == 0) != (a[i] == 0) || (a[i] != 0 && a[i] != a0[i] * 0.5f)) ok = 0;
+    check(ok, "dropout backward: the same mask on the gradient and the activation");
+}
+
+static void check_l1(void)
+{
+    enum { N = 37 };
+    double p[N], g[N], sum = 0;
+    int i, ok = 1;
+    for (i = 0; i < N; i++) {
+        p[i] = i % 5 == 0 ? 0.0 : uniform();
+        g[i] = 1.0;
+        sum += fabs(p[i]);
+    }
+    fm_l1_subgradient_d(g, p, 0.25, N);
+    for (i = 0; i < N; i++)
+        if (g[i] != 1.0 + 0.25 * ((p[i] > 0) - (p[i] < 0))) ok = 0;
+    check(ok, "l1 subgradient: g += l1 sign(p), 0 at 0");
+    check(fabs(fm_abs_sum_d(p, N) - sum) <= 1e-15 * sum * N, "l1 |p| sum");
+}
+
+static void check_fpenv(void)
+{
+    volatile float tiny = 1e-30f, scale = 1e-10f;
+    fm_fpenv before = fm_fpenv_get(), saved = fm_fpenv_enter();
+    float flushed = tiny * scale;           /* 1e-40: subnormal */
+    fm_flush_subnormals_f(&flushed, 1);
+    check(flushed == 0.0f, "fpenv: a subnormal result is flushed to zero inside");
+    fm_fpenv_leave(saved);
+    check(fm_fpenv_get() == before, "fpenv: the caller's control word is restored");
+#if FM_FPENV_HARDWARE
+    check(tiny * scale != 0.0f, "fpenv: subnormals are back outside");
+#endif
+}
+
+typedef struct { int hits[64]; } pool_ctx;
+static void count_part(void *ctx, int part, int n_parts)
+{
+    (void)n_parts;
+    fm_add_int(&((pool_ctx *)ctx)->hits[part], 1, FM_RELAXED);
+}
+
+static void check_pool(void)
+{
+    int n, round, i, ok = 1;
+    fm_pool_init();
+    for (n = 1; n <= 40; n += (n < 8 ? 1 : 16)) {
+        for (round = 0; round < 200; round++) {
+            pool_ctx ctx;
+            fm_team team;
+            memset(&ctx, 0, sizeof ctx);
+            fm_team_begin(&team, n);
+            fm_team_run(&team, count_part, &ctx, n);
+            fm_team_end(&team);
+            for (i = 0; i < n; i++)
+                if (fm_load_int(&ctx.hits[i], FM_ACQUIRE) != 1) ok = 0;
+        }
+    }
+    check(ok, "pool: every part runs exactly once (1 to 40 parts, 200 rounds each)");
+}
+
+int main(void)
+{
+    check_products();
+    check_dropout();
+    check_l1();
+    check_fpenv();
+    check_pool();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}

@@ -1,0 +1,91 @@
+"""Every C kernel family checked in C, without Python (tests/c/kernels_check.c and
+tests/c/elementwise_check.c).
+
+Natively on x86-64: small_gemm and bf16_gemm with their AVX-512 kernels compiled in (as
+CMakeLists.txt does with GCC), dropout, l1, fpenv and the pool; run once per elementwise
+variant this CPU runs (FUSEDMLP_ISA). For AArch64: tools/cross_aarch64.sh cross-compiles the
+same sources statically and runs them under qemu-aarch64-static (it installs the toolchain
+with apt-get when it can). With CI set, a missing toolchain fails instead of skipping.
+"""
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC, KERNELS, CHECKS = ROOT / "csrc", ROOT / "csrc" / "kernels", ROOT / "tests" / "c"
+SCRIPT = ROOT / "tools" / "cross_aarch64.sh"
+FLAGS = ["-O2", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-fno-math-errno", "-fno-trapping-math",
+         "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function", "-I", str(CSRC)]
+# x86-64 with GCC: each family's translation units, (source, flags) as CMakeLists.txt builds them.
+X86_FAMILIES = {
+    "elementwise": [("elementwise_kernels.c", ["-DFM_VARIANT=baseline"]),
+                    ("elementwise_kernels.c", ["-DFM_VARIANT=avx2", "-mavx2"]),
+                    ("elementwise_kernels.c", ["-DFM_VARIANT=avx512", "-mavx512f"]),
+                    ("elementwise_dispatch.c", ["-DFM_HAVE_BASELINE", "-DFM_HAVE_AVX2", "-DFM_HAVE_AVX512"])],
+    "small_gemm": [("small_gemm.c", ["-DFM_HAVE_SMALL_GEMM"]), ("small_gemm_avx512.c", ["-mavx512f"])],
+    "bf16_gemm": [("bf16_gemm.c", ["-DFM_HAVE_BF16_KERNEL"]),
+                  ("bf16_gemm_avx512.c", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"])],
+}
+pytestmark = pytest.mark.skipif(not (KERNELS / "small_gemm.c").exists() or
+                                not (CHECKS / "kernels_check.c").exists(),
+                                reason="the C sources are not here")
+
+
+def missing(what):
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (CI is set: this check must run)")
+    pytest.skip(what)
+
+
+def run(command, variant=None):
+    env = {k: v for k, v in os.environ.items() if k != "FUSEDMLP_ISA"}
+    if variant:
+        env["FUSEDMLP_ISA"] = variant
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith(" 0 failed"), result.stdout
+    return result.stdout
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
+def test_every_kernel_family_natively_for_each_variant(tmp_path):
+    if shutil.which("cc") is None:
+        missing("no C compiler (cc)")
+    objects = []
+    for family, units in X86_FAMILIES.items():
+        for i, (source, flags) in enumerate(units):
+            obj = tmp_path / f"{family}_{i}.o"
+            subprocess.run(["cc", *FLAGS, *flags, "-c", str(KERNELS / source), "-o", str(obj)],
+                           check=True)
+            objects.append(str(obj))
+    for check in ("kernels_check", "elementwise_check"):
+        exe = tmp_path / check
+        subprocess.run(["cc", *FLAGS, str(CHECKS / f"{check}.c"), *objects, "-o", str(exe),
+                        "-lm", "-lpthread"], check=True)
+        out = run([str(exe)])
+        if check == "elementwise_check":
+            supported = out.splitlines()[0].split("supported: ")[1].rstrip(")").split(",")
+            for variant in supported:
+                assert f"variant {variant}" in run([str(exe)], variant)
+        else:
+            assert "small_gemm 17x33x65" in out and "pool: every part" in out
+
+
+def test_every_kernel_family_on_aarch64_under_qemu(tmp_path):
+    if platform.machine().lower() not in ("x86_64", "amd64") or shutil.which("bash") is None:
+        pytest.skip("the cross toolchain is set up for x86-64 Debian hosts")
+    result = subprocess.run(["bash", str(SCRIPT), str(tmp_path)], capture_output=True, text=True,
+                            timeout=1800)
+    if result.returncode == 2:
+        missing(result.stderr.strip())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "variant neon (supported: neon)" in result.stdout
+    for check in ("elementwise_check", "kernels_check"):
+        out = (tmp_path / f"{check}.txt").read_text()
+        assert out.rstrip().endswith(" 0 failed"), out
+    assert "bf16_gemm 32x128x100" in (tmp_path / "kernels_check.txt").read_text()
