@@ -1,62 +1,49 @@
-"""Whole training steps and inference calls: fusedmlp.MLP next to the pure-NumPy reference.
+"""Whole training steps and inference calls, timed by pytest-benchmark on the case definitions
+of ``python -m fusedmlp bench`` (``fusedmlp.cli.bench.BUILDERS``: the same models, data and
+optimisers the command's table times) and of ``bench latency`` (``bench_latency.Latency``).
 
-Same architecture, same weights (``NumpyMLP.from_model``), same batch; float32, one BLAS
-thread (conftest.py). The comparison table with PyTorch, scikit-learn and the GEMM floor is
-``python -m fusedmlp bench`` (src/fusedmlp/bench.py).
+float32, one BLAS thread (conftest.py). The comparison table with PyTorch, scikit-learn and the
+GEMM floor, in interleaved rounds, is ``python -m fusedmlp bench``.
 """
 
 import numpy as np
 import pytest
 
-import fusedmlp
-from reference_numpy import NumpyAdam, NumpyMLP, NumpySGD
+from fusedmlp.cli import bench, bench_latency
 
-DTYPE = np.float32
+DTYPE = "float32"
 STEPS = [((64, 32, 10), 32), ((784, 128, 10), 32)]
-OPTIMIZERS = {
-    "sgd": (lambda: fusedmlp.SGD(0.01, momentum=0.9), lambda: NumpySGD(0.01, momentum=0.9)),
-    "adam": (lambda: fusedmlp.Adam(1e-3), lambda: NumpyAdam(1e-3)),
-}
-
-
-def make_pair(sizes, batch):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(batch, sizes[0])).astype(DTYPE)
-    y = rng.integers(0, sizes[-1], size=batch)
-    model = fusedmlp.MLP(sizes, dtype=DTYPE, seed=0)
-    return model, NumpyMLP.from_model(model), X, y
+INFERENCE = [((784, 128, 10), 1), ((784, 128, 10), 256)]
 
 
 def step_id(sizes, batch):
     return "-".join(map(str, sizes)) + f" b{batch}"
 
 
-@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 @pytest.mark.parametrize("sizes, batch", STEPS, ids=[step_id(*s) for s in STEPS])
 @pytest.mark.parametrize("implementation", ["fusedmlp", "numpy"])
 def test_train_step(benchmark, implementation, sizes, batch, optimizer):
     benchmark.group = f"train step {step_id(sizes, batch)} {optimizer}"
-    model, reference, X, y = make_pair(sizes, batch)
-    make_ours, make_numpy = OPTIMIZERS[optimizer]
-    if implementation == "fusedmlp":
-        benchmark(model.train_step, X, y, make_ours())
-    else:
-        benchmark(reference.train_step, X, y, make_numpy())
-
-
-INFERENCE = [((784, 128, 10), 1), ((784, 128, 10), 256)]
+    calls = bench.BUILDERS[implementation](sizes, batch, DTYPE, optimizer)
+    benchmark(calls["train"])
 
 
 @pytest.mark.parametrize("sizes, batch", INFERENCE, ids=[step_id(*s) for s in INFERENCE])
 @pytest.mark.parametrize("implementation", ["fusedmlp", "numpy"])
 def test_predict_proba(benchmark, implementation, sizes, batch):
     benchmark.group = f"predict_proba {step_id(sizes, batch)}"
-    model, reference, X, _ = make_pair(sizes, batch)
-    if implementation == "fusedmlp":
-        result = benchmark(model.predict_proba, X)
-    else:
-        result = benchmark(reference.predict_proba, X)
-    np.testing.assert_allclose(result, model.predict_proba(X), rtol=1e-4, atol=1e-6)
+    result = benchmark(bench.BUILDERS[implementation](sizes, batch, DTYPE, "adam")["infer"])
+    assert result.shape == (batch, sizes[-1])     # probabilities of every row (each seeded
+    np.testing.assert_allclose(result.sum(axis=1), 1, rtol=1e-5)   # model has its own weights)
+
+
+@pytest.mark.parametrize("name", ["proba", "proba_out", "numpy"])
+@pytest.mark.parametrize("rows", bench_latency.ROWS)
+def test_latency(benchmark, name, rows):
+    benchmark.group = f"latency 784-128-10 rows {rows}"
+    calls = bench_latency.Latency(["fusedmlp", "numpy"]).setup(((784, 128, 10), rows))
+    benchmark(calls[name])
 
 
 def test_comparison_command_prints_the_tables(capsys):
