@@ -17,6 +17,7 @@ from .gradcheck import gradient_check
 from .layers import Dense, MeanSquaredError, SoftmaxCrossEntropy
 from ._config import show_config
 from .model import MLP, load
+from .export_c import export_c
 from .optim import (
     SGD, AdaGrad, Adam, AdamW, ConstantLR, CosineLR, Optimizer, ReduceLROnPlateau, RMSProp,
     StepLR, WarmupLR,
@@ -38,5 +39,5 @@ __all__ = [
     "Dense", "SoftmaxCrossEntropy", "MeanSquaredError", "MLP", "load", "gradient_check",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad",
     "ConstantLR", "StepLR", "CosineLR", "ReduceLROnPlateau", "WarmupLR", "show_config",
-    "get_include",
+    "get_include", "export_c",
 ]

@@ -697,6 +697,13 @@ class MLP:
 
         return to_onnx(self, path)
 
+    def export_c(self, directory, *, name="fusedmlp_model"):
+        """Write the model as dependency-free C99 inference code, ``<name>.h`` and
+        ``<name>.c``, into `directory`; returns the two paths (see :mod:`fusedmlp.export_c`)."""
+        from .export_c import export_c
+
+        return export_c(self, directory, name=name)
+
     def get_params_vector(self) -> np.ndarray:
         """A copy of all parameters as one flat vector ([W_0, ..., b_0, ...])."""
         return self._params.copy()

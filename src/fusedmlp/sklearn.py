@@ -378,6 +378,14 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "model_")
         return to_onnx(self.model_, path, classes=self.__dict__.get("classes_"))
 
+    def export_c(self, directory, *, name="fusedmlp_model"):
+        """Write the fitted network as C99 inference code (``<name>.h``, ``<name>.c``) into
+        `directory`, as :meth:`fusedmlp.MLP.export_c`; returns the two paths."""
+        from .export_c import export_c
+
+        check_is_fitted(self, "model_")
+        return export_c(self.model_, directory, name=name)
+
     def _fitted_model(self, what):
         model = self.__dict__.get("model_")
         if model is None:
