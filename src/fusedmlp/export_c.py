@@ -176,16 +176,16 @@ def source(model, name: str):
         c += entry(f"int {name}_predict_proba(const {t} *x, size_t rows, {t} *out)",
                    head(f"(out + i * {n_out})") + [finite_out], "out")
         if output == "softmax":
-            label = ["        { int32_t best = 0; int ok = 1;",
+            label_body = ["        { int32_t best = 0; int ok = 1;",
                      f"          for (j = 0; j < {n_out}; j++) ok &= (z[j] - z[j]) == 0;",
                      f"          for (j = 1; j < {n_out}; j++) if (z[j] > z[best]) best = (int32_t)j;",
                      f"          if (!ok) status = {upper}_BAD_OUTPUT;",
                      "          labels[i] = best; }"]
         else:
-            label = [f"        for (j = 0; j < {n_out}; j++) {{",
+            label_body = [f"        for (j = 0; j < {n_out}; j++) {{",
                      f"            if ((z[j] - z[j]) != 0) status = {upper}_BAD_OUTPUT;",
                      f"            labels[i * {n_out} + j] = z[j] > 0; }}"]
-        c += entry(f"int {name}_predict(const {t} *x, size_t rows, int32_t *labels)", label,
+        c += entry(f"int {name}_predict(const {t} *x, size_t rows, int32_t *labels)", label_body,
                    "labels")
     else:
         c += entry(f"int {name}_predict(const {t} *x, size_t rows, {t} *out)",
