@@ -108,3 +108,17 @@ def test_forcing_an_unknown_variant_is_refused_at_import():
     assert "FUSEDMLP_ISA=sse9 is not a variant of this build" in proc.stderr
     assert VARIANTS[0] in proc.stderr                      # names what it has
 
+
+
+def test_forcing_a_variant_caps_every_kernel_family():
+    """FUSEDMLP_ISA=baseline or avx2 means no AVX-512 kernel of any family runs: not the
+    elementwise loops, not the own inference product, not the bfloat16 kernel."""
+    code = ("import fusedmlp, fusedmlp._network as n, fusedmlp.bf16 as b; "
+            "print(n.own_gemm(), b.availability())")
+    for variant in ("baseline", "avx2"):
+        proc = run_python(code, FUSEDMLP_ISA=variant)
+        if "this CPU cannot run it" in proc.stderr:
+            continue
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split()[0] == "False", (variant, proc.stdout)
+        assert "FUSEDMLP_ISA forces a variant without AVX-512" in proc.stdout, (variant, proc.stdout)

@@ -6,6 +6,7 @@
  * AVX512_BF16) and XGETBV (the OS saves the opmask and ZMM registers), once, at first use.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bf16_gemm.h"
@@ -27,6 +28,10 @@ static void *fm_bf16_reason = NULL;         /* "" when the kernel runs */
 static const char *fm_bf16_detect(void)
 {
     unsigned eax, ebx, ecx, edx, xcr0_lo, xcr0_hi;
+    const char *isa = getenv("FUSEDMLP_ISA");
+    /* FUSEDMLP_ISA caps every kernel family (DESIGN.md). */
+    if (isa != NULL && isa[0] != '\0' && strcmp(isa, "avx512") != 0)
+        return "FUSEDMLP_ISA forces a variant without AVX-512";
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27)))
         return "the CPU or the operating system does not offer XSAVE (OSXSAVE)";
     if (__get_cpuid_max(0, NULL) < 7)
@@ -56,6 +61,9 @@ const char *fm_bf16_why_not(void)
 const char *fm_bf16_amx_why_not(void)
 {
     unsigned eax, ebx, ecx, edx, xcr0_lo, xcr0_hi;
+    const char *isa = getenv("FUSEDMLP_ISA");
+    if (isa != NULL && isa[0] != '\0' && strcmp(isa, "avx512") != 0)
+        return "FUSEDMLP_ISA forces a variant without AVX-512";
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27)))
         return "the CPU or the operating system does not offer XSAVE (OSXSAVE)";
     if (__get_cpuid_max(0, NULL) < 7)

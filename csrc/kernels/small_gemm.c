@@ -2,7 +2,8 @@
  * (small_gemm.h). Compiled with the baseline flags: nothing here executes AVX-512. The kernel
  * (small_gemm_avx512.c, FM_HAVE_SMALL_GEMM) is built for x86-64 with GCC or Clang and runs when
  * CPUID says AVX-512F and XGETBV says the OS saves the ZMM and opmask state; FUSEDMLP_OWN_GEMM=0
- * in the environment turns it off (BLAS for every product).
+ * in the environment turns it off (BLAS for every product), and so does FUSEDMLP_ISA naming a
+ * variant below avx512.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,12 @@ static int fm_small_gemm_detect(void)
 {
     unsigned eax, ebx, ecx, edx, xcr0_lo, xcr0_hi;
     const char *env = getenv("FUSEDMLP_OWN_GEMM");
+    const char *isa = getenv("FUSEDMLP_ISA");
     if (env != NULL && strcmp(env, "0") == 0) return 0;
+    /* FUSEDMLP_ISA caps every kernel family (DESIGN.md): a forced variant other than avx512
+     * (baseline, avx2) means no AVX-512 product runs. elementwise_dispatch.c refuses unknown
+     * names at import. */
+    if (isa != NULL && isa[0] != '\0' && strcmp(isa, "avx512") != 0) return 0;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) return 0;
     if (__get_cpuid_max(0, NULL) < 7) return 0;
     __cpuid_count(7, 0, eax, ebx, ecx, edx);
