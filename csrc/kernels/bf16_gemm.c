@@ -11,6 +11,7 @@
 
 #include "bf16_gemm.h"
 #include "fm_atomic.h"
+#include "isa_cap.h"
 
 #if defined(FM_HAVE_BF16_KERNEL)
 #include <cpuid.h>
@@ -28,9 +29,7 @@ static void *fm_bf16_reason = NULL;         /* "" when the kernel runs */
 static const char *fm_bf16_detect(void)
 {
     unsigned eax, ebx, ecx, edx, xcr0_lo, xcr0_hi;
-    const char *isa = getenv("FUSEDMLP_ISA");
-    /* FUSEDMLP_ISA caps every kernel family (DESIGN.md). */
-    if (isa != NULL && isa[0] != '\0' && strcmp(isa, "avx512") != 0)
+    if (!fm_isa_allows_avx512())                   /* isa_cap.h */
         return "FUSEDMLP_ISA forces a variant without AVX-512";
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27)))
         return "the CPU or the operating system does not offer XSAVE (OSXSAVE)";
@@ -61,8 +60,7 @@ const char *fm_bf16_why_not(void)
 const char *fm_bf16_amx_why_not(void)
 {
     unsigned eax, ebx, ecx, edx, xcr0_lo, xcr0_hi;
-    const char *isa = getenv("FUSEDMLP_ISA");
-    if (isa != NULL && isa[0] != '\0' && strcmp(isa, "avx512") != 0)
+    if (!fm_isa_allows_avx512())                   /* isa_cap.h */
         return "FUSEDMLP_ISA forces a variant without AVX-512";
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27)))
         return "the CPU or the operating system does not offer XSAVE (OSXSAVE)";

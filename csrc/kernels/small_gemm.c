@@ -10,6 +10,7 @@
 
 #include "small_gemm.h"
 #include "fm_atomic.h"
+#include "isa_cap.h"
 
 #if defined(FM_HAVE_SMALL_GEMM)
 #include <cpuid.h>
@@ -20,12 +21,8 @@ static int fm_small_gemm_detect(void)
 {
     unsigned eax, ebx, ecx, edx, xcr0_lo, xcr0_hi;
     const char *env = getenv("FUSEDMLP_OWN_GEMM");
-    const char *isa = getenv("FUSEDMLP_ISA");
     if (env != NULL && strcmp(env, "0") == 0) return 0;
-    /* FUSEDMLP_ISA caps every kernel family (DESIGN.md): a forced variant other than avx512
-     * (baseline, avx2) means no AVX-512 product runs. elementwise_dispatch.c refuses unknown
-     * names at import. */
-    if (isa != NULL && isa[0] != '\0' && strcmp(isa, "avx512") != 0) return 0;
+    if (!fm_isa_allows_avx512()) return 0;          /* isa_cap.h */
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) return 0;
     if (__get_cpuid_max(0, NULL) < 7) return 0;
     __cpuid_count(7, 0, eax, ebx, ecx, edx);
