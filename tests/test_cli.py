@@ -233,7 +233,7 @@ def test_bench_plot_writes_the_figures(tmp_path, capsys):
 
 def test_help_texts_are_plain_and_name_one_program():
     texts = {}
-    for command in ("demo", "bench"):
+    for command in ("demo", "bench", "export-c"):
         result = subprocess.run([sys.executable, "-m", "fusedmlp", command, "--help"],
                                 capture_output=True, text=True, check=True)
         texts[command] = result.stdout
@@ -259,7 +259,7 @@ def test_no_command_prints_help(capsys):
 def test_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "fusedmlp", "--help"], capture_output=True,
                             text=True, check=True)
-    assert "demo" in result.stdout and "bench" in result.stdout
+    assert "demo" in result.stdout and "bench" in result.stdout and "export-c" in result.stdout
     demo_help = subprocess.run([sys.executable, "-m", "fusedmlp", "demo", "--help"],
                                capture_output=True, text=True, check=True)
     assert "--data" in demo_help.stdout and "--plot" in demo_help.stdout

@@ -1,6 +1,7 @@
 """fusedmlp.export_c: the exported C compiles warning-free and reproduces predict_proba."""
 
 import ctypes
+import re
 import shutil
 import subprocess
 
@@ -9,6 +10,7 @@ import pytest
 from sklearn.exceptions import NotFittedError
 
 import fusedmlp
+from fusedmlp.cli import main
 from fusedmlp.sklearn import MLPClassifier
 
 CC = shutil.which("cc") or shutil.which("gcc")
@@ -93,5 +95,42 @@ def test_bad_name(tmp_path, name):
 def test_non_finite_parameters_refused(tmp_path):
     model = fusedmlp.MLP([2, 3, 2], seed=0)
     model.parameters[0] = np.inf
-    with pytest.raises(ValueError, match="parameters are not finite"):
+    with pytest.raises(ValueError, match="parameters contain NaN or infinity: export_c refuses"):
         model.export_c(tmp_path)
+
+
+# --------------------------------------------------------------------------- the command line
+def test_cli_writes_what_export_c_writes(tmp_path, capsys):
+    model = fusedmlp.MLP([4, 7, 3], activation="tanh", seed=3)
+    model.save(tmp_path / "model.fmlp")
+    assert main(["export-c", str(tmp_path / "model.fmlp"), str(tmp_path / "out"),
+                 "--name", "digits"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / "out" / "digits.h"), str(tmp_path / "out" / "digits.c")]
+    fusedmlp.export_c(model, tmp_path / "direct", name="digits")
+    for suffix in (".h", ".c"):
+        assert ((tmp_path / "out" / f"digits{suffix}").read_text()
+                == (tmp_path / "direct" / f"digits{suffix}").read_text())
+    assert main(["export-c", str(tmp_path / "model.fmlp"), str(tmp_path / "default")]) == 0
+    assert (tmp_path / "default" / "fusedmlp_model.c").exists()
+
+
+def test_cli_refusals_name_what_is_wrong(tmp_path, capsys):
+    fusedmlp.MLP([2, 3, 2], seed=0).save(tmp_path / "model.fmlp")
+    (tmp_path / "junk.fmlp").write_bytes(b"not a model")
+    cases = [([str(tmp_path / "missing.fmlp"), str(tmp_path)],
+              "cannot read MODEL_FILE .*missing.fmlp.*No such file"),
+             ([str(tmp_path / "junk.fmlp"), str(tmp_path)], "junk.fmlp is not a valid fusedmlp "
+                                                            "model file"),
+             ([str(tmp_path / "model.fmlp"), str(tmp_path / "junk.fmlp")],
+              "cannot write into DIRECTORY .*junk.fmlp")]
+    for argv, match in cases:
+        assert main(["export-c", *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("fusedmlp export-c: error: ") and re.search(match, err), err
+    for bad in ("2fast", "static", "a.b"):
+        with pytest.raises(SystemExit) as info:
+            main(["export-c", str(tmp_path / "model.fmlp"), str(tmp_path), "--name", bad])
+        assert info.value.code == 2
+        assert "argument --name: name must be a C identifier" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.c"))

@@ -29,6 +29,7 @@ from typing import Union
 import numpy as np
 
 from . import _codes
+from .io import check_finite_model
 
 __all__ = ["export_c"]
 
@@ -43,7 +44,8 @@ _C_KEYWORDS = frozenset(
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def _check_name(name) -> str:
+def check_name(name) -> str:
+    """`name` if it is a C identifier that is not a C keyword, else ValueError."""
     if not isinstance(name, str) or not _IDENTIFIER.match(name) or name in _C_KEYWORDS:
         raise ValueError(f"name must be a C identifier that is not a C keyword "
                          f"(letters, digits and '_', not starting with a digit), got {name!r}")
@@ -80,14 +82,11 @@ def _activation(kind: str, v: str, t: str, suffix: str) -> str:
 
 def source(model, name: str):
     """(header text, source text) of `model` exported as `name`."""
-    name = _check_name(name)
+    name = check_name(name)
     if getattr(model, "compute_dtype", None) is not None:
         raise ValueError("export_c does not export compute_dtype='bfloat16' models: set "
                          "model.compute_dtype = None first (a float32 copy of the numerics)")
-    params = np.asarray(model.parameters)
-    if not np.all(np.isfinite(params)):
-        raise ValueError("the model's parameters are not finite (NaN or inf): refusing to "
-                         "export them (see model.get_params_vector())")
+    check_finite_model(model, "export_c")
     is_float = np.dtype(model.dtype) == np.float32
     t, suffix = ("float", "f") if is_float else ("double", "")
     upper = name.upper()

@@ -1,4 +1,4 @@
-"""The ``fusedmlp`` command (also ``python -m fusedmlp``): ``demo`` and ``bench``.
+"""The ``fusedmlp`` command (also ``python -m fusedmlp``): ``demo``, ``bench`` and ``export-c``.
 
 Tooling, not library: nothing in the core package imports ``fusedmlp.cli``.
 """
@@ -16,13 +16,15 @@ _DESCRIPTION = (
     "  fusedmlp demo    train an MLP on digits (or Fashion-MNIST with --data DIR) and\n"
     "                   compare its speed with the pure-NumPy reference\n"
     "  fusedmlp bench   time training steps and inference against NumPy, PyTorch and\n"
-    "                   scikit-learn\n\n"
+    "                   scikit-learn\n"
+    "  fusedmlp export-c MODEL_FILE DIRECTORY [--name NAME]\n"
+    "                   write a saved model as dependency-free C99 inference code\n\n"
     "Run 'fusedmlp COMMAND --help' for a command's options."
 )
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import demo
+    from . import demo, export_c
 
     parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     # bench parses its own options (fusedmlp.cli.bench.main); listed here for --help
     commands.add_parser("bench", help="benchmark against NumPy, PyTorch and scikit-learn "
                                       "(options: fusedmlp bench --help)", add_help=False)
+    export_c.add_arguments(commands.add_parser(
+        "export-c", help="write a model file as C99 inference code (NAME.h, NAME.c)",
+        description=plain(export_c.__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
@@ -58,6 +64,10 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "export-c":
+        from . import export_c
+
+        return export_c.run(args)
     from . import demo
 
     try:
