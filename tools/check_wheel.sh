@@ -4,7 +4,7 @@
 #
 #   tools/check_wheel.sh              # everything; prints the wheel's tag, size and the times
 #   tools/check_wheel.sh -- -x -q     # extra arguments after -- go to pytest
-#   tools/check_wheel.sh --all-pythons   # the same for every CPython 3.9-3.13 found here
+#   tools/check_wheel.sh --all-pythons   # the same for every CPython 3.11-3.13 found here
 #                                     # (pyenv's, uv's, python3.X on PATH), one after the
 #                                     # other, each in $FUSEDMLP_WHEEL_DIR/cp3X; a summary last
 #
@@ -39,10 +39,10 @@ while (($#)); do
 done
 
 if ((all_pythons)); then
-    # Every CPython the package claims (requires-python >= 3.9) that this machine has.
+    # Every CPython the package claims (requires-python >= 3.11) that this machine has.
     mkdir -p "$WORK"
     found=()
-    for minor in 9 10 11 12 13; do
+    for minor in 11 12 13; do
         candidate=""
         for dir in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3."$minor".*; do
             [[ -x "$dir/bin/python3" ]] && candidate="$dir/bin/python3"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Union
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from .io import check_finite_model
 
 __all__ = ["export_c"]
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike[str]
 
 _C_KEYWORDS = frozenset(
     "auto break case char const continue default do double else enum extern float for goto if "

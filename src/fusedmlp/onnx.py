@@ -48,7 +48,7 @@ checkout); running the exported file needs a runtime such as onnxruntime::
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -70,7 +70,7 @@ _IR_VERSION = 8
 #: Slope of leaky_relu for x < 0 (the kernels' own, csrc/elementwise.h).
 LEAKY_SLOPE = _codes.LEAKY_RELU_SLOPE
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike[str]
 
 
 def _require_onnx():
