@@ -829,6 +829,17 @@ cdef class Network:
         """Parts a training step of m rows is split into."""
         return step_parts(&self.net, m)
 
+    def step_plan(self, Py_ssize_t m):
+        """How a training step of m rows is split: {"parts", "forward", "backward", "dA"},
+        per layer "serial" (one part), "rows", "columns", "inner" (forward), "owned" (dW by
+        the rows of W each part owns) or "batch" (summed per part's rows, backward), and
+        dA's "rows" or "columns" (None for the first layer). Dense X; sparse runs serial."""
+        return step_plan(&self.net, m)
+
+    def inference_plan(self, Py_ssize_t m):
+        """How an inference of m rows is split: {"parts", "forward"}, as step_plan."""
+        return inference_plan(&self.net, m)
+
     def inference_parts(self, Py_ssize_t m):
         """Parts an inference of m rows is split into; predict's buffers hold that many
         blocks of 2 x chunk x (widest layer) entries."""

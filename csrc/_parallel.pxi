@@ -986,3 +986,62 @@ cdef inline int inference_parts(const Net* net, Py_ssize_t m) noexcept nogil:
     if n > 1 and rows_everywhere(net, chunk, n, False):
         n = min(n, <int>((m + ALIGN - 1) // ALIGN))
     return max(1, n)
+
+
+cdef object step_plan(const Net* net, Py_ssize_t m):
+    """What a training step of m rows runs (Network.step_plan): read from the same
+    predicates the passes use, so a test can tell which split a shape really takes."""
+    cdef int n = step_parts(net, m), l, parts
+    forward = []
+    backward = []
+    dA = []
+    rows_all = n > 1 and rows_everywhere(net, m, n, True)
+    for l in range(net.n_layers):
+        if n == 1:
+            forward.append("serial")
+        elif rows_all:
+            forward.append("serial" if 2.0 * m * net.n_weights < SMALL_REGION_FLOPS
+                           else "rows")
+        elif 2.0 * m * net.sizes[l] * net.sizes[l + 1] < SMALL_REGION_FLOPS:
+            forward.append("serial")
+        elif split_inner(net, m, l, n):
+            forward.append("inner")
+        elif split_columns(m, net.sizes[l + 1], n) and not dropout_on(net.dropout, l):
+            forward.append("columns")
+        else:
+            forward.append("rows")
+        parts = 1 if n == 1 else backward_region_parts(net, m, l, n)
+        if parts == 1:
+            backward.append("serial")
+        elif split_batch(net, m, l, parts):
+            backward.append("batch")
+        else:
+            backward.append("owned")
+        if l == 0:
+            dA.append(None)
+        elif parts == 1:
+            dA.append("serial")
+        else:
+            dA.append("columns" if split_columns(m, net.sizes[l], parts) else "rows")
+    return {"parts": n, "forward": tuple(forward), "backward": tuple(backward),
+            "dA": tuple(dA)}
+
+
+cdef object inference_plan(const Net* net, Py_ssize_t m):
+    """What an inference of m rows runs (Network.inference_plan), as step_plan."""
+    cdef int n = inference_parts(net, m), l
+    cdef Py_ssize_t chunk = max(1, min(m, INFERENCE_ROWS))
+    layers = []
+    rows_all = n > 1 and rows_everywhere(net, chunk, n, False)
+    for l in range(net.n_layers):
+        if n == 1:
+            layers.append("serial")
+        elif rows_all:
+            layers.append("rows")
+        elif 2.0 * chunk * net.sizes[l] * net.sizes[l + 1] < SMALL_REGION_FLOPS:
+            layers.append("serial")
+        elif split_columns(chunk, net.sizes[l + 1], n):
+            layers.append("columns")
+        else:
+            layers.append("rows")
+    return {"parts": n, "forward": tuple(layers)}
