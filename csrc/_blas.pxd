@@ -64,24 +64,11 @@ cdef extern from *:
     static fm_int_fn fm_blas_get_threads = NULL;
     static int fm_blas_per_thread = 0;           /* 1: fm_blas_set_threads is per thread */
 
-    static int fm_cpu_is_intel(void)
-    {
-    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-        __builtin_cpu_init();
-        return __builtin_cpu_is("intel");
-    #else
-        return 0;
-    #endif
-    }
-
+    #include "cpu.h"
+    static int fm_cpu_is_intel(void) { return (fm_cpu_features() & FM_CPU_INTEL) != 0; }
     static int fm_cpu_has_bf16(void)
     {
-    #if defined(__GNUC__) && __GNUC__ >= 11 && (defined(__x86_64__) || defined(__i386__))
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
-    #else
-        return 0;
-    #endif
+        return (fm_cpu_features() & (FM_CPU_AVX512BF16 | FM_CPU_AMX_BF16)) != 0;
     }
     """
     ctypedef void (*fm_sgemm_fn)(char*, char*, int*, int*, int*, float*, float*, int*,
@@ -103,6 +90,29 @@ cdef extern from *:
     const char* fm_dlerror()
     int fm_cpu_has_bf16()
     int fm_cpu_is_intel()
+
+
+cdef extern from "cpu.h" nogil:
+    unsigned fm_cpu_features()
+    unsigned fm_cpu_allowed()
+    const char* fm_cpu_forced()
+    unsigned FM_CPU_AVX2, FM_CPU_FMA, FM_CPU_AVX512F, FM_CPU_AVX512BW, FM_CPU_AVX512VL
+    unsigned FM_CPU_AVX512BF16, FM_CPU_AMX_BF16, FM_CPU_NEON
+
+
+cdef inline dict cpu_report(str small_gemm, bint bf16_kernel):
+    """show_config's ``kernels`` entry, for the module that calls it: each family's variant
+    ("blas" where BLAS computes the products), the usable CPU features (cpu.h) and
+    FUSEDMLP_ISA as read."""
+    cdef unsigned have = fm_cpu_features()
+    cdef const char* forced = fm_cpu_forced()
+    names = {"avx2": FM_CPU_AVX2, "fma": FM_CPU_FMA, "avx512f": FM_CPU_AVX512F,
+             "avx512bw": FM_CPU_AVX512BW, "avx512vl": FM_CPU_AVX512VL,
+             "avx512bf16": FM_CPU_AVX512BF16, "amx_bf16": FM_CPU_AMX_BF16, "neon": FM_CPU_NEON}
+    return {"small_gemm": small_gemm,
+            "bf16_gemm": "avx512bf16" if bf16_kernel else "portable",
+            "cpu_features": [name for name, bit in names.items() if have & bit],
+            "forced": forced.decode() if forced != NULL else None}
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -149,6 +159,7 @@ cdef inline void gemm_bf16(bint trans_a, bint trans_b, int m, int n, int k, cons
 
 cdef extern from "small_gemm.h" nogil:
     int fm_small_gemm_cpu()
+    const char* fm_small_gemm_variant()
     int fm_small_gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb,
                       float* c, int ldc)
 

@@ -47,7 +47,8 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 from libc.math cimport isfinite
 
-from _blas cimport (gemm, inference_gemm, fm_small_gemm_cpu, gemm_bf16, fm_bf16_pack,
+from _blas cimport (gemm, inference_gemm, fm_small_gemm_cpu, fm_small_gemm_variant,
+                   fm_bf16_cpu, cpu_report, gemm_bf16, fm_bf16_pack,
                    fm_bf16_gemm_packed, fm_bf16_mkl, fm_bf16_convert, fm_bf16_gemm_b16,
                    blas_enter, blas_leave, load_blas)
 from _activations cimport bias_activation, activation_grad, select_isa
@@ -90,9 +91,15 @@ cdef extern from *:
 
 
 def own_gemm():
-    """Whether inference's float32 products use fusedmlp's own AVX-512 kernel here
-    (small_gemm.h; FUSEDMLP_OWN_GEMM=0 turns it off)."""
+    """Whether inference's float32 products use fusedmlp's own kernel here (small_gemm.h;
+    FUSEDMLP_OWN_GEMM=0 turns it off)."""
     return bool(fm_small_gemm_cpu())
+
+
+def kernel_variants():
+    """The variant each kernel family of this module runs, the CPU features the probe found
+    (cpu.h) and FUSEDMLP_ISA as it read it: show_config's ``kernels`` entry."""
+    return cpu_report(fm_small_gemm_variant().decode(), fm_bf16_cpu())
 
 
 def most_concurrent_calls(bint reset=False):

@@ -10,6 +10,8 @@
 #define FUSEDMLP_SMALL_GEMM_H
 
 int fm_small_gemm_cpu(void);
+/* "avx512" (the kernel that runs) or "blas" (none: BLAS computes every product). */
+const char *fm_small_gemm_variant(void);
 int fm_small_gemm(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                   float *c, int ldc);
 void fm_sgemm_nn_avx512(int m, int n, int k, const float *a, int lda, const float *b, int ldb,

@@ -23,6 +23,7 @@ FLAGS = ["-O2", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-fno-math-errno", "-fn
          "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function", "-I", str(CSRC)]
 # x86-64 with GCC: each family's translation units, (source, flags) as CMakeLists.txt builds them.
 X86_FAMILIES = {
+    "cpu": [("cpu.c", [])],
     "elementwise": [("elementwise_kernels.c", ["-DFM_VARIANT=baseline"]),
                     ("elementwise_kernels.c", ["-DFM_VARIANT=avx2", "-mavx2"]),
                     ("elementwise_kernels.c", ["-DFM_VARIANT=avx512", "-mavx512f"]),

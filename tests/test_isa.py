@@ -122,3 +122,28 @@ def test_forcing_a_variant_caps_every_kernel_family():
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.split()[0] == "False", (variant, proc.stdout)
         assert "FUSEDMLP_ISA forces a variant without AVX-512" in proc.stdout, (variant, proc.stdout)
+
+
+def test_show_config_reports_each_familys_variant():
+    """show_config()["kernels"]: the variant of every family, the probe's features and the
+    FUSEDMLP_ISA it read; a forced variant shows in every family."""
+    import json
+
+    code = ("import json, fusedmlp; "
+            "print(json.dumps(fusedmlp.show_config(as_dict=True)['kernels']))")
+    for variant in VARIANTS:
+        proc = run_python(code, FUSEDMLP_ISA=variant)
+        assert proc.returncode == 0, proc.stderr
+        kernels = json.loads(proc.stdout)
+        assert kernels["forced"] == variant and kernels["elementwise"] == variant
+        assert kernels["small_gemm"] in ("blas", variant), kernels
+        if variant in ("baseline", "avx2"):
+            assert kernels["bf16_gemm"] == "portable", kernels
+        features = set(kernels["cpu_features"])
+        assert ("avx2" in features) == ("avx2" in VARIANTS or "avx512" in VARIANTS)
+    import fusedmlp
+    from fusedmlp import _network
+
+    facts = fusedmlp.show_config(as_dict=True)["kernels"]
+    assert facts["elementwise"] == _kernels.isa()
+    assert (facts["small_gemm"] != "blas") == _network.own_gemm()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cross-compile every C kernel family CMakeLists.txt builds for AArch64 (the NEON elementwise
-# variant and its dispatcher, the portable small_gemm and bf16_gemm entries, the header-only
+# variant and its dispatcher, the CPU probe, the portable small_gemm and bf16_gemm entries, the header-only
 # dropout, l1, fpenv and pool) with the C checks in tests/c/, statically, and run them under
 # qemu-aarch64-static (a static binary needs no binfmt registration and no sysroot).
 # Installs gcc-aarch64-linux-gnu and qemu-user-static with apt-get when missing (as root).
@@ -26,6 +26,7 @@ flags=(-O2 -std=c11 -D_POSIX_C_SOURCE=200809L -fno-math-errno -fno-trapping-math
        -Wall -Wextra -Werror -Wno-unused-function -I "$root/csrc")
 # name: sources, then -D defines (what CMakeLists.txt compiles for aarch64)
 FAMILIES=(
+  "cpu: cpu.c"
   "elementwise: elementwise_kernels.c:-DFM_VARIANT=neon elementwise_dispatch.c:-DFM_HAVE_NEON"
   "small_gemm: small_gemm.c"
   "bf16_gemm: bf16_gemm.c"

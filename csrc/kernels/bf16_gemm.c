@@ -2,8 +2,8 @@
  *
  * Compiled with the baseline flags: nothing here executes an AVX-512 instruction. The kernel
  * (bf16_gemm_avx512.c, FM_HAVE_BF16_KERNEL) is built only for x86-64 with GCC or Clang;
- * whether it runs is decided from CPUID (AVX-512 F, BW, VL and, in leaf 7 sub-leaf 1,
- * AVX512_BF16) and XGETBV (the OS saves the opmask and ZMM registers), once, at first use.
+ * whether it runs is decided from cpu.h's probe (AVX-512 F, BW, VL and AVX512_BF16 in CPUID,
+ * the opmask and ZMM registers saved by the OS in XCR0, FUSEDMLP_ISA), once, at first use.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,11 +11,9 @@
 
 #include "bf16_gemm.h"
 #include "fm_atomic.h"
-#include "isa_cap.h"
+#include "cpu.h"
 
 #if defined(FM_HAVE_BF16_KERNEL)
-#include <cpuid.h>
-
 int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
                         const float *b, int ldb, float *c, int ldc);
 int fm_gemm_bf16_packed_avx512(int trans_a, int m, int n, int k, const float *a, int lda,
@@ -28,21 +26,18 @@ static void *fm_bf16_reason = NULL;         /* "" when the kernel runs */
 
 static const char *fm_bf16_detect(void)
 {
-    unsigned eax, ebx, ecx, edx, xcr0_lo, xcr0_hi;
-    if (!fm_isa_allows_avx512())                   /* isa_cap.h */
+    unsigned raw = fm_cpu_raw(), need = FM_CPU_AVX512F | FM_CPU_AVX512BW | FM_CPU_AVX512VL;
+    if (!fm_cpu_allows(FM_CPU_AVX512F) && (fm_cpu_features() & FM_CPU_AVX512F))
         return "FUSEDMLP_ISA forces a variant without AVX-512";
-    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27)))
+    if (!(raw & FM_OS_XSAVE))
         return "the CPU or the operating system does not offer XSAVE (OSXSAVE)";
-    if (__get_cpuid_max(0, NULL) < 7)
+    if (!(raw & FM_CPU_LEAF7))
         return "the CPU has no AVX-512 (CPUID leaf 7 missing)";
-    __cpuid_count(7, 0, eax, ebx, ecx, edx);
-    if (!((ebx >> 16) & 1) || !((ebx >> 30) & 1) || !((ebx >> 31) & 1))
+    if ((raw & need) != need)
         return "the CPU lacks AVX-512 F/BW/VL";
-    __cpuid_count(7, 1, eax, ebx, ecx, edx);
-    if (!((eax >> 5) & 1))
+    if (!(raw & FM_CPU_AVX512BF16))
         return "the CPU has AVX-512 but not AVX512-BF16 (vdpbf16ps)";
-    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    if ((xcr0_lo & 0xe6) != 0xe6)
+    if (!(raw & FM_OS_ZMM))
         return "the operating system does not enable the AVX-512 register state (XCR0)";
     return "";
 }
@@ -59,18 +54,16 @@ const char *fm_bf16_why_not(void)
 
 const char *fm_bf16_amx_why_not(void)
 {
-    unsigned eax, ebx, ecx, edx, xcr0_lo, xcr0_hi;
-    if (!fm_isa_allows_avx512())                   /* isa_cap.h */
+    unsigned raw = fm_cpu_raw();
+    if (!fm_cpu_allows(FM_CPU_AVX512F) && (fm_cpu_features() & FM_CPU_AVX512F))
         return "FUSEDMLP_ISA forces a variant without AVX-512";
-    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27)))
+    if (!(raw & FM_OS_XSAVE))
         return "the CPU or the operating system does not offer XSAVE (OSXSAVE)";
-    if (__get_cpuid_max(0, NULL) < 7)
+    if (!(raw & FM_CPU_LEAF7))
         return "the CPU has no AMX (CPUID leaf 7 missing)";
-    __cpuid_count(7, 0, eax, ebx, ecx, edx);
-    if (!((edx >> 22) & 1) || !((edx >> 24) & 1))
+    if (!(raw & FM_CPU_AMX_BF16))
         return "the CPU has no AMX-BF16 tiles";
-    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    if (((xcr0_lo >> 17) & 3) != 3)
+    if (!(raw & FM_OS_TILE))
         return "the operating system does not enable the AMX tile state (XCR0)";
     return "";
 }

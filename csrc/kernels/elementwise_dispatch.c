@@ -4,20 +4,16 @@
  * Which variants exist is decided by the build (CMakeLists.txt defines FM_HAVE_AVX2,
  * FM_HAVE_AVX512 on x86-64 and FM_HAVE_NEON on AArch64, and always compiles the baseline
  * there, except that AArch64's baseline *is* NEON); which one runs is decided here from
- * the CPU's features: the best the CPU and the operating system support (AVX state saved by
- * the OS, checked through XGETBV). FUSEDMLP_ISA=<name> forces a variant, for tests and
- * benchmarks; naming one this build lacks or this CPU cannot run is an error, not a silent
+ * the CPU's features: the best the CPU and the operating system support (cpu.h's probe:
+ * CPUID, and XGETBV for the AVX state the OS saves). FUSEDMLP_ISA=<name> (read by cpu.h)
+ * forces a variant, for tests and benchmarks; naming one this build lacks or this CPU cannot run is an error, not a silent
  * fallback.
  */
 #include <stdio.h>
-#include <stdlib.h>
+#include <string.h>
 
+#include "cpu.h"
 #include "elementwise.h"
-
-#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
-#include <intrin.h>
-#define FM_X86_MSVC 1
-#endif
 
 fm_kernel_table fm_kernels;
 
@@ -35,39 +31,10 @@ static int fm_always(void) { return 1; }
     void fm_fill_d_##v(fm_kernel_table *table);
 
 #if defined(FM_HAVE_AVX2) || defined(FM_HAVE_AVX512)
-/* 1 when the CPU has AVX2 (resp. AVX-512F) and the OS saves the registers it needs. */
-#if defined(FM_X86_MSVC)
-static int fm_xcr0_has(unsigned long long mask)
-{
-    int regs[4];
-    __cpuid(regs, 1);
-    if (!(regs[2] & (1 << 27))) return 0;                 /* OSXSAVE: XGETBV is usable */
-    return (_xgetbv(0) & mask) == mask;
-}
-static int fm_cpu_avx2(void)
-{
-    int regs[4];
-    __cpuid(regs, 0);
-    if (regs[0] < 7 || !fm_xcr0_has(0x6)) return 0;      /* XMM and YMM state */
-    __cpuidex(regs, 7, 0);
-    return (regs[1] >> 5) & 1;                            /* EBX bit 5: AVX2 */
-}
-static int fm_cpu_avx512(void)
-{
-    int regs[4];
-    __cpuid(regs, 0);
-    if (regs[0] < 7 || !fm_xcr0_has(0xe6)) return 0;     /* XMM, YMM, opmask, ZMM state */
-    __cpuidex(regs, 7, 0);
-    return (regs[1] >> 16) & 1;                           /* EBX bit 16: AVX-512F */
-}
-#elif defined(__GNUC__)
-/* gcc's and clang's runtime (libgcc, compiler-rt) read CPUID and XGETBV themselves. */
-static int fm_cpu_avx2(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2"); }
-static int fm_cpu_avx512(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx512f"); }
-#else
-static int fm_cpu_avx2(void) { return 0; }               /* unknown compiler: baseline only */
-static int fm_cpu_avx512(void) { return 0; }
-#endif
+/* 1 when the CPU has AVX2 (resp. AVX-512F) and the OS saves the registers it needs (cpu.h:
+ * FUSEDMLP_ISA is not applied here, this is what the CPU runs). */
+static int fm_cpu_avx2(void) { return (fm_cpu_features() & FM_CPU_AVX2) != 0; }
+static int fm_cpu_avx512(void) { return (fm_cpu_features() & FM_CPU_AVX512F) != 0; }
 #endif
 
 /* The variants of this build, worst first. */
@@ -107,7 +74,7 @@ const char *fm_isa_supported(void) { return fm_supported; }
 
 int fm_select_isa(void)
 {
-    const char *forced = getenv("FUSEDMLP_ISA");
+    const char *forced = fm_cpu_forced();
     int i, best = 0, chosen = -1;
     size_t used = 0;
     fm_supported[0] = '\0';

@@ -16,10 +16,14 @@ def show_config(as_dict: bool = False):
     the private instance runs, as its ``openblas_get_corename`` reports it (e.g. "Haswell",
     "SkylakeX"; None for "mkl" and "scipy"), ``skipped``: why earlier default
     candidates were not used, and ``own_inference_gemm``: whether inference's float32
-    products use fusedmlp's own AVX-512 kernel instead, ``FUSEDMLP_OWN_GEMM=0`` to turn it
+    products use fusedmlp's own kernel instead, ``FUSEDMLP_OWN_GEMM=0`` to turn it
     off); ``elementwise_isa`` (the instruction-set variant of the
     elementwise loops: "baseline", "avx2", "avx512" or "neon"); ``elementwise_isa_supported``
     (the variants this build has and this CPU runs; ``FUSEDMLP_ISA`` forces one of them);
+    ``kernels`` (the variant each kernel family runs: ``elementwise`` as above,
+    ``small_gemm`` -- the own inference product, "avx512", "avx2", "neon" or "blas" --,
+    ``bf16_gemm`` -- "avx512bf16" or "portable" --, the ``cpu_features`` the CPU probe found
+    usable, and ``forced``: ``FUSEDMLP_ISA`` as read, which caps every family, or None);
     ``threads`` (fusedmlp's worker pool: workers started, usable cores, the most threads
     ``n_threads="auto"`` uses now, the BLAS's threads); ``bfloat16`` (``available``: whether
     ``compute_dtype="bfloat16"`` runs here, the ``kernel`` it uses, ``why`` it does or
@@ -51,6 +55,7 @@ def show_config(as_dict: bool = False):
                  "own_inference_gemm": _network.own_gemm()},
         "elementwise_isa": _kernels.isa(),
         "elementwise_isa_supported": list(_kernels.isa_supported()),
+        "kernels": {"elementwise": _kernels.isa(), **_network.kernel_variants()},
         "threads": pool_info(),
         "bfloat16": availability(),
     }

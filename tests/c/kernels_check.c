@@ -2,6 +2,7 @@
  * built and run by tests/test_c_kernels.py natively (per x86 variant) and, by
  * tools/cross_aarch64.sh, for AArch64 under qemu-aarch64-static.
  *
+ *   cpu         the probe (cpu.h) against the compiler's own CPU checks; NEON on AArch64
  *   small_gemm  fm_small_gemm (kernel or "not handled") against a float64 product
  *   bf16_gemm   fm_bf16_gemm against a float64 product of the bf16-rounded operands
  *   dropout     forward/backward masks against the hash recomputed here, bit for bit
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #include "bf16_gemm.h"
+#include "cpu.h"
 #include "dropout.h"
 #include "fpenv.h"
 #include "l1.h"
@@ -180,8 +182,41 @@ static void check_pool(void)
     check(ok, "pool: every part runs exactly once (1 to 40 parts, 200 rounds each)");
 }
 
+static void check_cpu(void)
+{
+    unsigned have = fm_cpu_features();
+    char what[96];
+#if defined(__aarch64__)
+    check((have & FM_CPU_NEON) != 0, "cpu: NEON on AArch64");
+#elif defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    /* libgcc's (compiler-rt's) CPUID/XGETBV reading, which cpu.c does not use */
+    static const struct { unsigned bit; const char *name; int builtin; } known[] = {
+        {FM_CPU_AVX2, "avx2", 0}, {FM_CPU_FMA, "fma", 1}, {FM_CPU_AVX512F, "avx512f", 2},
+        {FM_CPU_AVX512BW, "avx512bw", 3}, {FM_CPU_AVX512VL, "avx512vl", 4}};
+    size_t i;
+    __builtin_cpu_init();
+    for (i = 0; i < sizeof known / sizeof known[0]; i++) {
+        int builtin = 0;
+        switch (known[i].builtin) {
+        case 0: builtin = __builtin_cpu_supports("avx2"); break;
+        case 1: builtin = __builtin_cpu_supports("fma"); break;
+        case 2: builtin = __builtin_cpu_supports("avx512f"); break;
+        case 3: builtin = __builtin_cpu_supports("avx512bw"); break;
+        default: builtin = __builtin_cpu_supports("avx512vl"); break;
+        }
+        snprintf(what, sizeof what, "cpu: %s %s, as the compiler's check says", known[i].name,
+                 (have & known[i].bit) ? "usable" : "not usable");
+        check(!(have & known[i].bit) == !builtin, what);
+    }
+#endif
+    snprintf(what, sizeof what, "cpu: allowed %#x within usable %#x (FUSEDMLP_ISA=%s)",
+             fm_cpu_allowed(), have, fm_cpu_forced() ? fm_cpu_forced() : "");
+    check((fm_cpu_allowed() & ~have) == 0, what);
+}
+
 int main(void)
 {
+    check_cpu();
     check_products();
     check_dropout();
     check_l1();
