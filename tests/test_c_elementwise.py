@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not (CSRC / "kernels" / "elementwise_dispatch.c"
 
 
 def build(cc, variants, out_dir, extra=()):
-    """Compile the variants, the dispatcher and the check program with `cc`; return its path."""
+    """Compile the variants, the dispatcher, the CPU probe and the check program with `cc`; return its path."""
     objects = []
     for name, flags in variants.items():
         obj = out_dir / f"kernels_{name}.o"
@@ -37,7 +37,7 @@ def build(cc, variants, out_dir, extra=()):
     have = [f"-DFM_HAVE_{name.upper()}" for name in variants]
     exe = out_dir / "elementwise_check"
     subprocess.run([cc, *FLAGS, *extra, *have, "-I", str(CSRC), str(CSRC / "kernels" / "elementwise_dispatch.c"),
-                    str(CHECK), *objects, "-o", str(exe), "-lm"],
+                    str(CSRC / "kernels" / "cpu.c"), str(CHECK), *objects, "-o", str(exe), "-lm"],
                    check=True, capture_output=True, text=True)
     return exe
 
