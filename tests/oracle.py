@@ -405,10 +405,274 @@ def assert_rounding_close(got, expected, dtype, k, scale=None):
     """``got`` and ``expected`` agree to ``rounding_tolerance(dtype, k)`` relative to
     ``scale``, the magnitude of the terms summed (default: the largest ``|expected|``): the
     bound is relative to the sum of the terms' absolute values, not to each result (a sum
-    that cancels to nearly zero keeps the absolute error of its terms)."""
+    that cancels to nearly zero keeps the absolute error of its terms). ``scale`` may be an
+    array (one magnitude per element, e.g. ``abs(X) @ abs(W)``)."""
     expected = np.asarray(expected, dtype=np.float64)
     if scale is None:
         scale = float(np.max(np.abs(expected), initial=0.0))
     tol = rounding_tolerance(dtype, k)
-    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), expected, rtol=tol,
-                               atol=tol * scale)
+    assert_within(got, expected, tol * (np.abs(expected) + scale))
+
+
+# --------------------------------------------------------------------------- exactness claims
+#
+# Two kinds of comparison, and nothing in between (docs/platforms.md, "Exactness claims"):
+# - the same bits (assert_same_bits), only where fusedmlp owns every rounding or none happens;
+# - within a bound derived from the arithmetic (rounding_tolerance and the running bounds
+#   below), wherever a product's kernel is the BLAS's choice (by the shapes, the thread
+#   count, the CPU, the variant) or the comparison is with this float64 oracle.
+
+#: The reasons a bit-identity claim may give (assert_same_bits's ``why``): what makes the two
+#: sides perform exactly the same roundings, or none.
+SAME_CALL = "the same computation twice: the same calls on the same shapes and data"
+COPY = "a copy: no arithmetic (serialisation, pickling, a reload, get/set, a view)"
+OWN_KERNEL = "fusedmlp's own loop (elementwise kernel, update, mask) on the same inputs"
+FIXED_SPLIT = "the same split into the same parts: the same products on the same blocks"
+EXACT = "exact arithmetic: every sum and product of these values is representable"
+UNTOUCHED = "nothing ran: a refused or empty call leaves the values as they were"
+SAME_INPUT = "the same values reach the same kernel: only the input's layout or type differs"
+
+_REASONS = (SAME_CALL, COPY, OWN_KERNEL, FIXED_SPLIT, EXACT, UNTOUCHED, SAME_INPUT)
+
+
+def assert_same_bits(got, expected, why):
+    """``got`` and ``expected`` are the same values, bit for bit (NaN where NaN), and ``why``
+    is one of the reasons above, which says what makes the claim hold on every CPU.
+
+    Never claimed across two products whose kernel the BLAS chooses (different shapes, a
+    different thread count or split, another CPU or FUSEDMLP_ISA variant) nor against this
+    float64 oracle: those compare within a derived bound (assert_within, assert_rounding_close).
+    """
+    if why not in _REASONS:
+        raise ValueError(f"why must be one of oracle's reasons, got {why!r}")
+    got, expected = np.asarray(got), np.asarray(expected)
+    assert got.shape == expected.shape, (got.shape, expected.shape, why)
+    np.testing.assert_array_equal(got, expected, err_msg=f"not the same bits, though {why}")
+
+
+def assert_within(got, expected, bound, vacuous=1e-2):
+    """``|got - expected| <= bound`` elementwise (``bound`` broadcasts), reporting the worst
+    element; also that the bound can fail: at most ``vacuous`` times the largest
+    ``|expected|``, so an error of that size in the largest element is caught."""
+    got = np.asarray(got, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), expected.shape)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    largest = float(np.max(np.abs(expected), initial=0.0))
+    assert float(np.max(bound, initial=0.0)) <= vacuous * largest or largest == 0, (
+        f"the bound {np.max(bound):.3g} is too loose to catch anything (largest value "
+        f"{largest:.3g})")
+    same = (got == expected) | (np.isnan(got) & np.isnan(expected))
+    error = np.where(same, 0.0, np.abs(got - expected))
+    bad = ~(error <= bound)
+    if np.any(bad):
+        worst = np.unravel_index(np.argmax(np.where(bad, error - bound, -np.inf)), error.shape)
+        raise AssertionError(
+            f"{int(bad.sum())} of {error.size} elements outside the rounding bound; worst at "
+            f"{tuple(int(i) for i in worst)}: got {got[worst]!r}, expected {expected[worst]!r}, "
+            f"|difference| {error[worst]:.3g} > bound {bound[worst]:.3g}")
+
+
+#: What one elementwise pass adds to a chain (in terms of rounding_tolerance's k): its own
+#: rounding, within 3 ulp for fusedmlp's vector exp, log and tanh (tests/test_vecmath.py), an
+#: ulp being at most 2u, i.e. 3 terms of 2u.
+ELEMENTWISE = 3
+
+#: The activations whose derivative jumps at 0 (relu's 0/1, leaky relu's 0.01/1) or whose
+#: value jumps (step's 0/1): where a pre-activation lies within its rounding bound of 0, the
+#: two computations may sit on either side.
+_KINKED_DERIVATIVE = {"relu": 1.0, "leaky_relu": 1 - LEAKY_SLOPE}
+
+
+def forward_bound(params, activations, X, dtype):
+    """``(zs, outputs, z_bounds, bounds)``: the float64 forward (as ``forward``) and, for
+    every layer, how far a computation in ``dtype`` that rounds each sum in any order (any
+    BLAS kernel, blocking or split) may lie from it, elementwise, to first order:
+
+    - a layer's ``Z = A @ W + b`` sums ``n_in + 1`` terms: within ``rounding_tolerance(dtype,
+      n_in + 1)`` of their magnitudes ``|A| @ |W| + |b|``, plus the error carried in from
+      ``A`` times ``|W|``;
+    - every activation has slope at most 1 (the error in ``Z`` passes at most once) and rounds
+      within ``ELEMENTWISE`` terms of its output; step jumps at 0: where ``|Z|`` is within the
+      bound of 0 its output may be 0 or 1 (bound 1).
+
+    ``rounding_tolerance`` is the bound between two computations, so this is also the bound
+    between fusedmlp's result and the float64 one (whose own error is far smaller or, in
+    float64, one of the two)."""
+    A = _f64(X)
+    err = np.zeros_like(A)
+    zs, outputs, z_bounds, bounds = [], [], [], []
+    for (W, b), name in zip(params, activations):
+        W, b = _f64(W), _f64(b)
+        Z = A @ W + b
+        z_err = err @ np.abs(W) + rounding_tolerance(dtype, W.shape[0] + 1) * (
+            np.abs(A) @ np.abs(W) + np.abs(b))
+        A = ACTIVATIONS[name](Z)
+        err = z_err + rounding_tolerance(dtype, ELEMENTWISE) * np.abs(A)
+        if name == "step":
+            err = np.where(np.abs(Z) <= z_err, 1.0, 0.0)
+        zs.append(Z)
+        outputs.append(A)
+        z_bounds.append(z_err)
+        bounds.append(err)
+    return zs, outputs, z_bounds, bounds
+
+
+def softmax_bound(scores, score_bound, dtype):
+    """``(proba, proba_bound, log_proba, log_bound)`` of the row-wise softmax of scores known
+    to within ``score_bound``: softmax moves by at most the largest score error of its row
+    (its Jacobian's rows sum to ``2 p (1 - p) <= 1/2`` in absolute value) and log-softmax by
+    at most twice it (``2 (1 - p)``), plus their own rounding: the exponentials, the row's sum
+    of ``n`` terms, the division or the log."""
+    scores = _f64(scores)
+    n = scores.shape[1]
+    row = np.max(score_bound, axis=1, keepdims=True)
+    proba, log_proba = softmax(scores), log_softmax(scores)
+    own = rounding_tolerance(dtype, 2 * ELEMENTWISE + n)
+    shifted = np.abs(scores - scores.max(axis=1, keepdims=True))
+    return (proba, row + own * proba, log_proba,
+            2 * row + own * (np.abs(log_proba) + shifted + 1))
+
+
+def loss_and_gradients_bound(params, activations, output, X, y, dtype, sample_weight=None):
+    """``(loss, loss_bound, grads, grad_bounds)``: ``loss_and_gradients`` and how far a
+    computation in ``dtype`` may lie from each part (elementwise for the gradients), to first
+    order, carrying ``forward_bound``'s errors through the backward pass:
+
+    - the output gradient (``g``: softmax minus targets, or the residual, each times its
+      weight) moves by its slope in the scores times their error (softmax: at most the row's
+      largest score error; identity: 2; sigmoid: 1/4; exp: ``exp(z)``) plus its own rounding;
+    - ``dZ = dA * f'(Z)``: ``|f'| <= 1`` and ``|f''| <= 1`` for every activation, so the error
+      is ``err(dA) + |dA| * err(Z)`` plus a rounding (``f'`` is computed from the rounded
+      output, e.g. ``1 - A**2``: a few ulps of 1); where ``f'`` jumps (relu, leaky relu) and
+      ``|Z|`` is within its bound of 0, ``|dA|`` times the jump;
+    - ``dA = dZ @ W.T`` sums the fan-out, ``dW = A.T @ dZ`` and ``db`` the batch: each within
+      ``rounding_tolerance`` of its terms' magnitudes, plus the errors carried in;
+    - the loss: the row losses' slopes in the scores (at most 2 for log-softmax, 2 for squared
+      error, 1 for binary cross-entropy, ``exp(z) + t`` for Poisson) times the score errors,
+      plus the rounding of the weighted mean over the batch."""
+    X = _f64(X)
+    zs, outputs, z_bounds, a_bounds = forward_bound(params, activations, X, dtype)
+    loss, loss_err, g, g_err = output_bound(outputs[-1], y, output, dtype, sample_weight,
+                                            a_bounds[-1])
+    m = len(X)
+    grads = [None] * len(params)
+    bounds = [None] * len(params)
+    dA, dA_err = g, g_err
+    for layer in range(len(params) - 1, -1, -1):
+        A_prev = X if layer == 0 else outputs[layer - 1]
+        a_err = np.zeros_like(X) if layer == 0 else a_bounds[layer - 1]
+        dW, db, dA, dW_err, db_err, dA_err = _backward_bound(
+            A_prev, a_err, params[layer][0], zs[layer], z_bounds[layer], activations[layer],
+            dA, dA_err, dtype)
+        grads[layer], bounds[layer] = (dW, db), (dW_err, db_err)
+    return loss, loss_err, grads, bounds
+
+
+def output_bound(scores, y, output, dtype, sample_weight=None, score_bound=None):
+    """``(loss, loss_bound, g, g_bound)``: ``loss_and_output_gradient`` and how far a
+    computation in ``dtype`` may lie from the loss and (elementwise) from its gradient ``g``
+    in the scores, the scores being known to within ``score_bound`` (default: exact), as
+    loss_and_gradients_bound explains."""
+    scores = _f64(scores)
+    s_err = np.zeros_like(scores) if score_bound is None else _f64(score_bound)
+    m, n = scores.shape
+    loss, g = loss_and_output_gradient(scores, y, output, sample_weight)
+    w = _weights(m, sample_weight)
+    row_weight = (w / w.sum())[:, None]
+    target = None if output == "softmax" else _f64(np.asarray(y)).reshape(scores.shape)
+    if output == "softmax":
+        yy = np.asarray(y)
+        t = np.eye(n)[yy.astype(np.int64)] if yy.ndim == 1 else _f64(yy)
+        t_sum = t.sum(axis=1, keepdims=True)
+        # g = (p * sum(t) - t) * w / sum(w): p moves by at most the row's largest score error
+        g_err = np.max(s_err, axis=1, keepdims=True) * t_sum * row_weight
+        parts = (softmax(scores) * t_sum + np.abs(t)) * row_weight
+        row_slope = 2 * t_sum                      # sum_j t_j |d log p_j / d z| <= 2 sum t
+    else:
+        # g = slope-part * w / (sum(w) n): 2 (z - t), sigmoid(z) - t, exp(z) - t
+        value = {"identity": np.abs(scores), "sigmoid": sigmoid(scores),
+                 "exp": np.exp(scores)}[output]
+        g_slope = {"identity": 2.0, "sigmoid": 0.25, "exp": np.exp(scores)}[output]
+        g_err = g_slope * s_err * row_weight / n
+        parts = (1 + (output == "identity")) * (value + np.abs(target)) * row_weight / n
+        row_slope = {"identity": 2 * np.abs(scores - target), "sigmoid": 1.0,
+                     "exp": np.exp(scores) + np.abs(target)}[output] / n
+    # its own rounding: the exponentials and the row's sum (softmax), the weights' rounding
+    # to dtype and their sum over the batch, the subtraction and the scaling
+    g_err = g_err + rounding_tolerance(dtype, 2 * ELEMENTWISE + n + m + 3) * parts
+    loss_err = float(np.sum(row_weight * np.sum(row_slope * s_err, axis=1, keepdims=True)))
+    loss_err += rounding_tolerance(dtype, 2 * m + n + 2 * ELEMENTWISE + 2) * float(
+        np.sum(row_weight * np.abs(_per_row_loss_magnitude(scores, y, output))))
+    return loss, loss_err, g, g_err
+
+
+def _backward_bound(A_prev, a_err, W, Z, z_err, name, dA, dA_err, dtype):
+    """One layer's backward pass and its bounds (loss_and_gradients_bound's list)."""
+    W = _f64(W)
+    m = len(A_prev)
+    fprime = DERIVATIVES[name](Z)
+    dZ = dA * fprime
+    dZ_err = dA_err * np.abs(fprime) + np.abs(dA) * (
+        z_err + rounding_tolerance(dtype, 2 * ELEMENTWISE) * (np.abs(fprime) + 1))
+    if name in _KINKED_DERIVATIVE:
+        dZ_err = dZ_err + np.where(np.abs(Z) <= z_err, _KINKED_DERIVATIVE[name] * np.abs(dA), 0.0)
+    tol_m = rounding_tolerance(dtype, m)
+    dW_err = (np.abs(A_prev).T @ dZ_err + a_err.T @ np.abs(dZ)
+              + tol_m * (np.abs(A_prev).T @ np.abs(dZ)))
+    db_err = dZ_err.sum(axis=0) + tol_m * np.abs(dZ).sum(axis=0)
+    dA_prev_err = dZ_err @ np.abs(W).T + rounding_tolerance(dtype, W.shape[1]) * (
+        np.abs(dZ) @ np.abs(W).T)
+    return A_prev.T @ dZ, dZ.sum(axis=0), dZ @ W.T, dW_err, db_err, dA_prev_err
+
+
+def dense_backward_bound(X, W, b, dA, activation, dtype):
+    """``((dW, db, dX), (dW_bound, db_bound, dX_bound))``: ``dense_backward`` of one layer for
+    an exact ``dA`` and how far a computation in ``dtype`` may lie from each part
+    (``loss_and_gradients_bound``'s backward step, after ``forward_bound``'s forward)."""
+    X = _f64(X)
+    zs, _, z_bounds, _ = forward_bound([(W, b)], [activation], X, dtype)
+    dA = _f64(dA)
+    dW, db, dX, dW_err, db_err, dX_err = _backward_bound(
+        X, np.zeros_like(X), W, zs[0], z_bounds[0], activation, dA, np.zeros_like(dA), dtype)
+    return (dW, db, dX), (dW_err, db_err, dX_err)
+
+
+def _per_row_loss_magnitude(scores, y, output):
+    """Each row's loss terms' magnitudes (the mean's terms), for the loss's rounding bound."""
+    scores = _f64(scores)
+    if output == "softmax":
+        yy = np.asarray(y)
+        t = np.eye(scores.shape[1])[yy.astype(np.int64)] if yy.ndim == 1 else _f64(yy)
+        return np.sum(np.abs(t) * (np.abs(log_softmax(scores)) + np.abs(scores)), axis=1,
+                      keepdims=True) + np.abs(scores).max(axis=1, keepdims=True)
+    target = _f64(np.asarray(y)).reshape(scores.shape)
+    if output == "identity":
+        return np.sum((scores - target) ** 2, axis=1, keepdims=True)
+    if output == "sigmoid":
+        return np.sum(np.abs(scores) + np.logaddexp(0, -np.abs(scores)) + 1, axis=1,
+                      keepdims=True)
+    return np.sum(np.exp(scores) + np.abs(target * scores) + np.abs(target) * (
+        1 + np.abs(np.log(np.where(target > 0, target, 1)))), axis=1, keepdims=True)
+
+
+def assert_labels_agree(got, expected, scores, score_bound, at_least=0.9):
+    """Two computations' labels (argmax of the scores) agree on every row whose top two
+    scores lie further apart than their rounding bounds (``forward_bound``): only those rows'
+    labels are determined; a near tie may go either way. At least ``at_least`` of the rows
+    must be determined, so the comparison can fail."""
+    determined = determined_rows(scores, score_bound)
+    assert determined.mean() >= at_least, (
+        f"only {determined.mean():.0%} of the rows' labels are determined")
+    np.testing.assert_array_equal(np.asarray(got)[determined], np.asarray(expected)[determined])
+
+
+def determined_rows(scores, score_bound):
+    """The rows whose label (argmax) is the same in every computation within the bounds:
+    their top two scores lie further apart than the sum of their bounds."""
+    scores, score_bound = _f64(scores), _f64(score_bound)
+    order = np.argsort(scores, axis=1)
+    rows = np.arange(len(scores))
+    top, second = order[:, -1], order[:, -2]
+    margin = scores[rows, top] - scores[rows, second]
+    return margin > score_bound[rows, top] + score_bound[rows, second]
