@@ -2,22 +2,35 @@
 
 ``export_c(model, directory, name=...)`` writes ``<name>.h`` and ``<name>.c``: the weights as
 ``static const`` arrays of hexadecimal float literals (exact round trip) and one function per
-entry point, C99 plus libm, no allocation (stack scratch of two rows of the widest layer).
+entry point, C99 plus libm, no allocation, no BLAS, no intrinsics (docs/export_c.md).
 
 Entry points (``T`` is ``float`` or ``double``, the model's dtype), each returning 0 on
-success, ``<NAME>_BAD_ARGUMENT`` (1) for a NULL pointer with ``rows > 0``,
-``<NAME>_BAD_INPUT`` (2) when ``x`` holds NaN or inf (as ``predict_proba`` refuses it) and
-``<NAME>_BAD_OUTPUT`` (3) for a non-finite output (``predict_proba``'s ``FloatingPointError``):
+success, ``<NAME>_BAD_ARGUMENT`` (1) for a NULL pointer with ``rows > 0`` (or ``rows *
+<NAME>_N_FEATURES`` beyond ``SIZE_MAX``), ``<NAME>_BAD_INPUT`` (2) when ``x`` holds NaN or inf
+(as ``predict_proba`` refuses it; nothing written) and ``<NAME>_BAD_OUTPUT`` (3) for a
+non-finite output (``predict_proba``'s ``FloatingPointError``):
 
 - classifiers (``output="softmax"`` or ``"sigmoid"``):
   ``int <name>_predict_proba(const T *x, size_t rows, T *out)`` (``out``: ``rows x
-  <NAME>_N_OUTPUTS``, as ``MLP.predict_proba``) and
-  ``int <name>_predict(const T *x, size_t rows, int32_t *labels)`` (softmax: the argmax, ties
-  to the first, one per row; sigmoid: 0/1 indicators, ``rows x <NAME>_N_OUTPUTS``);
+  <NAME>_N_OUTPUTS``, as ``MLP.predict_proba``; an estimator with two classes: two columns
+  ``[1 - p, p]`` as its ``predict_proba``) and
+  ``int <name>_predict(const T *x, size_t rows, int32_t *labels)`` (``rows x <NAME>_N_LABELS``:
+  softmax, the argmax, ties to the first; sigmoid, the probability above 1/2, as ``predict``);
 - regressors (``"identity"``, ``"exp"``): ``int <name>_predict(const T *x, size_t rows, T *out)``.
 
-Dropout is not part of inference and is ignored. ``compute_dtype="bfloat16"`` models are
-refused (export a float32 copy with ``model.compute_dtype = None`` first).
+Macros: ``<NAME>_N_FEATURES``, ``_N_OUTPUTS``, ``_N_LABELS`` and ``_N_CLASSES`` (classifiers),
+``_ROW_BLOCK`` and ``_STACK_BYTES``; for a fitted classifier its ``classes_`` as
+``<NAME>_CLASSES`` (integer or float labels) or ``<NAME>_CLASS_NAMES`` (strings), an
+initializer list in which ``labels[i]`` indexes.
+
+The computation is fusedmlp's: per layer the product (a plain loop over the fan-in, rows in
+blocks of ``<NAME>_ROW_BLOCK`` so that each pass over the weights serves several rows), then
+the bias, then the activation by the formulas of csrc/elementwise_impl.h with libm's exp,
+expm1 and log1p; softmax with the row maximum subtracted and the sum in double; the output
+logistic and exp in double. The scratch is on the stack: ``2 x ROW_BLOCK x widest`` values,
+the block shrunk (down to one row) to keep it within 64 KiB; ``<NAME>_STACK_BYTES`` says how
+much a call takes. Dropout is not part of inference and is ignored. ``compute_dtype="bfloat16"``
+models are refused (export a float32 copy with ``model.compute_dtype = None`` first).
 """
 
 from __future__ import annotations
@@ -56,31 +69,97 @@ def _literal(value, is_float: bool) -> str:
     return text + "f" if is_float else text
 
 
-def _activation(kind: str, v: str, t: str, suffix: str) -> str:
+# fusedmlp's own formulas (csrc/elementwise_impl.h), with libm's exp/expm1/log1p of the type
+_ACTIVATION_BODIES = {
+    "sigmoid": ["T e = EXP(-FABS(v));", "T r = (T)1 / ((T)1 + e);", "return v >= 0 ? r : e * r;"],
+    "tanh": ["T u = EXPM1(-2 * FABS(v));", "return COPYSIGN(FABS(u) / ((T)2 + u), v);"],
+    "elu": ["return v > 0 ? v : EXPM1(v);"],
+    "softplus": ["return (v > 0 ? v : (T)0) + LOG1P(EXP(-FABS(v)));"],
+    "step": ["return v > 0 ? (T)1 : (v <= 0 ? (T)0 : v);"],
+}
+
+
+def _activation(kind: str, v: str, t: str, name: str) -> str:
     """C expression of activation `kind` of variable `v` (type t)."""
-    one = f"({t})1"
     if kind == "identity":
         return v
     if kind == "relu":
         return f"({v} <= 0 ? ({t})0 : {v})"
     if kind == "leaky_relu":
         return f"({v} > 0 ? {v} : ({t}){_codes.LEAKY_RELU_SLOPE!r} * {v})"
-    if kind == "sigmoid":
-        return (f"({v} >= 0 ? {one} / ({one} + exp{suffix}(-{v})) "
-                f": exp{suffix}({v}) / ({one} + exp{suffix}({v})))")
-    if kind == "tanh":
-        return f"tanh{suffix}({v})"
-    if kind == "step":
-        return f"({v} > 0 ? {one} : ({t})0)"
-    if kind == "elu":
-        return f"({v} > 0 ? {v} : expm1{suffix}({v}))"
-    if kind == "softplus":
-        return f"(({v} > 0 ? {v} : ({t})0) + log1p{suffix}(exp{suffix}(-fabs{suffix}({v}))))"
+    if kind in _ACTIVATION_BODIES:
+        return f"{name}_{kind}({v})"
     raise ValueError(f"cannot export activation {kind!r}")
 
 
-def source(model, name: str):
-    """(header text, source text) of `model` exported as `name`."""
+def _activation_function(kind: str, t: str, suffix: str, name: str) -> list:
+    body = _ACTIVATION_BODIES[kind]
+    libm = {"EXPM1": "expm1", "EXP": "exp", "FABS": "fabs", "COPYSIGN": "copysign",
+            "LOG1P": "log1p"}
+    lines = [f"static {t} {name}_{kind}({t} v)", "{"]
+    for line in body:
+        line = re.sub(r"\b(EXPM1|EXP|FABS|COPYSIGN|LOG1P)\b",
+                      lambda m: libm[m.group(1)] + suffix, line)
+        lines.append("    " + re.sub(r"\bT\b", t, line))
+    return lines + ["}", ""]
+
+
+def _c_string(text: str) -> str:
+    """`text` as a C string literal (UTF-8; anything but printable ASCII as octal escapes)."""
+    out = []
+    for byte in text.encode("utf-8"):
+        char = chr(byte)
+        if char in '"\\?':
+            out.append("\\" + char)
+        elif 32 <= byte < 127:
+            out.append(char)
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _integer_literal(value: int) -> str:
+    if -2 ** 31 < value < 2 ** 31:
+        return str(value)
+    if value == -2 ** 63:
+        return "(-9223372036854775807LL - 1)"
+    return f"{value}LL" if value < 2 ** 63 else f"{value}ULL"
+
+
+def _class_macros(upper: str, classes) -> list:
+    """The header's macro of the class labels, or a comment saying why there is none."""
+    if classes is None:
+        return []
+    classes = np.asarray(classes)
+    values = classes.tolist()
+    if classes.dtype.kind in "iub":
+        items = [_integer_literal(int(v)) for v in values]
+        what = "the integer class labels"
+        macro = f"{upper}_CLASSES"
+    elif classes.dtype.kind == "f":
+        items = [float(v).hex() for v in values]
+        what = "the class labels (double)"
+        macro = f"{upper}_CLASSES"
+    elif all(isinstance(v, str) for v in values):
+        items = [_c_string(v) for v in values]
+        what = "the class labels as UTF-8 strings"
+        macro = f"{upper}_CLASS_NAMES"
+    else:
+        return ["/* The classes' labels are not integers, floats or strings: predict gives the",
+                " * index of each row's class in the estimator's classes_. */"]
+    return [f"/* {what}, in the estimator's classes_ order: {macro}[labels[i]] is the",
+            " * estimator's predict (e.g. static const ... classes[] = " + macro + ";) */",
+            f"#define {macro} {{ " + ", ".join(items) + " }"]
+
+
+_ROW_BLOCK = 8                  # rows per pass through the network
+_BLOCK_SCRATCH = 64 * 1024      # the most stack the row block may take (bytes)
+
+
+def source(model, name: str, *, classes=None, two_columns: bool = False):
+    """(header text, source text) of `model` exported as `name`. `classes`: an estimator's
+    ``classes_`` (the header gets them as a macro); `two_columns`: a one-unit sigmoid model's
+    predict_proba writes ``[1 - p, p]`` as scikit-learn's binary classifiers do."""
     name = check_name(name)
     if getattr(model, "compute_dtype", None) is not None:
         raise ValueError("export_c does not export compute_dtype='bfloat16' models: set "
@@ -88,30 +167,59 @@ def source(model, name: str):
     check_finite_model(model, "export_c")
     is_float = np.dtype(model.dtype) == np.float32
     t, suffix = ("float", "f") if is_float else ("double", "")
+    size = 4 if is_float else 8
     upper = name.upper()
     sizes = list(model.layer_sizes)
-    n_in, n_out = sizes[0], sizes[-1]
+    n_in, n_scores = sizes[0], sizes[-1]
     widest = max(sizes[1:])
     output = model.output
     classifier = output in ("softmax", "sigmoid")
+    two_columns = bool(two_columns) and output == "sigmoid" and n_scores == 1
+    n_out = 2 if two_columns else n_scores
+    n_labels = 1 if output == "softmax" or n_scores == 1 else n_scores
+    block = max(1, min(_ROW_BLOCK, _BLOCK_SCRATCH // (2 * widest * size)))
+    stack = (2 * block * widest + block * n_scores) * size
+    rb = f"{upper}_ROW_BLOCK"
 
-    h = [f"/* {name}.h -- {model!r}, exported by fusedmlp.export_c (C99, libm only). */",
+    h = [f"/* {name}.h -- {model!r}, exported by fusedmlp.export_c (C99, libm only).",
+         " * Every function returns " + upper + "_OK (0) or a code below; x is rows x",
+         f" * {upper}_N_FEATURES values, row-major; nothing is allocated (the scratch,",
+         f" * {upper}_STACK_BYTES, is on the stack); the functions are reentrant. */",
          f"#ifndef {upper}_H", f"#define {upper}_H", "", "#include <stddef.h>",
          "#include <stdint.h>", "",
-         f"#define {upper}_N_FEATURES {n_in}", f"#define {upper}_N_OUTPUTS {n_out}"]
+         f"#define {upper}_N_FEATURES {n_in}",
+         f"/* columns of each row of predict_proba's (regressors: predict's) output */",
+         f"#define {upper}_N_OUTPUTS {n_out}"]
     if classifier:
-        h.append(f"#define {upper}_N_CLASSES {n_out if output == 'softmax' or n_out > 1 else 2}")
-    h += [f"#define {upper}_OK 0", f"#define {upper}_BAD_ARGUMENT 1",
-          f"#define {upper}_BAD_INPUT 2", f"#define {upper}_BAD_OUTPUT 3", "",
+        h += [f"/* int32 labels predict writes per row (1: a class index; more: 0/1 per label) */",
+              f"#define {upper}_N_LABELS {n_labels}",
+              f"#define {upper}_N_CLASSES "
+              f"{n_scores if output == 'softmax' or n_scores > 1 else 2}"]
+        h += _class_macros(upper, classes)
+    h += [f"/* rows per pass through the network, and the stack one call takes (bytes) */",
+          f"#define {rb} {block}", f"#define {upper}_STACK_BYTES {stack}",
+          f"#define {upper}_OK 0",
+          f"/* a NULL pointer with rows > 0, or rows * {upper}_N_FEATURES beyond SIZE_MAX */",
+          f"#define {upper}_BAD_ARGUMENT 1",
+          "/* x holds NaN or infinity (nothing is written) */",
+          f"#define {upper}_BAD_INPUT 2",
+          "/* an output is not finite (the model overflowed); the other rows are written */",
+          f"#define {upper}_BAD_OUTPUT 3", "",
           "#ifdef __cplusplus", 'extern "C" {', "#endif"]
     if classifier:
-        h += [f"int {name}_predict_proba(const {t} *x, size_t rows, {t} *out);",
+        h += [f"/* out: rows x {upper}_N_OUTPUTS probabilities (columns in class order) */",
+              f"int {name}_predict_proba(const {t} *x, size_t rows, {t} *out);",
+              f"/* labels: rows x {upper}_N_LABELS (the index of the most probable class, or 0/1 "
+              "per label) */",
               f"int {name}_predict(const {t} *x, size_t rows, int32_t *labels);"]
     else:
-        h += [f"int {name}_predict(const {t} *x, size_t rows, {t} *out);"]
-    h += ["#ifdef __cplusplus", "}", "#endif", f"#endif /* {upper}_H */", ""]
+        h += [f"/* out: rows x {upper}_N_OUTPUTS predictions */",
+              f"int {name}_predict(const {t} *x, size_t rows, {t} *out);"]
+    h += ["#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {upper}_H */", ""]
 
-    c = [f"/* {name}.c -- {model!r}, exported by fusedmlp.export_c. */",
+    c = [f"/* {name}.c -- {model!r}, exported by fusedmlp.export_c.",
+         " * C99 and libm; do not compile with -ffast-math or -ffinite-math-only (the NaN and",
+         " * infinity checks would be optimised away). */",
          "#include <math.h>", "#include <stddef.h>", "#include <stdint.h>",
          f'#include "{name}.h"', ""]
     for i, layer in enumerate(model.layers):
@@ -124,82 +232,131 @@ def source(model, name: str):
                 c.append("    " + ", ".join(items[start:start + 6]) + ",")
             c.append("};")
     c.append("")
-    # one row through the network into z (n_out scores); returns nothing
-    c += [f"static void {name}_scores(const {t} *x, {t} *z)", "{",
-          f"    {t} buf[2][{widest}];", f"    const {t} *in = x;", "    size_t j, k;"]
+    used = sorted({layer.activation for layer in model.layers[:-1]} & set(_ACTIVATION_BODIES))
+    for kind in used:
+        c += _activation_function(kind, t, suffix, name)
+    # nr <= ROW_BLOCK rows of x through the network into z (nr x n_scores scores): for each
+    # layer o = in W, k by k over the fan-in (contiguous rows of W, one pass over W for the
+    # block), then o = f(o + b): fusedmlp's order of the sums (a gemm, then the bias)
+    c += [f"/* rows [0, nr) of x, nr <= {rb}, through the network: z gets nr x {n_scores} "
+          "scores */",
+          f"static void {name}_scores(const {t} *restrict x, size_t nr, {t} *restrict z)", "{",
+          f"    {t} buf0[{rb} * {widest}], buf1[{rb} * {widest}];", "    size_t r, j, k;"]
     for i, layer in enumerate(model.layers):
         a, bsz = layer.W.shape
         last = i == len(model.layers) - 1
-        dest = "z" if last else f"buf[{i % 2}]"
-        c += [f"    {{ {t} *o = {dest};",
-              f"      for (j = 0; j < {bsz}; j++) o[j] = 0;",
-              f"      for (k = 0; k < {a}; k++) {{ {t} xk = in[k]; "
-              f"const {t} *w = {name}_W{i} + k * {bsz};",
-              f"          for (j = 0; j < {bsz}; j++) o[j] += xk * w[j]; }}",
-              f"      for (j = 0; j < {bsz}; j++) {{ {t} v = o[j] + {name}_b{i}[j]; "
-              f"o[j] = {_activation('identity' if last else layer.activation, 'v', t, suffix)}; }}",
-              "      in = o; }"]
-    c += ["    (void)in;", "}", ""]
-    # input check
-    c += [f"static int {name}_finite(const {t} *v, size_t n)", "{", "    size_t i; int bad = 0;",
+        src = "x" if i == 0 else f"buf{(i - 1) % 2}"
+        dest = "z" if last else f"buf{i % 2}"
+        act = _activation("identity" if last else layer.activation, "o[j]", t, name)
+        c += [f"    /* layer {i}: {a} -> {bsz}, {'scores' if last else layer.activation} */",
+              f"    for (r = 0; r < nr * {bsz}; r++) {dest}[r] = 0;",
+              f"    for (k = 0; k < {a}; k++) {{",
+              f"        const {t} *restrict w = {name}_W{i} + k * {bsz};",
+              "        for (r = 0; r < nr; r++) {",
+              f"            {t} *restrict o = {dest} + r * {bsz};",
+              f"            const {t} xk = {src}[r * {a} + k];",
+              f"            for (j = 0; j < {bsz}; j++) o[j] += xk * w[j];",
+              "        }", "    }",
+              "    for (r = 0; r < nr; r++) {",
+              f"        {t} *restrict o = {dest} + r * {bsz};",
+              f"        for (j = 0; j < {bsz}; j++) o[j] += {name}_b{i}[j];"]
+        if act != "o[j]":
+            c.append(f"        for (j = 0; j < {bsz}; j++) o[j] = {act};")
+        c.append("    }")
+    if len(model.layers) == 1:
+        c += ["    (void)buf0; (void)buf1;"]
+    elif len(model.layers) == 2:
+        c += ["    (void)buf1;"]
+    c += ["}", ""]
+    c += [f"/* 1 when v[0:n] holds no NaN or infinity (v - v is 0 exactly then) */",
+          f"static int {name}_finite(const {t} *v, size_t n)", "{", "    size_t i; int bad = 0;",
           "    for (i = 0; i < n; i++) bad |= (v[i] - v[i]) != 0;", "    return !bad;", "}", ""]
 
-    def head(outname: str) -> list:
-        """Body computing the output activation of z into out row (`outname`)."""
+    def sigmoid_double(v: str) -> str:
+        return f"{name}_logistic({v})"
+
+    if output == "sigmoid":     # the output's logistic in double, as predict_proba's
+        c += [f"static double {name}_logistic(double v)", "{", "    const double e = exp(-fabs(v));",
+              "    return (v >= 0 ? 1.0 : e) / (1.0 + e);", "}", ""]
+
+    def head() -> list:
+        """Statements writing row s (scores) as probabilities or predictions into o."""
         if output == "softmax":
-            return ["        { double s = 0; " + t + " mx = z[0];",
-                    f"          for (j = 1; j < {n_out}; j++) mx = z[j] > mx ? z[j] : mx;",
-                    f"          for (j = 0; j < {n_out}; j++) {{ z[j] = exp{suffix}(z[j] - mx); "
-                    "s += z[j]; }",
-                    f"          for (j = 0; j < {n_out}; j++) {outname}[j] = z[j] * ({t})(1.0 / s); }}"]
+            return [f"            double sum = 0; {t} mx = s[0];",
+                    f"            for (j = 1; j < {n_scores}; j++) mx = s[j] > mx ? s[j] : mx;",
+                    f"            for (j = 0; j < {n_scores}; j++) {{ o[j] = exp{suffix}(s[j] - mx); "
+                    "sum += o[j]; }",
+                    f"            {{ const {t} inv = ({t})(1.0 / sum);",
+                    f"              for (j = 0; j < {n_scores}; j++) o[j] *= inv; }}"]
+        if output == "sigmoid" and two_columns:
+            return ["            const double v = s[0];",
+                    f"            o[0] = ({t}){sigmoid_double('-v')};",
+                    f"            o[1] = ({t}){sigmoid_double('v')};"]
         if output == "sigmoid":
-            return [f"        for (j = 0; j < {n_out}; j++) {{ double v = z[j], e = exp(-fabs(v));",
-                    f"            {outname}[j] = ({t})((v >= 0 ? 1.0 : e) / (1.0 + e)); }}"]
+            return [f"            for (j = 0; j < {n_scores}; j++) {{ const double v = s[j];",
+                    f"                o[j] = ({t}){sigmoid_double('v')}; }}"]
         if output == "exp":
-            return [f"        for (j = 0; j < {n_out}; j++) {outname}[j] = ({t})exp((double)z[j]);"]
-        return [f"        for (j = 0; j < {n_out}; j++) {outname}[j] = z[j];"]
+            return [f"            for (j = 0; j < {n_scores}; j++) o[j] = ({t})exp((double)s[j]);"]
+        return [f"            for (j = 0; j < {n_scores}; j++) o[j] = s[j];"]
 
-    def entry(signature: str, body: list, out_arg: str) -> list:
-        return [signature, "{", "    size_t i, j;", f"    {t} z[{n_out}];",
-                f"    int status = {upper}_OK;",
-                f"    if (rows > 0 && (x == NULL || {out_arg} == NULL)) return {upper}_BAD_ARGUMENT;",
+    def entry(signature: str, out_arg: str, out_type: str, per_row: int, body: list) -> list:
+        return [signature, "{", f"    {t} z[{rb} * {n_scores}];", "    size_t i0, i, j;",
+                f"    int status = {upper}_OK;", "    (void)j;",
+                "    if (rows == 0) return status;",
+                f"    if (x == NULL || {out_arg} == NULL || rows > SIZE_MAX / {n_in}) "
+                f"return {upper}_BAD_ARGUMENT;",
                 f"    if (!{name}_finite(x, rows * {n_in})) return {upper}_BAD_INPUT;",
-                "    for (i = 0; i < rows; i++) {",
-                f"        {name}_scores(x + i * {n_in}, z);"] + body + [
-                "    }", "    return status;", "}", ""]
+                f"    for (i0 = 0; i0 < rows; i0 += {rb}) {{",
+                f"        const size_t nr = rows - i0 < {rb} ? rows - i0 : {rb};",
+                f"        {name}_scores(x + i0 * {n_in}, nr, z);",
+                "        for (i = 0; i < nr; i++) {",
+                f"            const {t} *s = z + i * {n_scores};",
+                f"            {out_type} *o = {out_arg} + (i0 + i) * {per_row};"] + body + [
+                "        }", "    }", "    return status;", "}", ""]
 
-    finite_out = (f"        if (!{name}_finite(out + i * {n_out}, {n_out})) "
-                  f"status = {upper}_BAD_OUTPUT;")
+    finite_out = [f"            if (!{name}_finite(o, {n_out})) status = {upper}_BAD_OUTPUT;"]
     if classifier:
-        c += entry(f"int {name}_predict_proba(const {t} *x, size_t rows, {t} *out)",
-                   head(f"(out + i * {n_out})") + [finite_out], "out")
+        c += entry(f"int {name}_predict_proba(const {t} *x, size_t rows, {t} *out)", "out", t,
+                   n_out, head() + finite_out)
         if output == "softmax":
-            label_body = ["        { int32_t best = 0; int ok = 1;",
-                     f"          for (j = 0; j < {n_out}; j++) ok &= (z[j] - z[j]) == 0;",
-                     f"          for (j = 1; j < {n_out}; j++) if (z[j] > z[best]) best = (int32_t)j;",
-                     f"          if (!ok) status = {upper}_BAD_OUTPUT;",
-                     "          labels[i] = best; }"]
+            label_body = ["            int32_t best = 0;",
+                          f"            if (!{name}_finite(s, {n_scores})) status = "
+                          f"{upper}_BAD_OUTPUT;",
+                          f"            for (j = 1; j < {n_scores}; j++) "
+                          "if (s[j] > s[best]) best = (int32_t)j;",
+                          "            o[0] = best;"]
         else:
-            label_body = [f"        for (j = 0; j < {n_out}; j++) {{",
-                     f"            if ((z[j] - z[j]) != 0) status = {upper}_BAD_OUTPUT;",
-                     f"            labels[i * {n_out} + j] = z[j] > 0; }}"]
-        c += entry(f"int {name}_predict(const {t} *x, size_t rows, int32_t *labels)", label_body,
-                   "labels")
+            # as MLP.predict: the probability (rounded to the model's type) above 1/2
+            label_body = [f"            for (j = 0; j < {n_scores}; j++) {{",
+                          "                const double v = s[j];",
+                          f"                const {t} p = ({t}){sigmoid_double('v')};",
+                          f"                if ((v - v) != 0) status = {upper}_BAD_OUTPUT;",
+                          "                o[j] = p > 0.5; }"]
+        c += entry(f"int {name}_predict(const {t} *x, size_t rows, int32_t *labels)", "labels",
+                   "int32_t", n_labels, label_body)
     else:
-        c += entry(f"int {name}_predict(const {t} *x, size_t rows, {t} *out)",
-                   head(f"(out + i * {n_out})") + [finite_out], "out")
+        c += entry(f"int {name}_predict(const {t} *x, size_t rows, {t} *out)", "out", t, n_out,
+                   head() + finite_out)
     return "\n".join(h), "\n".join(c) + "\n"
 
 
 def export_c(model, directory: PathLike, *, name: str = "fusedmlp_model"):
     """Write `model` as ``<name>.h`` and ``<name>.c`` into `directory` (created if needed);
     returns the two paths. `model` is an :class:`~fusedmlp.MLP` or a fitted estimator of
-    :mod:`fusedmlp.sklearn` (its ``model_``)."""
-    inner = getattr(model, "model_", None) if not hasattr(model, "layer_sizes") else model
-    if inner is None:
-        raise ValueError(f"export_c needs an MLP or a fitted estimator, got an unfitted "
-                         f"{type(model).__name__}")
-    header, code = source(inner, name)
+    :mod:`fusedmlp.sklearn`: an estimator's network (``model_``) with a classifier's
+    ``classes_`` in the header and, for two classes, predict_proba's two columns
+    ``[1 - p, p]`` as the estimator's ``predict_proba``."""
+    classes, two_columns = None, False
+    if hasattr(model, "layer_sizes"):
+        inner = model
+    else:
+        inner = getattr(model, "model_", None)
+        if inner is None:
+            raise ValueError(f"export_c needs an MLP or a fitted estimator, got an unfitted "
+                             f"{type(model).__name__}")
+        classes = getattr(model, "classes_", None)
+        two_columns = classes is not None and getattr(model, "n_outputs_", None) == 1
+    header, code = source(inner, name, classes=classes, two_columns=two_columns)
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     paths = (os.path.join(directory, name + ".h"), os.path.join(directory, name + ".c"))

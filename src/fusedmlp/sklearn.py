@@ -380,11 +380,13 @@ class _BaseMLP(BaseEstimator):
 
     def export_c(self, directory, *, name="fusedmlp_model"):
         """Write the fitted network as C99 inference code (``<name>.h``, ``<name>.c``) into
-        `directory`, as :meth:`fusedmlp.MLP.export_c`; returns the two paths."""
+        `directory`, as :meth:`fusedmlp.MLP.export_c`; returns the two paths. A classifier's
+        header also holds ``classes_`` (see :mod:`fusedmlp.export_c`), and for two classes
+        ``predict_proba`` writes two columns, as this estimator's ``predict_proba``."""
         from .export_c import export_c
 
         check_is_fitted(self, "model_")
-        return export_c(self.model_, directory, name=name)
+        return export_c(self, directory, name=name)
 
     def _fitted_model(self, what):
         model = self.__dict__.get("model_")
