@@ -3,6 +3,7 @@
 #
 # The explicit cimport of this module's own .pxd puts it in the build's dependency file
 # (Cython's -M leaves it out otherwise), so a new code there rebuilds this module.
-from fusedmlp._codes cimport LEAKY_SLOPE
+from fusedmlp._codes cimport LEAKY_SLOPE, SOFT_TOLERANCE
 
 LEAKY_RELU_SLOPE = LEAKY_SLOPE      # the slope of leaky_relu below zero
+SOFT_TARGET_TOLERANCE = SOFT_TOLERANCE     # how far from 1 a row of soft targets may sum

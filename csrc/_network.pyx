@@ -45,7 +45,7 @@ from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
-from libc.math cimport isfinite
+from libc.math cimport isfinite, fabs
 
 from _blas cimport (gemm, inference_gemm, fm_small_gemm_cpu, fm_small_gemm_variant,
                    fm_bf16_cpu, cpu_report, gemm_bf16, fm_bf16_pack,
@@ -65,7 +65,7 @@ from fusedmlp._codes cimport (H_SIZE, H_WEIGHT_DECAY, H_EPS, OK, BAD_INPUT, BAD_
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 from _dropout cimport dropout_on, dropout_forward, dropout_backward
 from _schedule cimport scheduled_rate
-from fusedmlp._codes cimport H_LR, H_CLIP_NORM, S_STEP, S_SIZE
+from fusedmlp._codes cimport H_LR, H_CLIP_NORM, S_STEP, S_SIZE, SOFT_TOLERANCE
 from _sparse cimport SparseRows, sparse_all_finite, sparse_matmul, sparse_weight_grad
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
@@ -351,7 +351,23 @@ cdef inline int targets_status(const Net* net, Py_ssize_t m, const int64_t* labe
     if ((net.loss == BINARY_CROSS_ENTROPY or net.loss == POISSON_DEVIANCE)
             and not targets_in_range(targets, m * n_classes, net.loss == BINARY_CROSS_ENTROPY)):
         return BAD_RANGE
+    if (net.loss == SOFTMAX_CROSS_ENTROPY and targets != NULL
+            and not soft_targets_ok(targets, m, n_classes)):
+        return BAD_RANGE
     return OK
+
+
+cdef bint soft_targets_ok(const floating* targets, Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """Rows of class probabilities, as fusedmlp._validation.check_distribution decides: every
+    entry >= 0 and every row's float64 sum (NumPy's pairwise order) within SOFT_TOLERANCE
+    of 1 (targets finite)."""
+    cdef Py_ssize_t i
+    if not targets_in_range(targets, m * n, False):
+        return False
+    for i in range(m):
+        if fabs(pairwise_sum(targets + i * n, n) - 1.0) > SOFT_TOLERANCE:
+            return False
+    return True
 
 
 cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,

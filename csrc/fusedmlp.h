@@ -73,7 +73,10 @@ enum {
     FUSEDMLP_BAD_LOSS = 4,         /* the loss is NaN or inf: no update was applied */
     FUSEDMLP_BAD_OUTPUT = 5,       /* inference outputs NaN or inf (the parameters hold
                                       NaN/inf or overflow on X): not predictions */
-    FUSEDMLP_BAD_RANGE = 6,        /* a target outside [0, 1] (sigmoid) or negative (exp) */
+    FUSEDMLP_BAD_RANGE = 6,        /* a target outside [0, 1] (sigmoid), negative (exp), or
+                                      soft targets (softmax) that are not class
+                                      probabilities: an entry < 0 or a row not summing to 1
+                                      within 1e-4 */
     FUSEDMLP_WRONG_DTYPE = -1,     /* an f32 function on a float64 model, or the reverse */
     FUSEDMLP_BAD_ARGUMENT = -2,    /* NULL array, m < 0, unknown output, out overlapping X,
                                       labels with targets, probabilities of an identity

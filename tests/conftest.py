@@ -26,3 +26,11 @@ if os.environ.get("CI"):
 def _one_blas_thread():
     with threadpool_limits(limits=1):
         yield
+
+
+@pytest.fixture(scope="session")
+def c_client(tmp_path_factory):
+    """The C API client (tests/embedding/c_client.c), built once for the session."""
+    from extensions import build_c_client
+
+    return build_c_client(tmp_path_factory.mktemp("c_client"))

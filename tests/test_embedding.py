@@ -3,9 +3,7 @@ Cython APIs (built into a temporary directory by the fixtures in this file)."""
 
 import importlib.util
 import os
-import shutil
 import sys
-import sysconfig
 import threading
 import tracemalloc
 
@@ -14,6 +12,7 @@ import pytest
 
 import fusedmlp
 from fusedmlp import _network
+from extensions import build_and_import as _build_and_import, need_compiler as _need_compiler
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -199,41 +198,6 @@ def test_out_from_many_threads_equals_serial(dtype):
 # tests/embedding/c_client.c includes fusedmlp.h from fusedmlp.get_include(); the examples of
 # docs/embedding.md (a Cython module that cimports fusedmlp.capi, built by its own setup.py,
 # and a C module) are built from the page itself.
-
-def _need_compiler():
-    # the compiler Python was built with (MSVC's cl on Windows, found on PATH in a
-    # developer prompt)
-    compiler = ["cl"] if sys.platform == "win32" else (
-        sysconfig.get_config_var("CC") or "").split()
-    if not compiler or shutil.which(compiler[0]) is None:
-        pytest.skip(f"no C compiler ({compiler[0] if compiler else 'sysconfig CC unset'} not "
-                    "found): the C and Cython API test extensions cannot be built")
-    pytest.importorskip("setuptools", reason="setuptools builds the test extensions "
-                                             '(pip install ".[test]")')
-
-
-def _build_and_import(name, source, build_dir):
-    from setuptools import Distribution, Extension
-    from setuptools.command.build_ext import build_ext
-
-    extension = Extension(name, [source], include_dirs=[fusedmlp.get_include()])
-    command = build_ext(Distribution({"ext_modules": [extension]}))
-    command.build_lib = str(build_dir)
-    command.build_temp = str(build_dir / "temp")
-    command.ensure_finalized()
-    command.run()
-    spec = importlib.util.spec_from_file_location(name, command.get_ext_fullpath(name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def c_client(tmp_path_factory):
-    _need_compiler()
-    return _build_and_import("c_client", os.path.join(HERE, "embedding", "c_client.c"),
-                             tmp_path_factory.mktemp("c_client"))
-
 
 def test_get_include_holds_the_header_and_the_pxd_is_installed():
     assert os.path.isfile(os.path.join(fusedmlp.get_include(), "fusedmlp.h"))

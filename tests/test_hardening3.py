@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fusedmlp
+from fusedmlp._validation import SOFT_TARGET_TOLERANCE
 from fusedmlp.sklearn import MLPClassifier
 
 
@@ -120,3 +121,34 @@ def test_save_refuses_an_optimizer_state_that_load_refuses(tmp_path):
     first_moment[2] = 0
     model.save(path, optimizer=adam)
     fusedmlp.load(path, with_optimizer=True)
+
+
+# ---------------------------------------------------------------- class 9: C API parity
+_NOT_DISTRIBUTIONS = [
+    [[-1.0, 2.0, 0.0]],                 # the issue's row: sums to 1, one entry negative
+    [[0.5, 0.5, 0.5]],                  # non-negative, sums to 1.5
+    [[0.0, 0.0, 0.0]],                  # sums to 0
+    [[1.0, 0.0, 0.0], [0.3, 0.3, 0.3]],  # the second row sums to 0.9
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", _NOT_DISTRIBUTIONS)
+def test_c_step_refuses_soft_targets_python_refuses(c_client, rows, dtype):
+    """Class 9 (the C API trains on targets that Python refuses): soft targets that are not
+    class probabilities are refused by the C step (BAD_RANGE, the model untouched) as by
+    MLP.train_step, and rows that Python accepts (within the tolerance) train in C too."""
+    codes = c_client.constants()
+    targets = np.array(rows, dtype)
+    X = np.ones((len(targets), 4), dtype)
+    model = fusedmlp.MLP([4, 5, 3], dtype=dtype, seed=0)
+    trainer = c_client.trainer_new(model, fusedmlp.SGD(0.1), 4)
+    before = model.get_params_vector()
+    with pytest.raises(ValueError, match="soft targets"):
+        model.train_step(X, targets, fusedmlp.SGD(0.1))
+    assert c_client.train_step(trainer, X, None, targets)[0] == codes["BAD_RANGE"]
+    assert np.array_equal(model.get_params_vector(), before)
+    near = np.full((len(targets), 3), 1 / 3, dtype)
+    near[:, 0] += np.asarray(0.5 * SOFT_TARGET_TOLERANCE, dtype)
+    model.train_step(X, near, fusedmlp.SGD(0.1))
+    assert c_client.train_step(trainer, X, None, near)[0] == codes["OK"]

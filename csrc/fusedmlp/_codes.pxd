@@ -72,7 +72,18 @@ cpdef enum Status:
     BAD_TARGET = 3      # targets hold NaN or inf
     BAD_LOSS = 4        # the loss is NaN or inf: no update was applied
     BAD_OUTPUT = 5      # inference outputs NaN or inf (the parameters are, or overflow)
-    BAD_RANGE = 6       # a target outside the loss's domain ([0, 1]; >= 0 for Poisson)
+    BAD_RANGE = 6       # a target outside the loss's domain ([0, 1]; >= 0 for Poisson; soft
+                        # targets of softmax: rows of probabilities, SOFT_TARGET_TOLERANCE)
+
+
+# How far from 1 a row of soft targets (class probabilities) may sum: the slack for rounding in
+# targets computed in float32 (label smoothing, averaged one-hot rows). The compiled step and
+# Python's check (fusedmlp._validation.check_distribution) both read this one number.
+cdef extern from *:
+    """
+    #define FM_SOFT_TARGET_TOLERANCE 1e-4
+    """
+    const double SOFT_TOLERANCE "FM_SOFT_TARGET_TOLERANCE"
 
 
 # What inference writes into its output: the last layer's pre-activation, its output

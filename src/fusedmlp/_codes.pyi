@@ -22,6 +22,7 @@ S_SIZE: int
 S_STEP: int
 S_TOTAL_STEPS: int
 S_WARMUP_STEPS: int
+SOFT_TARGET_TOLERANCE: float
 
 
 # The activation functions: an IntEnum whose members ACT_<NAME> (one per entry of

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from . import _kernels
+from ._codes import SOFT_TARGET_TOLERANCE
 
 #: BLAS takes 32-bit integers for every dimension.
 BLAS_INT_MAX = 2**31 - 1
@@ -218,11 +219,6 @@ def weight_exponent(weights) -> int:
     """e such that ``np.ldexp(weights, -e)`` brings the largest of `weights` (finite, >= 0,
     not all zero) into [0.5, 1): exact, barring weights underflowing to zero."""
     return math.frexp(float(weights.max()))[1]
-
-
-#: How far from 1 a row of soft targets (class probabilities) may sum: the slack for rounding
-#: in targets computed in float32 (label smoothing, averaged one-hot rows).
-SOFT_TARGET_TOLERANCE = 1e-4
 
 
 def check_distribution(targets: np.ndarray, name: str) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _kernels, _network, io, sparse, training
 from .dropout import KEY_LIMIT, check_dropout, check_dropout_key, layer_rates
-from ._codes import H_SIZE, Inference, Status
+from ._codes import H_SIZE, SOFT_TARGET_TOLERANCE, Inference, Status
 from ._validation import (
     BLAS_INT_MAX, as_float_array, as_labels, as_matrix, as_model_dtype, as_positive_int,
     as_sample_weight, check_distribution, check_finite, check_out, describe,
@@ -41,12 +41,16 @@ STATUS_ERRORS = {
 }
 _NEGATIVE_TARGETS = ("y holds negative targets (output='exp' trains with the Poisson "
                      "deviance, which needs y >= 0)")
+_NOT_PROBABILITIES = ("y holds soft targets (class probabilities) that are negative or whose "
+                      f"rows do not sum to 1 (within {SOFT_TARGET_TOLERANCE:g})")
 
 
 def _raise_status(status, n_classes=None, output=None):
     cls, message = STATUS_ERRORS[status]
     if status == Status.BAD_RANGE and output == "exp":
         message = _NEGATIVE_TARGETS
+    elif status == Status.BAD_RANGE and output == "softmax":
+        message = _NOT_PROBABILITIES
     if n_classes is not None:
         message = message.replace("n_classes", str(n_classes))
     raise cls(message)
