@@ -17,6 +17,9 @@ from libc.stdint cimport int64_t, uint64_t
 cdef extern from "dropout.h" nogil:
     uint64_t fm_dropout_key(uint64_t seed, uint64_t step, int layer)
     uint64_t fm_dropout_threshold(double p)
+
+# the loops that apply the mask (elementwise_impl.h, through the kernel table)
+cdef extern from "elementwise.h" nogil:
     void fm_dropout_forward_f(float* a, Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t n,
                               uint64_t key, uint64_t threshold, float scale)
     void fm_dropout_forward_d(double* a, Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t n,

@@ -102,7 +102,7 @@ cdef inline void _update_range(int kind, const double* hyper, floating wd, float
                      wd, scale)
 
 
-cdef extern from "l1.h" nogil:
+cdef extern from "elementwise.h" nogil:      # the L1 loops (elementwise_impl.h)
     void fm_l1_subgradient_f(float* g, const float* p, float l1, Py_ssize_t n)
     void fm_l1_subgradient_d(double* g, const double* p, double l1, Py_ssize_t n)
     double fm_abs_sum_f(const float* p, Py_ssize_t n)

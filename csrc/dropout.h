@@ -27,7 +27,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 #define FM_DROPOUT_GOLDEN 0x9E3779B97F4A7C15ULL
 
@@ -50,85 +49,18 @@ static inline uint64_t fm_dropout_threshold(double p)
     return (uint64_t)(p * 4294967296.0 + 0.5);             /* p * 2^32, rounded */
 }
 
-/* v if keep (0 or 1), else +0: by masking v's bits. A ternary here compiles to a branch,
- * which mispredicts half the time (5x slower); a mask never does. */
-static inline float fm_keep_f(float v, uint64_t keep)
-{
-    uint32_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    bits &= (uint32_t)0 - (uint32_t)keep;
-    memcpy(&v, &bits, sizeof bits);
-    return v;
-}
-
-static inline double fm_keep_d(double v, uint64_t keep)
-{
-    uint64_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    bits &= (uint64_t)0 - keep;
-    memcpy(&v, &bits, sizeof bits);
-    return v;
-}
-
 /* The two keep decisions (0 or 1) of units (i, 2k) and (i, 2k + 1): pair = i * ceil(n / 2) + k */
-#define FM_DROPOUT_PAIR(key, pair, threshold, even, odd)                                   \
-    do {                                                                                   \
-        uint64_t h_ = fm_mix64((key) + (pair) * FM_DROPOUT_GOLDEN);                        \
-        (even) = (uint64_t)((h_ & 0xFFFFFFFFULL) >= (threshold));                          \
-        (odd) = (uint64_t)((h_ >> 32) >= (threshold));                                     \
-    } while (0)
-
-/* Rows [row0, row0 + rows) of an n-column block a (a points at row row0):
- *   forward:  a := keep ? a * scale : 0                        (scale = 1/(1-p))
- *   backward: d := keep ? d * scale : 0;  a := keep ? a * keep_fraction : 0   (1-p) */
-#define FM_DROPOUT_LOOPS(T, SUFFIX)                                                        \
-static inline void fm_dropout_forward_##SUFFIX(T *a, ptrdiff_t row0, ptrdiff_t rows,       \
-                                               ptrdiff_t n, uint64_t key,                  \
-                                               uint64_t threshold, T scale)                \
-{                                                                                          \
-    ptrdiff_t i, j, half = (n + 1) / 2;                                                    \
-    uint64_t even, odd;                                                                    \
-    for (i = 0; i < rows; i++) {                                                           \
-        uint64_t pair = (uint64_t)(row0 + i) * (uint64_t)half;                             \
-        T *row = a + i * n;                                                                \
-        for (j = 0; j + 1 < n; j += 2, pair++) {                                           \
-            FM_DROPOUT_PAIR(key, pair, threshold, even, odd);                              \
-            row[j] = fm_keep_##SUFFIX(row[j] * scale, even);                               \
-            row[j + 1] = fm_keep_##SUFFIX(row[j + 1] * scale, odd);                        \
-        }                                                                                  \
-        if (j < n) {                                                                       \
-            FM_DROPOUT_PAIR(key, pair, threshold, even, odd);                              \
-            row[j] = fm_keep_##SUFFIX(row[j] * scale, even);                               \
-        }                                                                                  \
-    }                                                                                      \
-}                                                                                          \
-static inline void fm_dropout_backward_##SUFFIX(T *d, T *a, ptrdiff_t row0, ptrdiff_t rows, \
-                                                ptrdiff_t n, uint64_t key,                 \
-                                                uint64_t threshold, T scale,               \
-                                                T keep_fraction)                           \
-{                                                                                          \
-    ptrdiff_t i, j, half = (n + 1) / 2;                                                    \
-    uint64_t even, odd;                                                                    \
-    for (i = 0; i < rows; i++) {                                                           \
-        uint64_t pair = (uint64_t)(row0 + i) * (uint64_t)half;                             \
-        T *drow = d + i * n, *arow = a + i * n;                                            \
-        for (j = 0; j + 1 < n; j += 2, pair++) {                                           \
-            FM_DROPOUT_PAIR(key, pair, threshold, even, odd);                              \
-            drow[j] = fm_keep_##SUFFIX(drow[j] * scale, even);                             \
-            arow[j] = fm_keep_##SUFFIX(arow[j] * keep_fraction, even);                     \
-            drow[j + 1] = fm_keep_##SUFFIX(drow[j + 1] * scale, odd);                      \
-            arow[j + 1] = fm_keep_##SUFFIX(arow[j + 1] * keep_fraction, odd);              \
-        }                                                                                  \
-        if (j < n) {                                                                       \
-            FM_DROPOUT_PAIR(key, pair, threshold, even, odd);                              \
-            drow[j] = fm_keep_##SUFFIX(drow[j] * scale, even);                             \
-            arow[j] = fm_keep_##SUFFIX(arow[j] * keep_fraction, even);                     \
-        }                                                                                  \
-    }                                                                                      \
+static inline void fm_dropout_pair(uint64_t key, uint64_t pair, uint64_t threshold,
+                                   uint64_t *even, uint64_t *odd)
+{
+    uint64_t h = fm_mix64(key + pair * FM_DROPOUT_GOLDEN);
+    *even = (uint64_t)((h & 0xFFFFFFFFULL) >= threshold);
+    *odd = (uint64_t)((h >> 32) >= threshold);
 }
 
-FM_DROPOUT_LOOPS(float, f)
-FM_DROPOUT_LOOPS(double, d)
-#undef FM_DROPOUT_LOOPS
+/* The loops that apply a mask, fm_dropout_forward_<f|d> and fm_dropout_backward_<f|d> (and
+ * the bit mask that keeps or zeroes a unit), are in elementwise_impl.h: one definition over
+ * the element type, compiled per instruction-set variant, called through the kernel table
+ * (elementwise.h). */
 
 #endif

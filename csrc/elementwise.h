@@ -11,6 +11,8 @@
  *   fm_row_max, fm_exp_shifted, fm_sum, fm_exp_sum              (softmax and cross-entropy)
  *   fm_all_finite                                               (input checks)
  *   fm_sgd, fm_adam, fm_rms, fm_sum_sq                          (optimiser updates)
+ *   fm_dropout_forward, fm_dropout_backward                     (dropout's mask: dropout.h)
+ *   fm_l1_subgradient, fm_abs_sum                               (the L1 penalty)
  * Each exists for float (suffix _f) and double (suffix _d).
  *
  * Files:
@@ -187,6 +189,20 @@ typedef struct {
     double (*sum_sq_d)(const double *x, ptrdiff_t n);
     int (*all_finite_f)(const float *x, ptrdiff_t n);
     int (*all_finite_d)(const double *x, ptrdiff_t n);
+    void (*dropout_forward_f)(float *a, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t n,
+                              uint64_t key, uint64_t threshold, float scale);
+    void (*dropout_forward_d)(double *a, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t n,
+                              uint64_t key, uint64_t threshold, double scale);
+    void (*dropout_backward_f)(float *d, float *a, ptrdiff_t row0, ptrdiff_t rows, ptrdiff_t n,
+                               uint64_t key, uint64_t threshold, float scale,
+                               float keep_fraction);
+    void (*dropout_backward_d)(double *d, double *a, ptrdiff_t row0, ptrdiff_t rows,
+                               ptrdiff_t n, uint64_t key, uint64_t threshold, double scale,
+                               double keep_fraction);
+    void (*l1_subgradient_f)(float *g, const float *p, float l1, ptrdiff_t n);
+    void (*l1_subgradient_d)(double *g, const double *p, double l1, ptrdiff_t n);
+    double (*abs_sum_f)(const float *p, ptrdiff_t n);
+    double (*abs_sum_d)(const double *p, ptrdiff_t n);
 } fm_kernel_table;
 
 /* One table per extension module (the library is linked into each, with hidden symbols). */
@@ -227,5 +243,13 @@ const char *fm_isa_supported(void);
 #define fm_sum_sq_d (fm_kernels.sum_sq_d)
 #define fm_all_finite_f (fm_kernels.all_finite_f)
 #define fm_all_finite_d (fm_kernels.all_finite_d)
+#define fm_dropout_forward_f (fm_kernels.dropout_forward_f)
+#define fm_dropout_forward_d (fm_kernels.dropout_forward_d)
+#define fm_dropout_backward_f (fm_kernels.dropout_backward_f)
+#define fm_dropout_backward_d (fm_kernels.dropout_backward_d)
+#define fm_l1_subgradient_f (fm_kernels.l1_subgradient_f)
+#define fm_l1_subgradient_d (fm_kernels.l1_subgradient_d)
+#define fm_abs_sum_f (fm_kernels.abs_sum_f)
+#define fm_abs_sum_d (fm_kernels.abs_sum_d)
 
 #endif

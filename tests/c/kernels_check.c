@@ -7,6 +7,8 @@
  *   bf16_gemm   fm_bf16_gemm against a float64 product of the bf16-rounded operands
  *   dropout     forward/backward masks against the hash recomputed here, bit for bit
  *   l1          subgradient and |p| sum against a float64 oracle
+ *               (both loops are in the elementwise kernel table: the variant FUSEDMLP_ISA
+ *               selects, or the best this CPU runs)
  *   fpenv       fm_fpenv_enter flushes subnormal results, fm_fpenv_leave restores
  *   pool        fm_team_run runs every part exactly once, on 1 to 8 parts, many times
  * Tolerances of the products: float32 accumulation of k exact products (bf16 x bf16 is exact
@@ -22,8 +24,8 @@
 #include "bf16_gemm.h"
 #include "cpu.h"
 #include "dropout.h"
+#include "elementwise.h"
 #include "fpenv.h"
-#include "l1.h"
 #include "pool.h"
 #include "small_gemm.h"
 
@@ -217,6 +219,10 @@ static void check_cpu(void)
 int main(void)
 {
     check_cpu();
+    if (fm_select_isa() != 0) {
+        printf("FAIL fm_select_isa: %s\n", fm_isa_error());
+        return 1;
+    }
     check_products();
     check_dropout();
     check_l1();
