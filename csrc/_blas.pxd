@@ -29,6 +29,7 @@ from scipy.linalg cimport cython_blas
 
 cdef extern from *:
     """
+    #include <string.h>
     #if defined(_WIN32)
     #include <windows.h>
     static void *fm_dlopen(const char *path)
@@ -36,8 +37,11 @@ cdef extern from *:
         return (void *)LoadLibraryExA(path, NULL, LOAD_WITH_ALTERED_SEARCH_PATH);
     }
     static void *fm_dlsym(void *lib, const char *name)
-    {
-        return lib ? (void *)GetProcAddress((HMODULE)lib, name) : NULL;
+    {   /* a function's address as dlsym gives it: ISO C has no cast from FARPROC to void * */
+        FARPROC proc = lib ? GetProcAddress((HMODULE)lib, name) : NULL;
+        void *address = NULL;
+        if (proc != NULL) memcpy(&address, &proc, sizeof address);
+        return address;
     }
     static const char *fm_dlerror(void) { return "LoadLibraryEx failed"; }
     #else

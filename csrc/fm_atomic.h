@@ -3,11 +3,14 @@
  * Interlocked* under MSVC (each a full barrier: at least the order asked for), C11
  * <stdatomic.h> elsewhere (on the plain object seen as _Atomic, which has the same size and
  * representation on every C11 compiler with lock-free ints, longs, 64-bit ints and pointers).
- * Each operation is typed (int, long, 64-bit unsigned, pointer) and takes its memory order,
- * FM_RELAXED, FM_ACQUIRE, FM_RELEASE, FM_ACQ_REL or FM_SEQ_CST. FM_FORCE_INLINE is the
- * portable always-inline, fm_ctz64 the count of trailing zero bits (x != 0). */
+ * Each operation is typed (int, 64-bit unsigned, pointer) and takes its memory order,
+ * FM_RELAXED, FM_ACQUIRE, FM_RELEASE, FM_ACQ_REL or FM_SEQ_CST. fm_ctz64 is the count of
+ * trailing zero bits (x != 0). Everything else that differs between compilers and operating
+ * systems is fm_platform.h's. */
 #ifndef FM_ATOMIC_H
 #define FM_ATOMIC_H
+
+#include "fm_platform.h"              /* FM_FORCE_INLINE */
 
 /* FM_ATOMIC_FORCE_INTERLOCKED (with mingw) or FM_ATOMIC_FORCE_C11 picks a path for the
  * portability check (tools/portability_check.sh). */
@@ -15,20 +18,11 @@
     !defined(FM_ATOMIC_FORCE_C11)
 #define FM_ATOMIC_GNU 1
 #elif (defined(_MSC_VER) || defined(FM_ATOMIC_FORCE_INTERLOCKED)) && !defined(FM_ATOMIC_FORCE_C11)
-#define FM_ATOMIC_INTERLOCKED 1
-#include <windows.h>
+#define FM_ATOMIC_INTERLOCKED 1           /* Windows only: fm_platform.h included <windows.h> */
 #include <intrin.h>
 #else
 #define FM_ATOMIC_C11 1
 #include <stdatomic.h>
-#endif
-
-#if defined(_MSC_VER)
-#define FM_FORCE_INLINE static __forceinline
-#elif defined(__GNUC__) || defined(__clang__)
-#define FM_FORCE_INLINE static inline __attribute__((always_inline))
-#else
-#define FM_FORCE_INLINE static inline
 #endif
 
 typedef unsigned long long fm_u64;

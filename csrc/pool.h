@@ -18,8 +18,8 @@
  * environment of fpenv.h set and restored. After fork() the child gets a fresh, empty pool
  * (pthread_atfork): the parent's threads do not exist there.
  *
- * POSIX threads; on Windows the same through a small shim (threads, mutexes, condition
- * variables of the Win32 API).
+ * POSIX threads, or Win32 threads, critical sections and condition variables on Windows: the
+ * shim is fm_platform.h's; the atomics are fm_atomic.h's.
  */
 #ifndef FUSEDMLP_POOL_H
 #define FUSEDMLP_POOL_H
@@ -29,78 +29,7 @@
 #include <time.h>
 #include "fpenv.h"
 #include "fm_atomic.h"
-
-#if defined(_WIN32)
-#include <windows.h>
-typedef HANDLE fm_thread;
-typedef CRITICAL_SECTION fm_mutex;
-typedef CONDITION_VARIABLE fm_cond;
-static void fm_mutex_init(fm_mutex *m) { InitializeCriticalSection(m); }
-static void fm_mutex_lock(fm_mutex *m) { EnterCriticalSection(m); }
-static void fm_mutex_unlock(fm_mutex *m) { LeaveCriticalSection(m); }
-static void fm_cond_init(fm_cond *c) { InitializeConditionVariable(c); }
-static void fm_cond_wait(fm_cond *c, fm_mutex *m) { SleepConditionVariableCS(c, m, INFINITE); }
-static void fm_cond_signal(fm_cond *c) { WakeConditionVariable(c); }
-static void fm_yield(void) { SwitchToThread(); }
-static long long fm_now_ns(void)
-{
-    LARGE_INTEGER f, t;
-    QueryPerformanceFrequency(&f);
-    QueryPerformanceCounter(&t);
-    return (long long)((double)t.QuadPart * 1e9 / (double)f.QuadPart);
-}
-typedef DWORD fm_thread_ret;
-#define FM_THREAD_CALL WINAPI
-static int fm_thread_start(fm_thread *t, fm_thread_ret (FM_THREAD_CALL *fn)(void *), void *arg)
-{
-    *t = CreateThread(NULL, 0, fn, arg, 0, NULL);
-    if (*t == NULL) return -1;
-    CloseHandle(*t);
-    return 0;
-}
-#define FM_ATFORK(prepare, parent, child) 0
-#else
-#include <pthread.h>
-#include <sched.h>
-typedef pthread_t fm_thread;
-typedef pthread_mutex_t fm_mutex;
-typedef pthread_cond_t fm_cond;
-static void fm_mutex_init(fm_mutex *m) { pthread_mutex_init(m, NULL); }
-static void fm_mutex_lock(fm_mutex *m) { pthread_mutex_lock(m); }
-static void fm_mutex_unlock(fm_mutex *m) { pthread_mutex_unlock(m); }
-static void fm_cond_init(fm_cond *c) { pthread_cond_init(c, NULL); }
-static void fm_cond_wait(fm_cond *c, fm_mutex *m) { pthread_cond_wait(c, m); }
-static void fm_cond_signal(fm_cond *c) { pthread_cond_signal(c); }
-static void fm_yield(void) { sched_yield(); }
-static long long fm_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-typedef void *fm_thread_ret;
-#define FM_THREAD_CALL
-static int fm_thread_start(fm_thread *t, fm_thread_ret (*fn)(void *), void *arg)
-{
-    pthread_attr_t attr;
-    int err;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    err = pthread_create(t, &attr, fn, arg);
-    pthread_attr_destroy(&attr);
-    return err;
-}
-#define FM_ATFORK(prepare, parent, child) pthread_atfork(prepare, parent, child)
-#endif
-
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-#include <immintrin.h>
-#define FM_PAUSE() _mm_pause()
-#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
-#define FM_PAUSE() __asm__ __volatile__("yield")
-#else
-#define FM_PAUSE() ((void)0)
-#endif
+#include "fm_platform.h"   /* threads, mutexes, condition variables, FM_PAUSE */
 
 /* Set *flag to 1 from any part (parts report what they found, e.g. a NaN, this way). */
 static void fm_flag(int *flag) { fm_store_int(flag, 1, FM_RELAXED); }

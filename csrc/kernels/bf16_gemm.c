@@ -12,6 +12,7 @@
 #include "bf16_gemm.h"
 #include "fm_atomic.h"
 #include "cpu.h"
+#include "fm_platform.h"
 
 #if defined(FM_HAVE_BF16_KERNEL)
 int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
@@ -165,10 +166,15 @@ typedef int (*fm_mkl_threads_fn)(int);
 static fm_mkl_gemm_fn fm_mkl_gemm = NULL;
 static fm_mkl_threads_fn fm_mkl_threads = NULL;
 
+/* The addresses come from dlsym/GetProcAddress as void *. ISO C has no conversion from an
+ * object pointer to a function pointer (POSIX and Windows make them the same size and
+ * representation, which dlsym relies on): the bits are copied instead. */
+typedef char fm_function_pointers_are_data_sized[sizeof(fm_mkl_gemm_fn) == sizeof(void *) ? 1 : -1];
+
 void fm_bf16_use_mkl(void *gemm, void *set_threads_local)
 {
-    fm_mkl_gemm = (fm_mkl_gemm_fn)gemm;
-    fm_mkl_threads = (fm_mkl_threads_fn)set_threads_local;
+    memcpy(&fm_mkl_gemm, &gemm, sizeof fm_mkl_gemm);
+    memcpy(&fm_mkl_threads, &set_threads_local, sizeof fm_mkl_threads);
 }
 
 int fm_bf16_mkl(void) { return fm_mkl_gemm != NULL; }
@@ -187,27 +193,31 @@ void fm_bf16_convert(long n, const float *src, uint16_t *dst)
 }
 
 #if defined(FM_HAVE_BF16_KERNEL)
-#include <pthread.h>
-#include <stdlib.h>
-/* The calling thread's bf16 copies of MKL's operands (grown as needed, freed at thread exit). */
+/* The calling thread's bf16 copies of MKL's operands (grown as needed, freed at thread exit:
+ * fm_platform.h's thread-local key). */
 typedef struct { size_t size; uint16_t *words; } fm_mkl_space;
-static pthread_key_t fm_mkl_key;
-static pthread_once_t fm_mkl_once = PTHREAD_ONCE_INIT;
-static void fm_mkl_space_free(void *space)
+static fm_tls_key fm_mkl_key;
+static int fm_mkl_key_made = 0;
+static fm_once fm_mkl_once = FM_ONCE_INIT;
+static void FM_TLS_CALLBACK fm_mkl_space_free(void *space)
 {
+    if (space == NULL)
+        return;
     free(((fm_mkl_space *)space)->words);
     free(space);
 }
-static void fm_mkl_key_init(void) { pthread_key_create(&fm_mkl_key, fm_mkl_space_free); }
+static void fm_mkl_key_init(void) { fm_mkl_key_made = fm_tls_create(&fm_mkl_key, fm_mkl_space_free) == 0; }
 
 static uint16_t *fm_mkl_words(size_t count)
 {
     fm_mkl_space *space;
-    pthread_once(&fm_mkl_once, fm_mkl_key_init);
-    space = (fm_mkl_space *)pthread_getspecific(fm_mkl_key);
+    fm_call_once(&fm_mkl_once, fm_mkl_key_init);
+    if (!fm_mkl_key_made)
+        return NULL;
+    space = (fm_mkl_space *)fm_tls_get(fm_mkl_key);
     if (space == NULL) {
         space = (fm_mkl_space *)calloc(1, sizeof(fm_mkl_space));
-        if (space == NULL || pthread_setspecific(fm_mkl_key, space) != 0) {
+        if (space == NULL || fm_tls_set(fm_mkl_key, space) != 0) {
             free(space);
             return NULL;
         }

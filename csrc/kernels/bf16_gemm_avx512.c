@@ -22,7 +22,7 @@
  *   the per-block packing space: the same words in the same order, so the same sums.
  *
  * Rounding: vcvtne2ps2bf16 (round to nearest even; subnormal inputs read as zero). Packing
- * space: one block of A and one of B per thread (pthread key, freed when the thread ends).
+ * space: one block of A and one of B per thread (a thread-local key, freed when the thread ends).
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "bf16_gemm.h"
+#include "fm_platform.h"
 
 #define MR 8                   /* rows of a micro-tile */
 #define NR 32                  /* columns of a micro-tile: two ZMM of float32 */
@@ -194,14 +195,14 @@ static void fm_pack_a(int trans, const float *a, long lda, int k, int p0, int kp
 /* C[0:mr, 0:nr] (+)= A-tile (rows x kp pairs) @ B-panel (kp pairs x 32), for a constant
  * `rows` >= mr (inlined into one function per tile height, so the 2 rows accumulators live in
  * registers and a short tile does no work for rows it does not have). */
-static inline __attribute__((always_inline)) void
+FM_FORCE_INLINE void
 fm_micro(const int rows, int kp, const uint32_t *a, long rs, long ps, const uint32_t *b,
          float *c, long ldc, int mr, int nr, int accumulate)
 {
     __m512 c0[MR], c1[MR];
     __mmask16 m0 = fm_mask(nr), m1 = fm_mask(nr - 16);
     int r, p;
-#pragma GCC unroll 8
+    FM_UNROLL(8)
     for (r = 0; r < rows; r++) {
         c0[r] = _mm512_setzero_ps();
         c1[r] = _mm512_setzero_ps();
@@ -210,14 +211,14 @@ fm_micro(const int rows, int kp, const uint32_t *a, long rs, long ps, const uint
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + p * NR);
         __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + p * NR + 16);
         const uint32_t *ap = a + p * ps;
-#pragma GCC unroll 8
+        FM_UNROLL(8)
         for (r = 0; r < rows; r++) {
             __m512bh ar = (__m512bh)_mm512_set1_epi32((int)ap[r * rs]);
             c0[r] = _mm512_dpbf16_ps(c0[r], ar, b0);
             c1[r] = _mm512_dpbf16_ps(c1[r], ar, b1);
         }
     }
-#pragma GCC unroll 8
+    FM_UNROLL(8)
     for (r = 0; r < rows; r++) {
         float *row = c + r * ldc;
         if (r >= mr)
@@ -248,7 +249,7 @@ FM_MICRO(8)
  * (in the lane order of fm_interleave_scrambled), each converted word used by every row; each element is summed exactly as the packed path
  * sums it (blocks of KCP pairs, pairs in order), so a row's result does not depend on how
  * many rows came with it. */
-static inline __attribute__((always_inline)) void
+FM_FORCE_INLINE void
 fm_few_rows(const int rows, int n, int k, const float *a, long lda, const float *b, long ldb,
             float *c, long ldc)
 {
@@ -261,7 +262,7 @@ fm_few_rows(const int rows, int n, int k, const float *a, long lda, const float 
             int kp = pairs - pc < KCP ? pairs - pc : KCP;
             int floats = k - 2 * pc < 2 * kp ? k - 2 * pc : 2 * kp;
             __m512 acc[16];
-#pragma GCC unroll 16
+            FM_UNROLL(16)
             for (j = 0; j < 16; j++)
                 acc[j] = _mm512_setzero_ps();
             for (r = 0; r < rows; r++)
@@ -272,19 +273,19 @@ fm_few_rows(const int rows, int n, int k, const float *a, long lda, const float 
                 long kk = 2L * (pc + p);
                 const float *r0 = b + kk * ldb + jb;
                 const float *r1 = kk + 1 < k ? r0 + ldb : NULL;
-#pragma GCC unroll 16
+                FM_UNROLL(16)
                 for (j = 0; j < width; j++) {
                     __m512bh w = (__m512bh)fm_interleave_scrambled(
                         r0 + 16 * j, r1 ? r1 + 16 * j : NULL, cols - 16 * j);
-#pragma GCC unroll 4
+                    FM_UNROLL(4)
                     for (r = 0; r < rows; r++)
                         acc[r * width + j] = _mm512_dpbf16_ps(
                             acc[r * width + j], (__m512bh)_mm512_set1_epi32((int)words[r][p]), w);
                 }
             }
-#pragma GCC unroll 4
+            FM_UNROLL(4)
             for (r = 0; r < rows; r++)
-#pragma GCC unroll 16
+                FM_UNROLL(16)
                 for (j = 0; j < width; j++) {
                     __mmask16 mask = fm_mask(cols - 16 * j);
                     float *out = c + r * ldc + jb + 16 * j;
@@ -304,22 +305,29 @@ static void fm_few_rows_2(int n, int k, const float *a, long lda, const float *b
 static void fm_few_rows_4(int n, int k, const float *a, long lda, const float *b, long ldb,
                           float *c, long ldc) { fm_few_rows(4, n, k, a, lda, b, ldb, c, ldc); }
 
-/* The packing space of the calling thread (NULL if it cannot be allocated). */
-#include <pthread.h>
-static pthread_key_t fm_space_key;
-static pthread_once_t fm_space_once = PTHREAD_ONCE_INIT;
-static void fm_space_free(void *space) { free(space); }
-static void fm_space_key_init(void) { pthread_key_create(&fm_space_key, fm_space_free); }
+/* The packing space of the calling thread (NULL if it cannot be allocated), freed when the
+ * thread ends (fm_platform.h's thread-local key). */
+static fm_tls_key fm_space_key;
+static int fm_space_key_made = 0;
+static fm_once fm_space_once = FM_ONCE_INIT;
+static void FM_TLS_CALLBACK fm_space_free(void *space) { if (space) fm_aligned_free(space); }
+static void fm_space_key_init(void) { fm_space_key_made = fm_tls_create(&fm_space_key, fm_space_free) == 0; }
 
 static fm_bf16_space *fm_space(void)
 {
     void *space;
-    pthread_once(&fm_space_once, fm_space_key_init);
-    space = pthread_getspecific(fm_space_key);
+    fm_call_once(&fm_space_once, fm_space_key_init);
+    if (!fm_space_key_made)
+        return NULL;
+    space = fm_tls_get(fm_space_key);
     if (space == NULL) {
-        if (posix_memalign(&space, 64, sizeof(fm_bf16_space)) != 0)
+        space = fm_aligned_alloc(64, sizeof(fm_bf16_space));
+        if (space == NULL)
             return NULL;
-        pthread_setspecific(fm_space_key, space);
+        if (fm_tls_set(fm_space_key, space) != 0) {
+            fm_aligned_free(space);
+            return NULL;
+        }
     }
     return (fm_bf16_space *)space;
 }

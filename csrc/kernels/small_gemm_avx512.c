@@ -9,34 +9,35 @@
 #include <immintrin.h>
 
 #include "small_gemm.h"
+#include "fm_platform.h"
 
-static inline __attribute__((always_inline)) void
+FM_FORCE_INLINE void
 fm_tile(int rows, int vectors, __mmask16 last, int k, const float *a, int lda, const float *b,
         int ldb, float *c, int ldc)
 {
     __m512 acc[4][4];
     int r, q, p;
-#pragma GCC unroll 4
+    FM_UNROLL(4)
     for (r = 0; r < 4; r++)
-#pragma GCC unroll 4
+        FM_UNROLL(4)
         for (q = 0; q < 4; q++) acc[r][q] = _mm512_setzero_ps();
     for (p = 0; p < k; p++) {
         const float *bp = b + (long)p * ldb;
         __m512 bv[4];
-#pragma GCC unroll 4
+        FM_UNROLL(4)
         for (q = 0; q < vectors; q++)
             bv[q] = q == vectors - 1 ? _mm512_maskz_loadu_ps(last, bp + 16 * q)
                                      : _mm512_loadu_ps(bp + 16 * q);
-#pragma GCC unroll 4
+        FM_UNROLL(4)
         for (r = 0; r < rows; r++) {
             __m512 av = _mm512_set1_ps(a[(long)r * lda + p]);
-#pragma GCC unroll 4
+            FM_UNROLL(4)
             for (q = 0; q < vectors; q++) acc[r][q] = _mm512_fmadd_ps(av, bv[q], acc[r][q]);
         }
     }
-#pragma GCC unroll 4
+    FM_UNROLL(4)
     for (r = 0; r < rows; r++)
-#pragma GCC unroll 4
+        FM_UNROLL(4)
         for (q = 0; q < vectors; q++) {
             if (q == vectors - 1)
                 _mm512_mask_storeu_ps(c + (long)r * ldc + 16 * q, last, acc[r][q]);
