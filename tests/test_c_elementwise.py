@@ -7,13 +7,13 @@ tests/test_c_kernels.py's, with every other kernel family (tools/cross_aarch64.s
 Skips when no C compiler is installed, or the sources are absent.
 """
 
-import os
 import platform
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from _ctools import run_check
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC, CHECK = ROOT / "csrc", ROOT / "tests" / "c" / "elementwise_check.c"
@@ -42,17 +42,6 @@ def build(cc, variants, out_dir, extra=()):
     return exe
 
 
-def run(command, variant=None):
-    env = dict(os.environ)
-    env.pop("FUSEDMLP_ISA", None)
-    if variant:
-        env["FUSEDMLP_ISA"] = variant
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.rstrip().endswith("0 failed"), result.stdout
-    return result.stdout
-
-
 def _compiler_error(exc):
     return f"{exc.cmd[0]} failed:\n{exc.stderr}"
 
@@ -66,7 +55,7 @@ def test_every_x86_variant_in_c(tmp_path, cc):
         exe = build(cc, X86_VARIANTS, tmp_path)
     except subprocess.CalledProcessError as exc:
         pytest.fail(_compiler_error(exc))
-    supported = run([str(exe)]).splitlines()[0].split("supported: ")[1].rstrip(")").split(",")
+    supported = run_check([str(exe)]).splitlines()[0].split("supported: ")[1].rstrip(")").split(",")
     for variant in supported:
-        assert f"variant {variant}" in run([str(exe)], variant)
+        assert f"variant {variant}" in run_check([str(exe)], variant)
 

@@ -8,13 +8,13 @@ same sources statically and runs them under qemu-aarch64-static (it installs the
 with apt-get when it can). With CI set, a missing toolchain fails instead of skipping.
 """
 
-import os
 import platform
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from _ctools import missing, run_check, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC, KERNELS, CHECKS = ROOT / "csrc", ROOT / "csrc" / "kernels", ROOT / "tests" / "c"
@@ -37,22 +37,6 @@ pytestmark = pytest.mark.skipif(not (KERNELS / "small_gemm.c").exists() or
                                 reason="the C sources are not here")
 
 
-def missing(what):
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI is set: this check must run)")
-    pytest.skip(what)
-
-
-def run(command, variant=None):
-    env = {k: v for k, v in os.environ.items() if k != "FUSEDMLP_ISA"}
-    if variant:
-        env["FUSEDMLP_ISA"] = variant
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.rstrip().endswith(" 0 failed"), result.stdout
-    return result.stdout
-
-
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
 def test_every_kernel_family_natively_for_each_variant(tmp_path):
     if shutil.which("cc") is None:
@@ -68,11 +52,11 @@ def test_every_kernel_family_natively_for_each_variant(tmp_path):
         exe = tmp_path / check
         subprocess.run(["cc", *FLAGS, str(CHECKS / f"{check}.c"), *objects, "-o", str(exe),
                         "-lm", "-lpthread"], check=True)
-        out = run([str(exe)])
+        out = run_check([str(exe)])
         if check == "elementwise_check":
             supported = out.splitlines()[0].split("supported: ")[1].rstrip(")").split(",")
             for variant in supported:
-                assert f"variant {variant}" in run([str(exe)], variant)
+                assert f"variant {variant}" in run_check([str(exe)], variant)
         else:
             assert "small_gemm 17x33x65" in out and "pool: every part" in out
 
@@ -80,12 +64,8 @@ def test_every_kernel_family_natively_for_each_variant(tmp_path):
 def test_every_kernel_family_on_aarch64_under_qemu(tmp_path):
     if platform.machine().lower() not in ("x86_64", "amd64") or shutil.which("bash") is None:
         pytest.skip("the cross toolchain is set up for x86-64 Debian hosts")
-    result = subprocess.run(["bash", str(SCRIPT), str(tmp_path)], capture_output=True, text=True,
-                            timeout=1800)
-    if result.returncode == 2:
-        missing(result.stderr.strip())
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "variant neon (supported: neon)" in result.stdout
+    out = run_script(SCRIPT, tmp_path)
+    assert "variant neon (supported: neon)" in out
     for check in ("elementwise_check", "kernels_check"):
         out = (tmp_path / f"{check}.txt").read_text()
         assert out.rstrip().endswith(" 0 failed"), out
