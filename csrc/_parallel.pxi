@@ -67,7 +67,7 @@ cdef extern from *:
     #include <stddef.h>
     #include <stdint.h>
     #include <string.h>
-    #include "fm_platform.h"        /* FM_EXPORT */
+    #include "fm_compiler.h"        /* FM_EXPORT */
     /* "auto" uses at most this many threads: the usable cores, lowered by a threadpoolctl
      * limit (fusedmlp.threads registers a controller that calls these two). */
     static int fm_cores = 1, fm_thread_limit = 1;

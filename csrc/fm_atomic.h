@@ -5,12 +5,12 @@
  * representation on every C11 compiler with lock-free ints, longs, 64-bit ints and pointers).
  * Each operation is typed (int, 64-bit unsigned, pointer) and takes its memory order,
  * FM_RELAXED, FM_ACQUIRE, FM_RELEASE, FM_ACQ_REL or FM_SEQ_CST. fm_ctz64 is the count of
- * trailing zero bits (x != 0). Everything else that differs between compilers and operating
- * systems is fm_platform.h's. */
+ * trailing zero bits (x != 0). Everything else that differs between compilers is
+ * fm_compiler.h's, between operating systems fm_platform.h's. */
 #ifndef FM_ATOMIC_H
 #define FM_ATOMIC_H
 
-#include "fm_platform.h"              /* FM_FORCE_INLINE */
+#include "fm_compiler.h"              /* FM_FORCE_INLINE */
 
 /* FM_ATOMIC_FORCE_INTERLOCKED (with mingw) or FM_ATOMIC_FORCE_C11 picks a path for the
  * portability check (tools/portability_check.sh). */
@@ -18,7 +18,11 @@
     !defined(FM_ATOMIC_FORCE_C11)
 #define FM_ATOMIC_GNU 1
 #elif (defined(_MSC_VER) || defined(FM_ATOMIC_FORCE_INTERLOCKED)) && !defined(FM_ATOMIC_FORCE_C11)
-#define FM_ATOMIC_INTERLOCKED 1           /* Windows only: fm_platform.h included <windows.h> */
+#define FM_ATOMIC_INTERLOCKED 1
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN               /* the kernel32 API only */
+#endif
+#include <windows.h>
 #include <intrin.h>
 #else
 #define FM_ATOMIC_C11 1

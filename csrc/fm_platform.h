@@ -1,10 +1,7 @@
-/* fm_platform.h -- what differs between compilers and operating systems in csrc/, in one place
- * (the atomics are fm_atomic.h's, which includes this header). Each concern has a POSIX /
- * GCC-or-Clang path and a Windows / MSVC path, and nothing else in csrc/ needs one:
+/* fm_platform.h -- what differs between operating systems in csrc/, in one place (the
+ * compilers' differences are fm_compiler.h's, the atomics fm_atomic.h's). Each concern has a
+ * POSIX path and a Windows path, and nothing else in csrc/ needs one:
  *
- *   compiler    FM_FORCE_INLINE (static, always inlined), FM_UNROLL(n) (unroll the next loop
- *               n times where the compiler takes the hint), FM_EXPORT (a symbol the extension
- *               module exports), FM_PAUSE() (the spin-wait hint)
  *   threads     fm_thread_start (detached), fm_mutex_*, fm_cond_*, fm_yield, fm_now_ns
  *               (monotonic), FM_ATFORK (pthread_atfork; nothing on Windows, which has no fork)
  *   once, TLS   fm_call_once; fm_tls_key: a thread's own pointer, whose destructor runs when
@@ -25,41 +22,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* ---- compiler ---- */
-#if defined(_MSC_VER)
-#define FM_FORCE_INLINE static __forceinline
-#elif defined(__GNUC__) || defined(__clang__)
-#define FM_FORCE_INLINE static inline __attribute__((always_inline))
-#else
-#define FM_FORCE_INLINE static inline
-#endif
-
-#define FM_PRAGMA(text) _Pragma(#text)
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
-#define FM_UNROLL(n) FM_PRAGMA(GCC unroll n)
-#else
-#define FM_UNROLL(n)                  /* MSVC: a hint only; its own heuristics decide */
-#endif
-
-#if defined(_WIN32)
-#define FM_EXPORT __declspec(dllexport)
-#elif defined(__GNUC__) || defined(__clang__)
-#define FM_EXPORT __attribute__((visibility("default")))
-#else
-#define FM_EXPORT                     /* no -fvisibility=hidden: every symbol is visible */
-#endif
-
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
-#include <immintrin.h>
-#define FM_PAUSE() _mm_pause()
-#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
-#define FM_PAUSE() __asm__ __volatile__("yield")
-#elif defined(_M_ARM64)
-#include <intrin.h>
-#define FM_PAUSE() __yield()
-#else
-#define FM_PAUSE() ((void)0)
-#endif
+#include "fm_compiler.h"
 
 /* ---- threads, once, thread-local pointers, aligned memory ---- */
 #if defined(_WIN32)

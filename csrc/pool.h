@@ -29,7 +29,7 @@
 #include <time.h>
 #include "fpenv.h"
 #include "fm_atomic.h"
-#include "fm_platform.h"   /* threads, mutexes, condition variables, FM_PAUSE */
+#include "fm_platform.h"   /* threads, mutexes, condition variables (and FM_PAUSE) */
 
 /* Set *flag to 1 from any part (parts report what they found, e.g. a NaN, this way). */
 static void fm_flag(int *flag) { fm_store_int(flag, 1, FM_RELAXED); }

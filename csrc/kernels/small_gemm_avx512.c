@@ -9,7 +9,7 @@
 #include <immintrin.h>
 
 #include "small_gemm.h"
-#include "fm_platform.h"
+#include "fm_compiler.h"
 
 FM_FORCE_INLINE void
 fm_tile(int rows, int vectors, __mmask16 last, int k, const float *a, int lda, const float *b,
