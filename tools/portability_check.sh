@@ -7,6 +7,7 @@
 #            path: GNU builtins, Interlocked (FM_ATOMIC_FORCE_INTERLOCKED), C11 stdatomic
 #   clang    -std=c11 -pedantic-errors -Werror, POSIX: the GNU and the C11 atomics path
 #   gcc      -std=c11 -pedantic-errors -Werror, POSIX: the GNU and the C11 atomics path
+#   aarch64  aarch64-linux-gnu-gcc, the same, over the AArch64 units (NEON variants)
 #   msvc     no MSVC here: each unit is preprocessed as MSVC sees it (x64 and ARM64: _MSC_VER,
 #            _WIN32, none of GCC's macros, system headers empty) and what is left of csrc/'s
 #            own code must hold no GNU extension (__attribute__, __builtin_*, asm, pthread_*,
@@ -21,7 +22,7 @@
 # compiled by clang and gcc with this Python's headers, and only preprocessed for MSVC (there
 # are no Windows Python headers here).
 #
-# Installs gcc-mingw-w64-x86-64, clang and wine64 with apt-get when missing (as root); exits 2
+# Installs gcc-mingw-w64-x86-64, clang, gcc-aarch64-linux-gnu and wine64 with apt-get when missing (as root); exits 2
 # when it cannot. Usage: tools/portability_check.sh [OUT_DIR]; non-zero exit on any failure.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,6 +36,7 @@ start_all=$(date +%s%N)
 missing=()
 command -v "$mingw" >/dev/null || missing+=(gcc-mingw-w64-x86-64)
 command -v clang >/dev/null || missing+=(clang)
+command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 [ -x "$wine" ] || missing+=(wine64)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -48,30 +50,53 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- the units -----------------------------------------------------------------------------
-# source: one set of flags per compilation (CMakeLists.txt's defines and variant flags)
-declare -A FLAGS=(
+# source: one set of flags per compilation, as CMakeLists.txt compiles it for x86-64 and for
+# AArch64 ("|" separates the sets; "" is the file without any). A file not named here takes
+# its flags from its name: *_avx512.c -mavx512f and *_avx2.c -mavx2 -mfma (x86-64 only),
+# *_neon.c none (AArch64 only), anything else none (both).
+declare -A X86_FLAGS=(
   [elementwise_kernels.c]="-DFM_VARIANT=baseline|-DFM_VARIANT=avx2 -mavx2|-DFM_VARIANT=avx512 -mavx512f"
   [elementwise_dispatch.c]="-DFM_HAVE_BASELINE -DFM_HAVE_AVX2 -DFM_HAVE_AVX512"
-  [small_gemm.c]="|-DFM_HAVE_SMALL_GEMM"
-  [small_gemm_avx512.c]="-mavx512f"
+  [small_gemm.c]="|-DFM_HAVE_SMALL_GEMM -DFM_HAVE_SMALL_GEMM_AVX512 -DFM_HAVE_SMALL_GEMM_AVX2"
   [bf16_gemm.c]="|-DFM_HAVE_BF16_KERNEL"
   [bf16_gemm_avx512.c]="-mavx512f -mavx512bw -mavx512vl -mavx512bf16"
 )
+declare -A ARM_FLAGS=(
+  [elementwise_kernels.c]="-DFM_VARIANT=neon"
+  [elementwise_dispatch.c]="-DFM_HAVE_NEON"
+  [small_gemm.c]="|-DFM_HAVE_SMALL_GEMM_NEON"
+)
 mkdir -p "$out/units"
-units=()        # "path|flags"
+units=()        # x86-64: "path|flags"
+arm_units=()    # AArch64
 for src in "$root"/csrc/kernels/*.c; do
   name=$(basename "$src")
-  IFS='|' read -r -a sets <<< "${FLAGS[$name]-}"
-  [ ${#sets[@]} -eq 0 ] && sets=("")
-  for flags in "${sets[@]}"; do units+=("$src|$flags"); done
+  for arch in x86 arm; do
+    if [ $arch = x86 ] && [ -n "${X86_FLAGS[$name]+set}" ]; then sets=${X86_FLAGS[$name]}
+    elif [ $arch = arm ] && [ -n "${ARM_FLAGS[$name]+set}" ]; then sets=${ARM_FLAGS[$name]}
+    else
+      case $arch:$name in
+        x86:*_avx512.c) sets=-mavx512f ;;
+        x86:*_avx2.c) sets="-mavx2 -mfma" ;;
+        x86:*_neon.c | arm:*_avx512.c | arm:*_avx2.c) continue ;;
+        *) sets= ;;
+      esac
+    fi
+    IFS='|' read -r -a list <<< "$sets"
+    [ ${#list[@]} -eq 0 ] && list=("")
+    for flags in "${list[@]}"; do
+      if [ $arch = x86 ]; then units+=("$src|$flags"); else arm_units+=("$src|$flags"); fi
+    done
+  done
 done
 for header in "$root"/csrc/*.h; do
   name=$(basename "$header")
   case $name in
     elementwise_impl.h) continue ;;      # not standalone: elementwise_kernels.c includes it
   esac
-  printf '#include "%s"\n' "$name" > "$out/units/${name%.h}_h.c"
-  units+=("$out/units/${name%.h}_h.c|")
+  # (a header of macros only would leave an empty translation unit, which ISO C forbids)
+  printf '#include "%s"\ntypedef int fm_header_unit;\n' "$name" > "$out/units/${name%.h}_h.c"
+  units+=("$out/units/${name%.h}_h.c|"); arm_units+=("$out/units/${name%.h}_h.c|")
 done
 # The verbatim C of the Cython sources, one unit per block.
 "$python" - "$root/csrc" "$out/units" <<'EOF'
@@ -88,7 +113,7 @@ for source in sorted([*csrc.glob("*.pyx"), *csrc.glob("*.pxd"), *csrc.glob("*.px
                                  + textwrap.dedent(text).strip("\n") + "\n")
 EOF
 for block in "$out"/units/*_pyx_*.c "$out"/units/*_pxd_*.c "$out"/units/*_pxi_*.c; do
-  [ -e "$block" ] && units+=("$block|")
+  [ -e "$block" ] && units+=("$block|") && arm_units+=("$block|")
 done
 
 status=0
@@ -136,13 +161,16 @@ PASSES=(
   "clang c11-atomics|atomics|clang ${posix[*]} -DFM_ATOMIC_FORCE_C11"
   "gcc gnu-atomics|all|gcc ${posix[*]}"
   "gcc c11-atomics|atomics|gcc ${posix[*]} -DFM_ATOMIC_FORCE_C11"
+  "aarch64 gnu-atomics|all|aarch64-linux-gnu-gcc ${posix[*]}"
+  "aarch64 c11-atomics|atomics|aarch64-linux-gnu-gcc ${posix[*]} -DFM_ATOMIC_FORCE_C11"
 )
 declare -A pass_jobs=()
 p=0
 for pass in "${PASSES[@]}"; do
   label=${pass%%|*}; rest=${pass#*|}; which=${rest%%|*}; cc=${rest#*|}
   p=$((p + 1)); u=0; pass_jobs[$label]=
-  for unit in "${units[@]}"; do
+  if [ "$label" = "${label#aarch64}" ]; then pass_units=("${units[@]}"); else pass_units=("${arm_units[@]}"); fi
+  for unit in "${pass_units[@]}"; do
     src=${unit%%|*}; flags=${unit#*|}; extra=(); u=$((u + 1))
     [ "$which" = all ] || includes_atomics "$src" || continue
     case $(basename "$src") in
@@ -186,13 +214,9 @@ grep -rhoE '#\s*include\s*<[^>]+>' "$root/csrc" "$out/units" | sed -E 's/.*<(.*)
 gnu_only='__attribute__|__builtin_[A-Za-z0-9_]+|__asm__|__asm\b|\basm\b|__typeof__|\btypeof\b|__extension__|__thread\b|__int128|\bpthread_[a-z_]+|#pragma GCC|__get_cpuid[a-z_]*|__cpuid_count|__sync_[a-z_]+|__atomic_[a-z_]+|__label__'
 for arch in "x64:-D_M_X64 -D_M_AMD64 -D_WIN64" "arm64:-D_M_ARM64 -D_WIN64"; do
   n=0 bad=0
-  for unit in "${units[@]}"; do
+  if [ "${arch%%:*}" = x64 ]; then pass_units=("${units[@]}"); else pass_units=("${arm_units[@]}"); fi
+  for unit in "${pass_units[@]}"; do
     src=${unit%%|*}; flags=${unit#*|}
-    case "$(basename "$src"):$flags" in
-      small_gemm.c:?*|bf16_gemm.c:?*) continue ;;     # CMakeLists.txt: no such kernel with MSVC
-      elementwise_kernels.c:*avx*) [ "${arch%%:*}" = x64 ] || continue ;;
-      elementwise_dispatch.c:*) [ "${arch%%:*}" = x64 ] || flags=-DFM_HAVE_BASELINE ;;
-    esac
     flags=$(echo "$flags" | sed -E 's/-m[a-z0-9]+//g')  # MSVC: /arch: flags define no macros we read
     n=$((n + 1))
     # shellcheck disable=SC2086
@@ -230,7 +254,7 @@ for build in windows windows+avx512; do
       src=${unit%%|*}; flags=${unit#*|}; u=$((u + 1))
       [ -n "${object[$u-$atomics]-}" ] || continue
       case "$(basename "$src"):$flags:$build" in
-        small_gemm.c:?*:windows | bf16_gemm.c:?*:windows | *_avx512.c:*:windows) continue ;;
+        small_gemm.c:?*:windows | bf16_gemm.c:?*:windows | *_avx512.c:*:windows | *_avx2.c:*:windows) continue ;;
         small_gemm.c::windows+avx512 | bf16_gemm.c::windows+avx512) continue ;;
       esac
       [ "$(cat "$out/jobs/o$u-$atomics.rc" 2>/dev/null || echo 0)" = 0 ] ||
