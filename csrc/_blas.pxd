@@ -142,13 +142,13 @@ cdef extern from "bf16_gemm.h" nogil:
     void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float* a, int lda,
                       const float* b, int ldb, float* c, int ldc)
     void fm_bf16_pack(int trans, int k, const float* b, int ldb, int p0, int p1, int j0, int j1,
-                      uint32_t* dst, long ps)
+                      uint32_t* dst, Py_ssize_t ps)
     void fm_bf16_gemm_packed(int trans_a, int m, int n, int k, const float* a, int lda,
-                             const uint32_t* bp, long ps, float* c, int ldc)
+                             const uint32_t* bp, Py_ssize_t ps, float* c, int ldc)
     const char* fm_bf16_amx_why_not()
     void fm_bf16_use_mkl(void* gemm, void* set_threads_local)
     int fm_bf16_mkl()
-    void fm_bf16_convert(long n, const float* src, uint16_t* dst)
+    void fm_bf16_convert(Py_ssize_t n, const float* src, uint16_t* dst)
     void fm_bf16_gemm_b16(int trans_a, int trans_b, int m, int n, int k, const float* a,
                           int lda, const uint16_t* b16, int ldb, float* c, int ldc)
 

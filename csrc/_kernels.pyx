@@ -68,7 +68,7 @@ def matmul_bf16(const float[:, ::1] A, const float[:, ::1] B, float[:, ::1] C, b
     weights do. The Python layer checks the shapes and that the CPU runs it."""
     cdef int m = C.shape[0], n = C.shape[1]
     cdef int k = A.shape[0] if trans_a else A.shape[1]
-    cdef long ps = (k + 1) // 2 * 32
+    cdef Py_ssize_t ps = (k + 1) // 2 * 32
     cdef fm_fpenv saved
     cdef uint32_t[::1] words
     if m == 0 or n == 0:

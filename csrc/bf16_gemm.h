@@ -19,6 +19,7 @@
 #ifndef FUSEDMLP_BF16_GEMM_H
 #define FUSEDMLP_BF16_GEMM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -45,12 +46,12 @@ void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float *a,
  * k x n matrix b or, with trans, b^T (b is then n x k). Disjoint ranges may be packed by
  * different threads. */
 void fm_bf16_pack(int trans, int k, const float *b, int ldb, int p0, int p1, int j0, int j1,
-                  uint32_t *dst, long ps);
+                  uint32_t *dst, ptrdiff_t ps);
 
 /* C := bf16(op(A)) @ B for B packed as above (bp: the word of its pair 0, column 0, which
  * must start a panel), bitwise what fm_bf16_gemm gives on the float32 B. */
 void fm_bf16_gemm_packed(int trans_a, int m, int n, int k, const float *a, int lda,
-                         const uint32_t *bp, long ps, float *c, int ldc);
+                         const uint32_t *bp, ptrdiff_t ps, float *c, int ldc);
 
 /* Why AMX-BF16 is not usable ("" when CPUID has AMX-BF16 and AMX-TILE and XCR0 enables the
  * tile state): MKL's bf16 product is chosen by default only where it is "". */
@@ -64,7 +65,7 @@ void fm_bf16_use_mkl(void *gemm, void *set_threads_local);
 int fm_bf16_mkl(void);
 
 /* dst[i] := the bf16 bits of src[i] (round to nearest even, subnormals to zero), i < n. */
-void fm_bf16_convert(long n, const float *src, uint16_t *dst);
+void fm_bf16_convert(ptrdiff_t n, const float *src, uint16_t *dst);
 
 /* C := bf16(op(A)) @ op(B16) for B16 already in bf16 (bits, row-major, leading dimension
  * ldb): MKL's product of a weight matrix converted once per step. */

@@ -18,10 +18,10 @@
 int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
                         const float *b, int ldb, float *c, int ldc);
 int fm_gemm_bf16_packed_avx512(int trans_a, int m, int n, int k, const float *a, int lda,
-                               const uint32_t *bp, long ps, float *c, int ldc);
+                               const uint32_t *bp, ptrdiff_t ps, float *c, int ldc);
 void fm_bf16_pack_avx512(int trans, int k, const float *b, int ldb, int p0, int p1, int j0,
-                         int j1, uint32_t *dst, long ps);
-void fm_bf16_convert_avx512(long n, const float *src, uint16_t *dst);
+                         int j1, uint32_t *dst, ptrdiff_t ps);
+void fm_bf16_convert_avx512(ptrdiff_t n, const float *src, uint16_t *dst);
 
 static void *fm_bf16_reason = NULL;         /* "" when the kernel runs */
 
@@ -118,11 +118,11 @@ enum { FM_B_FLOAT32, FM_B_BITS, FM_B_PACKED };
 typedef struct {
     int form, trans;
     const void *b;
-    long ld;
+    ptrdiff_t ld;
 } fm_b_operand;
 
 /* op(B)[kk, j] as a float holding a bf16 value. */
-static float fm_b_at(const fm_b_operand *op, long kk, long j)
+static float fm_b_at(const fm_b_operand *op, ptrdiff_t kk, ptrdiff_t j)
 {
     uint32_t bits;
     float y;
@@ -152,10 +152,10 @@ static void fm_gemm_bf16_loop(int trans_a, int m, int n, int k, const float *a, 
         for (j = 0; j < n; j++) {
             float sum = 0;
             for (kk = 0; kk < k; kk++) {
-                float x = trans_a ? a[(long)kk * lda + i] : a[(long)i * lda + kk];
+                float x = trans_a ? a[(ptrdiff_t)kk * lda + i] : a[(ptrdiff_t)i * lda + kk];
                 sum += fm_bf16_round(x) * fm_b_at(b, kk, j);
             }
-            c[(long)i * ldc + j] = sum;
+            c[(ptrdiff_t)i * ldc + j] = sum;
         }
 }
 
@@ -179,9 +179,9 @@ void fm_bf16_use_mkl(void *gemm, void *set_threads_local)
 
 int fm_bf16_mkl(void) { return fm_mkl_gemm != NULL; }
 
-void fm_bf16_convert(long n, const float *src, uint16_t *dst)
+void fm_bf16_convert(ptrdiff_t n, const float *src, uint16_t *dst)
 {
-    long i;
+    ptrdiff_t i;
 #if defined(FM_HAVE_BF16_KERNEL)
     if (fm_bf16_cpu()) {
         fm_bf16_convert_avx512(n, src, dst);
@@ -206,7 +206,10 @@ static void FM_TLS_CALLBACK fm_mkl_space_free(void *space)
     free(((fm_mkl_space *)space)->words);
     free(space);
 }
-static void fm_mkl_key_init(void) { fm_mkl_key_made = fm_tls_create(&fm_mkl_key, fm_mkl_space_free) == 0; }
+static void fm_mkl_key_init(void)
+{
+    fm_mkl_key_made = fm_tls_create(&fm_mkl_key, fm_mkl_space_free) == 0;
+}
 
 static uint16_t *fm_mkl_words(size_t count)
 {
@@ -237,11 +240,11 @@ static void fm_convert_rows(int rows, int cols, const float *x, int ld, uint16_t
 {
     int i;
     if (ld == cols) {
-        fm_bf16_convert((long)rows * cols, x, dst);
+        fm_bf16_convert((ptrdiff_t)rows * cols, x, dst);
         return;
     }
     for (i = 0; i < rows; i++)
-        fm_bf16_convert(cols, x + (long)i * ld, dst + (long)i * cols);
+        fm_bf16_convert(cols, x + (ptrdiff_t)i * ld, dst + (ptrdiff_t)i * cols);
 }
 
 /* MKL's product of op(A) @ op(B); A is converted here, B too unless b16 is given. 0 when the
@@ -307,7 +310,7 @@ void fm_bf16_gemm(int trans_a, int trans_b, int m, int n, int k, const float *a,
 /* The portable pack (fm_bf16_pack when the kernel cannot run): the same words. */
 
 void fm_bf16_pack(int trans, int k, const float *b, int ldb, int p0, int p1, int j0, int j1,
-                  uint32_t *dst, long ps)
+                  uint32_t *dst, ptrdiff_t ps)
 {
     int p, j;
 #if defined(FM_HAVE_BF16_KERNEL)
@@ -318,16 +321,17 @@ void fm_bf16_pack(int trans, int k, const float *b, int ldb, int p0, int p1, int
 #endif
     for (p = p0; p < p1; p++)
         for (j = j0; j < j1; j++) {
-            float lo = trans ? b[(long)j * ldb + 2 * p] : b[2L * p * ldb + j];
+            float lo = trans ? b[(ptrdiff_t)j * ldb + 2 * p] : b[2 * (ptrdiff_t)p * ldb + j];
             float hi = 2 * p + 1 >= k ? 0.0f
-                       : trans ? b[(long)j * ldb + 2 * p + 1] : b[(2L * p + 1) * ldb + j];
-            dst[(long)(j / 32) * ps + (long)p * 32 + j % 32] =
+                       : trans ? b[(ptrdiff_t)j * ldb + 2 * p + 1]
+                               : b[(2 * (ptrdiff_t)p + 1) * ldb + j];
+            dst[(ptrdiff_t)(j / 32) * ps + (ptrdiff_t)p * 32 + j % 32] =
                 fm_bf16_bits(lo) | fm_bf16_bits(hi) << 16;
         }
 }
 
 void fm_bf16_gemm_packed(int trans_a, int m, int n, int k, const float *a, int lda,
-                         const uint32_t *bp, long ps, float *c, int ldc)
+                         const uint32_t *bp, ptrdiff_t ps, float *c, int ldc)
 {
     if (m <= 0 || n <= 0)
         return;

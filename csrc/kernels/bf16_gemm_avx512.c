@@ -120,19 +120,19 @@ static inline void fm_transpose16(__m512i r[16])
 }
 
 /* Pack pairs [p0, p0 + kp) x columns [j0, j0 + nc) of op(B) into NR-column panels. */
-static void fm_pack_b(int trans, const float *b, long ldb, int k, int p0, int kp, int j0, int nc,
-                      uint32_t *dst)
+static void fm_pack_b(int trans, const float *b, ptrdiff_t ldb, int k, int p0, int kp, int j0,
+                      int nc, uint32_t *dst)
 {
     int q, p, j;
     int floats = k - 2 * p0 < 2 * kp ? k - 2 * p0 : 2 * kp;     /* valid k in this block */
     if (!trans) {                           /* op(B)[kk, j] = b[kk ldb + j]: rows of B, each */
         for (p = 0; p < kp; p++) {          /* pair of rows read once, left to right */
-            long kk = 2L * (p0 + p);
+            ptrdiff_t kk = 2 * (ptrdiff_t)(p0 + p);
             const float *r0 = b + kk * ldb + j0;
             const float *r1 = kk + 1 < k ? r0 + ldb : NULL;
             for (q = 0; q * NR < nc; q++) {
                 int cols = nc - q * NR < NR ? nc - q * NR : NR;
-                uint32_t *out = dst + (long)q * kp * NR + p * NR;
+                uint32_t *out = dst + (ptrdiff_t)q * kp * NR + p * NR;
                 _mm512_storeu_si512(out, fm_interleave(r0 + q * NR, r1 ? r1 + q * NR : NULL, cols));
                 _mm512_storeu_si512(out + 16, fm_interleave(r0 + q * NR + 16,
                                                             r1 ? r1 + q * NR + 16 : NULL, cols - 16));
@@ -142,7 +142,7 @@ static void fm_pack_b(int trans, const float *b, long ldb, int k, int p0, int kp
     }
     for (q = 0; q * NR < nc; q++) {
         int cols = nc - q * NR < NR ? nc - q * NR : NR;
-        uint32_t *panel = dst + (long)q * kp * NR;
+        uint32_t *panel = dst + (ptrdiff_t)q * kp * NR;
         {                                   /* op(B)[kk, j] = b[j ldb + kk]: k is contiguous */
             int half, pb;
             for (half = 0; half < NR; half += 16)           /* 16 columns x 16 pairs at a time */
@@ -150,7 +150,8 @@ static void fm_pack_b(int trans, const float *b, long ldb, int k, int p0, int kp
                     __m512i r[16];
                     for (j = 0; j < 16; j++)
                         r[j] = half + j < cols
-                            ? fm_pairs(b + (long)(j0 + q * NR + half + j) * ldb + 2L * (p0 + pb),
+                            ? fm_pairs(b + (ptrdiff_t)(j0 + q * NR + half + j) * ldb
+                                           + 2 * (ptrdiff_t)(p0 + pb),
                                        floats - 2 * pb)
                             : _mm512_setzero_si512();
                     fm_transpose16(r);
@@ -163,16 +164,16 @@ static void fm_pack_b(int trans, const float *b, long ldb, int k, int p0, int kp
 
 /* Pack rows [i0, i0 + mc) x pairs [p0, p0 + kp) of op(A), rows padded to a multiple of MR
  * with zeros: row-major (word (r, p) at r kp + p) or, transposed, pair-major (p rows + r). */
-static void fm_pack_a(int trans, const float *a, long lda, int k, int p0, int kp, int i0, int mc,
-                      uint32_t *dst)
+static void fm_pack_a(int trans, const float *a, ptrdiff_t lda, int k, int p0, int kp, int i0,
+                      int mc, uint32_t *dst)
 {
     int rows = (mc + MR - 1) / MR * MR;
     int floats = k - 2 * p0 < 2 * kp ? k - 2 * p0 : 2 * kp;
     int i, p, pb;
     if (!trans) {                           /* op(A)[i, kk] = a[i lda + kk] */
         for (i = 0; i < rows; i++) {
-            uint32_t *out = dst + (long)i * kp;
-            const float *row = a + (long)(i0 + i) * lda + 2L * p0;
+            uint32_t *out = dst + (ptrdiff_t)i * kp;
+            const float *row = a + (ptrdiff_t)(i0 + i) * lda + 2 * (ptrdiff_t)p0;
             for (pb = 0; pb < kp; pb += 16) {
                 __m512i words = i < mc ? fm_pairs(row + 2 * pb, floats - 2 * pb)
                                        : _mm512_setzero_si512();
@@ -181,10 +182,10 @@ static void fm_pack_a(int trans, const float *a, long lda, int k, int p0, int kp
         }
     } else {                                /* op(A)[i, kk] = a[kk lda + i] */
         for (p = 0; p < kp; p++) {
-            long kk = 2L * (p0 + p);
+            ptrdiff_t kk = 2 * (ptrdiff_t)(p0 + p);
             const float *r0 = a + kk * lda + i0;
             const float *r1 = kk + 1 < k ? r0 + lda : NULL;
-            uint32_t *out = dst + (long)p * rows;
+            uint32_t *out = dst + (ptrdiff_t)p * rows;
             for (i = 0; i < rows; i += 16)
                 _mm512_mask_storeu_epi32(out + i, fm_mask(rows - i),
                                          fm_interleave(r0 + i, r1 ? r1 + i : NULL, mc - i));
@@ -196,8 +197,8 @@ static void fm_pack_a(int trans, const float *a, long lda, int k, int p0, int kp
  * `rows` >= mr (inlined into one function per tile height, so the 2 rows accumulators live in
  * registers and a short tile does no work for rows it does not have). */
 FM_FORCE_INLINE void
-fm_micro(const int rows, int kp, const uint32_t *a, long rs, long ps, const uint32_t *b,
-         float *c, long ldc, int mr, int nr, int accumulate)
+fm_micro(const int rows, int kp, const uint32_t *a, ptrdiff_t rs, ptrdiff_t ps, const uint32_t *b,
+         float *c, ptrdiff_t ldc, int mr, int nr, int accumulate)
 {
     __m512 c0[MR], c1[MR];
     __mmask16 m0 = fm_mask(nr), m1 = fm_mask(nr - 16);
@@ -233,8 +234,9 @@ fm_micro(const int rows, int kp, const uint32_t *a, long rs, long ps, const uint
 }
 
 #define FM_MICRO(rows)                                                                          \
-    static void fm_micro_##rows(int kp, const uint32_t *a, long rs, long ps, const uint32_t *b, \
-                                float *c, long ldc, int mr, int nr, int accumulate)             \
+    static void fm_micro_##rows(int kp, const uint32_t *a, ptrdiff_t rs, ptrdiff_t ps,         \
+                                const uint32_t *b, float *c, ptrdiff_t ldc, int mr, int nr,    \
+                                int accumulate)                                                 \
     {                                                                                           \
         fm_micro(rows, kp, a, rs, ps, b, c, ldc, mr, nr, accumulate);                           \
     }
@@ -250,8 +252,8 @@ FM_MICRO(8)
  * sums it (blocks of KCP pairs, pairs in order), so a row's result does not depend on how
  * many rows came with it. */
 FM_FORCE_INLINE void
-fm_few_rows(const int rows, int n, int k, const float *a, long lda, const float *b, long ldb,
-            float *c, long ldc)
+fm_few_rows(const int rows, int n, int k, const float *a, ptrdiff_t lda, const float *b,
+            ptrdiff_t ldb, float *c, ptrdiff_t ldc)
 {
     const int width = 16 / rows;            /* ZMM of columns per row */
     int pairs = (k + 1) / 2, jb, pc, p, j, r;
@@ -268,9 +270,10 @@ fm_few_rows(const int rows, int n, int k, const float *a, long lda, const float 
             for (r = 0; r < rows; r++)
                 for (p = 0; p < kp; p += 16)
                     _mm512_storeu_si512(words[r] + p,
-                                        fm_pairs(a + r * lda + 2L * (pc + p), floats - 2 * p));
+                                        fm_pairs(a + r * lda + 2 * (ptrdiff_t)(pc + p),
+                                                 floats - 2 * p));
             for (p = 0; p < kp; p++) {
-                long kk = 2L * (pc + p);
+                ptrdiff_t kk = 2 * (ptrdiff_t)(pc + p);
                 const float *r0 = b + kk * ldb + jb;
                 const float *r1 = kk + 1 < k ? r0 + ldb : NULL;
                 FM_UNROLL(16)
@@ -298,12 +301,21 @@ fm_few_rows(const int rows, int n, int k, const float *a, long lda, const float 
     }
 }
 
-static void fm_few_rows_1(int n, int k, const float *a, long lda, const float *b, long ldb,
-                          float *c, long ldc) { fm_few_rows(1, n, k, a, lda, b, ldb, c, ldc); }
-static void fm_few_rows_2(int n, int k, const float *a, long lda, const float *b, long ldb,
-                          float *c, long ldc) { fm_few_rows(2, n, k, a, lda, b, ldb, c, ldc); }
-static void fm_few_rows_4(int n, int k, const float *a, long lda, const float *b, long ldb,
-                          float *c, long ldc) { fm_few_rows(4, n, k, a, lda, b, ldb, c, ldc); }
+static void fm_few_rows_1(int n, int k, const float *a, ptrdiff_t lda, const float *b,
+                          ptrdiff_t ldb, float *c, ptrdiff_t ldc)
+{
+    fm_few_rows(1, n, k, a, lda, b, ldb, c, ldc);
+}
+static void fm_few_rows_2(int n, int k, const float *a, ptrdiff_t lda, const float *b,
+                          ptrdiff_t ldb, float *c, ptrdiff_t ldc)
+{
+    fm_few_rows(2, n, k, a, lda, b, ldb, c, ldc);
+}
+static void fm_few_rows_4(int n, int k, const float *a, ptrdiff_t lda, const float *b,
+                          ptrdiff_t ldb, float *c, ptrdiff_t ldc)
+{
+    fm_few_rows(4, n, k, a, lda, b, ldb, c, ldc);
+}
 
 /* The packing space of the calling thread (NULL if it cannot be allocated), freed when the
  * thread ends (fm_platform.h's thread-local key). */
@@ -311,7 +323,10 @@ static fm_tls_key fm_space_key;
 static int fm_space_key_made = 0;
 static fm_once fm_space_once = FM_ONCE_INIT;
 static void FM_TLS_CALLBACK fm_space_free(void *space) { if (space) fm_aligned_free(space); }
-static void fm_space_key_init(void) { fm_space_key_made = fm_tls_create(&fm_space_key, fm_space_free) == 0; }
+static void fm_space_key_init(void)
+{
+    fm_space_key_made = fm_tls_create(&fm_space_key, fm_space_free) == 0;
+}
 
 static fm_bf16_space *fm_space(void)
 {
@@ -336,7 +351,8 @@ static fm_bf16_space *fm_space(void)
  * fm_bf16_pack (bp: its panels of NR columns ps words apart). Both give every element the
  * same sums. */
 static int fm_gemm_blocked(int trans_a, int trans_b, int m, int n, int k, const float *a, int lda,
-                           const float *b, int ldb, const uint32_t *bp, long ps, float *c, int ldc)
+                           const float *b, int ldb, const uint32_t *bp, ptrdiff_t ps, float *c,
+                           int ldc)
 {
     int pairs = (k + 1) / 2, jc, pc, ic, q, ir;
     fm_bf16_space *space = fm_space();
@@ -344,7 +360,7 @@ static int fm_gemm_blocked(int trans_a, int trans_b, int m, int n, int k, const 
         return 0;
     if (k == 0) {
         for (ic = 0; ic < m; ic++)
-            memset(c + (long)ic * ldc, 0, sizeof(float) * (size_t)n);
+            memset(c + (ptrdiff_t)ic * ldc, 0, sizeof(float) * (size_t)n);
         return 1;
     }
     for (jc = 0; jc < n; jc += NC) {
@@ -355,21 +371,22 @@ static int fm_gemm_blocked(int trans_a, int trans_b, int m, int n, int k, const 
                 fm_pack_b(trans_b, b, ldb, k, pc, kp, jc, nc, space->b);
             for (ic = 0; ic < m; ic += MC) {
                 int mc = m - ic < MC ? m - ic : MC;
-                long rows = (mc + MR - 1) / MR * MR;
+                ptrdiff_t rows = (mc + MR - 1) / MR * MR;
                 fm_pack_a(trans_a, a, lda, k, pc, kp, ic, mc, space->a);
                 for (q = 0; q * NR < nc; q++) {
                     int nr = nc - q * NR < NR ? nc - q * NR : NR;
-                    const uint32_t *panel = bp ? bp + (jc / NR + q) * ps + (long)pc * NR
-                                               : space->b + (long)q * kp * NR;
+                    const uint32_t *panel = bp ? bp + (jc / NR + q) * ps + (ptrdiff_t)pc * NR
+                                               : space->b + (ptrdiff_t)q * kp * NR;
                     for (ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? mc - ir : MR;
-                        const uint32_t *tile = trans_a ? space->a + ir : space->a + (long)ir * kp;
-                        void (*micro)(int, const uint32_t *, long, long, const uint32_t *,
-                                      float *, long, int, int, int) =
+                        const uint32_t *tile = trans_a ? space->a + ir
+                                                       : space->a + (ptrdiff_t)ir * kp;
+                        void (*micro)(int, const uint32_t *, ptrdiff_t, ptrdiff_t, const uint32_t *,
+                                      float *, ptrdiff_t, int, int, int) =
                             mr > 4 ? fm_micro_8 : mr > 2 ? fm_micro_4 : mr > 1 ? fm_micro_2
                                                                                : fm_micro_1;
                         micro(kp, tile, trans_a ? 1 : kp, trans_a ? rows : 1, panel,
-                              c + (long)(ic + ir) * ldc + jc + q * NR, ldc, mr, nr, pc > 0);
+                              c + (ptrdiff_t)(ic + ir) * ldc + jc + q * NR, ldc, mr, nr, pc > 0);
                     }
                 }
             }
@@ -385,7 +402,7 @@ int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const flo
     if (m <= 4 && !trans_a && !trans_b && k > 0) {
         if (m == 3) {                       /* 2 rows, then 1 */
             fm_few_rows_2(n, k, a, lda, b, ldb, c, ldc);
-            fm_few_rows_1(n, k, a + 2L * lda, lda, b, ldb, c + 2L * ldc, ldc);
+            fm_few_rows_1(n, k, a + 2 * (ptrdiff_t)lda, lda, b, ldb, c + 2 * (ptrdiff_t)ldc, ldc);
         } else
             (m == 1 ? fm_few_rows_1 : m == 2 ? fm_few_rows_2 : fm_few_rows_4)(n, k, a, lda, b,
                                                                              ldb, c, ldc);
@@ -395,26 +412,26 @@ int fm_gemm_bf16_avx512(int trans_a, int trans_b, int m, int n, int k, const flo
 }
 
 int fm_gemm_bf16_packed_avx512(int trans_a, int m, int n, int k, const float *a, int lda,
-                               const uint32_t *bp, long ps, float *c, int ldc)
+                               const uint32_t *bp, ptrdiff_t ps, float *c, int ldc)
 {
     return fm_gemm_blocked(trans_a, 0, m, n, k, a, lda, NULL, 0, bp, ps, c, ldc);
 }
 
 /* The word of pair p, column j of a packed operand whose panels are ps words apart. */
-static inline long fm_word(long ps, int p, int j)
+static inline ptrdiff_t fm_word(ptrdiff_t ps, int p, int j)
 {
-    return (long)(j / NR) * ps + (long)p * NR + j % NR;
+    return (ptrdiff_t)(j / NR) * ps + (ptrdiff_t)p * NR + j % NR;
 }
 
 /* Pack pairs [p0, p1) x columns [j0, j1) (j0 a multiple of 16) of op(B) = b (k rows) or, with
  * trans, b^T (b has k columns) into panels (bf16_gemm.h). */
 void fm_bf16_pack_avx512(int trans, int k, const float *b, int ldb, int p0, int p1, int j0,
-                         int j1, uint32_t *dst, long ps)
+                         int j1, uint32_t *dst, ptrdiff_t ps)
 {
     int p, j, i;
     if (!trans) {                           /* pairs of rows of b, read left to right */
         for (p = p0; p < p1; p++) {
-            const float *r0 = b + 2L * p * ldb;
+            const float *r0 = b + 2 * (ptrdiff_t)p * ldb;
             const float *r1 = 2 * p + 1 < k ? r0 + ldb : NULL;
             for (j = j0; j < j1; j += 16)
                 _mm512_mask_storeu_epi32(dst + fm_word(ps, p, j), fm_mask(j1 - j),
@@ -426,8 +443,9 @@ void fm_bf16_pack_avx512(int trans, int k, const float *b, int ldb, int p0, int 
         for (p = p0; p < p1; p += 16) {
             __m512i r[16];
             for (i = 0; i < 16; i++)
-                r[i] = j + i < j1 ? fm_pairs(b + (long)(j + i) * ldb + 2L * p, k - 2 * p)
-                                  : _mm512_setzero_si512();
+                r[i] = j + i < j1
+                           ? fm_pairs(b + (ptrdiff_t)(j + i) * ldb + 2 * (ptrdiff_t)p, k - 2 * p)
+                           : _mm512_setzero_si512();
             fm_transpose16(r);
             for (i = 0; i < 16 && p + i < p1; i++)
                 _mm512_mask_storeu_epi32(dst + fm_word(ps, p + i, j), fm_mask(j1 - j), r[i]);
@@ -435,9 +453,9 @@ void fm_bf16_pack_avx512(int trans, int k, const float *b, int ldb, int p0, int 
 }
 
 /* dst[i] := bf16 bits of src[i] (round to nearest even), i < n: operands for MKL's product. */
-void fm_bf16_convert_avx512(long n, const float *src, uint16_t *dst)
+void fm_bf16_convert_avx512(ptrdiff_t n, const float *src, uint16_t *dst)
 {
-    long i;
+    ptrdiff_t i;
     for (i = 0; i < n; i += 16) {
         __mmask16 mask = fm_mask(n - i < 16 ? (int)(n - i) : 16);
         __m256bh half = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + i));
