@@ -3,6 +3,7 @@
 #   apply_activation: out = f(x)                                        (array functions)
 #   bias_activation:  out[i, j] = f(out[i, j] + b[j])                  (after Z = X @ W)
 #   activation_grad:  dz[i, j] = da[i, j] * f'(a[i, j]);  db[j] = sum_i dz[i, j]
+#   bias_gradient:    db[j] = sum_i d[i, j] over a block (the split backward's db)
 #
 # The loops themselves are C (elementwise.h), where they vectorise and are compiled for
 # several instruction sets (the variant is chosen at import: select_isa); this file gives them one fused-type (`floating`) interface.
@@ -22,6 +23,10 @@ cdef extern from "elementwise.h" nogil:
                        Py_ssize_t m, Py_ssize_t n, int kind)
     void fm_act_grad_d(const double* da, const double* a, double* dz, double* acc, double* db,
                        Py_ssize_t m, Py_ssize_t n, int kind)
+    void fm_bias_grad_f(const float* d, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld, double* acc,
+                        float* db)
+    void fm_bias_grad_d(const double* d, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld, double* acc,
+                        double* db)
     float fm_exp_f(float x)
     double fm_exp_d(double x)
     int fm_select_isa()
@@ -80,3 +85,14 @@ cdef inline void activation_grad(const floating* da, const floating* a, floating
         fm_act_grad_f(da, a, dz, acc, db, m, n, activation)
     else:
         fm_act_grad_d(da, a, dz, acc, db, m, n, activation)
+
+
+cdef inline void bias_gradient(const floating* d, Py_ssize_t m, Py_ssize_t n, Py_ssize_t ld,
+                               double* acc, floating* db) noexcept nogil:
+    """db[j] := sum over the m rows of d (row stride ld) of d[i, j], j < n, in float64 (acc:
+    n doubles): the sums activation_grad's db adds, row by row in order, so a block of the
+    columns or of the rows (then added in order) is summed the same way as the whole."""
+    if floating is float:
+        fm_bias_grad_f(d, m, n, ld, acc, db)
+    else:
+        fm_bias_grad_d(d, m, n, ld, acc, db)

@@ -51,7 +51,7 @@ from _blas cimport (gemm, inference_gemm, fm_small_gemm_cpu, fm_small_gemm_varia
                    fm_bf16_cpu, cpu_report, gemm_bf16, fm_bf16_pack,
                    fm_bf16_gemm_packed, fm_bf16_mkl, fm_bf16_convert, fm_bf16_gemm_b16,
                    blas_enter, blas_leave, load_blas)
-from _activations cimport bias_activation, activation_grad, select_isa
+from _activations cimport bias_activation, activation_grad, bias_gradient, select_isa
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error, binary_cross_entropy, poisson_deviance,
                       sigmoid_outputs, exp_outputs, targets_in_range)
@@ -257,11 +257,66 @@ cdef void bf16_pack_part(void* ctx, int part, int n_parts) noexcept nogil:
                          <int>hi, net.bf16_w + net.bf16_off[2 * l + 1], panel_words(n_out))
 
 
+cdef inline void layer_epilogue(const Net* net, int l, floating* out, Py_ssize_t r_lo,
+                                Py_ssize_t r_hi, Py_ssize_t c_lo, Py_ssize_t c_hi,
+                                bint training) noexcept nogil:
+    """The bias + activation pass of layer l, and in training its dropout, on the block
+    [r_lo, r_hi) x [c_lo, c_hi) of its output out (m x n_l+1, row-major, out at row 0):
+    out := f_l(out + b_l). Every forward pass (serial, each split, inference) ends each
+    block of a layer here; dropout is drawn for whole rows, so a dropout layer's blocks
+    are never column blocks (layer_part, split_inner)."""
+    cdef Py_ssize_t n_out = net.sizes[l + 1], i
+    cdef const floating* b = <const floating*>net.params + net.b_off[l]
+    if c_lo == 0 and c_hi == n_out:
+        bias_activation(out + r_lo * n_out, b, r_hi - r_lo, n_out, net.activations[l])
+        if training:
+            dropout_forward(net.dropout, net.dropout_state, l, out + r_lo * n_out, r_lo,
+                            r_hi - r_lo, n_out)
+    else:
+        for i in range(r_lo, r_hi):
+            bias_activation(out + i * n_out + c_lo, b + c_lo, 1, c_hi - c_lo,
+                            net.activations[l])
+
+
+cdef inline void layer_block(const Net* net, int l, const floating* inp, floating* out,
+                             Py_ssize_t r_lo, Py_ssize_t r_hi, Py_ssize_t c_lo, Py_ssize_t c_hi,
+                             bint training, bint gemm_only,
+                             const SparseRows* sp=NULL) noexcept nogil:
+    """The one forward pass of layer l, on the block [r_lo, r_hi) x [c_lo, c_hi) of its
+    output: out[rows, cols] := f_l(inp[rows] @ W_l[:, cols] + b_l[cols]), then dropout in
+    training (inp, m x n_l, and out point at row 0 of the batch). The product: the CSR rows
+    sp for layer 0 (whole rows only), inference_gemm outside training (float32: the own
+    kernel), else weight_gemm (bf16 models: the step's packed weights). gemm_only: the
+    product alone (the GEMM floor)."""
+    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1]
+    cdef const floating* w = <const floating*>net.params + net.w_off[l]
+    cdef SparseRows rows
+    if r_hi <= r_lo or c_hi <= c_lo:
+        return
+    if l == 0 and sp != NULL:
+        rows = sp[0]                   # this block's rows of the matrix
+        if rows.rows != NULL:
+            rows.rows += r_lo
+        else:
+            rows.indptr += r_lo
+        sparse_matmul(&rows, r_hi - r_lo, w, n_out, out + r_lo * n_out)
+    elif not training and not net.bf16:
+        inference_gemm(<int>(r_hi - r_lo), <int>(c_hi - c_lo), <int>n_in, inp + r_lo * n_in,
+                       <int>n_in, w + c_lo, <int>n_out, out + r_lo * n_out + c_lo, <int>n_out,
+                       <int>n_out)
+    else:
+        weight_gemm(net, l, False, <int>(r_hi - r_lo), <int>(c_hi - c_lo), <int>n_in,
+                    inp + r_lo * n_in, <int>n_in, 0, c_lo, out + r_lo * n_out + c_lo,
+                    <int>n_out)
+    if not gemm_only:
+        layer_epilogue(net, l, out, r_lo, r_hi, c_lo, c_hi, training)
+
+
 cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* acts,
                   Py_ssize_t act_stride, floating* last, bint gemm_only,
                   const SparseRows* sp=NULL) noexcept nogil:
-    """Forward pass of m rows; the last layer writes into `last`. With sp the rows are
-    sparse (X unused): layer 0's product is sparse_matmul (_sparse.pxd).
+    """Forward pass of m rows, one part (layer_block on each layer's whole output); the
+    last layer writes into `last`. With sp the rows are sparse (X unused).
 
     act_stride >= 0 (training): layer l writes its block of the workspace,
     acts + a_off[l] * act_stride, where backward finds it. act_stride < 0 (inference): the
@@ -271,29 +326,15 @@ cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* act
     cdef int l
     cdef const floating* inp = X
     cdef floating* out
-    cdef const floating* params = <const floating*>net.params
-    cdef Py_ssize_t n_in, n_out
     for l in range(net.n_layers):
-        n_in = net.sizes[l]
-        n_out = net.sizes[l + 1]
         if l == net.n_layers - 1:
             out = last
         elif act_stride >= 0:
             out = acts + net.a_off[l] * act_stride
         else:
             out = acts + (l % 2) * (-act_stride)
-        if l == 0 and sp != NULL:
-            sparse_matmul(sp, m, params + net.w_off[0], n_out, out)
-        elif act_stride < 0 and not net.bf16:
-            inference_gemm(<int>m, <int>n_out, <int>n_in, inp, <int>n_in,
-                           params + net.w_off[l], <int>n_out, out, <int>n_out, <int>n_out)
-        else:
-            weight_gemm(net, l, False, <int>m, <int>n_out, <int>n_in, inp, <int>n_in, 0, 0, out,
-                        <int>n_out)
-        if not gemm_only:
-            bias_activation(out, params + net.b_off[l], m, n_out, net.activations[l])
-            if act_stride >= 0:
-                dropout_forward(net.dropout, net.dropout_state, l, out, 0, m, n_out)
+        layer_block(net, l, inp, out, 0, m, 0, net.sizes[l + 1], act_stride >= 0, gemm_only,
+                    sp)
         inp = out
 
 

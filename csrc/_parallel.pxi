@@ -340,37 +340,14 @@ cdef void layer_part(const Net* net, int l, const floating* inp, floating* out, 
                      int part, int n_parts, bint training) noexcept nogil:
     """Part `part` of out := f_l(inp @ W_l + b_l) (m x n_out), by rows or columns (by rows
     when training with dropout on the layer: its mask is drawn for whole rows)."""
-    cdef const floating* params = <const floating*>net.params
-    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi, i
-    cdef bint dropout = training and dropout_on(net.dropout, l)
-    if split_columns(m, n_out, n_parts) and not dropout:
-        block(n_out, part, n_parts, &lo, &hi)
-        if hi > lo and not training and not net.bf16:
-            inference_gemm(<int>m, <int>(hi - lo), <int>n_in, inp, <int>n_in,
-                           params + net.w_off[l] + lo, <int>n_out, out + lo, <int>n_out,
-                           <int>n_out)
-        elif hi > lo:
-            weight_gemm(net, l, False, <int>m, <int>(hi - lo), <int>n_in, inp, <int>n_in, 0, lo,
-                        out + lo, <int>n_out)
-        if hi > lo:
-            for i in range(m):
-                bias_activation(out + i * n_out + lo, params + net.b_off[l] + lo, 1, hi - lo,
-                                net.activations[l])
+    cdef Py_ssize_t lo, hi
+    if split_columns(m, net.sizes[l + 1], n_parts) and not (training
+                                                            and dropout_on(net.dropout, l)):
+        block(net.sizes[l + 1], part, n_parts, &lo, &hi)
+        layer_block(net, l, inp, out, 0, m, lo, hi, training, False)
     else:
         block(m, part, n_parts, &lo, &hi)
-        if hi > lo and not training and not net.bf16:
-            inference_gemm(<int>(hi - lo), <int>n_out, <int>n_in, inp + lo * n_in, <int>n_in,
-                           params + net.w_off[l], <int>n_out, out + lo * n_out, <int>n_out,
-                           <int>n_out)
-        elif hi > lo:
-            weight_gemm(net, l, False, <int>(hi - lo), <int>n_out, <int>n_in, inp + lo * n_in,
-                        <int>n_in, 0, 0, out + lo * n_out, <int>n_out)
-        if hi > lo:
-            bias_activation(out + lo * n_out, params + net.b_off[l], hi - lo, n_out,
-                            net.activations[l])
-            if dropout:
-                dropout_forward(net.dropout, net.dropout_state, l, out + lo * n_out, lo,
-                                hi - lo, n_out)
+        layer_block(net, l, inp, out, lo, hi, 0, net.sizes[l + 1], training, False)
 
 
 cdef void layer_task(void* ctx, int part, int n_parts) noexcept nogil:
@@ -415,7 +392,6 @@ cdef void reduce_part(const Net* net, int l, floating* out, Py_ssize_t m, int pa
     the partials added in part order."""
     cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], i, j, i_lo, i_hi
     cdef Py_ssize_t j_lo = 0, j_hi = n_out, k_lo, k_hi
-    cdef const floating* b = <const floating*>net.params + net.b_off[l]
     cdef floating* other
     cdef int q
     if (m + ALIGN - 1) // ALIGN >= n_parts:
@@ -433,12 +409,7 @@ cdef void reduce_part(const Net* net, int l, floating* out, Py_ssize_t m, int pa
         for i in range(i_lo, i_hi):
             for j in range(j_lo, j_hi):
                 out[i * n_out + j] += other[i * n_out + j]
-    if j_lo == 0 and j_hi == n_out:
-        bias_activation(out + i_lo * n_out, b, i_hi - i_lo, n_out, net.activations[l])
-    else:
-        for i in range(i_lo, i_hi):
-            bias_activation(out + i * n_out + j_lo, b + j_lo, 1, j_hi - j_lo,
-                            net.activations[l])
+    layer_epilogue(net, l, out, i_lo, i_hi, j_lo, j_hi, True)   # (no dropout: split_inner)
 
 
 cdef void inner_task(void* ctx, int part, int n_parts) noexcept nogil:
@@ -496,19 +467,12 @@ cdef void forward_rows(const Net* net, const floating* X, Py_ssize_t lo,
                        Py_ssize_t hi) noexcept nogil:
     """Rows [lo, hi) of the training forward pass, every layer (its block of the workspace)."""
     cdef int l
-    cdef const floating* params = <const floating*>net.params
     cdef floating* acts = <floating*>net.acts
-    cdef const floating* inp = X + lo * net.sizes[0]
+    cdef const floating* inp = X
     cdef floating* out
-    cdef Py_ssize_t n_in, n_out
     for l in range(net.n_layers):
-        n_in = net.sizes[l]
-        n_out = net.sizes[l + 1]
-        out = acts + net.a_off[l] * net.max_batch + lo * n_out
-        weight_gemm(net, l, False, <int>(hi - lo), <int>n_out, <int>n_in, inp, <int>n_in, 0, 0,
-                    out, <int>n_out)
-        bias_activation(out, params + net.b_off[l], hi - lo, n_out, net.activations[l])
-        dropout_forward(net.dropout, net.dropout_state, l, out, lo, hi - lo, n_out)
+        out = acts + net.a_off[l] * net.max_batch
+        layer_block(net, l, inp, out, lo, hi, 0, net.sizes[l + 1], True, False)
         inp = out
 
 
@@ -554,13 +518,7 @@ cdef void backward_part(Net* net, const floating* X, Py_ssize_t m, int l, const 
         # db_l and dW_l of this part's rows of the batch, into its own gradient buffer
         g = grads if part == 0 else <floating*>net.partials + (part - 1) * net.n_params
         block(m, part, n_parts, &lo, &hi)
-        for j in range(n_out):
-            acc[j] = 0
-        for i in range(lo, hi):
-            for j in range(n_out):
-                acc[j] += d[i * n_out + j]
-        for j in range(n_out):
-            g[net.b_off[l] + j] = <floating>acc[j]
+        bias_gradient(d + lo * n_out, hi - lo, n_out, n_out, acc, g + net.b_off[l])
         net_gemm(net, True, False, <int>n_in, <int>n_out, <int>(hi - lo), <floating>1,
                  a_prev + lo * n_in, <int>n_in, d + lo * n_out, <int>n_out, <floating>0,
                  g + net.w_off[l], <int>n_out)
@@ -577,13 +535,7 @@ cdef void backward_owned(Net* net, const floating* a_prev, Py_ssize_t m, int l,
     cdef floating* db = grads + net.b_off[l]
     # db_l: columns [lo, hi), each summed over the rows in order (as activation_grad does)
     block(n_out, part, n_parts, &lo, &hi)
-    for j in range(lo, hi):
-        acc[j - lo] = 0
-    for i in range(m):
-        for j in range(lo, hi):
-            acc[j - lo] += d[i * n_out + j]
-    for j in range(lo, hi):
-        db[j] = <floating>acc[j - lo]
+    bias_gradient(d + lo, m, hi - lo, n_out, acc, db + lo)
     # dW_l = A_{l-1}^T @ dZ_l: the rows of dW_l this part owns (as of W_l)
     w_rows(net, l, part, n_parts, &lo, &hi)
     if hi > lo:

@@ -8,6 +8,7 @@
  *   fm_activation  out = f(x)                                   (array functions)
  *   fm_bias_act    out = f(out + b) for each row                (dense forward, after the gemm)
  *   fm_act_grad    dz = da * f'(a), db = column sums of dz      (dense backward, one pass)
+ *   fm_bias_grad   db = column sums of a block of rows          (the split backward's db)
  *   fm_row_max, fm_exp_shifted, fm_sum, fm_exp_sum              (softmax and cross-entropy)
  *   fm_all_finite                                               (input checks)
  *   fm_sgd, fm_adam, fm_rms, fm_sum_sq                          (optimiser updates)
@@ -163,6 +164,10 @@ typedef struct {
                        ptrdiff_t m, ptrdiff_t n, int kind);
     void (*act_grad_d)(const double *da, const double *a, double *dz, double *acc, double *db,
                        ptrdiff_t m, ptrdiff_t n, int kind);
+    void (*bias_grad_f)(const float *d, ptrdiff_t m, ptrdiff_t n, ptrdiff_t ld, double *acc,
+                        float *db);
+    void (*bias_grad_d)(const double *d, ptrdiff_t m, ptrdiff_t n, ptrdiff_t ld, double *acc,
+                        double *db);
     float (*row_max_f)(const float *z, ptrdiff_t n);
     double (*row_max_d)(const double *z, ptrdiff_t n);
     void (*exp_shifted_f)(const float *z, float *out, double *maxima, ptrdiff_t m, ptrdiff_t n);
@@ -225,6 +230,8 @@ const char *fm_isa_supported(void);
 #define fm_bias_act_d (fm_kernels.bias_act_d)
 #define fm_act_grad_f (fm_kernels.act_grad_f)
 #define fm_act_grad_d (fm_kernels.act_grad_d)
+#define fm_bias_grad_f (fm_kernels.bias_grad_f)
+#define fm_bias_grad_d (fm_kernels.bias_grad_d)
 #define fm_row_max_f (fm_kernels.row_max_f)
 #define fm_row_max_d (fm_kernels.row_max_d)
 #define fm_exp_shifted_f (fm_kernels.exp_shifted_f)

@@ -27,14 +27,12 @@
 #endif
 
 #ifndef FM_GRAD_LOOP
-/* one row of fm_act_grad over type T: g = G (an expression in d = da[j] and y = a[j]),
- * dz = g, acc += g */
+/* one row of fm_act_grad over type T: dz = G (an expression in d = da[j] and y = a[j]) */
 #define FM_GRAD_LOOP(T, G)                                                                      \
     for (j = 0; j < n; j++) {                                                                   \
-        T d = da_row[j], y = a_row[j], g = (G);                                                 \
+        T d = da_row[j], y = a_row[j];                                                          \
         (void)y;                            /* G need not use it (identity) */                  \
-        dz_row[j] = g;                                                                          \
-        acc[j] += g;                                                                            \
+        dz_row[j] = (G);                                                                        \
     }
 #endif
 
@@ -102,13 +100,33 @@ static void FM_FN(bias_act)(T *out, const T *b, ptrdiff_t m, ptrdiff_t n, int ki
     }
 }
 
-/* dz = da * f'(a) and db = column sums of dz (in double, via acc[n]); dz may be da;
- * db may be NULL */
+/* The bias gradient, the one way it is summed: acc[j] += row[j] for one row, in double. Every
+ * column sum adds its rows one by one in order, so a sum over rows [lo, hi) of some columns
+ * is the same number however the columns are blocked. */
+static inline void FM_FN(add_row)(double *acc, const T *row, ptrdiff_t n)
+{
+    ptrdiff_t j;
+    for (j = 0; j < n; j++) acc[j] += (double)row[j];
+}
+
+/* db[j] = sum over the m rows of d (stride ld) of d[i, j], j < n, in double via acc[n] */
+static void FM_FN(bias_grad)(const T *d, ptrdiff_t m, ptrdiff_t n, ptrdiff_t ld, double *acc,
+                             T *db)
+{
+    ptrdiff_t i, j;
+    for (j = 0; j < n; j++) acc[j] = 0;
+    for (i = 0; i < m; i++) FM_FN(add_row)(acc, d + i * ld, n);
+    for (j = 0; j < n; j++) db[j] = (T)acc[j];
+}
+
+/* dz = da * f'(a) and, unless db is NULL, db = column sums of dz (fm_bias_grad's sums, each
+ * row added while it is in cache; acc: n doubles); dz may be da */
 static void FM_FN(act_grad)(const T *da, const T *a, T *dz, double *acc, T *db,
                             ptrdiff_t m, ptrdiff_t n, int kind)
 {
     ptrdiff_t i, j;
-    for (j = 0; j < n; j++) acc[j] = 0;
+    if (db != NULL)
+        for (j = 0; j < n; j++) acc[j] = 0;
     for (i = 0; i < m; i++) {
         const T *da_row = da + i * n, *a_row = a + i * n;
         T *dz_row = dz + i * n;
@@ -124,6 +142,7 @@ static void FM_FN(act_grad)(const T *da, const T *a, T *dz, double *acc, T *db,
         /* softplus: f'(z) = sigmoid(z) = 1 - e^-a */
         case FM_SOFTPLUS:   FM_GRAD_LOOP(T, d * -FM_EXPM1(-y)); break;
         }
+        if (db != NULL) FM_FN(add_row)(acc, dz_row, n);
     }
     if (db != NULL)
         for (j = 0; j < n; j++) db[j] = (T)acc[j];
@@ -354,6 +373,7 @@ void FM_FN(fill)(fm_kernel_table *table)
     table->FM_FIELD(activation) = FM_FN(activation);
     table->FM_FIELD(bias_act) = FM_FN(bias_act);
     table->FM_FIELD(act_grad) = FM_FN(act_grad);
+    table->FM_FIELD(bias_grad) = FM_FN(bias_grad);
     table->FM_FIELD(row_max) = FM_FN(row_max);
     table->FM_FIELD(exp_shifted) = FM_FN(exp_shifted);
     table->FM_FIELD(exp_sum) = FM_FN(exp_sum);
