@@ -3,7 +3,8 @@
 #
 # The explicit cimport of this module's own .pxd puts it in the build's dependency file
 # (Cython's -M leaves it out otherwise), so a new code there rebuilds this module.
-from fusedmlp._codes cimport LEAKY_SLOPE, SOFT_TOLERANCE
+from fusedmlp._codes cimport LEAKY_SLOPE, SOFT_TOLERANCE, MAX_STEPS
 
 LEAKY_RELU_SLOPE = LEAKY_SLOPE      # the slope of leaky_relu below zero
 SOFT_TARGET_TOLERANCE = SOFT_TOLERANCE     # how far from 1 a row of soft targets may sum
+MAX_COUNTED_STEPS = int(MAX_STEPS)        # the most steps an optimiser or a schedule counts

@@ -26,7 +26,8 @@ from cpython.ref cimport Py_INCREF, Py_DECREF
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport uint32_t
 cimport numpy as cnp
-from fusedmlp._codes cimport (OK, BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_LOSS, BAD_RANGE, SCORES,
+from fusedmlp._codes cimport (OK, BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_LOSS, BAD_RANGE,
+                             BAD_COUNTER, SCORES,
                              PROBABILITIES, LOG_PROBABILITIES, SOFTMAX_CROSS_ENTROPY,
                              BINARY_CROSS_ENTROPY, POISSON_DEVIANCE)
 
@@ -183,6 +184,7 @@ cdef extern from "fusedmlp.h":
         FUSEDMLP_BAD_TARGET
         FUSEDMLP_BAD_LOSS
         FUSEDMLP_BAD_RANGE
+        FUSEDMLP_BAD_COUNTER
         FUSEDMLP_FLOAT32
         FUSEDMLP_FLOAT64
         FUSEDMLP_WRONG_DTYPE
@@ -419,9 +421,9 @@ cdef int capi_train_step_f64(fusedmlp_trainer* trainer, const double* X, Py_ssiz
 # The header spells out the numbers of fusedmlp._codes for C callers: they must agree.
 if ((FUSEDMLP_SCORES, FUSEDMLP_PROBABILITIES, FUSEDMLP_LOG_PROBABILITIES, FUSEDMLP_OK,
      FUSEDMLP_BAD_INPUT, FUSEDMLP_BAD_LABEL, FUSEDMLP_BAD_TARGET, FUSEDMLP_BAD_LOSS,
-     FUSEDMLP_BAD_RANGE)
+     FUSEDMLP_BAD_RANGE, FUSEDMLP_BAD_COUNTER)
         != (SCORES, PROBABILITIES, LOG_PROBABILITIES, OK, BAD_INPUT, BAD_LABEL, BAD_TARGET,
-            BAD_LOSS, BAD_RANGE)):
+            BAD_LOSS, BAD_RANGE, BAD_COUNTER)):
     raise ImportError("fusedmlp.h's output and status codes differ from fusedmlp._codes")
 
 TABLE.version = FUSEDMLP_CAPI_VERSION

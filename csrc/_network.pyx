@@ -42,7 +42,7 @@
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS,
                              PyBUF_WRITABLE, PyBUF_FORMAT)
 from cython cimport floating
-from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 from libc.math cimport isfinite, fabs
@@ -58,14 +58,14 @@ from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_
 from _optim cimport (optimizer_update, optimizer_prepare, optimizer_apply, n_states,
                     fm_sum_sq_f, fm_sum_sq_d, l1_penalty)
 from fusedmlp._codes cimport (H_SIZE, H_WEIGHT_DECAY, H_EPS, OK, BAD_INPUT, BAD_LABEL,
-                             BAD_TARGET, BAD_LOSS, BAD_OUTPUT, BAD_RANGE, OPT_NONE,
+                             BAD_TARGET, BAD_LOSS, BAD_OUTPUT, BAD_RANGE, BAD_COUNTER, OPT_NONE,
                              SOFTMAX_CROSS_ENTROPY, MEAN_SQUARED_ERROR, BINARY_CROSS_ENTROPY,
                              POISSON_DEVIANCE, SCORES, PROBABILITIES, LOG_PROBABILITIES,
                              ACT_IDENTITY)
 from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 from _dropout cimport dropout_on, dropout_forward, dropout_backward
 from _schedule cimport scheduled_rate
-from fusedmlp._codes cimport H_LR, H_CLIP_NORM, S_STEP, S_SIZE, SOFT_TOLERANCE
+from fusedmlp._codes cimport H_LR, H_CLIP_NORM, H_T, S_STEP, S_SIZE, SOFT_TOLERANCE, MAX_STEPS
 from _sparse cimport SparseRows, sparse_all_finite, sparse_matmul, sparse_weight_grad
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
@@ -426,6 +426,9 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
     cdef int status = OK
     # Sparse rows run as one part: the parallel passes (_parallel.pxi) take dense X.
     cdef int n_parts = 1 if sp != NULL else step_parts(net, m)
+    if opt_kind != OPT_NONE and (hyper[H_T] >= MAX_STEPS or (
+            net.dropout != NULL and net.dropout_state[1] >= INT64_MAX)):
+        return BAD_COUNTER              # the update would count past the counter's range
     fm_team_begin(&team, n_parts)
     if net.bf16 and net.bf16_w != NULL and (n_parts > 1 or fm_bf16_mkl()):
         # the weights as they are now (the last update, or whatever the caller wrote since),
@@ -682,6 +685,9 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
                 else:
                     penalty = fm_sum_sq_d(<double*>net.params, net.n_weights) * (rule[2] / total)
         if data.schedule != NULL:
+            if data.schedule[S_STEP] >= MAX_STEPS:
+                failed_row[0] = lo
+                return BAD_COUNTER
             hyper[H_LR] = scheduled_rate(data.schedule)
         status = step(net, <const floating*>data.X_batch, m, labels, targets, weights, total,
                       kind, hyper, state_a, state_b, &loss, sp)

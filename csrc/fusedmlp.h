@@ -77,6 +77,9 @@ enum {
                                       soft targets (softmax) that are not class
                                       probabilities: an entry < 0 or a row not summing to 1
                                       within 1e-4 */
+    FUSEDMLP_BAD_COUNTER = 7,      /* the step would take a counter past its range: the
+                                      optimiser's step count past 2**53 or the model's
+                                      dropout_step past 2**63 - 1; nothing was updated */
     FUSEDMLP_WRONG_DTYPE = -1,     /* an f32 function on a float64 model, or the reverse */
     FUSEDMLP_BAD_ARGUMENT = -2,    /* NULL array, m < 0, unknown output, out overlapping X,
                                       labels with targets, probabilities of an identity

@@ -152,3 +152,110 @@ def test_c_step_refuses_soft_targets_python_refuses(c_client, rows, dtype):
     near[:, 0] += np.asarray(0.5 * SOFT_TARGET_TOLERANCE, dtype)
     model.train_step(X, near, fusedmlp.SGD(0.1))
     assert c_client.train_step(trainer, X, None, near)[0] == codes["OK"]
+
+
+# ---------------------------------------------------------------- class 4: counters
+def _dropout_model(dtype=np.float32):
+    return fusedmlp.MLP([4, 6, 3], dtype=dtype, seed=0, dropout=0.25)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_step_never_wraps(tmp_path, dtype):
+    """Class 4 (counters that wrap): dropout_step = 2**63 - 1 is accepted (it is in range)
+    but the next update with dropout, which would take it past 2**63 - 1, is refused
+    naming dropout_step and changes nothing -- by train_step, fit's compiled epoch and
+    the C step -- so the model still saves, loads and pickles. A gradient-only step and
+    an update without dropout do not advance it and still run."""
+    import pickle
+
+    X, y = _blobs(dtype=dtype)
+    model = _dropout_model(dtype)
+    model.dropout_step = 2**63 - 1
+    before = model.get_params_vector()
+    adam = fusedmlp.Adam(0.01)
+    with pytest.raises(OverflowError, match="dropout_step"):
+        model.train_step(X[:8], y[:8], adam)
+    with pytest.raises(OverflowError, match="dropout_step"):
+        model.fit(X, y, epochs=1, batch_size=8, optimizer=fusedmlp.Adam(0.01))
+    assert model.dropout_step == 2**63 - 1 and adam.steps == 0
+    assert np.array_equal(model.get_params_vector(), before)
+    model.save(tmp_path / "m.npz")
+    assert fusedmlp.load(tmp_path / "m.npz").dropout_step == 2**63 - 1
+    assert pickle.loads(pickle.dumps(model)).dropout_step == 2**63 - 1
+    model.loss_and_gradients(X, y)                      # no update: no mask advanced
+    model.dropout = 0.0
+    model.train_step(X[:8], y[:8], adam)                # no dropout: nothing to count
+    assert model.dropout_step == 2**63 - 1
+
+
+def test_c_step_refuses_a_counter_past_its_range(c_client):
+    """Class 4: the C step refuses what the Python step refuses (FUSEDMLP_BAD_COUNTER),
+    the model and the counters unchanged."""
+    codes = c_client.constants()
+    X, y = _blobs(n=8)
+    model = _dropout_model()
+    model.dropout_step = 2**63 - 1
+    adam = fusedmlp.Adam(0.01)
+    trainer = c_client.trainer_new(model, adam, 8)
+    before = model.get_params_vector()
+    assert c_client.train_step(trainer, X, y.astype(np.int64), None)[0] == codes["BAD_COUNTER"]
+    assert np.array_equal(model.get_params_vector(), before)
+    assert model.dropout_step == 2**63 - 1 and adam.steps == 0
+    model.dropout_step = 0
+    assert c_client.train_step(trainer, X, y.astype(np.int64), None)[0] == codes["OK"]
+    assert model.dropout_step == 1 and adam.steps == 1
+
+
+def _optimizer_at(steps, model):
+    adam = fusedmlp.Adam(0.01)
+    adam.buffers(model)
+    state = adam.state_dict()
+    state["hyper"][fusedmlp._codes.H_T] = steps
+    adam.load_state_dict(model, state)
+    return adam
+
+
+def test_optimizer_step_count_stops_at_its_limit():
+    """Class 4: an optimiser's step count is an integer in [0, 2**53] for the setter
+    (load_state_dict) and the file; at 2**53 (float64's last exact count, where one more
+    step silently stalled) every update path -- train_step, fit's epoch and
+    Optimizer.step after loss_and_gradients -- refuses naming the step count and leaves
+    the model as it was; one below, the update counts to 2**53 exactly."""
+    X, y = _blobs()
+    model = fusedmlp.MLP([4, 5, 3], seed=0)
+    before = model.get_params_vector()
+    adam = _optimizer_at(2**53, model)
+    with pytest.raises(OverflowError, match="step count"):
+        model.train_step(X[:8], y[:8], adam)
+    with pytest.raises(OverflowError, match="step count"):
+        model.fit(X, y, epochs=1, batch_size=8, optimizer=adam)
+    model.loss_and_gradients(X, y)
+    with pytest.raises(OverflowError, match="step count"):
+        adam.step(model)
+    assert np.array_equal(model.get_params_vector(), before) and adam.steps == 2**53
+    adam = _optimizer_at(2**53 - 1, model)
+    model.train_step(X[:8], y[:8], adam)
+    assert adam.steps == 2**53
+
+
+def test_warmup_schedule_step_count_has_a_range():
+    """Class 4: a WarmupLR's step count (advanced by the compiled epoch) is refused past
+    2**53 by the epoch (naming the schedule) and out of range in its file (a pickle) and
+    at the start of a fit; it used to stall silently, or be taken as it came."""
+    import pickle
+
+    X, y = _blobs()
+    model = fusedmlp.MLP([4, 5, 3], seed=0)
+    schedule = fusedmlp.optim.WarmupLR(warmup_steps=2)
+    schedule.state[fusedmlp._codes.S_STEP] = 2**53
+    with pytest.raises(OverflowError, match="WarmupLR"):
+        model.fit(X, y, epochs=1, batch_size=8, lr_schedule=schedule)
+    assert schedule.steps == 2**53
+    schedule.state[fusedmlp._codes.S_STEP] = -3
+    with pytest.raises(ValueError, match="WarmupLR's step count"):
+        model.fit(X, y, epochs=1, batch_size=8, lr_schedule=schedule)
+    data = pickle.dumps(schedule)
+    with pytest.raises(ValueError, match="WarmupLR's step count"):
+        pickle.loads(data)
+    schedule.state[fusedmlp._codes.S_STEP] = 2**53 - 1
+    assert pickle.loads(pickle.dumps(schedule)).steps == 2**53 - 1

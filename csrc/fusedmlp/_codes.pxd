@@ -74,6 +74,9 @@ cpdef enum Status:
     BAD_OUTPUT = 5      # inference outputs NaN or inf (the parameters are, or overflow)
     BAD_RANGE = 6       # a target outside the loss's domain ([0, 1]; >= 0 for Poisson; soft
                         # targets of softmax: rows of probabilities, SOFT_TARGET_TOLERANCE)
+    BAD_COUNTER = 7     # a step would take a counter past its range (the optimiser's step
+                        # count or a WarmupLR's past MAX_STEPS, dropout_step past 2**63 - 1):
+                        # nothing was updated
 
 
 # How far from 1 a row of soft targets (class probabilities) may sum: the slack for rounding in
@@ -82,8 +85,14 @@ cpdef enum Status:
 cdef extern from *:
     """
     #define FM_SOFT_TARGET_TOLERANCE 1e-4
+    #define FM_MAX_STEPS 9007199254740992.0
     """
     const double SOFT_TOLERANCE "FM_SOFT_TARGET_TOLERANCE"
+    # The most steps an optimiser (hyper[H_T]) or a schedule (S_STEP) may count: 2**53, the
+    # float64 counts' last exact integer. The setters, the model file and the compiled step
+    # (which refuses a step past it with BAD_COUNTER) agree on [0, MAX_STEPS]; dropout_step,
+    # an int64, lies in [0, 2**63) the same way.
+    const double MAX_STEPS "FM_MAX_STEPS"
 
 
 # What inference writes into its output: the last layer's pre-activation, its output

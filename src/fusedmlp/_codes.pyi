@@ -23,6 +23,7 @@ S_STEP: int
 S_TOTAL_STEPS: int
 S_WARMUP_STEPS: int
 SOFT_TARGET_TOLERANCE: float
+MAX_COUNTED_STEPS: int
 
 
 # The activation functions: an IntEnum whose members ACT_<NAME> (one per entry of
@@ -67,3 +68,4 @@ class Status(enum.IntEnum):
     BAD_LOSS = 4
     BAD_OUTPUT = 5
     BAD_RANGE = 6
+    BAD_COUNTER = 7

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _kernels, _network, io, sparse, training
 from .dropout import KEY_LIMIT, check_dropout, check_dropout_key, layer_rates
-from ._codes import H_SIZE, SOFT_TARGET_TOLERANCE, Inference, Status
+from ._codes import H_SIZE, H_T, SOFT_TARGET_TOLERANCE, Inference, Status
 from ._validation import (
     BLAS_INT_MAX, as_float_array, as_labels, as_matrix, as_model_dtype, as_positive_int,
     as_sample_weight, check_distribution, check_finite, check_out, describe,
@@ -16,7 +16,7 @@ from ._validation import (
 from .functional import ACTIVATIONS
 from .layers import OUTPUTS, Dense, MeanSquaredError, SoftmaxCrossEntropy, check_activation
 from .layout import ParamLayout
-from .optim import Optimizer
+from .optim import Optimizer, check_counters
 from .threads import bind as bind_threads, check_n_threads
 from .bf16 import check_compute_dtype, restore_compute_dtype
 
@@ -38,6 +38,9 @@ STATUS_ERRORS = {
                         "model.get_params_vector())"),
     Status.BAD_RANGE: (ValueError, "y holds targets outside [0, 1] (output='sigmoid' needs "
                                    "0/1 labels or probabilities)"),
+    Status.BAD_COUNTER: (OverflowError, "the update would take a step counter past its range "
+                                        "(the optimiser's steps past 2**53, dropout_step past "
+                                        "2**63 - 1); no update was applied"),
 }
 _NEGATIVE_TARGETS = ("y holds negative targets (output='exp' trains with the Poisson "
                      "deviance, which needs y >= 0)")
@@ -196,6 +199,10 @@ class MLP:
             else:
                 self._net.set_dropout(None, None)
             self._dropout = value
+
+    def _net_has_dropout(self) -> bool:
+        """The compiled step draws masks (and advances dropout_step) on every update."""
+        return bool(layer_rates(self._dropout, len(self.layers)).any())
 
     @property
     def dropout_seed(self) -> int:
@@ -409,7 +416,7 @@ class MLP:
                 pass
             else:
                 if status:
-                    self._raise_step_status(status, y)
+                    self._raise_step_status(status, y, hyper)
                 return loss
         X = self._inputs(X)
         m = X.shape[0]
@@ -426,12 +433,14 @@ class MLP:
                                           state_a, state_b)
             loss = self._net.loss
         if status:
-            self._raise_step_status(status, labels)
+            self._raise_step_status(status, labels, hyper)
         return loss
 
-    def _raise_step_status(self, status, labels):
+    def _raise_step_status(self, status, labels, hyper):
         if status == Status.BAD_LABEL:
             as_labels(labels, "y", self.n_outputs)      # raises, showing the bad values
+        if status == Status.BAD_COUNTER:                # raises, naming the counter
+            check_counters(hyper[H_T], self._net_has_dropout(), self.dropout_step)
         _raise_status(status, self.n_outputs, self.output)
 
     def train_step(self, X, y, optimizer, *, sample_weight=None) -> float:

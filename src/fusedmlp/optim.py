@@ -51,8 +51,29 @@ _SETTINGS: Dict[str, Tuple[int, Dict[str, Any]]] = {
     "alpha": (_BETA2, dict(high=1.0, high_open=True)),
     "eps": (_EPS, dict(low_open=True)),
 }
-#: The largest step count a state may hold: float64 counts exactly up to 2**53.
-MAX_STEPS = 2**53
+#: The largest step count a state may hold: float64 counts exactly up to 2**53. The compiled
+#: step refuses an update past it (Status.BAD_COUNTER), so a state never leaves the range
+#: that the setters, load_state_dict and model files accept.
+MAX_STEPS = _codes.MAX_COUNTED_STEPS
+
+
+def check_counters(optimizer_steps, dropout=False, dropout_step=0, schedule_steps=None):
+    """OverflowError naming the counter if one more update would take it past its range:
+    the optimiser's step count (or a WarmupLR's) past MAX_STEPS, or the model's
+    dropout_step (advanced when dropout is on) past 2**63 - 1. The compiled step refuses
+    the same updates (Status.BAD_COUNTER); this says which counter."""
+    if optimizer_steps >= MAX_STEPS:
+        raise OverflowError(f"the optimiser's step count is {int(optimizer_steps)}, the most it "
+                            "counts (2**53): no further update is applied (optimizer.reset() "
+                            "starts afresh)")
+    if dropout and dropout_step >= 2**63 - 1:
+        raise OverflowError(f"dropout_step is {dropout_step}, the last in its range [0, 2**63): "
+                            "no further update with dropout is applied (set model.dropout_step "
+                            "or model.dropout_seed to draw a new series of masks)")
+    if schedule_steps is not None and schedule_steps >= MAX_STEPS:
+        raise OverflowError(f"the WarmupLR schedule's step count is {int(schedule_steps)}, the "
+                            "most it counts (2**53): no further step is scheduled "
+                            "(schedule.reset() starts afresh)")
 
 
 def check_hyper(name: str, value) -> float:
@@ -180,6 +201,7 @@ class Optimizer:
         """Apply one update to `model` from the gradients it holds (``loss_and_gradients``
         or the layers' ``backward`` fill them)."""
         hyper, state_a, state_b = self.buffers(model)
+        check_counters(hyper[_T])
         _kernels.optimizer_update(self.kind, hyper, model.parameters, model.gradients,
                                   state_a, state_b, model.layout.n_weights)
 
@@ -480,9 +502,27 @@ class WarmupLR:
     def started(self) -> bool:
         return bool(self.state[_codes.S_PEAK_LR] > 0)
 
+    def __setstate__(self, state):
+        # a pickle is this schedule's file: its step count in the range the compiled epoch
+        # advances it through (the other slots are checked as the constructor checks them)
+        self.__dict__.update(state)
+        self._check_state()
+
+    def _check_state(self):
+        steps = self.state[_codes.S_STEP] if (
+            isinstance(self.state, np.ndarray) and self.state.dtype == np.float64
+            and self.state.shape == (_codes.S_SIZE,)) else None
+        if steps is None:
+            raise ValueError(f"a WarmupLR's state must be a float64 array of shape "
+                             f"({_codes.S_SIZE},), got {describe(self.state)}")
+        if not (math.isfinite(steps) and steps == int(steps) and 0 <= steps <= MAX_STEPS):
+            raise ValueError(f"a WarmupLR's step count must be an integer in [0, 2**53], got "
+                             f"{steps!r}")
+
     def start(self, peak_lr, total_steps) -> np.ndarray:
         """Fix the peak rate and the length at first use (later calls keep them); returns
         the state array the compiled epoch reads."""
+        self._check_state()
         if not self.started:
             total = self.total_steps if self.total_steps is not None else total_steps
             if total < max(1, self.warmup_steps):

@@ -22,10 +22,11 @@ from typing import Any, Dict
 import numpy as np
 
 from . import _kernels, sparse
-from ._codes import Status
+from ._codes import H_T, S_STEP, Status
 from ._validation import as_bool, as_positive_int, as_real, as_sample_weight, describe
 from .class_weights import row_classes, row_weights
-from .optim import ConstantLR, WarmupLR, check_hyper, make_optimizer, make_schedule
+from .optim import (ConstantLR, WarmupLR, check_counters, check_hyper, make_optimizer,
+                    make_schedule)
 
 __all__ = ["Batches", "run_epoch", "fit"]
 
@@ -123,6 +124,11 @@ def run_epoch(step, batches: Batches, order=None, *, validation=None, progress=N
         extra = {} if schedule is None else {"schedule": schedule}
         status = step.epoch(batches, order, first, stop,
                             validation if stop == n else None, results, **extra)
+        if status == Status.BAD_COUNTER:
+            model = step.model
+            check_counters(step.optimizer.hyper[H_T], model._net_has_dropout(),
+                           model.dropout_step,
+                           None if schedule is None else schedule[S_STEP])
         if status:
             _raise_epoch_status(status, int(results[2]), size, n_batches)
         if per_call < n_batches:

@@ -192,13 +192,14 @@ static PyObject* train_step(PyObject* self, PyObject* args) {
 
 static PyObject* constants(PyObject* self, PyObject* unused) {
     return Py_BuildValue(
-        "{si,si,si,si,si,si,si,si,si,si,si,si,si,si,si,si,si}",
+        "{si,si,si,si,si,si,si,si,si,si,si,si,si,si,si,si,si,si}",
         "FLOAT32", FUSEDMLP_FLOAT32, "FLOAT64", FUSEDMLP_FLOAT64,
         "SCORES", FUSEDMLP_SCORES, "PROBABILITIES", FUSEDMLP_PROBABILITIES,
         "LOG_PROBABILITIES", FUSEDMLP_LOG_PROBABILITIES,
         "OK", FUSEDMLP_OK, "BAD_INPUT", FUSEDMLP_BAD_INPUT, "BAD_LABEL", FUSEDMLP_BAD_LABEL,
         "BAD_TARGET", FUSEDMLP_BAD_TARGET, "BAD_LOSS", FUSEDMLP_BAD_LOSS,
         "BAD_OUTPUT", FUSEDMLP_BAD_OUTPUT, "BAD_RANGE", FUSEDMLP_BAD_RANGE,
+        "BAD_COUNTER", FUSEDMLP_BAD_COUNTER,
         "WRONG_DTYPE", FUSEDMLP_WRONG_DTYPE, "BAD_ARGUMENT", FUSEDMLP_BAD_ARGUMENT,
         "TOO_MANY_ROWS", FUSEDMLP_TOO_MANY_ROWS, "NO_MEMORY", FUSEDMLP_NO_MEMORY,
         "CAPI_VERSION", FUSEDMLP_CAPI_VERSION);
