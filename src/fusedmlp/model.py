@@ -200,10 +200,6 @@ class MLP:
                 self._net.set_dropout(None, None)
             self._dropout = value
 
-    def _net_has_dropout(self) -> bool:
-        """The compiled step draws masks (and advances dropout_step) on every update."""
-        return bool(layer_rates(self._dropout, len(self.layers)).any())
-
     @property
     def dropout_seed(self) -> int:
         """The key of the dropout masks (an integer in [0, 2**63)); settable."""
@@ -440,7 +436,8 @@ class MLP:
         if status == Status.BAD_LABEL:
             as_labels(labels, "y", self.n_outputs)      # raises, showing the bad values
         if status == Status.BAD_COUNTER:                # raises, naming the counter
-            check_counters(hyper[H_T], self._net_has_dropout(), self.dropout_step)
+            check_counters(hyper[H_T], bool(np.any(np.asarray(self._dropout) > 0)),
+                           self.dropout_step)
         _raise_status(status, self.n_outputs, self.output)
 
     def train_step(self, X, y, optimizer, *, sample_weight=None) -> float:

@@ -126,7 +126,7 @@ def run_epoch(step, batches: Batches, order=None, *, validation=None, progress=N
                             validation if stop == n else None, results, **extra)
         if status == Status.BAD_COUNTER:
             model = step.model
-            check_counters(step.optimizer.hyper[H_T], model._net_has_dropout(),
+            check_counters(step.optimizer.hyper[H_T], bool(np.any(np.asarray(model.dropout) > 0)),
                            model.dropout_step,
                            None if schedule is None else schedule[S_STEP])
         if status:
