@@ -259,3 +259,25 @@ def test_warmup_schedule_step_count_has_a_range():
         pickle.loads(data)
     schedule.state[fusedmlp._codes.S_STEP] = 2**53 - 1
     assert pickle.loads(pickle.dumps(schedule)).steps == 2**53 - 1
+
+
+# ---------------------------------------------------------------- class 6: estimator params
+@pytest.mark.parametrize("path", ["partial_fit", "warm_start"])
+def test_estimator_parameters_are_validated_and_applied_on_every_path(path):
+    """Class 6 (estimator parameters that do not reach the model): after a first fit,
+    set_params(n_threads=0) is refused naming n_threads on partial_fit and on a warm-started
+    fit alike (it was accepted by partial_fit), and set_params(n_threads=1) reaches the
+    model on both paths (a warm fit kept "auto"), as dropout and compute_dtype do."""
+    X, y = _blobs()
+    estimator = MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, warm_start=True,
+                              random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator.fit(X, y)
+        resume = (estimator.partial_fit if path == "partial_fit" else estimator.fit)
+        estimator.set_params(n_threads=0)
+        with pytest.raises(ValueError, match="n_threads"):
+            resume(X, y)
+        estimator.set_params(n_threads=1, dropout=0.1)
+        resume(X, y)
+    assert estimator.model_.n_threads == 1 and estimator.model_.dropout == 0.1

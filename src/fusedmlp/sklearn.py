@@ -97,6 +97,7 @@ from .functional import ACTIVATIONS
 from .dropout import check_dropout
 from .model import MLP
 from .optim import SGD, Adam
+from .threads import check_n_threads
 from .training import Batches, run_epoch
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -252,6 +253,7 @@ class _BaseMLP(BaseEstimator):
         """Validate the hyper-parameters at fit time (never in __init__ or set_params)."""
         self._hidden_sizes()
         check_compute_dtype(self.compute_dtype, self._model_dtype() or np.float32)
+        check_n_threads(self.n_threads)
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, "
                              f"got {self.activation!r}")
@@ -440,6 +442,14 @@ class _BaseMLP(BaseEstimator):
         return _Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
                      eps=self.epsilon / scale)
 
+    def _apply_params(self):
+        """The estimator's settings that live on the model, copied onto a warm model_ (a new
+        one takes them in its constructor): every path -- fit, warm start, partial_fit --
+        trains with the parameters as set now (validated by _check_params)."""
+        self.model_.dropout = self.dropout
+        self.model_.compute_dtype = self.compute_dtype
+        self.model_.n_threads = self.n_threads
+
     def _initialize(self, n_features, n_outputs, dtype, rng):
         sizes = [n_features, *self._hidden_sizes(), n_outputs]
         output = self._model_output()
@@ -555,8 +565,7 @@ class _BaseMLP(BaseEstimator):
                 self._initialize(X.shape[1], n_outputs, dtype, rng=None)
             self._take_assigned_weights()
             self._check_warm_model(n_outputs)
-            self.model_.dropout = self.dropout          # (set_params may have changed it)
-            self.model_.compute_dtype = self.compute_dtype
+            self._apply_params()                        # (set_params may have changed them)
         if self.solver == "lbfgs":
             self._optimizer = None
             self._fit_lbfgs(X, y, sample_weight)
