@@ -281,3 +281,24 @@ def test_estimator_parameters_are_validated_and_applied_on_every_path(path):
         estimator.set_params(n_threads=1, dropout=0.1)
         resume(X, y)
     assert estimator.model_.n_threads == 1 and estimator.model_.dropout == 0.1
+
+
+# ---------------------------------------------------------------- class 8: empty Dask blocks
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_predict_blocks_with_an_empty_block_equals_memory(method):
+    """Class 8 (empty blocks in Dask): predict_blocks over X[mask] where the mask empties a
+    whole block gives what the in-memory call on the masked rows gives (it raised
+    scikit-learn's "Found array with 0 sample(s)" from that block)."""
+    da = pytest.importorskip("dask.array")
+    from fusedmlp.dask import predict_blocks
+
+    X, y = _blobs(n=80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+    mask = np.ones(len(X), bool)
+    mask[20:40] = False                                 # the second block keeps no row
+    blocked = da.from_array(X, chunks=(20, 4))
+    result = predict_blocks(estimator, blocked[da.from_array(mask, chunks=20)], method=method)
+    expected = getattr(estimator, method)(X[mask])
+    assert np.array_equal(np.asarray(result.compute()), expected)

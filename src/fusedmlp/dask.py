@@ -87,7 +87,12 @@ def _row_blocks(X: da.Array, y: da.Array):
 
 
 # ---------------------------------------------------------------------- prediction
-def _apply_method(block, model, method):
+def _apply_method(block, model, method, trailing=(), dtype=None):
+    # A block with no rows (a mask that keeps none of them) gives no rows, of the shape and
+    # dtype the other blocks have: the in-memory call on the whole array has no such block,
+    # and the estimators refuse an empty X.
+    if len(block) == 0 and dtype is not None:
+        return np.empty((0, *trailing), dtype)
     return getattr(model, method)(block)
 
 
@@ -137,8 +142,8 @@ def predict_blocks(model, X, *, method="predict"):
     else:
         raise ValueError(f"{method} returned an array of shape {probe.shape}; expected 1-D or 2-D")
     model_node = dask.delayed(model, pure=True)
-    return X.map_blocks(_apply_method, model_node, method, chunks=chunks, drop_axis=drop_axis,
-                        dtype=probe.dtype, meta=np.empty((0,) * probe.ndim, probe.dtype))
+    return X.map_blocks(_apply_method, model_node, method, probe.shape[1:], probe.dtype,
+                        chunks=chunks, drop_axis=drop_axis, dtype=probe.dtype, meta=np.empty((0,) * probe.ndim, probe.dtype))
 
 
 # ---------------------------------------------------------------------- incremental training
