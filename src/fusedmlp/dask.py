@@ -91,7 +91,7 @@ def _apply_method(block, model, method, trailing=(), dtype=None):
     # A block with no rows (a mask that keeps none of them) gives no rows, of the shape and
     # dtype the other blocks have: the in-memory call on the whole array has no such block,
     # and the estimators refuse an empty X.
-    if len(block) == 0 and dtype is not None:
+    if block.shape[0] == 0 and dtype is not None:
         return np.empty((0, *trailing), dtype)
     return getattr(model, method)(block)
 
