@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from threadpoolctl import LibController, register
 
 from . import _network
 from ._validation import describe
@@ -69,26 +70,21 @@ def pool_info() -> dict:
 
 # threadpoolctl: a controller for fusedmlp's pool, so that threadpool_info() lists it and
 # threadpool_limits(n) caps what "auto" uses (explicit n_threads are obeyed as given).
-try:
-    from threadpoolctl import LibController, register
-except ImportError:           # threadpoolctl < 3.5: no custom controllers
-    LibController = None
+class _PoolController(LibController):
+    user_api = "fusedmlp"
+    internal_api = "fusedmlp"
+    filename_prefixes = ("_network",)
+    check_symbols = ("fusedmlp_get_num_threads", "fusedmlp_set_num_threads")
 
-if LibController is not None:
-    class _PoolController(LibController):
-        user_api = "fusedmlp"
-        internal_api = "fusedmlp"
-        filename_prefixes = ("_network",)
-        check_symbols = ("fusedmlp_get_num_threads", "fusedmlp_set_num_threads")
+    def get_num_threads(self):
+        return self.dynlib.fusedmlp_get_num_threads()
 
-        def get_num_threads(self):
-            return self.dynlib.fusedmlp_get_num_threads()
+    def set_num_threads(self, num_threads):
+        self.dynlib.fusedmlp_set_num_threads(int(num_threads))
 
-        def set_num_threads(self, num_threads):
-            self.dynlib.fusedmlp_set_num_threads(int(num_threads))
+    def get_version(self):
+        from ._version import __version__
+        return __version__
 
-        def get_version(self):
-            from ._version import __version__
-            return __version__
 
-    register(_PoolController)
+register(_PoolController)
