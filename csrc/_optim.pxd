@@ -42,10 +42,11 @@ cdef extern from "elementwise.h" nogil:
     void fm_sgd_d(double* p, const double* g, double* v, Py_ssize_t n, double lr, double wd,
                   double scale, double mom, int nesterov)
     void fm_adam_f(float* p, const float* g, float* m, float* v, Py_ssize_t n, float step_size,
-                   float root_bc2, float b1, float b2, float eps, float wd, float scale)
+                   float root_bc2, float b1, float gain1, float b2, float gain2, float eps,
+                   float wd, float scale)
     void fm_adam_d(double* p, const double* g, double* m, double* v, Py_ssize_t n,
-                   double step_size, double root_bc2, double b1, double b2, double eps,
-                   double wd, double scale)
+                   double step_size, double root_bc2, double b1, double gain1, double b2,
+                   double gain2, double eps, double wd, double scale)
     void fm_rms_f(float* p, const float* g, float* v, Py_ssize_t n, float lr, float decay,
                   float gain, float eps, float wd, float scale)
     void fm_rms_d(double* p, const double* g, double* v, Py_ssize_t n, double lr, double decay,
@@ -73,6 +74,10 @@ cdef inline void _update_range(int kind, const double* hyper, floating wd, float
     cdef double t = hyper[H_T]
     cdef floating lr = <floating>hyper[H_LR], eps = <floating>hyper[H_EPS]
     cdef floating b1 = <floating>hyper[H_BETA1], b2 = <floating>hyper[H_BETA2]
+    # the moving averages' gains 1 - beta in double, rounded once: 1 - <float>0.999 would be
+    # 1.3e-5 away from 0.001 (beta's own rounding, magnified by 1 / (1 - beta))
+    cdef floating gain1 = <floating>(1 - hyper[H_BETA1])
+    cdef floating gain2 = <floating>(1 - hyper[H_BETA2])
     cdef floating step_size, root_bc2
     if kind == OPT_SGD:
         if floating is float:
@@ -85,21 +90,19 @@ cdef inline void _update_range(int kind, const double* hyper, floating wd, float
         step_size = <floating>(hyper[H_LR] / (1 - power(hyper[H_BETA1], t)))
         root_bc2 = <floating>sqrt(1 - power(hyper[H_BETA2], t))
         if floating is float:
-            fm_adam_f(p, grad, state_a, state_b, size, step_size, root_bc2, b1, b2, eps, wd,
-                      scale)
+            fm_adam_f(p, grad, state_a, state_b, size, step_size, root_bc2, b1, gain1, b2, gain2,
+                      eps, wd, scale)
         else:
-            fm_adam_d(p, grad, state_a, state_b, size, step_size, root_bc2, b1, b2, eps, wd,
-                      scale)
+            fm_adam_d(p, grad, state_a, state_b, size, step_size, root_bc2, b1, gain1, b2, gain2,
+                      eps, wd, scale)
     elif kind == OPT_RMSPROP or kind == OPT_ADAGRAD:
         # AdaGrad is RMSProp with decay 1 and gain 1: v = v + g^2
         if kind == OPT_ADAGRAD:
-            b2 = 1
+            b2 = gain2 = 1
         if floating is float:
-            fm_rms_f(p, grad, state_a, size, lr, b2, 1 if kind == OPT_ADAGRAD else 1 - b2, eps,
-                     wd, scale)
+            fm_rms_f(p, grad, state_a, size, lr, b2, gain2, eps, wd, scale)
         else:
-            fm_rms_d(p, grad, state_a, size, lr, b2, 1 if kind == OPT_ADAGRAD else 1 - b2, eps,
-                     wd, scale)
+            fm_rms_d(p, grad, state_a, size, lr, b2, gain2, eps, wd, scale)
 
 
 cdef extern from "elementwise.h" nogil:      # the L1 loops (elementwise_impl.h)

@@ -182,10 +182,11 @@ typedef struct {
     void (*sgd_d)(double *p, const double *g, double *v, ptrdiff_t n, double lr, double wd,
                   double scale, double mom, int nesterov);
     void (*adam_f)(float *p, const float *g, float *m, float *v, ptrdiff_t n, float step_size,
-                   float root_bc2, float b1, float b2, float eps, float wd, float scale);
+                   float root_bc2, float b1, float gain1, float b2, float gain2, float eps,
+                   float wd, float scale);
     void (*adam_d)(double *p, const double *g, double *m, double *v, ptrdiff_t n,
-                   double step_size, double root_bc2, double b1, double b2, double eps,
-                   double wd, double scale);
+                   double step_size, double root_bc2, double b1, double gain1, double b2,
+                   double gain2, double eps, double wd, double scale);
     void (*rms_f)(float *p, const float *g, float *v, ptrdiff_t n, float lr, float decay,
                   float gain, float eps, float wd, float scale);
     void (*rms_d)(double *p, const double *g, double *v, ptrdiff_t n, double lr, double decay,

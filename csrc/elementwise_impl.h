@@ -206,7 +206,8 @@ static double FM_FN(exp_sum)(const T *z, T mx, ptrdiff_t n)
 /* Optimiser updates over p[0:n] with gradient g, as in csrc/_optim.pxd (PyTorch's formulas):
  * g' = g * scale + wd * p, then
  *   sgd:      v = mom * v + g'; p -= lr * (nesterov ? g' + mom * v : v)   (mom = 0: p -= lr g')
- *   adam:     m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
+ *   adam:     m = b1 m + gain1 g'; v = b2 v + gain2 g'^2  (gain = 1 - b, computed by the
+ *             caller in double and rounded once: in float32, 1 - (float)0.999 is 1.3e-5 off);
  *             p -= step_size * m / (sqrt(v) / root_bc2 + eps)  (one division: see below)
  *   rmsprop:  v = alpha v + (1-alpha) g'^2;  p -= lr g' / (sqrt(v) + eps)
  *   adagrad:  v = v + g'^2;                  p -= lr g' / (sqrt(v) + eps)
@@ -233,7 +234,7 @@ static void FM_FN(sgd)(T *p, const T *g, T *v, ptrdiff_t n, T lr, T wd, T scale,
 }
 
 static void FM_FN(adam)(T *p, const T *g, T *m, T *v, ptrdiff_t n, T step_size,
-                        T root_bc2, T b1, T b2, T eps, T wd, T scale)
+                        T root_bc2, T b1, T gain1, T b2, T gain2, T eps, T wd, T scale)
 {
     /* PyTorch's step_size * m / (sqrt(v) / root_bc2 + eps), with root_bc2 moved out of the
      * loop: one division and one square root per parameter instead of two divisions. */
@@ -242,8 +243,8 @@ static void FM_FN(adam)(T *p, const T *g, T *m, T *v, ptrdiff_t n, T step_size,
     step_size *= root_bc2;
     for (i = 0; i < n; i++) {
         T gi = g[i] * scale + wd * p[i];
-        T mi = b1 * m[i] + ((T)1 - b1) * gi;
-        T vi = b2 * v[i] + ((T)1 - b2) * gi * gi;
+        T mi = b1 * m[i] + gain1 * gi;
+        T vi = b2 * v[i] + gain2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
         p[i] -= step_size * mi / (FM_SQRT(vi) + eps_scaled);

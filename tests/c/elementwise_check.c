@@ -191,7 +191,7 @@ int main(void)
         fm_sgd_d(p, g, v, 3, 0.5, 0, 1, 0, 0);
         check(p[0] == 0.5 && p[2] == 2.5, "sgd");
         /* first step: m = 0.1, v = 0.001, p -= 0.1 * m / sqrt(v / (1 - 0.999)) = 0.01 */
-        fm_adam_d(p, g, m, v, 3, 0.1, sqrt(1 - 0.999), 0.9, 0.999, 0, 0, 1);
+        fm_adam_d(p, g, m, v, 3, 0.1, sqrt(1 - 0.999), 0.9, 1 - 0.9, 0.999, 1 - 0.999, 0, 0, 1);
         check(fabs(p[0] - 0.49) < 1e-12 && fabs(m[0] - 0.1) < 1e-15, "adam's first step");
         check(fm_sum_sq_d(g, 3) == 3, "sum of squares");
         double bad[4] = {1, 2, NAN, 3};
