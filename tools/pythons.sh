@@ -73,10 +73,8 @@ pick_python() {  # oldest|newest -> an interpreter's path
     echo "$found"
 }
 
-quiet_pip() {  # pip, minus its warnings about this machine's optional local indexes
-    "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
-    return "${PIPESTATUS[0]}"
-}
+# shellcheck source=tools/_installed.sh
+. "$REPO/tools/_installed.sh"
 
 run_one() {  # oldest|newest; prints the steps, returns pytest's status
     local kind="$1" dir="$WORK/$1" python venv t0=$SECONDS
@@ -113,14 +111,8 @@ run_one() {  # oldest|newest; prints the steps, returns pytest's status
     step "installed: $(grep -iE '^(numpy|scipy|scikit-learn|cython|scipy-openblas32)==' "$dir/deps.txt" | tr '\n' ' ')"
 
     step "pytest against the installed wheel"
-    local run_dir rc
-    run_dir="$(mktemp -d "$dir/run.XXXXXX")"
-    set +e
-    (cd "$run_dir" && FUSEDMLP_EXPECT_INSTALLED=1 \
-        "$venv/bin/python" -m pytest "$REPO/tests" --import-mode=importlib \
-        -p no:cacheprovider "${pytest_extra[@]}")
-    rc=$?
-    set -e
+    local rc=0
+    installed_suite "$venv/bin/python" "$dir" || rc=$?
     step "pytest exit $rc"
     return $rc
 }
