@@ -172,10 +172,10 @@ cdef inline void inference_gemm(int m, int n, int k, const floating* a, int lda,
                                 const floating* b, int ldb, floating* c, int ldc,
                                 int layer_width) noexcept nogil:
     """Row-major C[m, n] := A[m, k] @ B[k, n] for inference (a block of the columns of a
-    layer layer_width wide): fusedmlp's own AVX-512 kernel for float32 layers of 32 or more
-    units where the CPU has it (small_gemm.h: ~113 GFLOP/s at every inference shape
-    measured, against OpenBLAS's 88-95; narrower layers stay with BLAS, which was faster
-    there), else gemm. Chosen by the layer, not the block, so that every block of a split
+    layer layer_width wide): fusedmlp's own kernel (AVX-512, AVX2+FMA or NEON, small_gemm.h)
+    for float32 layers of 32 or more units where the CPU has one (faster than OpenBLAS at
+    every inference shape measured, docs/performance.md; narrower layers stay with BLAS,
+    which was faster there), else gemm. Chosen by the layer, not the block, so that every block of a split
     product runs the same kernel: the same bits as the whole."""
     if floating is float:
         if layer_width >= 32 and fm_small_gemm(m, n, k, a, lda, b, ldb, c, ldc):

@@ -28,7 +28,8 @@ X86_FAMILIES = {
                     ("elementwise_kernels.c", ["-DFM_VARIANT=avx2", "-mavx2"]),
                     ("elementwise_kernels.c", ["-DFM_VARIANT=avx512", "-mavx512f"]),
                     ("elementwise_dispatch.c", ["-DFM_HAVE_BASELINE", "-DFM_HAVE_AVX2", "-DFM_HAVE_AVX512"])],
-    "small_gemm": [("small_gemm.c", ["-DFM_HAVE_SMALL_GEMM"]), ("small_gemm_avx512.c", ["-mavx512f"])],
+    "small_gemm": [("small_gemm.c", ["-DFM_HAVE_SMALL_GEMM_AVX512", "-DFM_HAVE_SMALL_GEMM_AVX2"]),
+                   ("small_gemm_avx512.c", ["-mavx512f"]), ("small_gemm_avx2.c", ["-mavx2", "-mfma"])],
     "bf16_gemm": [("bf16_gemm.c", ["-DFM_HAVE_BF16_KERNEL"]),
                   ("bf16_gemm_avx512.c", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"])],
 }
@@ -48,7 +49,7 @@ def test_every_kernel_family_natively_for_each_variant(tmp_path):
             subprocess.run(["cc", *FLAGS, *flags, "-c", str(KERNELS / source), "-o", str(obj)],
                            check=True)
             objects.append(str(obj))
-    for check in ("kernels_check", "elementwise_check"):
+    for check in ("elementwise_check", "kernels_check"):
         exe = tmp_path / check
         subprocess.run(["cc", *FLAGS, str(CHECKS / f"{check}.c"), *objects, "-o", str(exe),
                         "-lm", "-lpthread"], check=True)
@@ -58,7 +59,13 @@ def test_every_kernel_family_natively_for_each_variant(tmp_path):
             for variant in supported:
                 assert f"variant {variant}" in run_check([str(exe)], variant)
         else:
-            assert "small_gemm 17x33x65" in out and "pool: every part" in out
+            assert "small_gemm[" in out and "pool: every part" in out
+            # each small_gemm kernel the CPU runs, forced (baseline: declined, BLAS's turn)
+            for variant in supported:
+                forced = run([str(exe)], variant)
+                expected = ("small_gemm: no kernel here, declined" if variant == "baseline"
+                            else f"small_gemm[{variant}] 33x200x31")
+                assert expected in forced, forced
 
 
 def test_every_kernel_family_on_aarch64_under_qemu(tmp_path):
@@ -69,4 +76,5 @@ def test_every_kernel_family_on_aarch64_under_qemu(tmp_path):
     for check in ("elementwise_check", "kernels_check"):
         out = (tmp_path / f"{check}.txt").read_text()
         assert out.rstrip().endswith(" 0 failed"), out
-    assert "bf16_gemm 32x128x100" in (tmp_path / "kernels_check.txt").read_text()
+    out = (tmp_path / "kernels_check.txt").read_text()
+    assert "bf16_gemm 32x128x100" in out and "small_gemm[neon] 33x200x31" in out

@@ -1,14 +1,30 @@
-"""fusedmlp's own float32 inference product (csrc/small_gemm.h): AVX-512F, chosen at run time,
-used for inference products of 32 or more columns; BLAS elsewhere (docs/threading.md)."""
+"""fusedmlp's own float32 inference product (csrc/small_gemm.h): AVX-512F, AVX2+FMA or NEON,
+chosen at run time (cpu.h), used for inference products of 32 or more columns; BLAS elsewhere
+(docs/performance.md). Every x86 variant this CPU runs is tested, each forced with
+FUSEDMLP_ISA in a fresh interpreter; NEON runs under qemu (tests/test_c_kernels.py)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fusedmlp
-from fusedmlp import _network
+from fusedmlp import _kernels, _network
 
 needs_kernel = pytest.mark.skipif(not _network.own_gemm(),
-                                  reason="this CPU or build has no AVX-512F inference kernel")
+                                  reason="this CPU or build has no inference kernel")
+#: the variants that have a small_gemm kernel, among those this CPU runs
+KERNEL_VARIANTS = [v for v in _kernels.isa_supported() if v != "baseline"]
+
+
+def gamma(k, dtype=np.float32):
+    """gamma_k = k u / (1 - k u): the bound, relative to sum |terms|, of k terms summed in
+    order with one rounding each (u the unit roundoff)."""
+    u = np.finfo(dtype).eps / 2
+    return k * u / (1 - k * u)
 
 
 def test_show_config_says_whether_the_kernel_runs():
@@ -25,7 +41,8 @@ def test_forward_matches_a_float64_reference_at_every_tail(m, n_in, n_out):
     W, b = model.layers[0].W.astype(np.float64), model.layers[0].b.astype(np.float64)
     expected = X.astype(np.float64) @ W + b
     scale = np.abs(X).astype(np.float64) @ np.abs(W) + np.abs(b)
-    assert np.all(np.abs(model.forward(X) - expected) <= 1e-6 * scale + 1e-7)
+    # n_in products summed in order with fused multiply-adds, then the bias: n_in + 1 roundings
+    assert np.all(np.abs(model.forward(X) - expected) <= gamma(n_in + 1) * scale)
 
 
 @needs_kernel
@@ -39,3 +56,49 @@ def test_inference_is_bit_identical_across_thread_counts(m):
     for n in (2, 3):
         model.n_threads = n
         np.testing.assert_array_equal(model.predict_proba(X), expected)
+
+
+@pytest.mark.parametrize("variant", KERNEL_VARIANTS)
+def test_every_variant_passes_these_tests_forced(variant):
+    if os.environ.get("FUSEDMLP_ISA"):
+        pytest.skip("FUSEDMLP_ISA is set for this run (this is that variant's run)")
+    here = Path(__file__).resolve()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", str(here),
+         "-k", "not forced"], env=dict(os.environ, FUSEDMLP_ISA=variant), capture_output=True,
+        text=True, cwd=here.parents[1])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout.split("\n")[-2], \
+        result.stdout[-2000:]
+
+
+_PREDICT = """
+import sys, numpy as np, fusedmlp
+from fusedmlp import _network
+rng = np.random.default_rng(5)
+model = fusedmlp.MLP([77, 129, 45, 33], seed=1, n_threads=1)
+X = rng.normal(size=(37, 77)).astype(np.float32)
+np.save(sys.argv[1], np.concatenate([model.predict_proba(X[:1]).ravel(),
+                                     model.predict_proba(X).ravel()]))
+print(fusedmlp.show_config(as_dict=True)["kernels"]["small_gemm"])
+"""
+
+
+def test_every_kernel_variant_gives_the_same_bits(tmp_path):
+    """Each element is its products summed in order with fused multiply-adds, in every
+    variant: AVX2 and AVX-512 (and NEON) predict the same bits."""
+    if len(KERNEL_VARIANTS) < 2:
+        pytest.skip(f"this CPU runs one kernel variant only ({KERNEL_VARIANTS})")
+    script = tmp_path / "predict.py"
+    script.write_text(_PREDICT)
+    results = {}
+    for variant in KERNEL_VARIANTS:
+        path = tmp_path / f"{variant}.npy"
+        proc = subprocess.run([sys.executable, str(script), str(path)], capture_output=True,
+                              text=True, env=dict(os.environ, FUSEDMLP_ISA=variant))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split()[-1] == variant
+        results[variant] = np.load(path)
+    first = results[KERNEL_VARIANTS[0]]
+    for variant in KERNEL_VARIANTS[1:]:
+        np.testing.assert_array_equal(results[variant], first, err_msg=variant)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cross-compile every C kernel family CMakeLists.txt builds for AArch64 (the NEON elementwise
-# variant and its dispatcher, the CPU probe, the portable small_gemm and bf16_gemm entries, the header-only
-# dropout, l1, fpenv and pool) with the C checks in tests/c/, statically, and run them under
+# variant and its dispatcher, the CPU probe, the NEON small_gemm kernel and its entry, the
+# portable bf16_gemm entry, the header-only dropout, l1, fpenv and pool) with the C checks in tests/c/, statically, and run them under
 # qemu-aarch64-static (a static binary needs no binfmt registration and no sysroot).
 # Installs gcc-aarch64-linux-gnu and qemu-user-static with apt-get when missing (as root).
 # Usage: tools/cross_aarch64.sh [OUT_DIR]   exit status non-zero on any failed check.
@@ -28,7 +28,7 @@ flags=(-O2 -std=c11 -D_POSIX_C_SOURCE=200809L -fno-math-errno -fno-trapping-math
 FAMILIES=(
   "cpu: cpu.c"
   "elementwise: elementwise_kernels.c:-DFM_VARIANT=neon elementwise_dispatch.c:-DFM_HAVE_NEON"
-  "small_gemm: small_gemm.c"
+  "small_gemm: small_gemm.c:-DFM_HAVE_SMALL_GEMM_NEON small_gemm_neon.c"
   "bf16_gemm: bf16_gemm.c"
 )
 objects=()

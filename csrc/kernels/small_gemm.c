@@ -1,53 +1,81 @@
-/* small_gemm.c -- run-time detection and entry of fusedmlp's own inference product
- * (small_gemm.h). Compiled with the baseline flags: nothing here executes AVX-512. The kernel
- * (small_gemm_avx512.c, FM_HAVE_SMALL_GEMM) is built for x86-64 with GCC or Clang and runs when
- * cpu.h allows AVX-512F (the CPU has it, the OS saves the ZMM and opmask state, FUSEDMLP_ISA
- * does not name a variant below avx512); FUSEDMLP_OWN_GEMM=0 in the environment turns it off
- * (BLAS for every product).
+/* small_gemm.c -- the variants of fusedmlp's own inference product (small_gemm.h), picked
+ * once at first use from cpu.h's probe, and its entry. Compiled with the baseline flags:
+ * nothing here executes a vector instruction beyond the baseline.
+ *
+ * The variants, best first; the build defines FM_HAVE_SMALL_GEMM_<VARIANT> for each kernel it
+ * compiled (CMakeLists.txt): avx512 (small_gemm_avx512.c, needs AVX-512F) and avx2
+ * (small_gemm_avx2.c, needs AVX2 and FMA) on x86-64 with GCC or Clang, neon
+ * (small_gemm_neon.c) on AArch64. The first that cpu.h allows runs (FUSEDMLP_ISA caps it);
+ * FUSEDMLP_OWN_GEMM=0 in the environment turns every variant off (BLAS for every product).
+ * FM_HAVE_SMALL_GEMM (the older name) means avx512.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "small_gemm.h"
-#include "fm_atomic.h"
 #include "cpu.h"
+#include "fm_atomic.h"
+#include "small_gemm.h"
 
-#if defined(FM_HAVE_SMALL_GEMM)
-static int fm_small_gemm_state = -1;        /* -1 unknown, 0 no, 1 yes */
+#if defined(FM_HAVE_SMALL_GEMM) && !defined(FM_HAVE_SMALL_GEMM_AVX512)
+#define FM_HAVE_SMALL_GEMM_AVX512 1
+#endif
 
-static int fm_small_gemm_detect(void)
+typedef void (*fm_sgemm_nn_fn)(int m, int n, int k, const float *a, int lda, const float *b,
+                               int ldb, float *c, int ldc);
+
+typedef struct {
+    const char *name;
+    unsigned needs;                 /* cpu.h bits */
+    fm_sgemm_nn_fn kernel;
+} fm_small_gemm_variant_t;
+
+/* No cut-over by rows: `fusedmlp bench isa --cutover` (docs/performance.md) measured every
+ * x86 kernel faster than OpenBLAS or within 5 % of it up to 256 rows, inference's chunk
+ * (INFERENCE_ROWS), at 784x128, 128x64 and 64x32; the NEON kernel is not measured yet. */
+static const fm_small_gemm_variant_t fm_small_gemm_variants[] = {
+#if defined(FM_HAVE_SMALL_GEMM_AVX512)
+    {"avx512", FM_CPU_AVX512F, fm_sgemm_nn_avx512},
+#endif
+#if defined(FM_HAVE_SMALL_GEMM_AVX2)
+    {"avx2", FM_CPU_AVX2 | FM_CPU_FMA, fm_sgemm_nn_avx2},
+#endif
+#if defined(FM_HAVE_SMALL_GEMM_NEON)
+    {"neon", FM_CPU_NEON, fm_sgemm_nn_neon},
+#endif
+    {"blas", 0, NULL},           /* none: the caller calls BLAS */
+};
+
+static int fm_small_gemm_index = -1;        /* into fm_small_gemm_variants; -1: not chosen yet */
+
+static int fm_small_gemm_choose(void)
 {
     const char *env = getenv("FUSEDMLP_OWN_GEMM");
-    if (env != NULL && strcmp(env, "0") == 0) return 0;
-    return fm_cpu_allows(FM_CPU_AVX512F);
+    int i, last = (int)(sizeof fm_small_gemm_variants / sizeof fm_small_gemm_variants[0]) - 1;
+    if (env != NULL && strcmp(env, "0") == 0) return last;
+    for (i = 0; i < last; i++)
+        if (fm_cpu_allows(fm_small_gemm_variants[i].needs)) return i;
+    return last;
 }
 
-int fm_small_gemm_cpu(void)
+static const fm_small_gemm_variant_t *fm_small_gemm_chosen(void)
 {
-    int state = fm_load_int(&fm_small_gemm_state, FM_ACQUIRE);
-    if (state < 0) {
-        state = fm_small_gemm_detect();
-        fm_store_int(&fm_small_gemm_state, state, FM_RELEASE);
+    int index = fm_load_int(&fm_small_gemm_index, FM_ACQUIRE);
+    if (index < 0) {
+        index = fm_small_gemm_choose();
+        fm_store_int(&fm_small_gemm_index, index, FM_RELEASE);
     }
-    return state;
+    return &fm_small_gemm_variants[index];
 }
 
-const char *fm_small_gemm_variant(void) { return fm_small_gemm_cpu() ? "avx512" : "blas"; }
+int fm_small_gemm_cpu(void) { return fm_small_gemm_chosen()->kernel != NULL; }
+
+const char *fm_small_gemm_variant(void) { return fm_small_gemm_chosen()->name; }
 
 int fm_small_gemm(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                   float *c, int ldc)
 {
-    if (!fm_small_gemm_cpu()) return 0;
-    fm_sgemm_nn_avx512(m, n, k, a, lda, b, ldb, c, ldc);
+    const fm_small_gemm_variant_t *v = fm_small_gemm_chosen();
+    if (v->kernel == NULL) return 0;
+    v->kernel(m, n, k, a, lda, b, ldb, c, ldc);
     return 1;
 }
-#else
-int fm_small_gemm_cpu(void) { return 0; }
-const char *fm_small_gemm_variant(void) { return "blas"; }
-int fm_small_gemm(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
-                  float *c, int ldc)
-{
-    (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b; (void)ldb; (void)c; (void)ldc;
-    return 0;
-}
-#endif

@@ -3,7 +3,8 @@
  * tools/cross_aarch64.sh, for AArch64 under qemu-aarch64-static.
  *
  *   cpu         the probe (cpu.h) against the compiler's own CPU checks; NEON on AArch64
- *   small_gemm  fm_small_gemm (kernel or "not handled") against a float64 product
+ *   small_gemm  fm_small_gemm (the variant that runs, or "declined") against a float64
+ *               product and a scalar fmaf sum, strided and misaligned (check_small_gemm)
  *   bf16_gemm   fm_bf16_gemm against a float64 product of the bf16-rounded operands
  *   dropout     forward/backward masks against the hash recomputed here, bit for bit
  *   l1          subgradient and |p| sum against a float64 oracle
@@ -86,20 +87,69 @@ static void check_products(void)
         for (i = 0; i < m * k; i++) a[i] = uniform();
         for (i = 0; i < k * n; i++) b[i] = uniform();
         memset(c, 0, sizeof(float) * m * n);
-        if (fm_small_gemm(m, n, k, a, k, b, n, c, n)) {
-            snprintf(what, sizeof what, "small_gemm %dx%dx%d", m, n, k);
-            check(products_agree(m, n, k, a, b, c, NULL), what);
-        } else {
-            snprintf(what, sizeof what, "small_gemm %dx%dx%d: no kernel here, declined", m, n, k);
-            check(!fm_small_gemm_cpu(), what);
-        }
-        memset(c, 0, sizeof(float) * m * n);
         fm_bf16_gemm(0, 0, m, n, k, a, k, b, n, c, n);
         snprintf(what, sizeof what, "bf16_gemm %dx%dx%d (kernel %d)", m, n, k, fm_bf16_cpu());
         check(products_agree(m, n, k, a, b, c, bf16_round), what);
         free(a);
         free(b);
         free(c);
+    }
+}
+
+/* fm_small_gemm on shapes that are not multiples of any vector width (4, 8, 16 floats) nor of
+ * the tiles, one row, and misaligned (offset by one float) strided operands (lda > k,
+ * ldb > n, ldc > n): every element of C against
+ *   - the float64 product, within gamma_k = k u / (1 - k u) (u = 2^-24) of sum |a||b|: the
+ *     bound of k products summed in order with one rounding each (fused multiply-adds);
+ *   - the same sum done here in scalar fmaf, in the same order: bit for bit (every variant
+ *     computes the same bits);
+ * and C's padding between rows left untouched. */
+static void check_small_gemm(void)
+{
+    static const int shapes[][3] = {{1, 1, 1},   {1, 7, 3},    {1, 64, 5},   {1, 65, 9},
+                                    {1, 130, 33}, {1, 128, 784}, {2, 9, 4},    {3, 5, 7},
+                                    {4, 24, 10}, {5, 25, 11},  {7, 63, 17},  {16, 32, 64},
+                                    {17, 33, 65}, {32, 128, 100}, {33, 200, 31}};
+    const double u = ldexp(1.0, -24);
+    size_t s;
+    if (!fm_small_gemm_cpu()) {
+        float c = 0;
+        check(!fm_small_gemm(1, 1, 1, &c, 1, &c, 1, &c, 1), "small_gemm: no kernel here, declined");
+        return;
+    }
+    for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        int lda = k + 3, ldb = n + 5, ldc = n + 2, i, j, p, bound = 1, bits = 1, padding = 1;
+        float *a0 = malloc(sizeof(float) * ((size_t)m * lda + 1));
+        float *b0 = malloc(sizeof(float) * ((size_t)k * ldb + 1));
+        float *c0 = malloc(sizeof(float) * ((size_t)m * ldc + 1));
+        float *a = a0 + 1, *b = b0 + 1, *c = c0 + 1;     /* misaligned */
+        char what[128];
+        for (i = 0; i < m * lda; i++) a[i] = uniform();
+        for (i = 0; i < k * ldb; i++) b[i] = uniform();
+        for (i = 0; i < m * ldc; i++) c[i] = 12345.0f;
+        fm_small_gemm(m, n, k, a, lda, b, ldb, c, ldc);
+        for (i = 0; i < m; i++) {
+            for (j = 0; j < n; j++) {
+                double sum = 0, mag = 0;
+                float f = 0.0f;
+                for (p = 0; p < k; p++) {
+                    double x = a[i * lda + p], y = b[p * ldb + j];
+                    sum += x * y;
+                    mag += fabs(x * y);
+                    f = fmaf(a[i * lda + p], b[p * ldb + j], f);
+                }
+                if (!(fabs(c[i * ldc + j] - sum) <= k * u / (1 - k * u) * mag)) bound = 0;
+                if (memcmp(&c[i * ldc + j], &f, sizeof f) != 0) bits = 0;
+            }
+            for (j = n; j < ldc; j++) padding &= c[i * ldc + j] == 12345.0f;
+        }
+        snprintf(what, sizeof what, "small_gemm[%s] %dx%dx%d strided, misaligned: float64 within "
+                 "gamma_k, scalar fmaf bit for bit, padding kept", fm_small_gemm_variant(), m, n, k);
+        check(bound && bits && padding, what);
+        free(a0);
+        free(b0);
+        free(c0);
     }
 }
 
@@ -223,6 +273,7 @@ int main(void)
         printf("FAIL fm_select_isa: %s\n", fm_isa_error());
         return 1;
     }
+    check_small_gemm();
     check_products();
     check_dropout();
     check_l1();

@@ -58,7 +58,7 @@ LEARNING_RATE = 1e-3
 TABLES = {"runs": "fusedmlp.cli.bench_runs", "latency": "fusedmlp.cli.bench_latency",
           "threads": "fusedmlp.cli.bench_threads", "bf16": "fusedmlp.cli.bench_bf16",
           "sparse": "fusedmlp.cli.bench_sparse",
-          "regularisers": "fusedmlp.cli.bench_regularisers"}
+          "regularisers": "fusedmlp.cli.bench_regularisers", "isa": "fusedmlp.cli.bench_isa"}
 
 
 # =================================================================== the case
