@@ -62,7 +62,7 @@ def test_every_kernel_family_natively_for_each_variant(tmp_path):
             assert "small_gemm[" in out and "pool: every part" in out
             # each small_gemm kernel the CPU runs, forced (baseline: declined, BLAS's turn)
             for variant in supported:
-                forced = run([str(exe)], variant)
+                forced = run_check([str(exe)], variant)
                 expected = ("small_gemm: no kernel here, declined" if variant == "baseline"
                             else f"small_gemm[{variant}] 33x200x31")
                 assert expected in forced, forced
