@@ -96,13 +96,89 @@ static void check_products(void)
     }
 }
 
+/* a * b + c rounded once to float (a correctly rounded fmaf), without libm's fmaf: that one is
+ * not correctly rounded everywhere (mingw-w64's C runtime under wine differs from the hardware
+ * fused multiply-add on about a quarter of random triples; glibc's is exact), and the check
+ * must hold the kernels to the one right answer, not to a C runtime's.
+ * Round to odd (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums: proved
+ * algorithms using rounding to odd", IEEE Trans. Computers 57(4), 2008):
+ *   - p = a * b is exact in double (24 + 24 significant bits <= 53; no underflow: |p| >=
+ *     2^-298 or 0), so a contraction of p + c into a double fma would give the same s;
+ *   - s = p + c rounded to nearest, e its exact rounding error (TwoSum, no products);
+ *   - when e != 0 and s is even, s moves one ulp towards p + c: that is p + c rounded to odd
+ *     in double;
+ *   - rounding that to float (53 >= 24 + 2 bits) is p + c rounded once to nearest even.
+ * Finite inputs whose results stay finite only (the check's operands are in [-1, 1)). */
+static float fmaf_exact(float a, float b, float c)
+{
+    double p = (double)a * (double)b, s = p + (double)c;
+    double pb = s - (double)c, cb = s - pb;
+    double e = (p - pb) + ((double)c - cb);
+    uint64_t bits;
+    memcpy(&bits, &s, sizeof bits);
+    if (e != 0 && !(bits & 1)) {
+        bits = (e > 0) == (s > 0) ? bits + 1 : bits - 1;
+        memcpy(&s, &bits, sizeof s);
+    }
+    return (float)s;
+}
+
+/* fmaf_exact on cases with known answers, where rounding a * b + c to double first and then to
+ * float (double rounding) or rounding a * b first goes wrong, and against this C runtime's
+ * fmaf on random triples with wide exponents: where the runtime is glibc (correctly rounded)
+ * they must agree on every triple; elsewhere the mismatches are only reported. */
+static void check_fmaf_exact(void)
+{
+    static const float hard[][4] = {
+        /* (1 + 2^-23) 2^-24 x -(1 - 2^-23) = -(2^-24 - 2^-70); + (1 + 2^-23) = 1 + 2^-24 + 2^-70:
+         * just above the tie, up to 1 + 2^-23 (double rounding: the tie, to even 1) */
+        {0x1.000002p-24f, -0x1.fffffcp-1f, 0x1.000002p+0f, 0x1.000002p+0f},
+        /* + (2^-24 - 2^-70) + (1 + 2^-23) = 1 + 2^-23 + 2^-24 - 2^-70: just below the tie, down
+         * to 1 + 2^-23 (double rounding: the tie, to even 1 + 2^-22) */
+        {0x1.000002p-24f, 0x1.fffffcp-1f, 0x1.000002p+0f, 0x1.000002p+0f},
+        /* 1 + 2^-24: an exact tie, to even 1 */
+        {1.0f, 1.0f, 0x1p-24f, 1.0f},
+        /* (1 + 2^-12)^2 - 1 = 2^-11 + 2^-24 exactly (rounding a * b first gives 2^-11) */
+        {0x1.001p+0f, 0x1.001p+0f, -1.0f, 0x1.0008p-11f},
+        /* (1 + 2^-23)(1 + 2^-23) + (-3 2^-24) = 1 + 2^-24 + 2^-46: above the tie, up */
+        {0x1.000002p+0f, 0x1.000002p+0f, -0x1.8p-23f, 0x1.000002p+0f},
+    };
+    size_t i;
+    int ok = 1, runtime = 0;
+    char what[160];
+    for (i = 0; i < sizeof hard / sizeof hard[0]; i++) {
+        float r = fmaf_exact(hard[i][0], hard[i][1], hard[i][2]);
+        if (memcmp(&r, &hard[i][3], sizeof r) != 0) {
+            printf("     fmaf_exact(%a, %a, %a) = %a, not %a\n", hard[i][0], hard[i][1], hard[i][2], r,
+                   hard[i][3]);
+            ok = 0;
+        }
+    }
+    check(ok, "fmaf_exact (round to odd): the known answers at and beside float ties");
+    for (i = 0; i < 200000; i++) {
+        float a = ldexpf(uniform(), (int)(i % 41) - 20), b = uniform();
+        float c = ldexpf(uniform(), (int)(i % 23) - 11);
+        float r = fmaf_exact(a, b, c), f = fmaf(a, b, c);
+        runtime += memcmp(&r, &f, sizeof r) != 0;
+    }
+#ifdef __GLIBC__
+    snprintf(what, sizeof what, "fmaf_exact = glibc's fmaf (correctly rounded) on 200000 random "
+             "triples (%d differ)", runtime);
+    check(runtime == 0, what);
+#else
+    snprintf(what, sizeof what, "note: this C runtime's fmaf differs from fmaf_exact on %d of 200000 "
+             "random triples (not a failure: only glibc's is known to be correctly rounded)", runtime);
+    puts(what);
+#endif
+}
+
 /* fm_small_gemm on shapes that are not multiples of any vector width (4, 8, 16 floats) nor of
  * the tiles, one row, and misaligned (offset by one float) strided operands (lda > k,
  * ldb > n, ldc > n): every element of C against
  *   - the float64 product, within gamma_k = k u / (1 - k u) (u = 2^-24) of sum |a||b|: the
  *     bound of k products summed in order with one rounding each (fused multiply-adds);
- *   - the same sum done here in scalar fmaf, in the same order: bit for bit (every variant
- *     computes the same bits);
+ *   - the same sum done here one correctly rounded fused multiply-add at a time (fmaf_exact, not
+ *     libm's fmaf), in the same order: bit for bit (every variant computes the same bits);
  * and C's padding between rows left untouched. */
 static void check_small_gemm(void)
 {
@@ -137,7 +213,7 @@ static void check_small_gemm(void)
                     double x = a[i * lda + p], y = b[p * ldb + j];
                     sum += x * y;
                     mag += fabs(x * y);
-                    f = fmaf(a[i * lda + p], b[p * ldb + j], f);
+                    f = fmaf_exact(a[i * lda + p], b[p * ldb + j], f);
                 }
                 if (!(fabs(c[i * ldc + j] - sum) <= k * u / (1 - k * u) * mag)) bound = 0;
                 if (memcmp(&c[i * ldc + j], &f, sizeof f) != 0) bits = 0;
@@ -145,7 +221,7 @@ static void check_small_gemm(void)
             for (j = n; j < ldc; j++) padding &= c[i * ldc + j] == 12345.0f;
         }
         snprintf(what, sizeof what, "small_gemm[%s] %dx%dx%d strided, misaligned: float64 within "
-                 "gamma_k, scalar fmaf bit for bit, padding kept", fm_small_gemm_variant(), m, n, k);
+                 "gamma_k, scalar fma bit for bit, padding kept", fm_small_gemm_variant(), m, n, k);
         check(bound && bits && padding, what);
         free(a0);
         free(b0);
@@ -273,6 +349,7 @@ int main(void)
         printf("FAIL fm_select_isa: %s\n", fm_isa_error());
         return 1;
     }
+    check_fmaf_exact();
     check_small_gemm();
     check_products();
     check_dropout();
