@@ -302,3 +302,90 @@ def test_predict_blocks_with_an_empty_block_equals_memory(method):
     result = predict_blocks(estimator, blocked[da.from_array(mask, chunks=20)], method=method)
     expected = getattr(estimator, method)(X[mask])
     assert np.array_equal(np.asarray(result.compute()), expected)
+
+
+def _masked_dask(X, y, mask, chunks=20):
+    """X[mask], y[mask] as Dask arrays of unknown block sizes (what a boolean mask gives)."""
+    da = pytest.importorskip("dask.array")
+    mask_dask = da.from_array(mask, chunks=chunks)
+    return (da.from_array(X, chunks=(chunks, X.shape[1]))[mask_dask],
+            da.from_array(y, chunks=chunks)[mask_dask])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_and_gradients_over_empty_blocks(dtype):
+    """Class 8 (empty blocks in Dask): loss_and_gradients over a mask that keeps no row raised
+    ZeroDivisionError (the row count is unknown until computed); it is the ValueError an X
+    known to be empty gets. A mask that empties one block gives the in-memory result, and so
+    do sparse blocks (len() of a scipy sparse block raised TypeError)."""
+    dask = pytest.importorskip("dask")
+    sparse = pytest.importorskip("scipy.sparse")
+    from fusedmlp.dask import loss_and_gradients
+
+    X, y = _blobs(n=80, dtype=dtype)
+    model = fusedmlp.MLP([4, 8, 3], dtype=dtype, seed=0)
+    with dask.config.set(scheduler="synchronous"):
+        with pytest.raises(ValueError, match=r"X is empty: the loss needs at least one sample"):
+            loss_and_gradients(model, *_masked_dask(X, y, np.zeros(len(X), bool)))
+        with pytest.raises(ValueError, match=r"X is empty: the loss needs at least one sample"):
+            loss_and_gradients(model, *_masked_dask(X, y, np.zeros(len(X), bool), chunks=40))
+        mask = np.ones(len(X), bool)
+        mask[20:40] = False                            # the second block keeps no row
+        loss, grads = loss_and_gradients(model, *_masked_dask(X, y, mask))
+        X_sparse_dask = _masked_dask(X, y, mask)[0].map_blocks(sparse.csr_matrix, dtype=dtype)
+        loss_sparse, _ = loss_and_gradients(model, X_sparse_dask, _masked_dask(X, y, mask)[1])
+    expected_loss, expected = model.loss_and_gradients(X[mask], y[mask])
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    assert np.isclose(loss, expected_loss, rtol=tolerance)
+    assert np.isclose(loss_sparse, expected_loss, rtol=tolerance)
+    for (dW, db), (eW, eb) in zip(grads, expected):
+        np.testing.assert_allclose(dW, eW, rtol=tolerance, atol=tolerance)
+        np.testing.assert_allclose(db, eb, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("kind", ["estimator", "mlp"])
+def test_partial_fit_blocks_skips_empty_blocks(kind):
+    """Class 8 (empty blocks in Dask): partial_fit_blocks over X[mask] where the mask empties
+    a block trains on the other blocks, like partial_fit on the in-memory blocks the mask
+    leaves (it raised "Found array with 0 sample(s)" / "X is empty" from the empty block);
+    a mask that keeps no row is a ValueError and leaves the estimator unchanged."""
+    dask = pytest.importorskip("dask")
+    from fusedmlp.dask import partial_fit_blocks
+
+    X, y = _blobs(n=80)
+    mask = np.ones(len(X), bool)
+    mask[20:40] = False
+
+    def make():
+        if kind == "estimator":
+            return MLPClassifier(hidden_layer_sizes=(5,), random_state=0), {}
+        return fusedmlp.MLP([4, 5, 3], seed=0), {"optimizer": fusedmlp.SGD(0.1),
+                                                 "batch_size": 8}
+
+    def parameters(trained):
+        return (trained.model_ if kind == "estimator" else trained).parameters.copy()
+
+    with warnings.catch_warnings(), dask.config.set(scheduler="synchronous"):
+        warnings.simplefilter("ignore")
+        streamed, fit_params = make()
+        partial_fit_blocks(streamed, *_masked_dask(X, y, mask), shuffle_blocks=False,
+                           **({"classes": np.arange(3)} if kind == "estimator" else {}),
+                           **fit_params)
+        in_memory, fit_params = make()
+        for start in (0, 40, 60):                       # the blocks the mask leaves, in order
+            rows = slice(start, start + 20)
+            if kind == "estimator":
+                in_memory.partial_fit(X[rows], y[rows], classes=np.arange(3))
+            else:
+                in_memory.fit(X[rows], y[rows], epochs=1, **fit_params)
+        assert np.array_equal(parameters(streamed), parameters(in_memory))
+
+        untouched, fit_params = make()
+        before = None if kind == "estimator" else parameters(untouched)
+        with pytest.raises(ValueError, match=r"X is empty: training needs at least one sample"):
+            partial_fit_blocks(untouched, *_masked_dask(X, y, np.zeros(len(X), bool)),
+                               **fit_params)
+        if kind == "estimator":
+            assert not hasattr(untouched, "model_")
+        else:
+            assert np.array_equal(parameters(untouched), before)

@@ -163,7 +163,9 @@ def partial_fit_blocks(estimator, X, y, *, epochs=1, classes=None, shuffle_block
     block is computed (on the cluster, if a ``distributed.Client`` is the default scheduler)
     and handed to ``estimator.partial_fit`` in this process, while the next block is being
     computed (`prefetch`). At most two blocks are in memory here at once. The result is the
-    same as calling ``partial_fit`` on the in-memory blocks in the same order.
+    same as calling ``partial_fit`` on the in-memory blocks in the same order. A block with no
+    rows (``X[mask]`` where the mask keeps none of a block's rows) is skipped; when every block
+    is empty, ``ValueError`` is raised and the estimator is unchanged.
 
     Parameters
     ----------
@@ -209,6 +211,8 @@ def partial_fit_blocks(estimator, X, y, *, epochs=1, classes=None, shuffle_block
     epochs = as_positive_int(epochs, "epochs")
     X = _as_row_blocked(X, "X")
     y = _aligned_targets(y, X)
+    if not math.isnan(X.shape[0]) and X.shape[0] == 0:
+        raise ValueError("X is empty: training needs at least one sample")
     if hasattr(estimator, "partial_fit"):
         if classes is None and _is_unfitted_classifier(estimator):
             classes = np.unique(da.unique(y).compute())
@@ -243,17 +247,31 @@ def partial_fit_blocks(estimator, X, y, *, epochs=1, classes=None, shuffle_block
     def load(i):
         return dask.compute(X_blocks[i], y_blocks[i])
 
+    trained = 0
+
+    def train_rows(X_block, y_block):
+        # A block with no rows (a mask that keeps none of its rows) is skipped: training on
+        # X[mask] is training on the rows the mask keeps, which in memory has no such block,
+        # and partial_fit refuses an empty X.
+        nonlocal trained
+        if X_block.shape[0]:
+            train(X_block, y_block)
+            trained += 1
+
     if not prefetch:
         for i in order:
-            train(*load(i))
-        return estimator
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fusedmlp-prefetch") as pool:
-        pending = pool.submit(load, order[0])
-        for position in range(len(order)):
-            X_block, y_block = pending.result()
-            if position + 1 < len(order):
-                pending = pool.submit(load, order[position + 1])
-            train(X_block, y_block)
+            train_rows(*load(i))
+    else:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fusedmlp-prefetch") as pool:
+            pending = pool.submit(load, order[0])
+            for position in range(len(order)):
+                X_block, y_block = pending.result()
+                if position + 1 < len(order):
+                    pending = pool.submit(load, order[position + 1])
+                train_rows(X_block, y_block)
+    if not trained:
+        raise ValueError("X is empty: training needs at least one sample (every row block of X "
+                         "has no rows; the estimator is unchanged)")
     return estimator
 
 
@@ -271,7 +289,7 @@ def _replica(state) -> MLP:
 def _block_gradient(state, X_block, y_block):
     """(rows, rows * loss, float64 rows * flat gradient) of one block at the state's weights."""
     replica = _replica(state)
-    rows = len(X_block)
+    rows = X_block.shape[0]               # (len() of a scipy sparse block raises)
     if rows == 0:
         return 0, 0.0, np.zeros(replica.n_parameters)
     loss, _ = replica.loss_and_gradients(X_block, y_block)
@@ -291,6 +309,8 @@ def loss_and_gradients(model, X, y):
     thread of the local scheduler); the block results, weighted by their row counts, are
     summed in float64 by a tree reduction and divided by the number of rows. The result is
     ``model.loss_and_gradients(X, y)`` on the whole data, which need not fit in one process.
+    Blocks with no rows add nothing; an X with no rows at all (known only after computing,
+    for ``X[mask]``) raises ``ValueError`` like the in-memory call.
 
     Parameters
     ----------
@@ -332,6 +352,11 @@ def loss_and_gradients(model, X, y):
                   for a, b in zip(parts[::2], parts[1::2])]
         parts = paired + (parts[-1:] if len(parts) % 2 else [])
     rows, loss_sum, gradient_sum = parts[0].compute()
+    if rows == 0:
+        # The row count was unknown until now (X[mask] has unknown block sizes): every block
+        # is empty, the same refusal as for an X known to be empty.
+        raise ValueError("X is empty: the loss needs at least one sample (every row block of X "
+                         "has no rows)")
     flat = (gradient_sum / rows).astype(model.dtype)
     return loss_sum / rows, model.layout.views(flat)
 
