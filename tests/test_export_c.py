@@ -5,6 +5,7 @@ import ctypes
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -318,3 +319,44 @@ def test_cli_refusals_name_what_is_wrong(tmp_path, capsys):
         assert info.value.code == 2
         assert "argument --name: name must be a C identifier" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.c"))
+
+
+# --------------------------------------------------------------------------- bench latency rows
+
+@needs_cc
+def test_latency_bench_times_the_exported_code(capsys, monkeypatch):
+    # the rows run and are tabulated (their speed is measured by the command, not asserted)
+    from fusedmlp.cli import bench_latency
+
+    monkeypatch.setenv("CC", ANY_CC)
+    results, skipped = bench_latency.measure(networks=[(8, 4, 3)], rows=(1, 2), rounds=2,
+                                             target_time=0.002,
+                                             competitors=["fusedmlp", "export_c"])
+    assert skipped == {}
+    for row in results.values():
+        assert {"proba_out", "c_api", "export_O2", "export_O3"} <= set(row)
+        assert all(t > 0 for t in row.values())
+    text = bench_latency.table(results)
+    assert "export_c -O2 (C loop)" in text and "export_c -O3 -march=native (C loop)" in text
+    monkeypatch.setattr(bench_latency, "NETWORKS", [(8, 4, 3)])
+    monkeypatch.setattr(bench_latency, "ROWS", (3,))
+    assert bench_latency.main(["--rounds", "1", "--target-time", "0.001",
+                               "--competitors", "export_c"]) == 0
+    printed = capsys.readouterr().out
+    assert "# export_c rows: " in printed and "| 8-4-3 | 3 |" in printed
+
+
+def test_latency_bench_without_a_compiler_leaves_the_rows_out(capsys, monkeypatch):
+    from fusedmlp.cli import bench_latency
+
+    monkeypatch.setattr(bench_latency, "c_compiler", lambda: None)
+    results, skipped = bench_latency.measure(networks=[(8, 4, 3)], rows=(1,), rounds=1,
+                                             target_time=0.001,
+                                             competitors=["fusedmlp", "export_c"])
+    assert skipped == {"export_c": "no C compiler ($CC, cc, gcc or clang) on PATH"}
+    assert "export_O2" not in results[((8, 4, 3), 1)] and "proba_out" in results[((8, 4, 3), 1)]
+    # a compiler that fails: the reason, not a crash
+    monkeypatch.setattr(bench_latency, "c_compiler", lambda: sys.executable)
+    _, skipped = bench_latency.measure(networks=[(8, 4, 3)], rows=(1,), rounds=1,
+                                       target_time=0.001, competitors=["export_c"])
+    assert skipped["export_c"].startswith(f"{sys.executable} -O2 failed: ")

@@ -8,6 +8,15 @@ softmax output, the same weights everywhere), for
   allocates nothing), the C API called from a C loop (``fusedmlp_infer_f32`` through the
   capsule's table, GIL released: ``_network.c_loop``), and the GEMM floor (the forward pass's
   matrix products alone, from C);
+- the model exported by :func:`fusedmlp.export_c`, compiled by the system C compiler (``$CC``,
+  else the first of cc, gcc, clang on PATH) twice, with plain ``-O2`` and with ``-O3
+  -march=native``, into a shared object with a loop that calls ``<name>_predict_proba``
+  ``n`` times, timed as the C API is (one ctypes call of the loop, GIL released): a C caller
+  pays no ctypes or interpreter cost per call, and at one row that cost (about 0.5 us) is
+  as large as the call itself, so a ctypes call per row would time ctypes. The loop is in
+  its own translation unit (no LTO), so the compiler cannot see into the exported function
+  and hoist its work out of the loop; each build's output is checked against
+  ``predict_proba`` before it is timed. No C compiler: the rows say why and are left out;
 - onnxruntime on ``MLP.to_onnx``'s graph (one intra-op thread), NumPy (matmul, bias, ReLU,
   softmax), PyTorch eager under ``inference_mode`` and JAX ``jit``, each when installed.
 
@@ -21,12 +30,15 @@ over rounds in microseconds per call, and each time relative to ``predict_proba(
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-from ._harness import Case, CommandParser, Repeat, markdown, measure_case, medians, pinned
+from ._harness import (Case, CommandParser, Repeat, machine, markdown, measure_case,
+                       medians, pinned)
 
 __all__ = ["main", "NETWORKS", "ROWS"]
 
@@ -34,9 +46,16 @@ NETWORKS = [(64, 32, 10), (784, 128, 10)]
 ROWS = (1, 8, 32)
 LABELS = {
     "proba": "predict_proba", "proba_out": "predict_proba(out=)", "c_api": "C API (C loop)",
-    "floor": "GEMM floor", "onnxruntime": "onnxruntime", "numpy": "NumPy", "torch": "PyTorch",
-    "jax": "JAX jit",
+    "floor": "GEMM floor", "export_O2": "export_c -O2 (C loop)",
+    "export_O3": "export_c -O3 -march=native (C loop)", "onnxruntime": "onnxruntime",
+    "numpy": "NumPy", "torch": "PyTorch", "jax": "JAX jit",
 }
+#: The exported code's two builds: (key, compiler flags).
+EXPORT_BUILDS = (("export_O2", ["-O2"]), ("export_O3", ["-O3", "-march=native"]))
+
+
+class Unavailable(Exception):
+    """A competitor that cannot run on this machine (the reason is the message)."""
 
 
 def _fusedmlp(model, X):
@@ -50,6 +69,75 @@ def _fusedmlp(model, X):
     return {"proba": lambda: model.predict_proba(X),
             "proba_out": lambda: model.predict_proba(X, out=out),
             "c_api": repeat(False), "floor": repeat(True)}
+
+
+def c_compiler():
+    """The C compiler the export_c rows use: ``$CC``, else the first of cc, gcc, clang on
+    PATH; None when there is none."""
+    if os.environ.get("CC"):
+        return os.environ["CC"]
+    return next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+
+
+def compiler_version(cc):
+    """The first line of ``cc --version`` (how the table names the compiler)."""
+    try:
+        result = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{cc} ({type(exc).__name__})"
+    lines = result.stdout.strip().splitlines()
+    return lines[0] if lines else cc
+
+
+_LOOP = """#include <stddef.h>
+int {name}_predict_proba(const float *x, size_t rows, float *out);
+int {name}_loop(const float *x, size_t rows, float *out, long calls)
+{{
+    int status = 0;
+    long i;
+    for (i = 0; i < calls; i++) status |= {name}_predict_proba(x, rows, out);
+    return status;
+}}
+"""
+
+
+def _export_c(model, X):
+    import ctypes
+
+    from ..export_c import export_c
+
+    cc = c_compiler()
+    if cc is None:
+        raise Unavailable("no C compiler ($CC, cc, gcc or clang) on PATH")
+    name, rows = "bench_model", len(X)
+    out = np.empty((rows, model.n_outputs), np.float32)
+    expected = model.predict_proba(X)
+    calls = {}
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as directory:
+        export_c(model, directory, name=name)
+        loop = os.path.join(directory, "loop.c")
+        with open(loop, "w", encoding="ascii") as handle:
+            handle.write(_LOOP.format(name=name))
+        for key, flags in EXPORT_BUILDS:
+            library = os.path.join(directory, key + ".so")
+            result = subprocess.run(
+                [cc, "-std=c99", *flags, "-shared", "-fPIC", "-o", library,
+                 os.path.join(directory, name + ".c"), loop, "-lm"],
+                capture_output=True, text=True)
+            if result.returncode != 0:
+                raise Unavailable(f"{cc} {' '.join(flags)} failed: "
+                                  + (result.stderr.strip().splitlines() or ["?"])[-1])
+            function = getattr(ctypes.CDLL(library), f"{name}_loop")
+            function.restype = ctypes.c_int
+            function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                                 ctypes.c_long]
+            if function(X.ctypes.data, rows, out.ctypes.data, 1) != 0 or not np.allclose(
+                    out, expected, rtol=1e-4, atol=1e-6):
+                raise RuntimeError(f"the {key} build does not reproduce predict_proba")
+            # the arrays themselves are bound (their addresses alone would let them be freed)
+            calls[key] = Repeat(lambda n, f=function, x=X, o=out:
+                                f(x.ctypes.data, rows, o.ctypes.data, n))
+    return calls
 
 
 def _onnxruntime(model, X):
@@ -117,7 +205,8 @@ def _jax(model, X):
     return {"jax": lambda: forward(params, X_j).block_until_ready()}
 
 
-BUILDERS = {"fusedmlp": (_fusedmlp, None), "onnxruntime": (_onnxruntime, "onnxruntime"),
+BUILDERS = {"fusedmlp": (_fusedmlp, None), "export_c": (_export_c, None),
+            "onnxruntime": (_onnxruntime, "onnxruntime"),
             "numpy": (_numpy, None), "torch": (_torch, "torch"), "jax": (_jax, "jax")}
 
 
@@ -141,6 +230,8 @@ class Latency(Case):
                 calls.update(build(model, X))
             except ImportError as exc:
                 self.skipped[name] = f"not installed ({exc.name or module})"
+            except Unavailable as exc:
+                self.skipped[name] = str(exc)
             except Exception as exc:                  # a competitor that fails is left out
                 self.skipped[name] = f"failed: {type(exc).__name__}: {exc}"
         return calls
@@ -178,7 +269,8 @@ def table(results) -> str:
 def main(argv=None) -> int:
     parser = CommandParser(
         "latency", "Inference latency of 1-32 rows: fusedmlp (allocating, out=, C API), "
-                   "onnxruntime, NumPy, PyTorch, JAX.",
+                   "the export_c code (-O2, -O3 -march=native), onnxruntime, NumPy, PyTorch, "
+                   "JAX.",
         defaults={"rounds": 7, "target_time": 0.05}, quick={"rounds": 3, "target_time": 0.02},
         quick_help="3 rounds of 0.02 s")
     parser.add_argument("--competitors", help="comma-separated subset of " + ",".join(BUILDERS))
@@ -186,10 +278,13 @@ def main(argv=None) -> int:
     competitors = args.competitors.split(",") if args.competitors else None
     if competitors and set(competitors) - set(BUILDERS):
         parser.error(f"unknown competitors {sorted(set(competitors) - set(BUILDERS))}")
-    results, skipped = measure(rounds=args.rounds, target_time=args.target_time,
+    results, skipped = measure(NETWORKS, ROWS, rounds=args.rounds, target_time=args.target_time,
                                competitors=competitors)
     print(f"# fusedmlp bench latency: float32, 1 BLAS thread, median of {args.rounds} "
           f"interleaved rounds, microseconds per call (x: relative to predict_proba(out=))")
+    print(f"# machine: {machine()}")
+    if "export_c" not in skipped and (competitors is None or "export_c" in competitors):
+        print(f"# export_c rows: {compiler_version(c_compiler())}")
     for name, why in skipped.items():
         print(f"# {name}: {why}")
     print(table(results))
