@@ -468,10 +468,10 @@ def c_loop(mlp, X, out, Py_ssize_t repeats, bint gemm_only=False):
         for r in range(repeats):
             if gemm_only and network.is_double:
                 forward(&network.net, <double*>x, m, <double*>scratch.data,
-                        -(m * network.net.max_width), <double*>o, True)
+                        m * network.net.max_width, <double*>o, True)
             elif gemm_only:
                 forward(&network.net, <float*>x, m, <float*>scratch.data,
-                        -(m * network.net.max_width), <float*>o, True)
+                        m * network.net.max_width, <float*>o, True)
             elif network.is_double:
                 status |= TABLE.infer_f64(model, <double*>x, m, <double*>o, PROBABILITIES,
                                           scratch.data)

@@ -44,7 +44,7 @@ from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTI
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libc.math cimport isfinite, fabs
 
 from _blas cimport (gemm, inference_gemm, fm_small_gemm_cpu, fm_small_gemm_variant,
@@ -55,7 +55,7 @@ from _activations cimport bias_activation, activation_grad, bias_gradient, selec
 from _losses cimport (all_finite, softmax_rows, log_softmax_rows, softmax_cross_entropy,
                       mean_squared_error, binary_cross_entropy, poisson_deviance,
                       sigmoid_outputs, exp_outputs, targets_in_range)
-from _optim cimport (optimizer_update, optimizer_prepare, optimizer_apply, n_states,
+from _optim cimport (UpdateStep, optimizer_prepare, optimizer_apply, n_states,
                     fm_sum_sq_f, fm_sum_sq_d, l1_penalty)
 from fusedmlp._codes cimport (H_SIZE, H_WEIGHT_DECAY, H_EPS, OK, BAD_INPUT, BAD_LABEL,
                              BAD_TARGET, BAD_LOSS, BAD_OUTPUT, BAD_RANGE, BAD_COUNTER, OPT_NONE,
@@ -66,7 +66,8 @@ from _fpenv cimport fm_fpenv, fm_fpenv_enter, fm_fpenv_leave
 from _dropout cimport dropout_on, dropout_forward, dropout_backward
 from _schedule cimport scheduled_rate
 from fusedmlp._codes cimport H_LR, H_CLIP_NORM, H_T, S_STEP, S_SIZE, SOFT_TOLERANCE, MAX_STEPS
-from _sparse cimport SparseRows, sparse_all_finite, sparse_matmul, sparse_weight_grad
+from _sparse cimport (SparseRows, sparse_block, sparse_all_finite, sparse_matmul,
+                      sparse_weight_grad)
 
 BLAS = load_blas()      # this module's gemm backend (fusedmlp.show_config reports it)
 select_isa()            # this module's table of elementwise loops (elementwise.h)
@@ -294,11 +295,7 @@ cdef inline void layer_block(const Net* net, int l, const floating* inp, floatin
     if r_hi <= r_lo or c_hi <= c_lo:
         return
     if l == 0 and sp != NULL:
-        rows = sp[0]                   # this block's rows of the matrix
-        if rows.rows != NULL:
-            rows.rows += r_lo
-        else:
-            rows.indptr += r_lo
+        rows = sparse_block(sp, r_lo)  # this block's rows of the matrix
         sparse_matmul(&rows, r_hi - r_lo, w, n_out, out + r_lo * n_out)
     elif not training and not net.bf16:
         inference_gemm(<int>(r_hi - r_lo), <int>(c_hi - c_lo), <int>n_in, inp + r_lo * n_in,
@@ -312,68 +309,21 @@ cdef inline void layer_block(const Net* net, int l, const floating* inp, floatin
         layer_epilogue(net, l, out, r_lo, r_hi, c_lo, c_hi, training)
 
 
-cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* acts,
-                  Py_ssize_t act_stride, floating* last, bint gemm_only,
+cdef void forward(const Net* net, const floating* X, Py_ssize_t m, floating* buffers,
+                  Py_ssize_t block_size, floating* last, bint gemm_only,
                   const SparseRows* sp=NULL) noexcept nogil:
-    """Forward pass of m rows, one part (layer_block on each layer's whole output); the
-    last layer writes into `last`. With sp the rows are sparse (X unused).
-
-    act_stride >= 0 (training): layer l writes its block of the workspace,
-    acts + a_off[l] * act_stride, where backward finds it. act_stride < 0 (inference): the
-    hidden layers ping-pong between acts and acts + |act_stride|. gemm_only skips the
-    bias/activation passes (the GEMM floor of the benchmarks).
-    """
+    """Inference of m rows, one part (layer_block on each layer's whole output): the hidden
+    layers ping-pong between buffers and buffers + block_size, the last layer writes into
+    `last`. With sp the rows are sparse (X unused). gemm_only skips the bias/activation
+    passes (the GEMM floor of the benchmarks). (Training runs forward_rows or the split
+    layers of _parallel.pxi: parallel_forward.)"""
     cdef int l
     cdef const floating* inp = X
     cdef floating* out
     for l in range(net.n_layers):
-        if l == net.n_layers - 1:
-            out = last
-        elif act_stride >= 0:
-            out = acts + net.a_off[l] * act_stride
-        else:
-            out = acts + (l % 2) * (-act_stride)
-        layer_block(net, l, inp, out, 0, m, 0, net.sizes[l + 1], act_stride >= 0, gemm_only,
-                    sp)
+        out = last if l == net.n_layers - 1 else buffers + (l % 2) * block_size
+        layer_block(net, l, inp, out, 0, m, 0, net.sizes[l + 1], False, gemm_only, sp)
         inp = out
-
-
-cdef void backward(Net* net, const floating* X, Py_ssize_t m, bint gemm_only,
-                   const SparseRows* sp=NULL) noexcept nogil:
-    """Backward pass of m rows from dZ of the last layer, which the loss left in delta_a;
-    fills the gradient buffer. gemm_only skips the derivative/bias-gradient passes. With sp
-    (sparse rows) dW_0 is sparse_weight_grad's scatter."""
-    cdef int l
-    cdef Py_ssize_t n_in, n_out
-    cdef floating* params = <floating*>net.params
-    cdef floating* grads = <floating*>net.grads
-    cdef floating* acts = <floating*>net.acts
-    cdef floating* d = <floating*>net.delta_a
-    cdef floating* d_next = <floating*>net.delta_b
-    cdef floating* tmp
-    cdef const floating* a_prev
-    for l in range(net.n_layers - 1, -1, -1):
-        n_in = net.sizes[l]
-        n_out = net.sizes[l + 1]
-        a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
-        if not gemm_only:
-            # through the dropout of hidden layer l (dA_l before it), then
-            # dZ_l = dA_l * f'(A_l) in place, and db_l, in one pass
-            dropout_backward(net.dropout, net.dropout_state, l, d,
-                             acts + net.a_off[l] * net.max_batch, 0, m, n_out)
-            activation_grad(d, acts + net.a_off[l] * net.max_batch, d, net.scratch,
-                            grads + net.b_off[l], m, n_out, net.activations[l])
-        if l == 0 and sp != NULL:
-            sparse_weight_grad(sp, m, d, n_in, n_out, grads + net.w_off[0])
-        else:
-            net_gemm(net, True, False, <int>n_in, <int>n_out, <int>m, <floating>1, a_prev,
-                     <int>n_in, d, <int>n_out, <floating>0, grads + net.w_off[l], <int>n_out)
-        if l > 0:
-            weight_gemm(net, l, True, <int>m, <int>n_in, <int>n_out, d, <int>n_out, 0, 0, d_next,
-                        <int>n_in)
-            tmp = d
-            d = d_next
-            d_next = tmp
 
 
 include "_parallel.pxi"
@@ -424,8 +374,19 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
     cdef double loss
     cdef fm_team team
     cdef int status = OK
-    # Sparse rows run as one part: the parallel passes (_parallel.pxi) take dense X.
+    # Sparse rows run as one part (the split layers take dense X).
     cdef int n_parts = 1 if sp != NULL else step_parts(net, m)
+    cdef Work spec                     # the step, as the passes (_parallel.pxi) read it
+    memset(&spec, 0, sizeof(Work))
+    spec.net = net
+    spec.X = X
+    spec.sp = sp
+    spec.m = m
+    spec.n_parts = n_parts
+    spec.opt_kind = opt_kind
+    spec.hyper = hyper
+    spec.state_a = state_a
+    spec.state_b = state_b
     if opt_kind != OPT_NONE and (hyper[H_T] >= MAX_STEPS or (
             net.dropout != NULL and net.dropout_state[1] >= INT64_MAX)):
         return BAD_COUNTER              # the update would count past the counter's range
@@ -440,11 +401,8 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
         else:
             bf16_pack_part(net, 0, 1)
         net.bf16_packed = True
-    if n_parts > 1:
-        # each part checks that the block of X it reads first is finite
-        if not parallel_forward(net, &team, n_parts, X, m):
-            status = BAD_INPUT
-    elif not (sparse_all_finite(sp, X, m) if sp != NULL else all_finite(X, m * net.sizes[0])):
+    # each part checks that the block of X it reads first is finite
+    if not parallel_forward(&team, &spec):
         status = BAD_INPUT
     if status == OK:
         status = targets_status(net, m, labels, targets)
@@ -452,8 +410,6 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
         net.bf16_packed = False
         fm_team_end(&team)
         return status
-    if n_parts == 1:
-        forward(net, X, m, acts, net.max_batch, out_block, False, sp)
     if net.loss == SOFTMAX_CROSS_ENTROPY:
         loss = softmax_cross_entropy(out_block, labels, targets, weights, total_weight, d,
                                      net.scratch, m, n_classes)
@@ -468,12 +424,7 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
         net.bf16_packed = False
         fm_team_end(&team)
         return BAD_LOSS
-    if n_parts > 1:
-        parallel_backward(net, &team, n_parts, X, m, opt_kind, hyper, state_a, state_b)
-    else:
-        backward(net, X, m, False, sp)
-        optimizer_update(opt_kind, hyper, <floating*>net.params, <floating*>net.grads, state_a,
-                         state_b, net.n_params, net.n_weights)
+    parallel_backward(&team, &spec)
     net.bf16_packed = False                # the update changed the weights
     fm_team_end(&team)
     if net.dropout != NULL and opt_kind != OPT_NONE:
@@ -482,11 +433,21 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
 
 
 cdef void matmuls(Net* net, const floating* X, Py_ssize_t m) noexcept nogil:
-    """The gemm calls of step(), the same calls in the same order, and nothing else."""
-    cdef floating* acts = <floating*>net.acts
-    forward(net, X, m, acts, net.max_batch, acts + net.a_off[net.n_layers - 1] * net.max_batch,
-            True)
-    backward(net, X, m, True)
+    """The gemm calls of a one-part step(), the same calls in the same order, and nothing
+    else (the passes with gemm_only, no update)."""
+    cdef Work spec
+    cdef fm_team team
+    memset(&spec, 0, sizeof(Work))
+    spec.net = net
+    spec.X = X
+    spec.m = m
+    spec.n_parts = 1
+    spec.opt_kind = OPT_NONE
+    spec.gemm_only = True
+    fm_team_begin(&team, 1)
+    parallel_forward(&team, &spec)
+    parallel_backward(&team, &spec)
+    fm_team_end(&team)
 
 
 cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
@@ -501,12 +462,8 @@ cdef int infer(const Net* net, const floating* X, Py_ssize_t m, floating* out,
         return BAD_INPUT
     if sp != NULL:
         while start < m:
-            part = sp[0]
-            if part.rows != NULL:
-                part.rows += start
-            else:
-                part.indptr += start
-            forward(net, X, min(chunk, m - start), buffers, -(chunk * net.max_width),
+            part = sparse_block(sp, start)
+            forward(net, X, min(chunk, m - start), buffers, chunk * net.max_width,
                     out + start * n_out, False, &part)
             start += chunk
         output_activation(net, out, m, output)

@@ -68,17 +68,28 @@ cdef inline double power(double base, double steps) noexcept nogil:
     return result
 
 
-cdef inline void _update_range(int kind, const double* hyper, floating wd, floating scale,
-                               floating* p, const floating* grad, floating* state_a,
-                               floating* state_b, Py_ssize_t size) noexcept nogil:
-    cdef double t = hyper[H_T]
+cdef struct UpdateStep:
+    # What one step's update computes once (optimizer_prepare) for every range it updates
+    int kind                   # OPT_*
+    const double* hyper        # the H_* slots
+    double scale               # the gradient scale: clipping's, else 1
+    double step_size           # Adam/AdamW: lr / (1 - beta1^t)
+    double root_bc2            # Adam/AdamW: sqrt(1 - beta2^t)
+
+
+cdef inline void _update_range(const UpdateStep* u, floating wd, floating* p,
+                               const floating* grad, floating* state_a, floating* state_b,
+                               Py_ssize_t size) noexcept nogil:
+    cdef int kind = u.kind
+    cdef const double* hyper = u.hyper
+    cdef floating scale = <floating>u.scale
     cdef floating lr = <floating>hyper[H_LR], eps = <floating>hyper[H_EPS]
     cdef floating b1 = <floating>hyper[H_BETA1], b2 = <floating>hyper[H_BETA2]
     # the moving averages' gains 1 - beta in double, rounded once: 1 - <float>0.999 would be
     # 1.3e-5 away from 0.001 (beta's own rounding, magnified by 1 / (1 - beta))
     cdef floating gain1 = <floating>(1 - hyper[H_BETA1])
     cdef floating gain2 = <floating>(1 - hyper[H_BETA2])
-    cdef floating step_size, root_bc2
+    cdef floating step_size = <floating>u.step_size, root_bc2 = <floating>u.root_bc2
     if kind == OPT_SGD:
         if floating is float:
             fm_sgd_f(p, grad, state_a, size, lr, wd, scale, <float>hyper[H_MOMENTUM],
@@ -87,8 +98,6 @@ cdef inline void _update_range(int kind, const double* hyper, floating wd, float
             fm_sgd_d(p, grad, state_a, size, lr, wd, scale, hyper[H_MOMENTUM],
                      hyper[H_NESTEROV] != 0)
     elif kind == OPT_ADAM or kind == OPT_ADAMW:
-        step_size = <floating>(hyper[H_LR] / (1 - power(hyper[H_BETA1], t)))
-        root_bc2 = <floating>sqrt(1 - power(hyper[H_BETA2], t))
         if floating is float:
             fm_adam_f(p, grad, state_a, state_b, size, step_size, root_bc2, b1, gain1, b2, gain2,
                       eps, wd, scale)
@@ -133,47 +142,59 @@ cdef inline void add_l1_subgradient(floating* grad, const floating* p, floating 
         fm_l1_subgradient_d(grad, p, l1, n)
 
 
-cdef inline double optimizer_prepare(int kind, double* hyper, const floating* grad,
-                                     Py_ssize_t size) noexcept nogil:
-    """The once-per-step part of an update: counts the step, returns the gradient scale
-    (gradient-norm clipping; 1 without). Then optimizer_apply over any split of [0, size)."""
-    cdef double scale = 1, norm
+cdef inline UpdateStep optimizer_prepare(int kind, double* hyper, const floating* grad,
+                                         Py_ssize_t size) noexcept nogil:
+    """The once-per-step part of an update: counts the step and computes what every range
+    of it shares (the gradient scale of gradient-norm clipping, 1 without; Adam's bias
+    corrections). Then optimizer_apply over any split of [0, size)."""
+    cdef UpdateStep u
+    cdef double norm, t
+    u.kind = kind
+    u.hyper = hyper
+    u.scale = 1
+    u.step_size = 0
+    u.root_bc2 = 0
     if kind == OPT_NONE:
-        return 1
+        return u
     hyper[H_T] += 1
+    t = hyper[H_T]
     if hyper[H_CLIP_NORM] > 0:
         if floating is float:
             norm = sqrt(fm_sum_sq_f(grad, size))
         else:
             norm = sqrt(fm_sum_sq_d(grad, size))
         if norm > hyper[H_CLIP_NORM]:
-            scale = hyper[H_CLIP_NORM] / (norm + 1e-6)
-    return scale
+            u.scale = hyper[H_CLIP_NORM] / (norm + 1e-6)
+    if kind == OPT_ADAM or kind == OPT_ADAMW:
+        u.step_size = hyper[H_LR] / (1 - power(hyper[H_BETA1], t))
+        u.root_bc2 = sqrt(1 - power(hyper[H_BETA2], t))
+    return u
 
 
-cdef inline void optimizer_apply(int kind, const double* hyper, double scale, floating* p,
-                                 const floating* grad, floating* state_a, floating* state_b,
-                                 Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n_decay) noexcept nogil:
+cdef inline void optimizer_apply(const UpdateStep* u, floating* p, const floating* grad,
+                                 floating* state_a, floating* state_b, Py_ssize_t lo,
+                                 Py_ssize_t hi, Py_ssize_t n_decay) noexcept nogil:
     """The update of p[lo:hi] after optimizer_prepare; elementwise, so the worker pool may
     split [0, size) into ranges and the result does not depend on the split."""
     cdef Py_ssize_t i, w_hi = min(hi, n_decay), b_lo = max(lo, n_decay)
+    cdef const double* hyper = u.hyper
     cdef floating wd = <floating>hyper[H_WEIGHT_DECAY]
-    if kind == OPT_NONE or hi <= lo:
+    if u.kind == OPT_NONE or hi <= lo:
         return
-    if kind == OPT_ADAMW:
+    if u.kind == OPT_ADAMW:
         for i in range(lo, w_hi):
             p[i] *= <floating>(1 - hyper[H_LR] * hyper[H_WEIGHT_DECAY])
         wd = 0
     # the weights (decayed), then the biases (not decayed)
     if w_hi > lo and hyper[H_L1] != 0:
-        add_l1_subgradient(<floating*>grad + lo, p + lo, <floating>(hyper[H_L1] / scale),
+        add_l1_subgradient(<floating*>grad + lo, p + lo, <floating>(hyper[H_L1] / u.scale),
                            w_hi - lo)
     if w_hi > lo:
-        _update_range(kind, hyper, wd, <floating>scale, p + lo, grad + lo,
+        _update_range(u, wd, p + lo, grad + lo,
                       state_a + lo if state_a != NULL else NULL,
                       state_b + lo if state_b != NULL else NULL, w_hi - lo)
     if hi > b_lo:
-        _update_range(kind, hyper, <floating>0, <floating>scale, p + b_lo, grad + b_lo,
+        _update_range(u, <floating>0, p + b_lo, grad + b_lo,
                       state_a + b_lo if state_a != NULL else NULL,
                       state_b + b_lo if state_b != NULL else NULL, hi - b_lo)
     # Where the hardware has no flush-to-zero mode (fpenv.h), the state of always-zero
@@ -195,5 +216,5 @@ cdef inline void optimizer_update(int kind, double* hyper, floating* p, const fl
                                   Py_ssize_t size, Py_ssize_t n_decay) noexcept nogil:
     """One optimiser step over p[0:size]; state_a/state_b are the optimiser's buffers
     (size entries each, zero before the first step; unused ones may be NULL)."""
-    cdef double scale = optimizer_prepare(kind, hyper, grad, size)
-    optimizer_apply(kind, hyper, scale, p, grad, state_a, state_b, 0, size, n_decay)
+    cdef UpdateStep u = optimizer_prepare(kind, hyper, grad, size)
+    optimizer_apply(&u, p, grad, state_a, state_b, 0, size, n_decay)

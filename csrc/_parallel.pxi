@@ -1,5 +1,7 @@
 # fusedmlp's own parallelism: the training step and inference split across the worker pool
-# (pool.h). Included by _network.pyx after forward()/backward(), before step().
+# (pool.h). Included by _network.pyx after layer_block/forward(), before step(). These are
+# the step's only passes: the serial step is the plan of one part (each region run by the
+# caller).
 #
 # A product C (m x n) = A (m x k) @ B (k x n) of a layer is split into n parts by ROWS of C
 # (every part multiplies its rows of A by all of B) or by COLUMNS of C (every part multiplies
@@ -230,7 +232,7 @@ cdef struct Work:
     void* d_next               # backward: where dA/dZ of layer - 1 go
     int opt_kind               # update
     const double* hyper
-    double scale
+    UpdateStep update          # the update's once-per-step values (optimizer_prepare)
     void* state_a
     void* state_b
     void* out                  # inference
@@ -238,6 +240,8 @@ cdef struct Work:
     Py_ssize_t chunk
     int output
     int n_parts                # backward: the step's parts (its regions may use fewer)
+    const SparseRows* sp       # a sparse batch (X NULL), or NULL
+    bint gemm_only             # the products alone (matmuls: the GEMM floor)
 
 
 cdef void check_input(const Work* w, const void* X, bint columns, int part,
@@ -247,9 +251,17 @@ cdef void check_input(const Work* w, const void* X, bint columns, int part,
     holds a NaN or an infinity. Nothing when w.bad_input is NULL."""
     cdef Py_ssize_t n_in = w.net.sizes[0], lo, hi, i
     cdef bint finite = True
+    cdef SparseRows rows
     if w.bad_input == NULL:
         return
-    if columns:
+    if w.sp != NULL:
+        block(w.m, part, n_parts, &lo, &hi)
+        rows = sparse_block(w.sp, lo)
+        if w.net.is_double:
+            finite = sparse_all_finite(&rows, <const double*>NULL, hi - lo)
+        else:
+            finite = sparse_all_finite(&rows, <const float*>NULL, hi - lo)
+    elif columns:
         w_rows(w.net, 0, part, n_parts, &lo, &hi)
         for i in range(w.m):
             if not finite:
@@ -269,10 +281,11 @@ cdef void check_input(const Work* w, const void* X, bint columns, int part,
 
 
 cdef inline bint split_columns(Py_ssize_t m, Py_ssize_t n, int n_parts) noexcept nogil:
-    """Split an m x n product by columns (True) or rows (False); see the top of this file."""
+    """Split an m x n product by columns (True) or rows (False); see the top of this file.
+    One part is the whole product: rows."""
     cdef bint columns_fill = (n + ALIGN - 1) // ALIGN >= n_parts
     cdef bint rows_fill = (m + ALIGN - 1) // ALIGN >= n_parts
-    return columns_fill and (m < n or not rows_fill)
+    return n_parts > 1 and columns_fill and (m < n or not rows_fill)
 
 
 cdef inline bint split_inner(const Net* net, Py_ssize_t m, int l, int n_parts) noexcept nogil:
@@ -282,7 +295,7 @@ cdef inline bint split_inner(const Net* net, Py_ssize_t m, int l, int n_parts) n
     of fewer rows than the layer has inputs, up to 3 parts (the partials live in the two
     backward buffers, free during forward), and not under dropout (drawn per whole row)."""
     cdef Py_ssize_t n_in = net.sizes[l]
-    return (n_parts <= 3 and m < n_in and (n_in + ALIGN - 1) // ALIGN >= n_parts
+    return (1 < n_parts <= 3 and m < n_in and (n_in + ALIGN - 1) // ALIGN >= n_parts
             and not dropout_on(net.dropout, l))
 
 
@@ -309,7 +322,7 @@ cdef inline bint split_batch(const Net* net, Py_ssize_t m, int l, int n_parts) n
     check: below it "auto" stays on one thread where the activations would move, see
     step_parts)."""
     cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1]
-    return (n_parts - 1 <= net.n_partials and m >= BATCH_SPLIT_ROWS
+    return (n_parts > 1 and n_parts - 1 <= net.n_partials and m >= BATCH_SPLIT_ROWS
             and m * (n_in + n_out) > 4 * n_in * n_out and rows_everywhere(net, m, n_parts, True))
 
 
@@ -438,6 +451,7 @@ cdef void parallel_layer(Net* net, fm_team* team, int n_parts, int l, const void
     """out := f_l(inp @ W_l + b_l) in one parallel region (two for an inner split); with
     bad_input, its first region checks inp (check_input)."""
     cdef Work w
+    memset(&w, 0, sizeof(Work))
     w.net = net
     w.bad_input = bad_input
     w.training = training
@@ -463,16 +477,18 @@ cdef void parallel_layer(Net* net, fm_team* team, int n_parts, int l, const void
         fm_team_run(team, layer_task, &w, n_parts)
 
 
-cdef void forward_rows(const Net* net, const floating* X, Py_ssize_t lo,
+cdef void forward_rows(const Work* s, const floating* X, Py_ssize_t lo,
                        Py_ssize_t hi) noexcept nogil:
-    """Rows [lo, hi) of the training forward pass, every layer (its block of the workspace)."""
+    """Rows [lo, hi) of the training forward pass, every layer (its block of the workspace);
+    layer 0 from the sparse rows s.sp when the batch is sparse."""
+    cdef const Net* net = s.net
     cdef int l
     cdef floating* acts = <floating*>net.acts
     cdef const floating* inp = X
     cdef floating* out
     for l in range(net.n_layers):
         out = acts + net.a_off[l] * net.max_batch
-        layer_block(net, l, inp, out, lo, hi, 0, net.sizes[l + 1], True, False)
+        layer_block(net, l, inp, out, lo, hi, 0, net.sizes[l + 1], True, s.gemm_only, s.sp)
         inp = out
 
 
@@ -484,89 +500,142 @@ cdef void forward_task(void* ctx, int part, int n_parts) noexcept nogil:
     block(w.m, part, n_parts, &lo, &hi)
     if hi > lo:
         if w.net.is_double:
-            forward_rows(w.net, <const double*>w.X, lo, hi)
+            forward_rows(w, <const double*>w.X, lo, hi)
         else:
-            forward_rows(w.net, <const float*>w.X, lo, hi)
+            forward_rows(w, <const float*>w.X, lo, hi)
     blas_leave(saved)
 
 
+cdef inline double* part_acc(const Net* net, int part) noexcept nogil:
+    """Part `part`'s float64 row of scratch for column sums (max_width entries)."""
+    return net.scratch if part == 0 else net.part_scratch + part * net.max_width
+
+
+cdef inline bint db_in_dz(const Net* net, Py_ssize_t m, int l, int n_parts) noexcept nogil:
+    """Whether db_l is summed by the pass that computes dZ_l (grad_rows: fm_act_grad's fused
+    sums, each row added while it is in cache; the same sums as fm_bias_grad's): when that
+    pass runs as one part over every row of the batch, and layer l's dW and db do not split
+    by the batch's rows. Otherwise layer l's backward region sums it on its column blocks
+    (backward_owned). dZ_l's pass: for the output layer output_grad_task (none for an
+    identity output: the loss wrote dZ), for a hidden layer with dropout output_grad_task
+    too, else the end of layer l + 1's dA block (dA_part). n_parts: the step's."""
+    cdef int parts
+    if l == net.n_layers - 1:
+        if net.activations[l] == ACT_IDENTITY:
+            return False
+        parts = n_parts
+    elif dropout_on(net.dropout, l):
+        parts = n_parts
+    else:
+        parts = backward_region_parts(net, m, l + 1, n_parts)
+    return parts == 1 and not split_batch(net, m, l, backward_region_parts(net, m, l, n_parts))
+
+
 cdef void grad_rows(const Net* net, int l, floating* d, Py_ssize_t lo, Py_ssize_t hi,
-                    double* acc) noexcept nogil:
-    """dZ_l := dA_l * f'(A_l) on rows [lo, hi), in place (the bias gradient comes later);
-    through layer l's dropout first (it restores the rows' activations: see
-    parallel_backward for when that may run)."""
+                    double* acc, floating* db) noexcept nogil:
+    """dZ_l := dA_l * f'(A_l) on rows [lo, hi), in place, and with db (db_in_dz: [lo, hi) is
+    the whole batch) db_l in the same pass; through layer l's dropout first (it restores the
+    rows' activations: see parallel_backward for when that may run)."""
     cdef Py_ssize_t n = net.sizes[l + 1]
     cdef floating* a = <floating*>net.acts + net.a_off[l] * net.max_batch
-    if hi > lo:
-        dropout_backward(net.dropout, net.dropout_state, l, d + lo * n, a + lo * n, lo, hi - lo, n)
-    if hi > lo and net.activations[l] != ACT_IDENTITY:
-        activation_grad(d + lo * n, a + lo * n, d + lo * n, acc, <floating*>NULL, hi - lo, n,
+    if hi <= lo:
+        return
+    dropout_backward(net.dropout, net.dropout_state, l, d + lo * n, a + lo * n, lo, hi - lo, n)
+    if net.activations[l] != ACT_IDENTITY:
+        activation_grad(d + lo * n, a + lo * n, d + lo * n, acc, db, hi - lo, n,
                         net.activations[l])
+    elif db != NULL:
+        bias_gradient(d + lo * n, hi - lo, n, n, acc, db)
 
 
-cdef void backward_part(Net* net, const floating* X, Py_ssize_t m, int l, const floating* d,
-                        floating* d_next, int part, int n_parts) noexcept nogil:
-    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi, i, j
-    cdef floating* params = <floating*>net.params
-    cdef floating* grads = <floating*>net.grads
+cdef void backward_part(const Work* w, const floating* d, floating* d_next, int part,
+                        int n_parts) noexcept nogil:
+    """Part `part` of layer w.layer's backward region, given dZ_l in d: db_l and dW_l (its
+    rows of the batch into its own gradient buffer for a batch split, else the blocks of the
+    gradient it owns), then its block of dA_{l-1} into d_next. The one backward pass of a
+    layer: the one-part plan is this with part 0 of 1."""
+    cdef Net* net = w.net
+    cdef int l = w.layer
+    cdef Py_ssize_t m = w.m, n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi
     cdef floating* acts = <floating*>net.acts
-    cdef const floating* a_prev = X if l == 0 else acts + net.a_off[l - 1] * net.max_batch
-    cdef double* acc = net.part_scratch + part * net.max_width
-    cdef floating* db = grads + net.b_off[l]
+    cdef const floating* a_prev = (<const floating*>w.X if l == 0
+                                   else acts + net.a_off[l - 1] * net.max_batch)
+    cdef double* acc = part_acc(net, part)
     cdef floating* g
+    cdef SparseRows rows
     if split_batch(net, m, l, n_parts):
         # db_l and dW_l of this part's rows of the batch, into its own gradient buffer
-        g = grads if part == 0 else <floating*>net.partials + (part - 1) * net.n_params
+        g = <floating*>net.grads if part == 0 else <floating*>net.partials + (part - 1) * net.n_params
         block(m, part, n_parts, &lo, &hi)
-        bias_gradient(d + lo * n_out, hi - lo, n_out, n_out, acc, g + net.b_off[l])
-        net_gemm(net, True, False, <int>n_in, <int>n_out, <int>(hi - lo), <floating>1,
-                 a_prev + lo * n_in, <int>n_in, d + lo * n_out, <int>n_out, <floating>0,
-                 g + net.w_off[l], <int>n_out)
+        if not w.gemm_only:
+            bias_gradient(d + lo * n_out, hi - lo, n_out, n_out, acc, g + net.b_off[l])
+        if l == 0 and w.sp != NULL:
+            rows = sparse_block(w.sp, lo)
+            sparse_weight_grad(&rows, hi - lo, d + lo * n_out, n_out, 0, n_in, g + net.w_off[0])
+        else:
+            net_gemm(net, True, False, <int>n_in, <int>n_out, <int>(hi - lo), <floating>1,
+                     a_prev + lo * n_in, <int>n_in, d + lo * n_out, <int>n_out, <floating>0,
+                     g + net.w_off[l], <int>n_out)
     else:
-        backward_owned(net, a_prev, m, l, d, acc, part, n_parts)
-    dA_part(net, a_prev, m, l, d, d_next, acc, part, n_parts)
+        backward_owned(w, a_prev, d, acc, part, n_parts)
+    dA_part(w, a_prev, d, d_next, acc, part, n_parts)
 
 
-cdef void backward_owned(Net* net, const floating* a_prev, Py_ssize_t m, int l,
-                         const floating* d, double* acc, int part, int n_parts) noexcept nogil:
-    """db_l on the columns and dW_l on the rows of W_l this part owns."""
-    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi, i, j
+cdef void backward_owned(const Work* w, const floating* a_prev, const floating* d, double* acc,
+                         int part, int n_parts) noexcept nogil:
+    """db_l on the columns and dW_l on the rows of W_l this part owns (db_l not when dZ_l's
+    pass summed it: db_in_dz)."""
+    cdef Net* net = w.net
+    cdef int l = w.layer
+    cdef Py_ssize_t m = w.m, n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi
     cdef floating* grads = <floating*>net.grads
     cdef floating* db = grads + net.b_off[l]
     # db_l: columns [lo, hi), each summed over the rows in order (as activation_grad does)
-    block(n_out, part, n_parts, &lo, &hi)
-    bias_gradient(d + lo, m, hi - lo, n_out, acc, db + lo)
+    if not w.gemm_only and not db_in_dz(net, m, l, w.n_parts):
+        block(n_out, part, n_parts, &lo, &hi)
+        bias_gradient(d + lo, m, hi - lo, n_out, acc, db + lo)
     # dW_l = A_{l-1}^T @ dZ_l: the rows of dW_l this part owns (as of W_l)
     w_rows(net, l, part, n_parts, &lo, &hi)
-    if hi > lo:
+    if hi <= lo:
+        return
+    if l == 0 and w.sp != NULL:
+        sparse_weight_grad(w.sp, m, d, n_out, lo, hi, grads + net.w_off[0])
+    else:
         net_gemm(net, True, False, <int>(hi - lo), <int>n_out, <int>m, <floating>1,
                  a_prev + lo, <int>n_in, d, <int>n_out, <floating>0,
                  grads + net.w_off[l] + lo * n_out, <int>n_out)
 
 
-cdef void dA_part(Net* net, const floating* a_prev, Py_ssize_t m, int l, const floating* d,
-                  floating* d_next, double* acc, int part, int n_parts) noexcept nogil:
+cdef void dA_part(const Work* w, const floating* a_prev, const floating* d, floating* d_next,
+                  double* acc, int part, int n_parts) noexcept nogil:
     """dA_{l-1} = dZ_l @ W_l^T (m x n_in) on a block of rows or of columns (rows of W_l),
-    then dZ_{l-1} on the same block."""
-    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi, i
-    cdef floating* params = <floating*>net.params
-    if l > 0 and split_columns(m, n_in, n_parts):
+    then dZ_{l-1} on the same block (and db_{l-1} with it: db_in_dz)."""
+    cdef Net* net = w.net
+    cdef int l = w.layer
+    cdef Py_ssize_t m = w.m, n_in = net.sizes[l], n_out = net.sizes[l + 1], lo, hi, i
+    cdef bint dz
+    if l == 0:
+        return
+    dz = not w.gemm_only and not dropout_on(net.dropout, l - 1)
+    if split_columns(m, n_in, n_parts):
         w_rows(net, l, part, n_parts, &lo, &hi)
         if hi > lo:
             weight_gemm(net, l, True, <int>m, <int>(hi - lo), <int>n_out, d, <int>n_out, lo, 0,
                         d_next + lo, <int>n_in)
-            if net.activations[l - 1] != ACT_IDENTITY and not dropout_on(net.dropout, l - 1):
+            if dz and net.activations[l - 1] != ACT_IDENTITY:
                 for i in range(m):
                     activation_grad(d_next + i * n_in + lo, a_prev + i * n_in + lo,
                                     d_next + i * n_in + lo, acc, <floating*>NULL, 1, hi - lo,
                                     net.activations[l - 1])
-    elif l > 0:
+    else:
         block(m, part, n_parts, &lo, &hi)
         if hi > lo:
             weight_gemm(net, l, True, <int>(hi - lo), <int>n_in, <int>n_out, d + lo * n_out,
                         <int>n_out, 0, 0, d_next + lo * n_in, <int>n_in)
-            if not dropout_on(net.dropout, l - 1):
-                grad_rows(net, l - 1, d_next, lo, hi, acc)
+            if dz:
+                grad_rows(net, l - 1, d_next, lo, hi, acc,
+                          <floating*>net.grads + net.b_off[l - 1]
+                          if db_in_dz(net, m, l - 1, w.n_parts) else <floating*>NULL)
 
 
 cdef inline int backward_region_parts(const Net* net, Py_ssize_t m, int l,
@@ -599,11 +668,9 @@ cdef void backward_task(void* ctx, int part, int n_parts) noexcept nogil:
             w.net, w.m, l + 1, w.n_parts):
         update_layer(w, l + 1, part, n_parts)
     if w.net.is_double:
-        backward_part(w.net, <const double*>w.X, w.m, l, <const double*>w.d,
-                      <double*>w.d_next, part, n_parts)
+        backward_part(w, <const double*>w.d, <double*>w.d_next, part, n_parts)
     else:
-        backward_part(w.net, <const float*>w.X, w.m, l, <const float*>w.d,
-                      <float*>w.d_next, part, n_parts)
+        backward_part(w, <const float*>w.d, <float*>w.d_next, part, n_parts)
     if w.opt_kind != OPT_NONE and update_in_region(w.net, w.m, l, w.n_parts):
         update_layer(w, l, part, n_parts)
     blas_leave(saved)
@@ -611,15 +678,19 @@ cdef void backward_task(void* ctx, int part, int n_parts) noexcept nogil:
 
 cdef void output_grad_task(void* ctx, int part, int n_parts) noexcept nogil:
     """dZ of layer w.layer from its dA in w.d, on rows: the output layer when its
-    activation is not the identity, and hidden layers with dropout (parallel_backward)."""
+    activation is not the identity, and hidden layers with dropout (parallel_backward);
+    with db_l when one part runs it (db_in_dz)."""
     cdef Work* w = <Work*>ctx
+    cdef Net* net = w.net
     cdef Py_ssize_t lo, hi
+    cdef bint db = db_in_dz(net, w.m, w.layer, w.n_parts)
     block(w.m, part, n_parts, &lo, &hi)
-    if w.net.is_double:
-        grad_rows(w.net, w.layer, <double*>w.d, lo, hi,
-                  w.net.part_scratch + part * w.net.max_width)
+    if net.is_double:
+        grad_rows(net, w.layer, <double*>w.d, lo, hi, part_acc(net, part),
+                  <double*>net.grads + net.b_off[w.layer] if db else <double*>NULL)
     else:
-        grad_rows(w.net, w.layer, <float*>w.d, lo, hi, w.net.part_scratch + part * w.net.max_width)
+        grad_rows(net, w.layer, <float*>w.d, lo, hi, part_acc(net, part),
+                  <float*>net.grads + net.b_off[w.layer] if db else <float*>NULL)
 
 
 cdef void update_layer(const Work* w, int l, int part, int n_parts) noexcept nogil:
@@ -641,13 +712,11 @@ cdef void update_layer(const Work* w, int l, int part, int n_parts) noexcept nog
             lo = net.w_off[l] + lo * n_out
             hi = net.w_off[l] + hi * n_out
         if net.is_double:
-            optimizer_apply(w.opt_kind, w.hyper, w.scale, <double*>net.params,
-                            <const double*>net.grads, <double*>w.state_a,
-                            <double*>w.state_b, lo, hi, net.n_weights)
+            optimizer_apply(&w.update, <double*>net.params, <const double*>net.grads,
+                            <double*>w.state_a, <double*>w.state_b, lo, hi, net.n_weights)
         else:
-            optimizer_apply(w.opt_kind, w.hyper, w.scale, <float*>net.params,
-                            <const float*>net.grads, <float*>w.state_a,
-                            <float*>w.state_b, lo, hi, net.n_weights)
+            optimizer_apply(&w.update, <float*>net.params, <const float*>net.grads,
+                            <float*>w.state_a, <float*>w.state_b, lo, hi, net.n_weights)
 
 
 cdef void update_task(void* ctx, int part, int n_parts) noexcept nogil:
@@ -658,20 +727,20 @@ cdef void update_task(void* ctx, int part, int n_parts) noexcept nogil:
         update_layer(w, l, part, n_parts)
 
 
-cdef bint parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
-                           Py_ssize_t m) noexcept nogil:
-    """The training forward of m rows in n_parts parts; False if X holds a NaN or an
-    infinity (checked by the parts of the first region, each on the block it reads)."""
-    cdef Work w
+cdef bint parallel_forward(fm_team* team, const Work* s) noexcept nogil:
+    """The training forward of the step s (s.m rows of s.X or s.sp, in s.n_parts parts);
+    False if X holds a NaN or an infinity (checked by the parts of the first region, each
+    on the block it reads)."""
+    cdef Net* net = s.net
+    cdef Py_ssize_t m = s.m
+    cdef int n_parts = s.n_parts
+    cdef Work w = s[0]
     cdef int l, bad_input = 0
     cdef size_t itemsize = 8 if net.is_double else 4
     cdef char* acts = <char*>net.acts
-    cdef const char* inp = <const char*>X
+    cdef const char* inp = <const char*>s.X
+    w.bad_input = NULL if s.gemm_only else &bad_input
     if rows_everywhere(net, m, n_parts, True):
-        w.net = net
-        w.X = X
-        w.m = m
-        w.bad_input = &bad_input
         fm_team_run(team, forward_task, &w,
                     1 if 2.0 * m * net.n_weights < SMALL_REGION_FLOPS else n_parts)
         return not bad_input
@@ -683,45 +752,40 @@ cdef bint parallel_forward(Net* net, fm_team* team, int n_parts, const void* X,
     return not bad_input
 
 
-cdef void parallel_backward(Net* net, fm_team* team, int n_parts, const void* X,
-                            Py_ssize_t m, int opt_kind, double* hyper, void* state_a,
-                            void* state_b) noexcept nogil:
-    """Backward from dZ of the last layer in delta_a, filling the gradient buffer, and the
-    update (opt_kind; OPT_NONE: none). Without gradient clipping the update is fused into
-    the backward: each part updates its blocks of a layer at the end of the last region
-    that reads that layer's weights (update_in_region), or, when the batch-split gradients
-    are summed, right after its sums; no region of its own. With clipping (its norm needs
-    every gradient) the update runs in a region after the backward."""
-    cdef Work w
+cdef void parallel_backward(fm_team* team, const Work* s) noexcept nogil:
+    """Backward of the step s from dZ of the last layer in delta_a, filling the gradient
+    buffer, and the update (s.opt_kind; OPT_NONE: none). Without gradient clipping the
+    update is fused into the backward: each part updates its blocks of a layer at the end
+    of the last region that reads that layer's weights (update_in_region), or, when the
+    batch-split gradients are summed, right after its sums; no region of its own. With
+    clipping (its norm needs every gradient) the update runs in a region after the
+    backward. One part (the serial step) is the same regions, each run by the caller."""
+    cdef Net* net = s.net
+    cdef Py_ssize_t m = s.m
+    cdef int n_parts = s.n_parts
+    cdef Work w = s[0]
     cdef int l
     cdef void* tmp
     cdef bint batch_split = False
-    cdef bint fused = opt_kind != OPT_NONE and not hyper[H_CLIP_NORM] > 0
+    cdef bint fused = s.opt_kind != OPT_NONE and not s.hyper[H_CLIP_NORM] > 0
     for l in range(net.n_layers):
         batch_split = batch_split or split_batch(net, m, l, n_parts)
-    w.net = net
-    w.X = X
-    w.m = m
-    w.n_parts = n_parts
     w.d = net.delta_a
     w.d_next = net.delta_b
-    w.hyper = hyper
-    w.state_a = state_a
-    w.state_b = state_b
-    w.opt_kind = opt_kind if fused and not batch_split else OPT_NONE
+    w.opt_kind = s.opt_kind if fused and not batch_split else OPT_NONE
     if fused:
         # counts the step; the scale is 1 without clipping
         if net.is_double:
-            w.scale = optimizer_prepare(opt_kind, hyper, <const double*>net.grads, 0)
+            w.update = optimizer_prepare(s.opt_kind, s.hyper, <const double*>net.grads, 0)
         else:
-            w.scale = optimizer_prepare(opt_kind, hyper, <const float*>net.grads, 0)
-    if net.activations[net.n_layers - 1] != ACT_IDENTITY:
+            w.update = optimizer_prepare(s.opt_kind, s.hyper, <const float*>net.grads, 0)
+    if net.activations[net.n_layers - 1] != ACT_IDENTITY and not s.gemm_only:
         w.layer = net.n_layers - 1
         fm_team_run(team, output_grad_task, &w, n_parts)
     for l in range(net.n_layers - 1, -1, -1):
         w.layer = l
         fm_team_run(team, backward_task, &w, backward_region_parts(net, m, l, n_parts))
-        if l > 0 and dropout_on(net.dropout, l - 1):
+        if l > 0 and dropout_on(net.dropout, l - 1) and not s.gemm_only:
             # dZ_{l-1} in a region of its own: undoing the dropout restores A_{l-1}, which
             # the region above read whole (dW_l), so it may start only when that one ended
             w.layer = l - 1
@@ -732,10 +796,10 @@ cdef void parallel_backward(Net* net, fm_team* team, int n_parts, const void* X,
         w.d = w.d_next
         w.d_next = tmp
     if batch_split:
-        w.opt_kind = opt_kind if fused else OPT_NONE
+        w.opt_kind = s.opt_kind if fused else OPT_NONE
         fm_team_run(team, gradient_sum_task, &w, n_parts)
     if not fused:
-        parallel_update(net, team, n_parts, opt_kind, hyper, state_a, state_b)
+        parallel_update(team, s)
 
 
 cdef void gradient_sum_part(Net* net, floating* grads, const floating* partials, Py_ssize_t m,
@@ -804,6 +868,7 @@ cdef void parallel_gather(Net* net, const char* X, const int64_t* rows, Py_ssize
     """X_batch[i] := X[rows[i]] (rows of n_0 values of `size` bytes), split as the step of
     these m rows will be (compiled epoch)."""
     cdef Work w
+    memset(&w, 0, sizeof(Work))
     cdef fm_team team
     cdef int n_parts = step_parts(net, m)
     w.net = net
@@ -816,22 +881,20 @@ cdef void parallel_gather(Net* net, const char* X, const int64_t* rows, Py_ssize
     fm_team_end(&team)
 
 
-cdef void parallel_update(Net* net, fm_team* team, int n_parts, int opt_kind, double* hyper,
-                          void* state_a, void* state_b) noexcept nogil:
-    cdef Work w
-    if opt_kind == OPT_NONE:
+cdef void parallel_update(fm_team* team, const Work* s) noexcept nogil:
+    """The update of the step s in a region of its own (after the backward: clipping)."""
+    cdef Net* net = s.net
+    cdef Work w = s[0]
+    if s.opt_kind == OPT_NONE:
         return
-    w.net = net
-    w.opt_kind = opt_kind
-    w.hyper = hyper
-    w.state_a = state_a
-    w.state_b = state_b
     if net.is_double:
-        w.scale = optimizer_prepare(opt_kind, hyper, <const double*>net.grads, net.n_params)
+        w.update = optimizer_prepare(s.opt_kind, s.hyper, <const double*>net.grads,
+                                     net.n_params)
     else:
-        w.scale = optimizer_prepare(opt_kind, hyper, <const float*>net.grads, net.n_params)
+        w.update = optimizer_prepare(s.opt_kind, s.hyper, <const float*>net.grads,
+                                     net.n_params)
     fm_team_run(team, update_task, &w,
-                1 if UPDATE_WORK_PER_PARAM * net.n_params < SMALL_REGION_FLOPS else n_parts)
+                1 if UPDATE_WORK_PER_PARAM * net.n_params < SMALL_REGION_FLOPS else s.n_parts)
 
 
 cdef inline void output_activation(const Net* net, floating* out, Py_ssize_t m,
@@ -858,7 +921,7 @@ cdef void infer_rows(const Net* net, const floating* X, Py_ssize_t lo, Py_ssize_
     cdef Py_ssize_t start = lo, rows, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
     while start < hi:
         rows = min(chunk, hi - start)
-        forward(net, X + start * n_in, rows, buffers, -(chunk * net.max_width),
+        forward(net, X + start * n_in, rows, buffers, chunk * net.max_width,
                 out + start * n_out, False)
         start += rows
     if hi > lo:
@@ -891,6 +954,7 @@ cdef void parallel_infer(const Net* net, const floating* X, Py_ssize_t m, floati
     widest layer whatever n_parts (the parts of a split by rows share them, each its block of
     the chunk rows), so a caller's scratch sized for one part stays enough (the C API's)."""
     cdef Work w
+    memset(&w, 0, sizeof(Work))
     cdef fm_team team
     cdef Py_ssize_t start = 0, rows, n_in = net.sizes[0], n_out = net.sizes[net.n_layers]
     cdef const floating* inp

@@ -34,6 +34,16 @@ cdef inline Py_ssize_t sparse_row(const SparseRows* sp, Py_ssize_t i) noexcept n
     return sp.rows[i] if sp.rows != NULL else i
 
 
+cdef inline SparseRows sparse_block(const SparseRows* sp, Py_ssize_t lo) noexcept nogil:
+    """The batch's rows from lo on (a part's block: its row i is the batch's row lo + i)."""
+    cdef SparseRows rows = sp[0]
+    if rows.rows != NULL:
+        rows.rows += lo
+    else:
+        rows.indptr += lo
+    return rows
+
+
 cdef inline bint sparse_all_finite(const SparseRows* sp, const floating* like,
                                    Py_ssize_t m) noexcept nogil:
     """The stored values of the batch's m rows are all finite (`like` only picks the type)."""
@@ -86,23 +96,28 @@ cdef inline void sparse_matmul(const SparseRows* sp, Py_ssize_t m, const floatin
 
 
 cdef inline void sparse_weight_grad(const SparseRows* sp, Py_ssize_t m, const floating* dZ,
-                                    Py_ssize_t n_in, Py_ssize_t n_out,
+                                    Py_ssize_t n_out, Py_ssize_t k_lo, Py_ssize_t k_hi,
                                     floating* dW) noexcept nogil:
-    """dW (n_in x n_out, written) := X_batch^T @ dZ for dZ (m x n_out).
+    """Rows [k_lo, k_hi) of dW (n_in x n_out; written) := X_batch^T @ dZ for dZ (m x n_out).
 
-    Rows of dW whose feature is absent from the batch stay zero (the whole of dW is
-    written, as the optimiser reads all of it)."""
+    Rows of dW whose feature is absent from the batch stay zero (the whole block is
+    written, as the optimiser reads all of it). Each row of dW sums its batch rows' entries
+    in the batch's order whatever [k_lo, k_hi) is (a CSR row holds each column at most
+    once), so a part's block has the bits of the whole scatter."""
     cdef const floating* data = <const floating*>sp.data
     cdef const floating* d
     cdef floating* g
     cdef floating v
-    cdef Py_ssize_t i, j, k, r
-    memset(dW, 0, n_in * n_out * sizeof(floating))
+    cdef Py_ssize_t i, j, k, r, col
+    memset(dW + k_lo * n_out, 0, (k_hi - k_lo) * n_out * sizeof(floating))
     for i in range(m):
         r = sparse_row(sp, i)
         d = dZ + i * n_out
         for k in range(sp.indptr[r], sp.indptr[r + 1]):
+            col = sp.indices[k]
+            if col < k_lo or col >= k_hi:
+                continue
             v = data[k]
-            g = dW + <Py_ssize_t>sp.indices[k] * n_out
+            g = dW + col * n_out
             for j in range(n_out):
                 g[j] += v * d[j]
