@@ -11,6 +11,7 @@
  * The loops are static; the one external function, FM_FN(fill), puts them into a table.
  */
 #include "dropout.h"            /* the dropout mask's hash (its loops are below) */
+#include "fm_compiler.h"        /* FM_FORCE_INLINE */
 
 /* return sum over j < n of TERM (an expression in j) in double: eight partial sums, which
  * vectorise, added in a fixed order, so the result does not depend on the CPU */
@@ -27,12 +28,15 @@
 #endif
 
 #ifndef FM_GRAD_LOOP
-/* one row of fm_act_grad over type T: dz = G (an expression in d = da[j] and y = a[j]) */
+/* one row of fm_act_grad over type T: dz = G (an expression in d = da[j] and y = a[j]), and
+ * with `sum` acc[j] += dz[j] in the same loop (add_row's sum, term for term) */
 #define FM_GRAD_LOOP(T, G)                                                                      \
     for (j = 0; j < n; j++) {                                                                   \
-        T d = da_row[j], y = a_row[j];                                                          \
-        (void)y;                            /* G need not use it (identity) */                  \
-        dz_row[j] = (G);                                                                        \
+        T d = da_row[j], y = a_row[j], z;                                                       \
+        (void)d; (void)y;                   /* G need not use them (identity, step) */          \
+        z = (G);                                                                                \
+        dz_row[j] = z;                                                                          \
+        if (sum) acc[j] += (double)z;                                                           \
     }
 #endif
 
@@ -119,33 +123,41 @@ static void FM_FN(bias_grad)(const T *d, ptrdiff_t m, ptrdiff_t n, ptrdiff_t ld,
     for (j = 0; j < n; j++) db[j] = (T)acc[j];
 }
 
-/* dz = da * f'(a) and, unless db is NULL, db = column sums of dz (fm_bias_grad's sums, each
- * row added while it is in cache; acc: n doubles); dz may be da */
+/* one row of fm_act_grad: dz_row = da_row * f'(a_row), and with sum (a constant at each call,
+ * so each call is its own loop) the row added into acc as add_row adds it, in the same loop */
+FM_FORCE_INLINE void FM_FN(act_grad_row)(
+    const T *da_row, const T *a_row, T *dz_row, double *acc, ptrdiff_t n, int kind, int sum)
+{
+    ptrdiff_t j;
+    switch (kind) {                   /* G: the gradient from d = dA and y = A */
+    case FM_IDENTITY:   FM_GRAD_LOOP(T, d); break;
+    case FM_RELU:       FM_GRAD_LOOP(T, y > 0 ? d : (T)0); break;   /* relu'(0) = 0 */
+    case FM_LEAKY_RELU: FM_GRAD_LOOP(T, d * (y > 0 ? (T)1 : (T)FM_LEAKY_SLOPE)); break;
+    case FM_SIGMOID:    FM_GRAD_LOOP(T, d * (y * ((T)1 - y))); break;
+    case FM_TANH:       FM_GRAD_LOOP(T, d * ((T)1 - y * y)); break;
+    case FM_STEP:       FM_GRAD_LOOP(T, (T)0); break;
+    /* elu: a = e^z - 1 for z <= 0, so f'(z) = e^z = a + 1 */
+    case FM_ELU:        FM_GRAD_LOOP(T, d * (y > 0 ? (T)1 : y + (T)1)); break;
+    /* softplus: f'(z) = sigmoid(z) = 1 - e^-a */
+    case FM_SOFTPLUS:   FM_GRAD_LOOP(T, d * -FM_EXPM1(-y)); break;
+    }
+}
+
+/* dz = da * f'(a) and, unless db is NULL, db = column sums of dz (fm_bias_grad's sums: each
+ * row added in order, while it is computed; acc: n doubles); dz may be da */
 static void FM_FN(act_grad)(const T *da, const T *a, T *dz, double *acc, T *db,
                             ptrdiff_t m, ptrdiff_t n, int kind)
 {
     ptrdiff_t i, j;
-    if (db != NULL)
-        for (j = 0; j < n; j++) acc[j] = 0;
-    for (i = 0; i < m; i++) {
-        const T *da_row = da + i * n, *a_row = a + i * n;
-        T *dz_row = dz + i * n;
-        switch (kind) {                   /* G: the gradient from d = dA and y = A */
-        case FM_IDENTITY:   FM_GRAD_LOOP(T, d); break;
-        case FM_RELU:       FM_GRAD_LOOP(T, y > 0 ? d : (T)0); break;   /* relu'(0) = 0 */
-        case FM_LEAKY_RELU: FM_GRAD_LOOP(T, d * (y > 0 ? (T)1 : (T)FM_LEAKY_SLOPE)); break;
-        case FM_SIGMOID:    FM_GRAD_LOOP(T, d * (y * ((T)1 - y))); break;
-        case FM_TANH:       FM_GRAD_LOOP(T, d * ((T)1 - y * y)); break;
-        case FM_STEP:       for (j = 0; j < n; j++) dz_row[j] = 0; break;
-        /* elu: a = e^z - 1 for z <= 0, so f'(z) = e^z = a + 1 */
-        case FM_ELU:        FM_GRAD_LOOP(T, d * (y > 0 ? (T)1 : y + (T)1)); break;
-        /* softplus: f'(z) = sigmoid(z) = 1 - e^-a */
-        case FM_SOFTPLUS:   FM_GRAD_LOOP(T, d * -FM_EXPM1(-y)); break;
-        }
-        if (db != NULL) FM_FN(add_row)(acc, dz_row, n);
+    if (db == NULL) {
+        for (i = 0; i < m; i++)
+            FM_FN(act_grad_row)(da + i * n, a + i * n, dz + i * n, acc, n, kind, 0);
+        return;
     }
-    if (db != NULL)
-        for (j = 0; j < n; j++) db[j] = (T)acc[j];
+    for (j = 0; j < n; j++) acc[j] = 0;
+    for (i = 0; i < m; i++)
+        FM_FN(act_grad_row)(da + i * n, a + i * n, dz + i * n, acc, n, kind, 1);
+    for (j = 0; j < n; j++) db[j] = (T)acc[j];
 }
 
 /* max of z[0:n] (-inf for n = 0). NaN never wins a comparison; it reaches z - max later
