@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -360,3 +361,79 @@ def test_latency_bench_without_a_compiler_leaves_the_rows_out(capsys, monkeypatc
     _, skipped = bench_latency.measure(networks=[(8, 4, 3)], rows=(1,), rounds=1,
                                        target_time=0.001, competitors=["export_c"])
     assert skipped["export_c"].startswith(f"{sys.executable} -O2 failed: ")
+
+
+# --------------------------------------------------------------------------- examples/export_c
+
+@needs_cc
+def test_example_end_to_end(tmp_path):
+    # examples/export_c/README.md's steps: train.py, compile main.c with the export, run it
+    example = Path(__file__).resolve().parents[1] / "examples" / "export_c"
+    if not example.is_dir():
+        pytest.skip("examples/ is not beside the tests (installed-only run)")
+    subprocess.run([sys.executable, str(example / "train.py"), str(tmp_path)], check=True,
+                   capture_output=True)
+    program = tmp_path / "blobs"
+    subprocess.run([ANY_CC, "-std=c99", *WARNINGS, "-I", str(tmp_path), "-o", str(program),
+                    str(example / "main.c"), str(tmp_path / "blobs.c"), "-lm"], check=True,
+                   capture_output=True)
+    sample = (tmp_path / "sample.txt").read_text()
+    run = subprocess.run([str(program)], input=sample, capture_output=True, text=True,
+                         check=True)
+    lines = run.stdout.splitlines()
+    model = fusedmlp.load(tmp_path / "blobs.fmlp")
+    X = np.loadtxt(tmp_path / "sample.txt", dtype=np.float32, ndmin=2)
+    assert len(lines) == len(X) == 5
+    proba = np.array([[float(v) for v in line.split()[:3]] for line in lines])
+    assert_within(proba, model.predict_proba(X), output_bound(model, X))
+    assert [int(line.split()[-1]) for line in lines] == model.predict(X).tolist()
+    # a short row is refused with the reason, not read as zeros
+    short = subprocess.run([str(program)], input="1.5\n", capture_output=True, text=True)
+    assert short.returncode == 1 and "expected 2 numbers a row" in short.stderr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weights_round_trip_exactly(tmp_path, dtype):
+    # the literals, trailing zeros dropped, read back bit for bit (no compiler needed: C's
+    # hexadecimal floats are Python's float.fromhex), subnormals, zeros and extremes too
+    model = fusedmlp.MLP([3, 5, 2], dtype=dtype, seed=3)
+    info = np.finfo(dtype)
+    special = np.array([0.0, -0.0, info.tiny, info.smallest_subnormal, -info.max, 1.0, 0.5],
+                       dtype)
+    params = model.get_params_vector()
+    params[:special.size] = special
+    model.set_params_vector(params)
+    model.export_c(tmp_path, name="rt")
+    text = (tmp_path / "rt.c").read_text()
+    for i, layer in enumerate(model.layers):
+        for label, values in (("W", layer.W), ("b", layer.b)):
+            body = re.search(rf"rt_{label}{i}\[\d+\] = \{{(.*?)\}};", text, re.S).group(1)
+            items = [v.strip() for v in body.split(",") if v.strip()]
+            if dtype == np.float32:
+                assert all(item.endswith("f") for item in items)
+                items = [item[:-1] for item in items]
+            got = np.array([float.fromhex(item) for item in items], dtype)
+            assert got.tobytes() == np.ascontiguousarray(values).ravel().tobytes()
+    assert "0000p" not in text              # no padded mantissas: float32 needs 6 digits
+
+
+@needs_cc
+@pytest.mark.parametrize("flags", [["-O2"], ["-O3", "-march=native"]], ids=["O2", "O3-native"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_784_128_10_matches_as_stated(tmp_path, dtype, flags):
+    # the model and the builds `bench latency` times: float32 within the derived bound,
+    # float64 within 1e-13 (as docs/export_c.md states), one row and a block and a half
+    model = fusedmlp.MLP([784, 128, 10], dtype=dtype, seed=0)
+    X = np.random.default_rng(1).normal(size=(13, 784)).astype(dtype)
+    model.export_c(tmp_path, name="mnist")
+    lib = tmp_path / "mnist.so"
+    subprocess.run([ANY_CC, "-std=c99", *flags, "-shared", "-fPIC", "-o", str(lib),
+                    str(tmp_path / "mnist.c"), "-lm"], check=True, capture_output=True)
+    fn = ctypes.CDLL(str(lib)).mnist_predict_proba
+    expected = model.predict_proba(X)
+    for rows in (1, 13):
+        out = np.empty((rows, 10), dtype)
+        assert call(fn, X[:rows], out) == 0
+        assert_within(out, expected[:rows], output_bound(model, X[:rows]))
+        if dtype == np.float64:
+            assert np.max(np.abs(out - expected[:rows])) <= 1e-13
