@@ -414,6 +414,33 @@ def assert_rounding_close(got, expected, dtype, k, scale=None):
     assert_within(got, expected, tol * (np.abs(expected) + scale))
 
 
+#: Roundings of one parameter's update in one step (the gradient plus the decay, the state's
+#: one or two moving averages, the bias corrections, the root, eps, the division, the learning
+#: rate and the subtraction), and those each earlier step's state update leaves in the state
+#: (two per average), in terms of rounding_tolerance's k.
+STEP_TERMS, STATE_TERMS = 12, 4
+
+
+def update_bound(make_reference, params, grads_so_far, dtype, n_params=0):
+    """Per parameter, how far fusedmlp's update may lie from the reference optimiser's (a
+    ``ReferenceOptimizer`` from ``make_reference()``, given the same gradients) after the steps
+    whose gradients are ``grads_so_far`` (the last one applied to ``params``): the rounding
+    tolerance of STEP_TERMS plus STATE_TERMS per earlier step (plus the global norm's
+    ``n_params`` terms when clipping), relative to the magnitude of the terms: ``|p|`` plus
+    the update the same rule makes of ``|p|`` and ``|g|`` (every term then adds: momentum
+    buffers and first moments of ``|g|``; the second moments are the same)."""
+    magnitude = make_reference()
+    for grads in grads_so_far[:-1]:
+        magnitude.step(params, [(np.abs(dW), np.abs(db)) for dW, db in grads])
+    absolute = [(np.abs(W), np.abs(b)) for W, b in params]
+    last = [(np.abs(dW), np.abs(db)) for dW, db in grads_so_far[-1]]
+    after = magnitude.step(absolute, last)
+    k = STEP_TERMS + STATE_TERMS * (len(grads_so_far) - 1) + n_params
+    tol = rounding_tolerance(dtype, k)
+    return [(tol * (2 * np.abs(W) - W_after), tol * (2 * np.abs(b) - b_after))
+            for (W, b), (W_after, b_after) in zip(absolute, after)]
+
+
 # --------------------------------------------------------------------------- exactness claims
 #
 # Two kinds of comparison, and nothing in between (docs/platforms.md, "Exactness claims"):

@@ -2,7 +2,7 @@
 
 Exactness: the reference gets the gradients the model itself computes (their own accuracy is
 test_model's), so what is compared is the update, fusedmlp's own elementwise loop: within a
-rounding bound derived from its few operations per element and step (_update_bound), bit
+rounding bound derived from its few operations per element and step (oracle.update_bound), bit
 for bit only between two runs of the same loop on the same values."""
 
 import gc
@@ -45,12 +45,6 @@ CASES = [
      lambda: oracle.ReferenceOptimizer("adagrad", 0.1, weight_decay=0.5, clip_norm=0.05), 0.05),
 ]
 
-#: Roundings of one parameter's update in one step (the gradient plus the decay, the state's
-#: one or two moving averages, the bias corrections, the root, eps, the division, the learning
-#: rate and the subtraction), and those each earlier step's state update leaves in the state
-#: (two per average), in terms of oracle.rounding_tolerance's k.
-STEP_TERMS, STATE_TERMS = 12, 4
-
 
 def _model(dtype, seed=0):
     model = fusedmlp.MLP([5, 6, 4, 3], activation="tanh", dtype=dtype, seed=seed)
@@ -63,25 +57,6 @@ def _model(dtype, seed=0):
 def _batches(n=N_STEPS, m=8):
     rng = np.random.default_rng(7)
     return [(rng.normal(size=(m, 5)), rng.integers(0, 3, m)) for _ in range(n)]
-
-
-def _update_bound(make_reference, params, grads_so_far, dtype, n_params=0):
-    """Per parameter, how far fusedmlp's update may lie from the reference's after the steps
-    whose gradients are ``grads_so_far`` (the last one applied to ``params``): the rounding
-    tolerance of STEP_TERMS plus STATE_TERMS per earlier step (plus the global norm's
-    ``n_params`` terms when clipping), relative to the magnitude of the terms: ``|p|`` plus
-    the update the same rule makes of ``|p|`` and ``|g|`` (every term then adds: momentum
-    buffers and first moments of ``|g|``; the second moments are the same)."""
-    magnitude = make_reference()
-    for grads in grads_so_far[:-1]:
-        magnitude.step(params, [(np.abs(dW), np.abs(db)) for dW, db in grads])
-    absolute = [(np.abs(W), np.abs(b)) for W, b in params]
-    last = [(np.abs(dW), np.abs(db)) for dW, db in grads_so_far[-1]]
-    after = magnitude.step(absolute, last)
-    k = STEP_TERMS + STATE_TERMS * (len(grads_so_far) - 1) + n_params
-    tol = oracle.rounding_tolerance(dtype, k)
-    return [(tol * (2 * np.abs(W) - W_after), tol * (2 * np.abs(b) - b_after))
-            for (W, b), (W_after, b_after) in zip(absolute, after)]
 
 
 def _params_close(model, expected, bounds):
@@ -117,8 +92,8 @@ def test_train_steps_match_reference(case, dtype):
         clipped_steps += bool(clip_norm) and norm > clip_norm
         loss = model.train_step(X, y, opt)
         oracle.assert_within(loss, expected_loss, loss_bound)    # the loss before the step
-        bounds = _update_bound(make_reference, params, grads_so_far, dtype,
-                               model.n_parameters if clip_norm else 0)
+        bounds = oracle.update_bound(make_reference, params, grads_so_far, dtype,
+                                     model.n_parameters if clip_norm else 0)
         params = reference.step(params, grads)
         _params_close(model, params, bounds)
         # the model's state and the reference's part by their roundings step by step:
@@ -142,7 +117,7 @@ def test_weight_decay_touches_weights_only():
         zero = [(np.zeros_like(W), np.zeros_like(b)) for W, b in before]
         reference = lambda: oracle.ReferenceOptimizer(kind, 0.1, weight_decay=0.5)  # noqa: E731
         expected = reference().step(before, zero)
-        _params_close(model, expected, _update_bound(reference, before, [zero], np.float64))
+        _params_close(model, expected, oracle.update_bound(reference, before, [zero], np.float64))
         for layer, (W, b) in zip(model.layers, before):
             # a zero gradient and no decay: the bias's update is exactly 0
             oracle.assert_same_bits(layer.b, b, why=oracle.EXACT)
