@@ -703,3 +703,126 @@ def determined_rows(scores, score_bound):
     top, second = order[:, -1], order[:, -2]
     margin = scores[rows, top] - scores[rows, second]
     return margin > score_bound[rows, top] + score_bound[rows, second]
+
+
+# --------------------------------------------------------------------------- a model's outputs
+def _dense(X):
+    """X as a float64 ndarray (a scipy.sparse matrix or array densified)."""
+    return _f64(X.toarray() if hasattr(X, "toarray") else X)
+
+
+class Outputs:
+    """Every inference result a model with these parameters gives on ``X``, in float64, and
+    how far a computation in ``dtype`` may lie from each (forward_bound's scores carried
+    through the output: softmax_bound; the logistic's slope 1/4 and log-sigmoid's 1; exp's
+    ``exp(z)``; plus each one's own rounding). ``check(name, got)`` asserts one result
+    within its bound: "forward", "predict_proba", "predict_log_proba", "predict" (labels
+    and 0/1 indicators only where determined), "loss" and "score" (accuracy: off by at
+    most the undetermined rows' share; R^2: by the residuals' bound)."""
+
+    def __init__(self, params, activations, output, X, dtype):
+        self.params, self.activations, self.output = params, activations, output
+        self.dtype = np.dtype(dtype)
+        # the values the model sees: X rounded to its dtype
+        self.X = _dense(X).astype(self.dtype).astype(np.float64)
+        _, outputs, _, bounds = forward_bound(params, activations, self.X, self.dtype)
+        self.scores, self.score_bound = outputs[-1], bounds[-1]
+        own = rounding_tolerance(self.dtype, 2 * ELEMENTWISE + 2)
+        s, e = self.scores, self.score_bound
+        if output == "softmax":
+            self.proba, self.proba_bound, self.log_proba, self.log_bound = softmax_bound(
+                s, e, self.dtype)
+        elif output == "sigmoid":
+            self.proba = sigmoid(s)
+            self.proba_bound = e / 4 + own * self.proba
+            self.log_proba = -np.logaddexp(0, -s)
+            self.log_bound = e + own * (np.abs(self.log_proba) + np.abs(s) + 1)
+        elif output == "exp":
+            # exp(z + d) - exp(z) <= exp(z) d (1 + d) for d <= 1: first order plus its square
+            self.proba = np.exp(s)
+            self.proba_bound = self.proba * (e * (1 + e) + own)
+
+    @classmethod
+    def of(cls, model, X):
+        """For a fusedmlp.MLP (or anything with its ``layers``, ``output`` and ``dtype``)."""
+        return cls(parameters_of(model), activations_of(model), model.output, X, model.dtype)
+
+    def determined(self):
+        """Per row, whether every computation within the bounds gives the same label (softmax:
+        the top two scores further apart than their bounds; sigmoid: every score further
+        from 0 than its bound)."""
+        if self.output == "softmax":
+            return determined_rows(self.scores, self.score_bound)
+        return np.all(np.abs(self.scores) > self.score_bound, axis=1)
+
+    def labels(self):
+        if self.output == "softmax":
+            return np.argmax(self.scores, axis=1)
+        return (self.scores > 0).astype(np.int64)
+
+    def predictions(self):
+        """What predict returns, in float64 (labels, indicators or values), and its bound."""
+        if self.output in ("softmax", "sigmoid"):
+            return self.labels(), None
+        if self.output == "identity":
+            return self.scores, self.score_bound
+        return self.proba, self.proba_bound
+
+    def check(self, name, got, y=None, sample_weight=None, at_least=0.9):
+        got = np.asarray(got)
+        if name == "forward":
+            assert_within(got, self.scores, self.score_bound)
+        elif name == "predict_proba":
+            assert_within(got, self.proba, self.proba_bound)
+        elif name == "predict_log_proba":
+            assert_within(got, self.log_proba, self.log_bound)
+        elif name == "predict":
+            expected, bound = self.predictions()
+            if bound is None:
+                determined = self.determined()
+                assert determined.mean() >= at_least, (
+                    f"only {determined.mean():.0%} of the rows' labels are determined")
+                got = got.reshape(len(expected), -1)[:, 0] if self.output == "softmax" else (
+                    got.reshape(expected.shape))
+                np.testing.assert_array_equal(got[determined], expected[determined])
+            else:
+                assert_within(got.reshape(expected.shape), expected, bound)
+        elif name == "loss":
+            expected, loss_bound, _, _ = loss_and_gradients_bound(
+                self.params, self.activations, self.output, self.X, y, self.dtype,
+                sample_weight)
+            assert_within(got, expected, loss_bound)
+        elif name == "score":
+            assert abs(float(got) - self._score(y)) <= self._score_bound(y), (
+                f"score {float(got)!r}, expected {self._score(y)!r} within "
+                f"{self._score_bound(y):.3g}")
+        else:
+            raise ValueError(f"no bound for {name!r}")
+
+    def _targets(self, y):
+        return _f64(np.asarray(y)).reshape(len(self.scores), -1)
+
+    def _score(self, y):
+        pred, _ = self.predictions()
+        if self.output == "softmax":
+            yy = np.asarray(y)
+            labels = yy if yy.ndim == 1 else np.argmax(yy, axis=1)
+            return float(np.mean(pred == labels))
+        if self.output == "sigmoid":
+            return float(np.mean(np.all(pred == (self._targets(y) > 0.5), axis=1)))
+        t = self._targets(y)
+        return float(1 - ((t - pred) ** 2).sum() / ((t - t.mean(axis=0)) ** 2).sum())
+
+    def _score_bound(self, y):
+        if self.output in ("softmax", "sigmoid"):
+            # a row's label may differ only where it is not determined
+            return float(np.mean(~self.determined())) + rounding_tolerance(np.float64,
+                                                                           len(self.scores))
+        pred, bound = self.predictions()
+        t = self._targets(y)
+        residual, total = np.abs(t - pred), ((t - t.mean(axis=0)) ** 2).sum()
+        # R^2 = 1 - sum r^2 / total: each residual moves by its prediction's bound, and
+        # both sums (float64, over every element) round
+        moved = float(np.sum(2 * residual * bound + bound ** 2))
+        return (moved + rounding_tolerance(np.float64, 2 * t.size + 4)
+                * float(np.sum(residual ** 2) + total)) / total

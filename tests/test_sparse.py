@@ -3,6 +3,15 @@
 The compiled first layer (csrc/_sparse.pxd) runs on the stored entries; these tests compare
 every output kind, both dtypes, sample weights, the training epoch and the estimators
 against the same calls on X.toarray(), and check the refusals and the memory bound.
+
+Exactness: the sparse first layer (fusedmlp's loop over the stored entries) and the dense one
+(the BLAS's product, whose kernel it picks) add in different orders, so sparse and dense are
+compared within the bounds derived in tests/oracle.py, never bit for bit: one step from the
+same parameters within loss_and_gradients_bound; inference within oracle.Outputs; SGD runs
+(linear in the gradient) within the chain of their steps' sums (sgd_chain). Adam and L-BFGS
+runs are not compared across the two paths: an adaptive step or a line search turns a
+gradient's rounding near 0 into a whole step, so no rounding bound holds; there the CSR and
+CSC inputs (the same values reach the same kernels) give the same bits.
 """
 
 import tracemalloc
@@ -15,15 +24,40 @@ import fusedmlp
 from fusedmlp import _network
 from fusedmlp.sparse import SparseX, as_csr
 
+import oracle
+
 sps = pytest.importorskip("scipy.sparse")
 
-RTOL = {np.float32: 2e-5, np.float64: 1e-12}
-ATOL = {np.float32: 2e-6, np.float64: 1e-13}
 DTYPES = [np.float32, np.float64]
 
 
-def close(a, b, dtype):
-    np.testing.assert_allclose(a, b, rtol=RTOL[dtype], atol=ATOL[dtype])
+def sgd_chain(sizes, batch, steps, momentum=0.0):
+    """k of oracle.rounding_tolerance for the parameters after ``steps`` SGD steps
+    (oracle.step_chain), times 1 / (1 - momentum): momentum adds each gradient into the
+    later steps' updates with weights summing to that (Nesterov's look-ahead too)."""
+    return int(np.ceil(oracle.step_chain(sizes, batch, steps) / (1 - momentum)))
+
+
+def mlp(sizes, dtype=np.float64, seed=0, **kwargs):
+    """fusedmlp.MLP with its biases away from 0: an empty row's pre-activations are the
+    biases, and relu's derivative bound jumps where a pre-activation lies within its
+    rounding of 0 (oracle.loss_and_gradients_bound), which would leave it catching nothing."""
+    model = fusedmlp.MLP(sizes, dtype=dtype, seed=seed, **kwargs)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        layer.b = rng.uniform(0.1, 0.3, layer.n_out) * rng.choice([-1, 1], layer.n_out)
+    return model
+
+
+def assert_gradients_within(model, X, y, loss, grads, sample_weight=None):
+    """``(loss, grads)`` of ``model`` on X (sparse or dense) within their derived bounds."""
+    expected, loss_bound, exp_grads, bounds = oracle.loss_and_gradients_bound(
+        oracle.parameters_of(model), oracle.activations_of(model), model.output,
+        oracle.Outputs.of(model, X).X, y, model.dtype, sample_weight)
+    oracle.assert_within(loss, expected, loss_bound)
+    for (dW, db), (eW, eb), (bW, bb) in zip(grads, exp_grads, bounds):
+        oracle.assert_within(dW, eW, bW)
+        oracle.assert_within(db, eb, bb)
 
 
 def sparse_data(n=120, n_features=40, density=0.1, seed=0):
@@ -59,32 +93,44 @@ def test_step_and_inference_match_dense(dtype, output, hidden):
     y = targets(output, rng, X.shape[0], n_out)
     w = rng.random(X.shape[0])
     sizes = [X.shape[1], *hidden, n_out]
-    dense = fusedmlp.MLP(sizes, output=output, dtype=dtype, seed=1)
-    model = fusedmlp.MLP(sizes, output=output, dtype=dtype, seed=1)
-    for weights in (None, w):
-        loss_d, grads_d = dense.loss_and_gradients(X.toarray(), y, sample_weight=weights)
-        loss_s, grads_s = model.loss_and_gradients(X, y, sample_weight=weights)
-        close(loss_s, loss_d, dtype)
-        for (dW_s, db_s), (dW_d, db_d) in zip(grads_s, grads_d):
-            close(dW_s, dW_d, dtype)
-            close(db_s, db_d, dtype)
-    opt_d, opt_s = fusedmlp.Adam(1e-2), fusedmlp.Adam(1e-2)
-    for _ in range(3):
-        close(model.train_step(X, y, opt_s), dense.train_step(X.toarray(), y, opt_d), dtype)
-    close(model.get_params_vector(), dense.get_params_vector(), dtype)
+    model = mlp(sizes, output=output, dtype=dtype, seed=1)
+    dense = mlp(sizes, output=output, dtype=dtype, seed=1)
     Xd = X.toarray()
-    close(model.forward(X), dense.forward(Xd), dtype)
-    out = np.empty((X.shape[0], n_out), dtype)
-    assert model.forward(X, out=out) is out
-    if model.is_classifier:
-        np.testing.assert_array_equal(model.predict(X), dense.predict(Xd))
-    else:
-        close(model.predict(X), dense.predict(Xd), dtype)
-    close(model.loss(X, y, sample_weight=w), dense.loss(Xd, y, sample_weight=w), dtype)
-    close(model.score(X, y), dense.score(Xd, y), dtype)
-    if model.is_classifier:
-        close(model.predict_proba(X), dense.predict_proba(Xd), dtype)
-        close(model.predict_log_proba(X), dense.predict_log_proba(Xd), dtype)
+    for weights in (None, w):
+        for data, net in ((Xd, dense), (X, model)):
+            loss, grads = net.loss_and_gradients(data, y, sample_weight=weights)
+            assert_gradients_within(net, X, y, loss, grads, weights)
+    # steps (plain SGD: an update linear in the gradient), each from the same parameters
+    seen = Xd.astype(dtype).astype(np.float64)
+    activations = oracle.activations_of(model)
+    own = oracle.rounding_tolerance(dtype, 2)      # each side's product 0.1 g and subtraction
+    for _ in range(3):
+        dense.set_params_vector(model.get_params_vector())
+        params = oracle.parameters_of(model)
+        expected, loss_bound, grads, bounds = oracle.loss_and_gradients_bound(
+            params, activations, output, seen, y, dtype)
+        oracle.assert_within(model.train_step(X, y, fusedmlp.SGD(0.1)), expected, loss_bound)
+        oracle.assert_within(dense.train_step(Xd, y, fusedmlp.SGD(0.1)), expected, loss_bound)
+        for sparse_layer, dense_layer, (W, b), (dW, db), (bW, bb) in zip(
+                model.layers, dense.layers, params, grads, bounds):
+            oracle.assert_within(sparse_layer.W, dense_layer.W,
+                                 0.1 * bW + own * (np.abs(W) + 0.1 * np.abs(dW)))
+            oracle.assert_within(sparse_layer.b, dense_layer.b,
+                                 0.1 * bb + own * (np.abs(b) + 0.1 * np.abs(db)))
+    # inference, each path within its bounds of the same float64 values
+    dense.set_params_vector(model.get_params_vector())
+    outputs = oracle.Outputs.of(model, X)
+    w64 = w.astype(np.float64)
+    for net, data in ((model, X), (dense, Xd)):
+        out = np.empty((X.shape[0], n_out), dtype)
+        assert net.forward(data, out=out) is out
+        outputs.check("forward", out)
+        outputs.check("predict", net.predict(data))
+        outputs.check("loss", net.loss(data, y, sample_weight=w), y, w64)
+        outputs.check("score", net.score(data, y), y)
+        if net.is_classifier:
+            outputs.check("predict_proba", net.predict_proba(data))
+            outputs.check("predict_log_proba", net.predict_log_proba(data))
 
 
 @pytest.mark.parametrize("output", OUTPUTS)
@@ -97,27 +143,36 @@ def test_sparse_gradients_agree_with_central_differences(output):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fit_matches_dense(dtype):
     """The compiled epoch (shuffled batches gathered from the CSR rows, validation split and
-    scored inside the call, sample weights, full training accuracy) as on the dense X."""
+    scored inside the call, sample weights, full training accuracy) as on the dense X: SGD
+    runs, so the parameters agree within the chain of their steps' sums (a batch gathered
+    differently would not), and the last epoch's accuracy, validation loss and validation
+    accuracy within their bounds at each model's final parameters."""
     X, rng = sparse_data(n=300)
     y = rng.integers(0, 4, X.shape[0])
     w = rng.random(X.shape[0])
     X_val, _ = sparse_data(n=50, seed=5)
+    sizes = [40, 32, 4]
     runs = []
     for data, val in ((X.toarray(), X_val.toarray()), (X, X_val)):
-        model = fusedmlp.MLP([40, 32, 4], dtype=dtype, seed=3)
+        model = fusedmlp.MLP(sizes, dtype=dtype, seed=3)
         history = model.fit(data, y, epochs=3, batch_size=32, sample_weight=w,
-                            validation_data=(val, y[:50]), train_accuracy="full")
-        split = fusedmlp.MLP([40, 32, 4], dtype=dtype, seed=3)
-        history_split = split.fit(data, y, epochs=2, batch_size=50, validation_fraction=0.2,
-                                  optimizer=fusedmlp.SGD(0.1, momentum=0.9))
-        runs.append((model.get_params_vector(), history, split.get_params_vector(),
-                     history_split))
-    (p_d, h_d, q_d, g_d), (p_s, h_s, q_s, g_s) = runs
-    close(p_s, p_d, dtype)
-    close(q_s, q_d, dtype)
+                            validation_data=(val, y[:50]), train_accuracy="full",
+                            optimizer=fusedmlp.SGD(0.1))
+        split = fusedmlp.MLP(sizes, dtype=dtype, seed=3)
+        split.fit(data, y, epochs=2, batch_size=50, validation_fraction=0.2,
+                  optimizer=fusedmlp.SGD(0.1, momentum=0.9))
+        runs.append((model, history, split))
+        oracle.Outputs.of(model, X).check("score", history["accuracy"][-1], y)
+        at_end = oracle.Outputs.of(model, X_val)
+        at_end.check("score", history["val_accuracy"][-1], y[:50])
+        at_end.check("loss", history["val_loss"][-1], y[:50])
+    (model_d, history_d, split_d), (model_s, history_s, split_s) = runs
+    oracle.assert_rounding_close(model_s.get_params_vector(), model_d.get_params_vector(),
+                                 dtype, sgd_chain(sizes, 32, 3 * -(-300 // 32)))
+    oracle.assert_rounding_close(split_s.get_params_vector(), split_d.get_params_vector(),
+                                 dtype, sgd_chain(sizes, 50, 2 * -(-240 // 50), 0.9))
     for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
-        close(h_s[key], h_d[key], dtype)
-        close(g_s[key], g_d[key], dtype)
+        assert len(history_s[key]) == len(history_d[key]) == 3
 
 
 def test_every_format_index_type_and_layout_gives_the_same_model():
@@ -126,8 +181,7 @@ def test_every_format_index_type_and_layout_gives_the_same_model():
     explicit zeros all mean what X.toarray() means; the caller's matrix is untouched."""
     X, rng = sparse_data(n=60, n_features=12, density=0.3)
     y = rng.integers(0, 3, 60)
-    reference = fusedmlp.MLP([12, 8, 3], dtype=np.float64, seed=0)
-    expected = reference.loss_and_gradients(X.toarray(), y)
+    reference = mlp([12, 8, 3])
     # every entry split in two (1/4 and 3/4 of it) plus explicit zeros, each row's entries
     # in decreasing column order: an unsorted CSR with duplicates, built as user code may
     coo = X.tocoo()
@@ -145,25 +199,24 @@ def test_every_format_index_type_and_layout_gives_the_same_model():
     variants = [X.tocsc(), X.tocoo(), X.tolil(), X.todok(), X.tobsr(), X.todia(),
                 sps.csr_array(X), sps.csc_array(X), int64, raw, X.astype(np.float32), integers]
     for variant in variants:
-        model = fusedmlp.MLP([12, 8, 3], dtype=np.float64, seed=0)
-        target = variant.toarray()
+        # what X.toarray() means, within the bounds of the sums over its entries
+        model = mlp([12, 8, 3])
         loss, grads = model.loss_and_gradients(variant, y)
-        ref = fusedmlp.MLP([12, 8, 3], dtype=np.float64, seed=0).loss_and_gradients(target, y)
-        close(loss, ref[0], np.float64)
-        for (a, _), (b, _) in zip(grads, ref[1]):
-            close(a, b, np.float64)
-        np.testing.assert_allclose(model.forward(variant), reference.forward(target),
-                                   rtol=1e-12, atol=1e-13)
-    close(fusedmlp.MLP([12, 8, 3], dtype=np.float64, seed=0).loss_and_gradients(X, y)[0],
-          expected[0], np.float64)
-    np.testing.assert_array_equal(raw.data, before[0])
-    np.testing.assert_array_equal(raw.indices, before[1])
+        assert_gradients_within(model, variant.toarray(), y, loss, grads)
+        oracle.Outputs.of(reference, variant.toarray()).check("forward",
+                                                               model.forward(variant))
+    model = mlp([12, 8, 3])
+    assert_gradients_within(model, X.toarray(), y, *model.loss_and_gradients(X, y))
+    oracle.assert_same_bits(raw.data, before[0], why=oracle.UNTOUCHED)
+    oracle.assert_same_bits(raw.indices, before[1], why=oracle.UNTOUCHED)
 
 
 def test_empty_rows_and_an_all_empty_matrix():
     empty = sps.csr_matrix((5, 10))
     model = fusedmlp.MLP([10, 4, 2], dtype=np.float64, seed=0)
-    np.testing.assert_array_equal(model.forward(empty), model.forward(np.zeros((5, 10))))
+    # no stored entry and a zero row: the first layer's sums are exactly the biases
+    oracle.assert_same_bits(model.forward(empty), model.forward(np.zeros((5, 10))),
+                            why=oracle.EXACT)
     loss, grads = model.loss_and_gradients(empty, [0, 1, 0, 1, 1])
     assert np.isfinite(loss) and not grads[0][0].any()      # no input: no first-layer gradient
     assert model.forward(sps.csr_matrix((0, 10))).shape == (0, 2)
@@ -184,7 +237,7 @@ def test_nonfinite_values_are_refused_naming_x(bad):
     with pytest.raises(ValueError, match=r"^validation_data X contains NaN"):
         model.fit(np.ones((40, 10)), y, epochs=1,
                   validation_data=(X, y))
-    np.testing.assert_array_equal(model.get_params_vector(), before)
+    oracle.assert_same_bits(model.get_params_vector(), before, why=oracle.UNTOUCHED)
 
 
 def test_other_refusals():
@@ -242,7 +295,8 @@ def test_sparse_x_objects():
     checked = as_csr(X, "X", np.float64, 5)
     assert isinstance(checked, SparseX) and checked.shape == (8, 5) and len(checked) == 8
     assert as_csr(checked, "X", np.float64, 5) is checked         # already checked: as is
-    np.testing.assert_array_equal(checked[[4, 1]].to_scipy().toarray(), X.toarray()[[4, 1]])
+    oracle.assert_same_bits(checked[[4, 1]].to_scipy().toarray(), X.toarray()[[4, 1]],
+                            why=oracle.COPY)
     assert checked.data is X.data           # canonical, of the dtype: the values not copied
     assert "8x5 float64" in repr(checked)
 
