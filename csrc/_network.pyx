@@ -566,6 +566,23 @@ cdef struct EpochData:
     const SparseRows* sparse       # X as CSR rows (X and X_batch NULL), or NULL
 
 
+cdef inline double rule_before(const Net* net, const EpochData* data, Py_ssize_t k,
+                               double total, double* hyper, const floating* params) noexcept nogil:
+    """scikit-learn's per-batch rule (epoch()) before the k-th step of a call, for a batch
+    of total sample weight `total` (> 0): the weight decay alpha / (scale total), Adam's
+    k-th epsilon; returns the L2 term ||W||^2 x (0.5 alpha / total) of the weights now."""
+    cdef const double* rule = data.rule
+    hyper[H_WEIGHT_DECAY] = rule[0] / (rule[1] * total)
+    if data.rule_size > 4:
+        hyper[H_EPS] = rule[4 + k]
+    if not rule[0] > 0:
+        return 0
+    if floating is float:
+        return fm_sum_sq_f(params, net.n_weights) * (rule[2] / total)
+    else:
+        return fm_sum_sq_d(params, net.n_weights) * (rule[2] / total)
+
+
 cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t stop,
                Py_ssize_t batch_size, int opt_kind, double* hyper, floating* state_a,
                floating* state_b, double* loss_sum, Py_ssize_t* correct,
@@ -581,8 +598,9 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
     the weight decay to alpha / (scale s) (scikit-learn's L2 term) and, when there are
     epsilons, the epsilon to the k-th for the k-th step of this call (Adam's epsilon
     schedule); and reports loss factor x loss + ||W||^2 x (0.5 alpha / s), the squared
-    weights read before the update (scikit-learn's loss with its penalty). The arithmetic
-    is that of sklearn.py's _Step, operation for operation.
+    weights read before the update (scikit-learn's loss with its penalty). This is the
+    rule's one definition (rule_before and the loss below); tests/test_epoch.py keeps a
+    Python oracle of it.
 
     With data.schedule, each step first sets the learning rate hyper[H_LR] to the schedule's
     rate (_schedule.pxd) and, once trained, advances the schedule's step count.
@@ -633,14 +651,7 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
                 total = 1
                 kind = OPT_NONE
         if rule != NULL:
-            hyper[H_WEIGHT_DECAY] = rule[0] / (rule[1] * total)
-            if data.rule_size > 4:
-                hyper[H_EPS] = rule[4 + k]
-            if rule[0] > 0:
-                if floating is float:
-                    penalty = fm_sum_sq_f(<float*>net.params, net.n_weights) * (rule[2] / total)
-                else:
-                    penalty = fm_sum_sq_d(<double*>net.params, net.n_weights) * (rule[2] / total)
+            penalty = rule_before(net, data, k, total, hyper, <const floating*>net.params)
         if data.schedule != NULL:
             if data.schedule[S_STEP] >= MAX_STEPS:
                 failed_row[0] = lo

@@ -7,8 +7,8 @@ from a fusedmlp checkout); ``import fusedmlp`` does not.
 
 How the parameters map onto fusedmlp
 ------------------------------------
-Each mini-batch is one call of :meth:`fusedmlp.MLP.train_step` (forward, loss, backward and
-the update in one compiled call). scikit-learn minimises, per batch ``B`` with sample weights
+Each mini-batch is one training step of the compiled model (forward, loss, backward and the
+update), an epoch of them in one compiled call. scikit-learn minimises, per batch ``B`` with sample weights
 ``s`` (all ones without ``sample_weight``)::
 
     J_B = sum_i s_i * loss_i / sum(s) + alpha / (2 * sum(s)) * sum_layers ||W||^2
@@ -869,11 +869,15 @@ class _Adam(Adam):
 
 
 class _Step:
-    """One scikit-learn mini-batch step on the compiled model; returns the batch's loss as
-    scikit-learn reports it (data loss plus the L2 term, before the update).
+    """scikit-learn's mini-batch steps on the compiled model, an epoch (or part of one) per
+    call (``training.run_epoch`` calls ``epoch``).
 
-    ``epoch`` runs the same steps for a whole epoch in one compiled call
-    (``training.run_epoch`` uses it): the core applies the per-batch rule below itself.
+    The per-batch rule is applied by the compiled epoch, its one definition (``epoch()`` in
+    csrc/_network.pyx): each batch's weight decay alpha / (scale x its total sample weight),
+    scikit-learn's L2 term; its reported loss, loss factor x data loss + 0.5 alpha ||W||^2 /
+    total (the weights before the update) + the L1 term; an all-zero-weight batch skipped.
+    Python gives it the constants and the one policy that is a schedule: Adam's epsilon of
+    each step (``epsilons``).
     """
 
     def __init__(self, estimator, optimizer):
@@ -887,52 +891,30 @@ class _Step:
                                         -getattr(estimator, "_weight_exponent", 0)))
         self.adam = estimator.solver == "adam"
         self.beta_2, self.epsilon = float(estimator.beta_2), float(estimator.epsilon)
-        self.weights = [layer.W.reshape(-1) for layer in self.model.layers]     # views
-        self.squares = [np.empty_like(w) for w in self.weights]
         # l1 * sum |W| in scikit-learn's units is (l1 / scale) * sum |W| in fusedmlp's,
         # whose step adds it to its loss; the core reports it as scale x that (epoch())
         self.l1 = float(estimator.l1)
         optimizer.l1 = self.l1 / self.scale
 
-    def __call__(self, X_batch, y_batch, w_batch):
-        optimizer = self.optimizer
-        total_weight = (len(X_batch) if w_batch is None
-                        else float(w_batch.sum(dtype=np.float64)))
-        if not total_weight > 0:
-            return 0.0                   # an all-zero-weight batch has no gradient
-        penalty = 0.0
-        if self.alpha > 0:
-            # 0.5 * alpha * ||W||^2 / sum(s), from the weights before the step. Squares and
-            # a sum rather than a dot product: NumPy's BLAS pool stays idle while SciPy's
-            # runs the step (docs/architecture.md, Threading).
-            for w, square in zip(self.weights, self.squares):
-                penalty += float(np.multiply(w, w, out=square).sum())
-            penalty *= 0.5 * self.alpha / total_weight
-        # scikit-learn's L2 term, alpha / sum(s) per batch, as weight decay on the weights
-        optimizer.weight_decay = self.alpha / (self.scale * total_weight)
-        if self.adam:
-            # scikit-learn's Adam adds epsilon to sqrt(v) before the bias correction
-            # sqrt(1 - beta_2**t), PyTorch's formula (fusedmlp's) after it: the same step
-            # with epsilon_t = epsilon / sqrt(1 - beta_2**t).
-            t = optimizer.steps + 1
-            optimizer.eps = self.epsilon / (self.scale * np.sqrt(1.0 - self.beta_2 ** t))
-        l1_penalty = (optimizer.l1 * sum(float(np.abs(w).sum()) for w in self.weights)
-                      if self.l1 > 0 else 0.0)
-        loss = self.model.train_step(X_batch, y_batch, optimizer, sample_weight=w_batch)
-        return self.loss_factor * (loss - l1_penalty) + penalty + self.scale * l1_penalty
+    def epsilons(self, n_steps):
+        """Adam's epsilon for each of the next n_steps steps in fusedmlp's formula.
+        scikit-learn's Adam adds epsilon to sqrt(v) before the bias correction
+        sqrt(1 - beta_2**t), PyTorch's formula (fusedmlp's) after it: the same step with
+        epsilon_t = epsilon / sqrt(1 - beta_2**t) (and / scale, the gradients' units)."""
+        t = self.optimizer.steps
+        return [self.epsilon / (self.scale * np.sqrt(1.0 - self.beta_2 ** (t + k)))
+                for k in range(1, n_steps + 1)]
 
     def epoch(self, batches, order, first, stop, validation, results):
-        """The batches of rows order[first:stop] in one compiled call, with ``__call__``'s
-        rule per batch (weight decay from the batch's total weight, Adam's epsilon of each
-        step, the penalty in the reported loss), computed by the core the same way."""
+        """The batches of rows order[first:stop] in one compiled call, with the per-batch
+        rule (``Network.train_epoch``'s `rule`: alpha, the gradient scale, 0.5 alpha, the
+        loss factor, then Adam's epsilons)."""
         rule = [self.alpha, self.scale, 0.5 * self.alpha, self.loss_factor]
         if self.adam:
-            t = self.optimizer.steps
-            n_batches = -(-(stop - first) // batches.batch_size)
-            rule += [self.epsilon / (self.scale * np.sqrt(1.0 - self.beta_2 ** (t + k)))
-                     for k in range(1, n_batches + 1)]
+            rule += self.epsilons(-(-(stop - first) // batches.batch_size))
         return self.compiled.epoch(batches, order, first, stop, validation, results,
                                    np.array(rule))
+
 
 _BASE_PARAMS = tuple(inspect.signature(_BaseMLP.__init__).parameters)[1:]
 
