@@ -13,8 +13,8 @@ products in BLAS, what fusedmlp ran before it had a kernel for that variant), ti
 against the **hardware floor**: FLOPs / peak, the peak being NumPy's best single-thread
 1024^3 float32 matmul on this machine; at batch 1 the memory floor, the bytes the call must
 touch (inference: the parameters once; a step: W read twice, dW written, parameters and
-Adam's two moments read and written) at the copy bandwidth of a buffer of that size (NumPy
-``copyto``, read + write). A peer worker (no variant forced) times NumPy's ``x @ W0`` alone,
+Adam's two moments read and written) at the copy bandwidth measured with that much traffic
+(NumPy ``copyto`` of half that many bytes: read + write). A peer worker (no variant forced) times NumPy's ``x @ W0`` alone,
 NumPy's whole forward by hand and onnxruntime (one intra-op thread) when installed.
 
 Every worker runs one BLAS thread, pinned to one CPU; the rounds are interleaved over the
@@ -22,7 +22,7 @@ workers (the harness's :func:`interleave`); the table shows medians in microseco
 each time over the floor.
 
 ``--cutover`` instead times one layer's inference product (``forward`` of a one-layer
-identity network: the product and the bias) at 1 to 256 rows in each variant's worker and
+identity network: the product and the bias) at 1 to 1024 rows in each variant's worker and
 its ``+blas`` twin: the rows from which BLAS is faster, the cut-over small_gemm.c uses.
 """
 
@@ -38,7 +38,7 @@ __all__ = ["main", "serve", "INFERENCE", "STEPS", "CUTOVER_SHAPES", "CUTOVER_ROW
 INFERENCE = [((784, 128, 10), 1), ((784, 128, 10), 32), ((64, 32, 10), 1), ((64, 32, 10), 32)]
 STEPS = [((784, 128, 10), 1), ((784, 128, 10), 32), ((64, 32, 10), 32), ((784, 256, 10), 128)]
 CUTOVER_SHAPES = [(784, 128), (128, 64), (64, 32)]
-CUTOVER_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CUTOVER_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 PEERS = ("numpy_x_w0", "numpy_forward", "onnxruntime")
 LABELS = {"numpy_x_w0": "NumPy x @ W0", "numpy_forward": "NumPy forward",
           "onnxruntime": "onnxruntime"}
@@ -143,8 +143,7 @@ def _onnxruntime(model, X):
 
 
 def _hardware(target_time, rounds):
-    """NumPy's single-thread float32 matmul peak (FLOP/s) and the copy bandwidth (bytes/s,
-    read + write) of a buffer of each parameter size asked for."""
+    """NumPy's best single-thread 1024^3 float32 matmul (FLOP/s)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -159,7 +158,7 @@ def _hardware(target_time, rounds):
 def _copy_bandwidth(n_bytes, target_time, rounds):
     import numpy as np
 
-    src = np.ones(max(1, n_bytes // 4), np.float32)
+    src = np.ones(max(1, n_bytes // 8), np.float32)     # read + write = n_bytes of traffic
     dst = np.empty_like(src)
     best = min(seconds_per_call(lambda: np.copyto(dst, src), target_time, 3)
                for _ in range(rounds))
@@ -274,7 +273,7 @@ def main(argv=None) -> int:
         quick_help="3 rounds of 0.02 s")
     parser.add_argument("--variants", help="comma-separated subset of " + ",".join(supported))
     parser.add_argument("--cutover", action="store_true",
-                        help="time one layer's product at 1-256 rows, kernel against BLAS")
+                        help="time one layer's product at 1-1024 rows, kernel against BLAS")
     args = parser.parse_args(argv)
     variants = (split_list(parser, "--variants", args.variants, allowed=supported)
                 if args.variants else supported)
