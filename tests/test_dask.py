@@ -3,7 +3,15 @@ incremental training, data-parallel gradients, and pickles small enough to ship.
 
 Runs on one ``distributed.LocalCluster`` (two worker processes, one thread each, bound to
 127.0.0.1) shared by the module: everything sent to a worker really is pickled. References are
-float64 NumPy written here, or in-memory training on the same blocks in the same order.
+the float64 oracle (tests/oracle.py), or in-memory training on the same blocks in the same
+order.
+
+Exactness: a worker runs the same build, with the same FUSEDMLP_* knobs (inherited), on the
+same blocks: training streamed over blocks is the in-memory training on those blocks, the
+same calls, bit for bit. Results over blocks of other sizes than one call (predict_blocks,
+the tree-reduced gradients, data-parallel steps) add in other orders and are compared with
+the oracle within its derived bounds (oracle.Outputs, loss_and_gradients_bound, the SGD
+chain of oracle.step_chain).
 """
 
 import pickle
@@ -30,11 +38,12 @@ from fusedmlp.dask import (  # noqa: E402
 )
 from fusedmlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
+import oracle  # noqa: E402
+
 # short training runs on purpose: scikit-learn's "not converged" warning is expected
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 UNEVEN_CHUNKS = (100, 37, 263, 50)               # 450 rows in blocks of different sizes
-RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 
 
 @pytest.fixture(scope="module")
@@ -63,45 +72,6 @@ def _dask_ml_wrappers():
     return pytest.importorskip("dask_ml.wrappers", reason="dask-ml is not installed")
 
 
-# ---------------------------------------------------------------------- float64 reference
-def _reference_forward(params, X):
-    """Scores of a relu network, float64 NumPy; also the hidden activations."""
-    activations = [np.asarray(X, np.float64)]
-    for W, b in params[:-1]:
-        activations.append(np.maximum(activations[-1] @ W + b, 0.0))
-    W, b = params[-1]
-    return activations[-1] @ W + b, activations
-
-
-def _reference_softmax(scores):
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def _reference_loss_and_gradients(params, X, y):
-    """Mean softmax cross-entropy on integer labels and its gradient, float64 NumPy."""
-    scores, activations = _reference_forward(params, X)
-    m = len(X)
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = -log_p[np.arange(m), y].mean()
-    delta = np.exp(log_p)
-    delta[np.arange(m), y] -= 1.0
-    delta /= m
-    grads = []
-    for i in range(len(params) - 1, -1, -1):
-        W, _ = params[i]
-        grads.append((activations[i].T @ delta, delta.sum(axis=0)))
-        if i:
-            delta = (delta @ W.T) * (activations[i] > 0)
-    return loss, grads[::-1]
-
-
-def _params_of(model):
-    return [(layer.W.astype(np.float64), layer.b.astype(np.float64)) for layer in model.layers]
-
-
 # ---------------------------------------------------------------------- packaging and pickles
 def test_import_fusedmlp_does_not_import_dask():
     code = textwrap.dedent("""
@@ -128,8 +98,10 @@ def test_model_pickles_weights_not_workspace():
     assert weights_bytes <= len(payload) < weights_bytes + 4096
     restored = pickle.loads(payload)
     assert restored.layer_sizes == model.layer_sizes and restored.dtype == np.float32
-    np.testing.assert_array_equal(restored.get_params_vector(), model.get_params_vector())
-    np.testing.assert_array_equal(restored.predict_proba(X[:50]), model.predict_proba(X[:50]))
+    oracle.assert_same_bits(restored.get_params_vector(), model.get_params_vector(),
+                            why=oracle.COPY)
+    oracle.assert_same_bits(restored.predict_proba(X[:50]), model.predict_proba(X[:50]),
+                            why=oracle.SAME_CALL)
 
 
 def test_estimator_pickle_carries_weights_and_optimizer_state(digits):
@@ -151,10 +123,10 @@ def test_estimator_pickle_carries_weights_and_optimizer_state(digits):
     expected = twin.coefs_ + twin.intercepts_
     # Continuing from the pickle is continuing the original: the Adam moments travelled.
     for a, b in zip(restored.coefs_ + restored.intercepts_, expected):
-        np.testing.assert_array_equal(a, b)
+        oracle.assert_same_bits(a, b, why=oracle.SAME_CALL)
     # Pickling (shipping to a worker) must not change the estimator that stays here.
     for a, b in zip(shipped.coefs_ + shipped.intercepts_, expected):
-        np.testing.assert_array_equal(a, b, err_msg="pickling reset the original's optimiser")
+        oracle.assert_same_bits(a, b, why=oracle.SAME_CALL)
 
 
 # ---------------------------------------------------------------------- prediction
@@ -172,16 +144,15 @@ def test_predict_blocks_matches_reference_and_in_memory(client, dtype):
     assert proba.chunks == (UNEVEN_CHUNKS, (5,)) and labels.chunks == (UNEVEN_CHUNKS,)
     scores, proba, log_proba, labels = dask.compute(scores, proba, log_proba, labels)
 
-    expected_scores, _ = _reference_forward(_params_of(model), X)
-    expected_proba = _reference_softmax(expected_scores)
     assert proba.dtype == dtype and scores.dtype == dtype
-    np.testing.assert_allclose(scores, expected_scores, rtol=RTOL[dtype], atol=RTOL[dtype])
-    np.testing.assert_allclose(proba, expected_proba, rtol=RTOL[dtype], atol=RTOL[dtype])
-    np.testing.assert_allclose(log_proba, np.log(expected_proba), rtol=RTOL[dtype],
-                               atol=RTOL[dtype])
-    # and the same numbers as predicting the whole array in this process
-    np.testing.assert_allclose(proba, model.predict_proba(X), rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(labels, model.predict(X))
+    # blocks of other sizes than the whole: each within its bound of the float64 values,
+    # as predicting the whole array in this process is
+    expected = oracle.Outputs.of(model, X)
+    for name, got in (("forward", scores), ("predict_proba", proba),
+                      ("predict_log_proba", log_proba), ("predict", labels)):
+        expected.check(name, got)
+    expected.check("predict_proba", model.predict_proba(X))
+    expected.check("predict", model.predict(X))
 
 
 def test_predict_blocks_regressor_shapes(client):
@@ -191,10 +162,8 @@ def test_predict_blocks_regressor_shapes(client):
     for n_outputs in (1, 3):
         model = fusedmlp.MLP([6, 8, n_outputs], output="identity", dtype=np.float64, seed=0)
         predicted = predict_blocks(model, X_dask).compute()
-        expected, _ = _reference_forward(_params_of(model), X)
-        expected = expected[:, 0] if n_outputs == 1 else expected
-        assert predicted.shape == expected.shape
-        np.testing.assert_allclose(predicted, expected, rtol=1e-10, atol=1e-12)
+        assert predicted.shape == ((len(X),) if n_outputs == 1 else (len(X), n_outputs))
+        oracle.Outputs.of(model, X).check("predict", predicted)
 
 
 def test_predict_blocks_refusals():
@@ -215,17 +184,21 @@ def test_estimator_prediction_on_dask_equals_in_memory(client, digits):
     clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=20, random_state=0)
     clf.fit(X_train, y_train)
     X_dask = client.persist(da.from_array(X_test, chunks=(100, 64)))
-    expected_labels, expected_proba = clf.predict(X_test), clf.predict_proba(X_test)
+    # blocks of 100 rows against one call: within the bounds of the same float64 values
+    # (the classes are 0..9: labels are the indices)
+    expected = oracle.Outputs.of(clf.model_, X_test)
+    expected.check("predict", clf.predict(X_test))
+    expected.check("predict_proba", clf.predict_proba(X_test))
 
     wrapped = _dask_ml_wrappers().ParallelPostFit(clf)
     labels, proba = dask.compute(wrapped.predict(X_dask), wrapped.predict_proba(X_dask))
-    np.testing.assert_array_equal(labels, expected_labels)
-    np.testing.assert_allclose(proba, expected_proba, rtol=1e-6, atol=1e-7)
+    expected.check("predict", labels)
+    expected.check("predict_proba", proba)
 
     labels, proba = dask.compute(predict_blocks(clf, X_dask),
                                  predict_blocks(clf, X_dask, method="predict_proba"))
-    np.testing.assert_array_equal(labels, expected_labels)
-    np.testing.assert_allclose(proba, expected_proba, rtol=1e-6, atol=1e-7)
+    expected.check("predict", labels)
+    expected.check("predict_proba", proba)
 
 
 # ---------------------------------------------------------------------- incremental training
@@ -249,7 +222,7 @@ def test_partial_fit_blocks_is_in_memory_partial_fit(client, digits):
                                         classes=np.arange(10))
     for a, b in zip(streamed.coefs_ + streamed.intercepts_,
                     in_memory.coefs_ + in_memory.intercepts_):
-        np.testing.assert_array_equal(a, b)
+        oracle.assert_same_bits(a, b, why=oracle.SAME_CALL)
     assert streamed.score(X_test, y_test) > 0.92
 
     shuffled = partial_fit_blocks(clone(template), X_dask, y_dask, epochs=4,
@@ -274,7 +247,7 @@ def test_dask_ml_incremental_moves_the_estimator_between_workers(client, digits)
     trained = incremental.estimator_
     for a, b in zip(trained.coefs_ + trained.intercepts_,
                     in_memory.coefs_ + in_memory.intercepts_):
-        np.testing.assert_array_equal(a, b)
+        oracle.assert_same_bits(a, b, why=oracle.SAME_CALL)
     assert incremental.score(X_test, y_test) > 0.92
 
 
@@ -288,7 +261,7 @@ def test_partial_fit_blocks_regressor(client):
     streamed = partial_fit_blocks(clone(template), X_dask, y_dask, epochs=3,
                                   shuffle_blocks=False, prefetch=False)
     in_memory = _in_memory_partial_fits(clone(template), X, y, UNEVEN_CHUNKS, 3)
-    np.testing.assert_array_equal(streamed.predict(X), in_memory.predict(X))
+    oracle.assert_same_bits(streamed.predict(X), in_memory.predict(X), why=oracle.SAME_CALL)
 
 
 def test_partial_fit_blocks_mlp_with_optimizer(client, digits):
@@ -304,7 +277,8 @@ def test_partial_fit_blocks_mlp_with_optimizer(client, digits):
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             in_memory.fit(X_train[lo:hi], y_train[lo:hi], epochs=1, batch_size=32,
                           optimizer=optimizer)
-    np.testing.assert_array_equal(streamed.get_params_vector(), in_memory.get_params_vector())
+    oracle.assert_same_bits(streamed.get_params_vector(), in_memory.get_params_vector(),
+                            why=oracle.SAME_CALL)
     assert streamed.score(X_test, y_test) > 0.92
 
 
@@ -330,11 +304,14 @@ def test_loss_and_gradients_over_blocks_matches_reference(client):
     y = rng.integers(0, 4, len(X))
     X_dask, y_dask = _dask_pair(client, X, y, UNEVEN_CHUNKS)
     loss, grads = loss_and_gradients(model, X_dask, y_dask)
-    expected_loss, expected = _reference_loss_and_gradients(_params_of(model), X, y)
-    assert loss == pytest.approx(expected_loss, rel=1e-12)
-    for (dW, db), (eW, eb) in zip(grads, expected):
-        np.testing.assert_allclose(dW, eW, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(db, eb, rtol=1e-9, atol=1e-12)
+    # the blocks' sums, weighted by their rows and added in a tree: another order of the
+    # batch's sums, which loss_and_gradients_bound allows (its sums over the batch, any order)
+    expected_loss, loss_bound, expected, bounds = oracle.loss_and_gradients_bound(
+        oracle.parameters_of(model), oracle.activations_of(model), "softmax", X, y, np.float64)
+    oracle.assert_within(loss, expected_loss, loss_bound)
+    for (dW, db), (eW, eb), (bW, bb) in zip(grads, expected, bounds):
+        oracle.assert_within(dW, eW, bW)
+        oracle.assert_within(db, eb, bb)
 
 
 def test_fit_data_parallel_full_batch_is_gradient_descent(client):
@@ -343,20 +320,26 @@ def test_fit_data_parallel_full_batch_is_gradient_descent(client):
     X = rng.normal(size=(sum(UNEVEN_CHUNKS), 10))
     y = rng.integers(0, 3, len(X))
     X_dask, y_dask = _dask_pair(client, X, y, UNEVEN_CHUNKS)
-    params, lr = _params_of(model), 0.3
+    params, lr = oracle.parameters_of(model), 0.3
+    activations = oracle.activations_of(model)
     expected_losses = []
     for _ in range(4):                                 # four steps of full-batch descent
-        loss, grads = _reference_loss_and_gradients(params, X, y)
+        loss, grads = oracle.loss_and_gradients(params, activations, "softmax", X, y)
         expected_losses.append(loss)
         params = [(W - lr * dW, b - lr * db) for (W, b), (dW, db) in zip(params, grads)]
 
     history = fit_data_parallel(model, X_dask, y_dask, optimizer=fusedmlp.SGD(lr), epochs=4,
                                 batch_size=len(X), seed=0)
     assert history["steps"] == 4
-    np.testing.assert_allclose(history["loss"], expected_losses, rtol=1e-10)
+    # SGD: the chain of the steps' sums (oracle.step_chain); the losses one forward more
+    sizes, m = [10, 16, 3], len(X)
+    for step, (loss, expected) in enumerate(zip(history["loss"], expected_losses)):
+        oracle.assert_rounding_close(loss, expected, np.float64,
+                                     oracle.step_chain(sizes, m, step) + sum(sizes[:-1]) + m)
+    k = oracle.step_chain(sizes, m, 4)
     for layer, (W, b) in zip(model.layers, params):
-        np.testing.assert_allclose(layer.W, W, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(layer.b, b, rtol=1e-9, atol=1e-12)
+        oracle.assert_rounding_close(layer.W, W, np.float64, k)
+        oracle.assert_rounding_close(layer.b, b, np.float64, k)
 
 
 def test_fit_data_parallel_trains_digits_like_in_memory(client, digits):
