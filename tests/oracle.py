@@ -537,7 +537,8 @@ def forward_bound(params, activations, X, dtype):
         A = ACTIVATIONS[name](Z)
         err = z_err + rounding_tolerance(dtype, ELEMENTWISE) * np.abs(A)
         if name == "step":
-            err = np.where(np.abs(Z) <= z_err, 1.0, 0.0)
+            # (a z with no rounding at all, z_err == 0, is the same in every computation)
+            err = np.where((np.abs(Z) <= z_err) & (z_err > 0), 1.0, 0.0)
         zs.append(Z)
         outputs.append(A)
         z_bounds.append(z_err)
@@ -643,7 +644,8 @@ def _backward_bound(A_prev, a_err, W, Z, z_err, name, dA, dA_err, dtype):
     dZ_err = dA_err * np.abs(fprime) + np.abs(dA) * (
         z_err + rounding_tolerance(dtype, 2 * ELEMENTWISE) * (np.abs(fprime) + 1))
     if name in _KINKED_DERIVATIVE:
-        dZ_err = dZ_err + np.where(np.abs(Z) <= z_err, _KINKED_DERIVATIVE[name] * np.abs(dA), 0.0)
+        dZ_err = dZ_err + np.where((np.abs(Z) <= z_err) & (z_err > 0),
+                                   _KINKED_DERIVATIVE[name] * np.abs(dA), 0.0)
     tol_m = rounding_tolerance(dtype, m)
     dW_err = (np.abs(A_prev).T @ dZ_err + a_err.T @ np.abs(dZ)
               + tol_m * (np.abs(A_prev).T @ np.abs(dZ)))
@@ -826,3 +828,45 @@ class Outputs:
         moved = float(np.sum(2 * residual * bound + bound ** 2))
         return (moved + rounding_tolerance(np.float64, 2 * t.size + 4)
                 * float(np.sum(residual ** 2) + total)) / total
+
+
+# --------------------------------------------------------------------------- bfloat16 compute
+#: bfloat16's unit roundoff (8 significant bits): one step is at most 2 BF16_U relatively.
+BF16_U = 2.0 ** -8
+
+
+def bf16_round(x):
+    """float32 -> nearest bfloat16 (ties to even), as float32."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def bf16_forward_bound(params, activations, X):
+    """``(scores, score_bound)`` of a ``compute_dtype="bfloat16"`` forward: each product's
+    operands (the layer's input and ``W``) rounded to bfloat16, their products exact in
+    float32 and summed in float32 in any order, the float32 bias added. The sums are bounded
+    as in forward_bound; a layer's input is rounded to bfloat16 from float32 values that two
+    computations know only to within their bound: they round to the same bfloat16 unless a
+    rounding boundary lies within that bound, and there they may be one bfloat16 step apart
+    (at most 2 BF16_U relatively); X itself (no error) rounds the same in both."""
+    A = _f64(bf16_round(np.asarray(X, np.float32)))
+    err = np.zeros_like(A)
+    for layer, ((W, b), name) in enumerate(zip(params, activations)):
+        Wb = _f64(bf16_round(np.asarray(W, np.float32)))
+        b = _f64(np.asarray(b, np.float32))
+        Z = A @ Wb + b
+        z_err = err @ np.abs(Wb) + rounding_tolerance(np.float32, Wb.shape[0] + 1) * (
+            np.abs(A) @ np.abs(Wb) + np.abs(b))
+        if layer == len(params) - 1:
+            return Z, z_err
+        out = ACTIVATIONS[name](Z)
+        err = z_err + rounding_tolerance(np.float32, ELEMENTWISE) * np.abs(out)
+        if name == "step":
+            err = np.where((np.abs(Z) <= z_err) & (z_err > 0), 1.0, 0.0)
+        # every computation's float32 output lies in [out - err, out + err]: they round to
+        # the same bfloat16 unless a rounding boundary lies in it (then one step apart)
+        lo = np.nextafter((out - err).astype(np.float32), np.float32(-np.inf))
+        hi = np.nextafter((out + err).astype(np.float32), np.float32(np.inf))
+        A = _f64(bf16_round(out.astype(np.float32)))
+        err = np.abs(_f64(bf16_round(hi)) - _f64(bf16_round(lo)))

@@ -18,6 +18,8 @@ import fusedmlp
 from fusedmlp import _kernels
 from fusedmlp.sklearn import MLPClassifier, MLPRegressor
 
+import oracle
+
 WHY_NOT = _kernels.bf16_why_not()
 needs_bf16 = pytest.mark.skipif(bool(WHY_NOT), reason=f"no bf16 product here: {WHY_NOT}")
 BACKEND = fusedmlp.show_config(as_dict=True)["bfloat16"].get("backend")
@@ -29,11 +31,7 @@ needs_own = pytest.mark.skipif(bool(WHY_NOT) or BACKEND != "own",
                                       f"{BACKEND or WHY_NOT}")
 
 
-def bf16_round(x):
-    """float32 -> nearest bfloat16 (ties to even), as float32; the reference's rounding."""
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.astype(np.uint32).view(np.float32)
+bf16_round = oracle.bf16_round        # float32 -> nearest bfloat16 (ties to even), as float32
 
 
 def test_bf16_round_reference():
