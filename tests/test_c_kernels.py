@@ -21,18 +21,20 @@ CSRC, KERNELS, CHECKS = ROOT / "csrc", ROOT / "csrc" / "kernels", ROOT / "tests"
 SCRIPT = ROOT / "tools" / "cross_aarch64.sh"
 FLAGS = ["-O2", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-fno-math-errno", "-fno-trapping-math",
          "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function", "-I", str(CSRC)]
-# x86-64 with GCC: each family's translation units, (source, flags) as CMakeLists.txt builds them.
-X86_FAMILIES = {
-    "cpu": [("cpu.c", [])],
-    "elementwise": [("elementwise_kernels.c", ["-DFM_VARIANT=baseline"]),
-                    ("elementwise_kernels.c", ["-DFM_VARIANT=avx2", "-mavx2"]),
-                    ("elementwise_kernels.c", ["-DFM_VARIANT=avx512", "-mavx512f"]),
-                    ("elementwise_dispatch.c", ["-DFM_HAVE_BASELINE", "-DFM_HAVE_AVX2", "-DFM_HAVE_AVX512"])],
-    "small_gemm": [("small_gemm.c", ["-DFM_HAVE_SMALL_GEMM_AVX512", "-DFM_HAVE_SMALL_GEMM_AVX2"]),
-                   ("small_gemm_avx512.c", ["-mavx512f"]), ("small_gemm_avx2.c", ["-mavx2", "-mfma"])],
-    "bf16_gemm": [("bf16_gemm.c", ["-DFM_HAVE_BF16_KERNEL"]),
-                  ("bf16_gemm_avx512.c", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16"])],
-}
+
+
+def linked_units(arch):
+    """(source, flags) of every unit the C checks link for ``arch``, as CMakeLists.txt builds
+    them: tests/c/units.txt, the one list tools/cross_aarch64.sh and portability_check.sh
+    read too."""
+    units = []
+    for line in (CHECKS / "units.txt").read_text().splitlines():
+        fields = line.split()
+        if fields and not fields[0].startswith("#") and fields[:2] == [arch, "link"]:
+            units.append((fields[2], fields[3:]))
+    return units
+
+
 pytestmark = pytest.mark.skipif(not (KERNELS / "small_gemm.c").exists() or
                                 not (CHECKS / "kernels_check.c").exists(),
                                 reason="the C sources are not here")
@@ -43,12 +45,11 @@ def test_every_kernel_family_natively_for_each_variant(tmp_path):
     if shutil.which("cc") is None:
         missing("no C compiler (cc)")
     objects = []
-    for family, units in X86_FAMILIES.items():
-        for i, (source, flags) in enumerate(units):
-            obj = tmp_path / f"{family}_{i}.o"
-            subprocess.run(["cc", *FLAGS, *flags, "-c", str(KERNELS / source), "-o", str(obj)],
-                           check=True)
-            objects.append(str(obj))
+    for i, (source, flags) in enumerate(linked_units("x86")):
+        obj = tmp_path / f"{i}_{source[:-2]}.o"
+        subprocess.run(["cc", *FLAGS, *flags, "-c", str(KERNELS / source), "-o", str(obj)],
+                       check=True)
+        objects.append(str(obj))
     for check in ("elementwise_check", "kernels_check"):
         exe = tmp_path / check
         subprocess.run(["cc", *FLAGS, str(CHECKS / f"{check}.c"), *objects, "-o", str(exe),

@@ -6,7 +6,7 @@
 # Installs gcc-aarch64-linux-gnu and qemu-user-static with apt-get when missing (as root).
 # Usage: tools/cross_aarch64.sh [OUT_DIR]   exit status non-zero on any failed check.
 #
-# A kernel family is one line of FAMILIES below: its sources (csrc/kernels/) and defines.
+# The units and their flags: the "arm link" lines of tests/c/units.txt.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$(mktemp -d)}
@@ -24,22 +24,16 @@ if ! command -v "$cc" >/dev/null || ! command -v "$qemu" >/dev/null; then
 fi
 flags=(-O2 -std=c11 -D_POSIX_C_SOURCE=200809L -fno-math-errno -fno-trapping-math -ffp-contract=off
        -Wall -Wextra -Werror -Wno-unused-function -I "$root/csrc")
-# name: sources, then -D defines (what CMakeLists.txt compiles for aarch64)
-FAMILIES=(
-  "cpu: cpu.c"
-  "elementwise: elementwise_kernels.c:-DFM_VARIANT=neon elementwise_dispatch.c:-DFM_HAVE_NEON"
-  "small_gemm: small_gemm.c:-DFM_HAVE_SMALL_GEMM_NEON small_gemm_neon.c"
-  "bf16_gemm: bf16_gemm.c"
-)
+# every AArch64 unit the C checks link, with the flags CMakeLists.txt compiles it with: the
+# "arm link" lines of tests/c/units.txt (the one list tests/test_c_kernels.py and
+# tools/portability_check.sh read too)
 objects=()
-for family in "${FAMILIES[@]}"; do
-  for unit in ${family#*:}; do
-    src=${unit%%:*}; defs=; [ "$src" != "$unit" ] && defs=${unit#*:}
-    obj="$out/${src%.c}.o"
-    "$cc" "${flags[@]}" $defs -c "$root/csrc/kernels/$src" -o "$obj"
-    objects+=("$obj")
-  done
-done
+while read -r arch use src defs; do
+  [ "$arch $use" = "arm link" ] || continue
+  obj="$out/${src%.c}.o"
+  "$cc" "${flags[@]}" $defs -c "$root/csrc/kernels/$src" -o "$obj"
+  objects+=("$obj")
+done < <(grep -vE '^[[:space:]]*(#|$)' "$root/tests/c/units.txt")
 status=0
 for check in elementwise_check kernels_check; do
   "$cc" "${flags[@]}" -DFM_HAVE_NEON -static "$root/tests/c/$check.c" "${objects[@]}" \

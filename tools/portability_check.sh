@@ -50,22 +50,18 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- the units -----------------------------------------------------------------------------
-# source: one set of flags per compilation, as CMakeLists.txt compiles it for x86-64 and for
-# AArch64 ("|" separates the sets; "" is the file without any). A file not named here takes
-# its flags from its name: *_avx512.c -mavx512f and *_avx2.c -mavx2 -mfma (x86-64 only),
-# *_neon.c none (AArch64 only), anything else none (both).
-declare -A X86_FLAGS=(
-  [elementwise_kernels.c]="-DFM_VARIANT=baseline|-DFM_VARIANT=avx2 -mavx2|-DFM_VARIANT=avx512 -mavx512f"
-  [elementwise_dispatch.c]="-DFM_HAVE_BASELINE -DFM_HAVE_AVX2 -DFM_HAVE_AVX512"
-  [small_gemm.c]="|-DFM_HAVE_SMALL_GEMM -DFM_HAVE_SMALL_GEMM_AVX512 -DFM_HAVE_SMALL_GEMM_AVX2"
-  [bf16_gemm.c]="|-DFM_HAVE_BF16_KERNEL"
-  [bf16_gemm_avx512.c]="-mavx512f -mavx512bw -mavx512vl -mavx512bf16"
-)
-declare -A ARM_FLAGS=(
-  [elementwise_kernels.c]="-DFM_VARIANT=neon"
-  [elementwise_dispatch.c]="-DFM_HAVE_NEON"
-  [small_gemm.c]="|-DFM_HAVE_SMALL_GEMM_NEON"
-)
+# tests/c/units.txt: every kernel unit with the flags CMakeLists.txt compiles it with, per
+# architecture; here each file's lines become its sets of flags ("|" separates them; "" is
+# the file without any), link and compile-only lines alike. A file not listed takes its flags
+# from its name: *_avx512.c -mavx512f and *_avx2.c -mavx2 -mfma (x86-64 only), *_neon.c
+# none (AArch64 only), anything else none (both).
+declare -A X86_FLAGS=() ARM_FLAGS=()
+while read -r arch _use name flags; do
+  case $arch in
+    x86) X86_FLAGS[$name]=${X86_FLAGS[$name]+"${X86_FLAGS[$name]}|"}$flags ;;
+    arm) ARM_FLAGS[$name]=${ARM_FLAGS[$name]+"${ARM_FLAGS[$name]}|"}$flags ;;
+  esac
+done < <(grep -vE '^[[:space:]]*(#|$)' "$root/tests/c/units.txt")
 mkdir -p "$out/units"
 units=()        # x86-64: "path|flags"
 arm_units=()    # AArch64
