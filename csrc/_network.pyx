@@ -179,6 +179,8 @@ cdef struct Net:
     uint32_t* bf16_w           # the weights packed for it (fm_bf16_pack): W_l, W_l^T per layer
     int64_t* bf16_off          # 2 per layer: word offset of W_l's and W_l^T's pairs (-1: none)
     bint bf16_packed           # bf16_w holds the weights as they are now (inside one step)
+    bint sparse                # the training step now (or the next, for step_plan) has a
+                               # sparse X: its first layer splits by rows only
 
 
 cdef inline Py_ssize_t panel_words(Py_ssize_t k) noexcept nogil:
@@ -374,9 +376,10 @@ cdef int step(Net* net, const floating* X, Py_ssize_t m, const int64_t* labels,
     cdef double loss
     cdef fm_team team
     cdef int status = OK
-    # Sparse rows run as one part (the split layers take dense X).
-    cdef int n_parts = 1 if sp != NULL else step_parts(net, m)
+    cdef int n_parts
     cdef Work spec                     # the step, as the passes (_parallel.pxi) read it
+    net.sparse = sp != NULL            # (read by the split predicates of this step)
+    n_parts = step_parts(net, m)
     memset(&spec, 0, sizeof(Work))
     spec.net = net
     spec.X = X
@@ -444,6 +447,7 @@ cdef void matmuls(Net* net, const floating* X, Py_ssize_t m) noexcept nogil:
     spec.n_parts = 1
     spec.opt_kind = OPT_NONE
     spec.gemm_only = True
+    net.sparse = False
     fm_team_begin(&team, 1)
     parallel_forward(&team, &spec)
     parallel_backward(&team, &spec)
@@ -619,6 +623,7 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
                                 + net.a_off[net.n_layers - 1] * net.max_batch)
     cdef SparseRows batch_rows     # a sparse batch: the matrix, with this batch's rows
     cdef const SparseRows* sp = NULL
+    net.sparse = data.sparse != NULL   # (parallel_gather's split is the step's)
     if data.sparse != NULL:
         batch_rows = data.sparse[0]
         sp = &batch_rows
@@ -765,6 +770,7 @@ cdef class Network:
         self.net.bf16_w = NULL
         self.net.bf16_off = NULL
         self.net.bf16_packed = False
+        self.net.sparse = False
         self._keep = [params, grads, None, None, None]
 
     def __dealloc__(self):
@@ -867,11 +873,13 @@ cdef class Network:
         """Parts a training step of m rows is split into."""
         return step_parts(&self.net, m)
 
-    def step_plan(self, Py_ssize_t m):
+    def step_plan(self, Py_ssize_t m, bint sparse=False):
         """How a training step of m rows is split: {"parts", "forward", "backward", "dA"},
         per layer "serial" (one part), "rows", "columns", "inner" (forward), "owned" (dW by
         the rows of W each part owns) or "batch" (summed per part's rows, backward), and
-        dA's "rows" or "columns" (None for the first layer). Dense X; sparse runs serial."""
+        dA's "rows" or "columns" (None for the first layer). sparse: for a sparse X (its
+        first layer splits by rows only)."""
+        self.net.sparse = sparse
         return step_plan(&self.net, m)
 
     def inference_plan(self, Py_ssize_t m):

@@ -296,7 +296,7 @@ cdef inline bint split_inner(const Net* net, Py_ssize_t m, int l, int n_parts) n
     backward buffers, free during forward), and not under dropout (drawn per whole row)."""
     cdef Py_ssize_t n_in = net.sizes[l]
     return (1 < n_parts <= 3 and m < n_in and (n_in + ALIGN - 1) // ALIGN >= n_parts
-            and not dropout_on(net.dropout, l))
+            and not dropout_on(net.dropout, l) and not (l == 0 and net.sparse))
 
 
 cdef inline bint rows_everywhere(const Net* net, Py_ssize_t m, int n_parts,
@@ -304,10 +304,17 @@ cdef inline bint rows_everywhere(const Net* net, Py_ssize_t m, int n_parts,
     """Whether every layer's forward product splits by rows (then a part runs them all)."""
     cdef int l
     for l in range(net.n_layers):
-        if (split_columns(m, net.sizes[l + 1], n_parts)
+        if ((split_columns(m, net.sizes[l + 1], n_parts) and not rows_only(net, l, training))
                 or (training and split_inner(net, m, l, n_parts))):
             return False
     return True
+
+
+cdef inline bint rows_only(const Net* net, int l, bint training) noexcept nogil:
+    """Whether layer l's forward splits by rows whatever the shapes: in training, under
+    dropout (its mask is drawn for whole rows) or for the CSR first layer of a sparse X
+    (its product is by whole rows)."""
+    return training and (dropout_on(net.dropout, l) or (l == 0 and net.sparse))
 
 
 cdef inline bint split_batch(const Net* net, Py_ssize_t m, int l, int n_parts) noexcept nogil:
@@ -350,17 +357,17 @@ cdef inline int step_parts(const Net* net, Py_ssize_t m) noexcept nogil:
 
 
 cdef void layer_part(const Net* net, int l, const floating* inp, floating* out, Py_ssize_t m,
-                     int part, int n_parts, bint training) noexcept nogil:
+                     int part, int n_parts, bint training,
+                     const SparseRows* sp) noexcept nogil:
     """Part `part` of out := f_l(inp @ W_l + b_l) (m x n_out), by rows or columns (by rows
-    when training with dropout on the layer: its mask is drawn for whole rows)."""
+    where rows_only says so); sp: layer 0's sparse rows, or NULL."""
     cdef Py_ssize_t lo, hi
-    if split_columns(m, net.sizes[l + 1], n_parts) and not (training
-                                                            and dropout_on(net.dropout, l)):
+    if split_columns(m, net.sizes[l + 1], n_parts) and not rows_only(net, l, training):
         block(net.sizes[l + 1], part, n_parts, &lo, &hi)
         layer_block(net, l, inp, out, 0, m, lo, hi, training, False)
     else:
         block(m, part, n_parts, &lo, &hi)
-        layer_block(net, l, inp, out, lo, hi, 0, net.sizes[l + 1], training, False)
+        layer_block(net, l, inp, out, lo, hi, 0, net.sizes[l + 1], training, False, sp)
 
 
 cdef void layer_task(void* ctx, int part, int n_parts) noexcept nogil:
@@ -369,10 +376,10 @@ cdef void layer_task(void* ctx, int part, int n_parts) noexcept nogil:
     check_input(w, w.inp, False, part, n_parts)
     if w.net.is_double:
         layer_part(w.net, w.layer, <const double*>w.inp, <double*>w.out_block, w.m, part,
-                   n_parts, w.training)
+                   n_parts, w.training, w.sp if w.layer == 0 else NULL)
     else:
         layer_part(w.net, w.layer, <const float*>w.inp, <float*>w.out_block, w.m, part,
-                   n_parts, w.training)
+                   n_parts, w.training, w.sp if w.layer == 0 else NULL)
     blas_leave(saved)
 
 
@@ -447,12 +454,14 @@ cdef void reduce_task(void* ctx, int part, int n_parts) noexcept nogil:
 
 
 cdef void parallel_layer(Net* net, fm_team* team, int n_parts, int l, const void* inp,
-                         void* out, Py_ssize_t m, bint training, int* bad_input) noexcept nogil:
+                         void* out, Py_ssize_t m, bint training, int* bad_input,
+                         const SparseRows* sp) noexcept nogil:
     """out := f_l(inp @ W_l + b_l) in one parallel region (two for an inner split); with
-    bad_input, its first region checks inp (check_input)."""
+    bad_input, its first region checks inp (check_input); sp: layer 0's sparse rows."""
     cdef Work w
     memset(&w, 0, sizeof(Work))
     w.net = net
+    w.sp = sp
     w.bad_input = bad_input
     w.training = training
     w.layer = l
@@ -747,7 +756,7 @@ cdef bint parallel_forward(fm_team* team, const Work* s) noexcept nogil:
     for l in range(net.n_layers):
         parallel_layer(net, team, n_parts, l, inp,
                        acts + net.a_off[l] * net.max_batch * itemsize, m, True,
-                       &bad_input if l == 0 else NULL)
+                       w.bad_input if l == 0 else NULL, s.sp if l == 0 else NULL)
         inp = acts + net.a_off[l] * net.max_batch * itemsize
     return not bad_input
 
@@ -981,7 +990,8 @@ cdef void parallel_infer(const Net* net, const floating* X, Py_ssize_t m, floati
             for l in range(net.n_layers):
                 dest = (out + start * n_out if l == net.n_layers - 1
                         else buffers + (l % 2) * chunk * net.max_width)
-                parallel_layer(<Net*>net, &team, n_parts, l, inp, dest, rows, False, NULL)
+                parallel_layer(<Net*>net, &team, n_parts, l, inp, dest, rows, False, NULL,
+                               NULL)
                 inp = dest
             start += rows
         output_activation(net, out, m, output)
@@ -1018,7 +1028,7 @@ cdef object step_plan(const Net* net, Py_ssize_t m):
             forward.append("serial")
         elif split_inner(net, m, l, n):
             forward.append("inner")
-        elif split_columns(m, net.sizes[l + 1], n) and not dropout_on(net.dropout, l):
+        elif split_columns(m, net.sizes[l + 1], n) and not rows_only(net, l, True):
             forward.append("columns")
         else:
             forward.append("rows")

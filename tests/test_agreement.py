@@ -27,8 +27,9 @@ to the derived rounding bound of the step's chain of sums (``tests/oracle.py``:
   rounds to the other side (a 2**-8 step): no useful bound, so those two are checked on the
   exact data only;
 - inference: the forward alone, k = the fan-ins;
-- sparse X: one part whatever n_threads (its product is its own loop), compared with the
-  dense serial plan: the bound.
+- sparse X: split as dense X but for its first layer, which splits by rows only (its
+  product is its own loop, by whole rows; dW_0's scatter by the owned rows of W_0 has the
+  whole scatter's bits), compared with the dense serial plan: the bound.
 """
 
 import numpy as np
@@ -145,12 +146,29 @@ def test_exact_every_split_gives_the_one_part_bits(mode, n_threads, feature, dty
                      exact_run(mode, 1, dtype, feature))
 
 
+SPARSE_FEATURES = ["none", "dropout", "l1", "weights", "schedule"]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("feature", ["none", "dropout", "l1", "weights", "schedule"])
-@pytest.mark.parametrize("n_threads", [1, 2])
-def test_exact_sparse_x_gives_the_dense_one_part_bits(n_threads, feature, dtype):
-    assert_same_bits(exact_run("rows", n_threads, dtype, feature, sparse=True),
-                     exact_run("rows", 1, dtype, feature))
+@pytest.mark.parametrize("mode, n_threads, feature",
+                         [("rows", 1, f) for f in SPARSE_FEATURES] + cells(SPARSE_FEATURES))
+def test_exact_sparse_x_gives_the_dense_one_part_bits(mode, n_threads, feature, dtype):
+    # sparse X trains on the pool: layer 0's CSR product by rows, dW_0 by the owned rows
+    # of W_0 (or the batch's rows), the other layers as for dense X
+    assert_same_bits(exact_run(mode, n_threads, dtype, feature, sparse=True),
+                     exact_run(mode, 1, dtype, feature))
+
+
+@pytest.mark.parametrize("mode, n_threads", [(mode, n) for mode, (_, _, threads, _) in
+                                             MODES.items() for n in threads])
+def test_sparse_x_splits_like_dense_x_but_its_first_layer(mode, n_threads):
+    sizes, batch, _, _ = MODES[mode]
+    model = build(sizes, n_threads, np.float32, "none", "identity", "identity")
+    dense, sparse = model._net.step_plan(batch), model._net.step_plan(batch, sparse=True)
+    assert sparse["parts"] == dense["parts"] == n_threads
+    assert sparse["forward"][0] in ("serial", "rows")         # the CSR product: whole rows
+    if dense["forward"][0] in ("serial", "rows"):
+        assert sparse == dense
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -224,10 +242,11 @@ def test_random_every_split_agrees_with_the_one_part_plan(mode, n_threads, featu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("feature", ["none", "dropout", "l1", "weights", "schedule"])
 def test_random_sparse_x_agrees_with_the_dense_one_part_plan(feature, dtype):
-    got = random_run("rows", 2, dtype, feature, sparse=True)
-    expected = random_run("rows", 1, dtype, feature)
-    for g, e in zip(got, expected):
-        assert_rounding_close(g, e, dtype, random_chain("rows"))
+    for mode in MODES:
+        got = random_run(mode, 2, dtype, feature, sparse=True)
+        expected = random_run(mode, 1, dtype, feature)
+        for g, e in zip(got, expected):
+            assert_rounding_close(g, e, dtype, random_chain(mode))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
