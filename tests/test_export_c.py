@@ -2,6 +2,7 @@
 reproduces predict_proba / predict to a bound derived from the layer widths."""
 
 import ctypes
+import importlib
 import re
 import shutil
 import subprocess
@@ -437,3 +438,69 @@ def test_784_128_10_matches_as_stated(tmp_path, dtype, flags):
         assert_within(out, expected[:rows], output_bound(model, X[:rows]))
         if dtype == np.float64:
             assert np.max(np.abs(out - expected[:rows])) <= 1e-13
+
+
+# --------------------------------------------------------------------------- bfloat16 models
+
+BF16_WHY_NOT = fusedmlp._kernels.bf16_why_not()
+needs_bf16 = pytest.mark.skipif(bool(BF16_WHY_NOT) or ANY_CC is None,
+                                reason=f"no bf16 product or no C compiler here: "
+                                       f"{BF16_WHY_NOT or 'no cc'}")
+
+
+@needs_bf16
+def test_bf16_operands_rounded_bit_for_bit(tmp_path):
+    # W = I, b = 0: each output is its input rounded to bfloat16 times 1, exactly, in the
+    # model (the bf16 kernel) and in the export: ties to even, subnormals read as zero
+    x = np.array([1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -2.5, 0.0, -0.0, 1e-40, -1e-40,
+                  np.finfo(np.float32).tiny, 3.3e38, -(1 + 2**-7 + 2**-8), 0.1], np.float32)
+    n = x.size
+    model = fusedmlp.MLP([n, n], output="identity", dtype=np.float32, seed=0,
+                         compute_dtype="bfloat16")
+    model.set_params_vector(np.concatenate([np.eye(n, dtype=np.float32).ravel(),
+                                            np.zeros(n, np.float32)]))
+    lib = build(model, tmp_path, "r16")
+    X = np.vstack([x, -x, np.random.default_rng(0).normal(size=n).astype(np.float32)])
+    out = np.empty_like(X)
+    assert call(lib.r16_predict, X, out) == 0
+    # (+ 0: the sum over the fan-in starts at +0, so a -0 operand comes out +0 on both sides)
+    expected = importlib.import_module("fusedmlp.export_c").round_bf16(X) + np.float32(0)
+    assert out.tobytes() == expected.tobytes()
+    assert model.predict(X).tobytes() == expected.tobytes()
+
+
+@needs_bf16
+@pytest.mark.parametrize("output", ["softmax", "identity"])
+def test_bf16_models_export_their_numerics(tmp_path, output):
+    # one layer: the same bf16 operands on both sides, only the float32 sums' order differs,
+    # so the float32 bound holds, which the float32 numerics (no rounding) do not meet
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(50, 20)).astype(np.float32)
+    model = fusedmlp.MLP([20, 5], output=output, dtype=np.float32, seed=0,
+                         compute_dtype="bfloat16")
+    lib = build(model, tmp_path, f"one_{output}")
+    fn = getattr(lib, f"one_{output}_predict_proba" if output == "softmax" else
+                 f"one_{output}_predict")
+    out = np.empty((50, 5), np.float32)
+    assert call(fn, X, out) == 0
+    expected = model.predict_proba(X) if output == "softmax" else model.predict(X)
+    bound = output_bound(model, X)
+    assert_within(out, expected, bound)
+    model.compute_dtype = None
+    plain = model.predict_proba(X) if output == "softmax" else model.predict(X)
+    assert (np.abs(plain - expected) > bound).any()      # the bf16 rounding is what matches
+    # deeper: a hidden activation within float32 rounding of fusedmlp's may round to the
+    # other bf16 neighbour (one bf16 ulp, 2^-7 relative) where it lies near a midpoint: the
+    # bound gets 2^-7 per layer after the first
+    model = fusedmlp.MLP([3, 9, 5, 6, 7, 11, 13, 10, 4], activation=EVERY_ACTIVATION,
+                         output=output, dtype=np.float32, seed=1, compute_dtype="bfloat16")
+    X = rng.normal(size=(19, 3)).astype(np.float32)
+    lib = build(model, tmp_path, f"deep_{output}")
+    fn = getattr(lib, f"deep_{output}_predict_proba" if output == "softmax" else
+                 f"deep_{output}_predict")
+    out = np.empty((19, 4), np.float32)
+    assert call(fn, X, out) == 0
+    expected = model.predict_proba(X) if output == "softmax" else model.predict(X)
+    scores = np.asarray(model.forward(X), np.float64)
+    flips = 2.0 ** -7 * (len(model.layers) - 1) * max(1.0, float(np.max(np.abs(scores))))
+    assert_within(out, expected, output_bound(model, X) + flips)

@@ -29,8 +29,10 @@ the bias, then the activation by the formulas of csrc/elementwise_impl.h with li
 expm1 and log1p; softmax with the row maximum subtracted and the sum in double; the output
 logistic and exp in double. The scratch is on the stack: ``2 x ROW_BLOCK x widest`` values,
 the block shrunk (down to one row) to keep it within 64 KiB; ``<NAME>_STACK_BYTES`` says how
-much a call takes. Dropout is not part of inference and is ignored. ``compute_dtype="bfloat16"``
-models are refused (export a float32 copy with ``model.compute_dtype = None`` first).
+much a call takes. Dropout is not part of inference and is ignored. A ``compute_dtype="bfloat16"``
+model exports its numerics: the weights rounded to bfloat16 (to nearest even, subnormals to
+zero) and written as floats, each layer's input rounded so (``<name>_bf16``) as the products
+read it, the sums in float32.
 """
 
 from __future__ import annotations
@@ -155,6 +157,15 @@ def _class_macros(upper: str, classes) -> list:
             f"#define {macro} {{ " + ", ".join(items) + " }"]
 
 
+def round_bf16(values) -> np.ndarray:
+    """float32 `values` rounded to bfloat16 (to nearest, ties to even; subnormals to signed
+    zero, as the bf16 product reads them), as float32."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    bits[(bits & 0x7F800000) == 0] &= 0x80000000
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32)
+
+
 _ROW_BLOCK = 8                  # rows per pass through the network
 _BLOCK_SCRATCH = 64 * 1024      # the most stack the row block may take (bytes)
 _UNROLL = 8                     # rows of W (fan-in terms) per pass over a layer's outputs
@@ -165,9 +176,10 @@ def source(model, name: str, *, classes=None, two_columns: bool = False):
     ``classes_`` (the header gets them as a macro); `two_columns`: a one-unit sigmoid model's
     predict_proba writes ``[1 - p, p]`` as scikit-learn's binary classifiers do."""
     name = check_name(name)
-    if getattr(model, "compute_dtype", None) is not None:
-        raise ValueError("export_c does not export compute_dtype='bfloat16' models: set "
-                         "model.compute_dtype = None first (a float32 copy of the numerics)")
+    compute = getattr(model, "compute_dtype", None)
+    if compute not in (None, "bfloat16"):
+        raise ValueError(f"export_c exports compute_dtype None or 'bfloat16', got {compute!r}")
+    bf16 = compute == "bfloat16"
     check_finite_model(model, "export_c")
     is_float = np.dtype(model.dtype) == np.float32
     t, suffix = ("float", "f") if is_float else ("double", "")
@@ -224,11 +236,17 @@ def source(model, name: str, *, classes=None, two_columns: bool = False):
     c = [f"/* {name}.c -- {model!r}, exported by fusedmlp.export_c.",
          " * C99 and libm; do not compile with -ffast-math or -ffinite-math-only (the NaN and",
          " * infinity checks would be optimised away). */",
-         "#include <math.h>", "#include <stddef.h>", "#include <stdint.h>",
-         f'#include "{name}.h"', ""]
+         "#include <math.h>", "#include <stddef.h>", "#include <stdint.h>"]
+    c += ["#include <string.h>"] if bf16 else []
+    c += [f'#include "{name}.h"', ""]
     for i, layer in enumerate(model.layers):
         W = np.asarray(layer.W).ravel()
         b = np.asarray(layer.b).ravel()
+        if bf16:                # the product's weight operand, as the bf16 kernel reads it
+            W = round_bf16(W)
+            if not np.isfinite(W).all():
+                raise ValueError(f"export_c: layer {i}'s weights overflow to infinity when "
+                                 "rounded to bfloat16 (the model's compute_dtype)")
         for label, values in (("W", W), ("b", b)):
             c.append(f"static const {t} {name}_{label}{i}[{values.size}] = {{")
             items = [_literal(v, is_float) for v in values]
@@ -239,6 +257,18 @@ def source(model, name: str, *, classes=None, two_columns: bool = False):
     used = sorted({layer.activation for layer in model.layers[:-1]} & set(_ACTIVATION_BODIES))
     for kind in used:
         c += _activation_function(kind, t, suffix, name)
+    operand = ""
+    if bf16:
+        operand = f"{name}_bf16"
+        c += [f"/* v rounded to bfloat16 (to nearest, ties to even; subnormals read as zero), as a",
+              " * float: what compute_dtype='bfloat16' makes of every product's operands */",
+              f"static float {operand}(float v)", "{", "    uint32_t bits;",
+              "    memcpy(&bits, &v, sizeof bits);",
+              "    if ((bits & 0x7F800000u) == 0) bits &= 0x80000000u;",
+              "    else if ((bits & 0x7F800000u) == 0x7F800000u)",
+              "        bits = (bits & 0x7FFFFFu) ? (bits | 0x400000u) & 0xFFFF0000u : bits;",
+              "    else bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;",
+              "    memcpy(&v, &bits, sizeof v);", "    return v;", "}", ""]
     # nr <= ROW_BLOCK rows of x through the network into z (nr x n_scores scores): for each
     # layer o = in W, then o = f(o + b): fusedmlp's order of the sums (a gemm, then the bias).
     # The fan-in is taken _UNROLL rows of W at a time: o[j] is loaded once, gets the _UNROLL
@@ -271,7 +301,8 @@ def source(model, name: str, *, classes=None, two_columns: bool = False):
             c += [f"{pad}for (r = 0; r < nr; r++) {{",
                   f"{pad}    {t} *restrict o = {dest} + r * {bsz};",
                   f"{pad}    const {t} *xr = {src} + r * {a} + {k0};"]
-            c += [f"{pad}    const {t} x{q} = xr[{q}];" for q in range(u)]
+            c += [f"{pad}    const {t} x{q} = " + (f"{operand}(xr[{q}]);" if operand else
+                                                  f"xr[{q}];") for q in range(u)]
             c += [f"{pad}    for (j = 0; j < {bsz}; j++) {{", f"{pad}        {t} s = o[j];"]
             c += [f"{pad}        s += x{q} * w{q}[j];" for q in range(u)]
             c += [f"{pad}        o[j] = s;", f"{pad}    }}", f"{pad}}}", "    }"]
