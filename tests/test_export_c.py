@@ -504,3 +504,14 @@ def test_bf16_models_export_their_numerics(tmp_path, output):
     scores = np.asarray(model.forward(X), np.float64)
     flips = 2.0 ** -7 * (len(model.layers) - 1) * max(1.0, float(np.max(np.abs(scores))))
     assert_within(out, expected, output_bound(model, X) + flips)
+
+
+@pytest.mark.skipif(bool(BF16_WHY_NOT), reason=f"no bf16 product here: {BF16_WHY_NOT}")
+@pytest.mark.parametrize("cc, std", BUILDS + OTHER_BUILDS)
+def test_bf16_export_compiles_warning_free(tmp_path, cc, std):
+    model = fusedmlp.MLP([3, 9, 5, 4], activation=["tanh", "softplus"], dtype=np.float32,
+                         seed=1, compute_dtype="bfloat16")
+    model.export_c(tmp_path, name="wb")
+    result = subprocess.run([cc, f"-std={std}", *WARNINGS, "-c", "-o", str(tmp_path / "wb.o"),
+                             str(tmp_path / "wb.c")], capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stderr, result.stderr

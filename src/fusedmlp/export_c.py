@@ -162,8 +162,8 @@ def round_bf16(values) -> np.ndarray:
     zero, as the bf16 product reads them), as float32."""
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
     bits[(bits & 0x7F800000) == 0] &= 0x80000000
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.astype(np.uint32).view(np.float32)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return rounded.astype(np.uint32).view(np.float32)
 
 
 _ROW_BLOCK = 8                  # rows per pass through the network
