@@ -164,6 +164,7 @@ cdef inline void gemm_bf16(bint trans_a, bint trans_b, int m, int n, int k, cons
 cdef extern from "small_gemm.h" nogil:
     int fm_small_gemm_cpu()
     const char* fm_small_gemm_variant()
+    int fm_small_gemm_step_rows()
     int fm_small_gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb,
                       float* c, int ldc)
 
@@ -181,6 +182,20 @@ cdef inline void inference_gemm(int m, int n, int k, const floating* a, int lda,
         if layer_width >= 32 and fm_small_gemm(m, n, k, a, lda, b, ldb, c, ldc):
             return
     gemm(False, False, m, n, k, <floating>1, a, lda, b, ldb, <floating>0, c, ldc)
+
+
+cdef inline bint step_forward_gemm(int m, int n, int k, const floating* a, int lda,
+                                   const floating* b, int ldb, floating* c, int ldc,
+                                   int layer_width) noexcept nogil:
+    """The training step's forward product C[m, n] := A[m, k] @ B[k, n] (a block of rows or
+    columns of a layer layer_width wide) with fusedmlp's own kernel where it is measured
+    faster than BLAS: float32, layers of 32 or more units, blocks of at most
+    fm_small_gemm_step_rows() rows (small_gemm.c). Returns whether it computed C (else the
+    caller calls BLAS)."""
+    if floating is float:
+        if layer_width >= 32 and m <= fm_small_gemm_step_rows():
+            return fm_small_gemm(m, n, k, a, lda, b, ldb, c, ldc)
+    return False
 
 
 cdef inline int blas_enter() noexcept nogil:

@@ -47,8 +47,8 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 from libc.math cimport isfinite, fabs
 
-from _blas cimport (gemm, inference_gemm, fm_small_gemm_cpu, fm_small_gemm_variant,
-                   fm_bf16_cpu, cpu_report, gemm_bf16, fm_bf16_pack,
+from _blas cimport (gemm, inference_gemm, step_forward_gemm, fm_small_gemm_cpu,
+                   fm_small_gemm_variant, fm_bf16_cpu, cpu_report, gemm_bf16, fm_bf16_pack,
                    fm_bf16_gemm_packed, fm_bf16_mkl, fm_bf16_convert, fm_bf16_gemm_b16,
                    blas_enter, blas_leave, load_blas)
 from _activations cimport bias_activation, activation_grad, bias_gradient, select_isa
@@ -289,7 +289,8 @@ cdef inline void layer_block(const Net* net, int l, const floating* inp, floatin
     output: out[rows, cols] := f_l(inp[rows] @ W_l[:, cols] + b_l[cols]), then dropout in
     training (inp, m x n_l, and out point at row 0 of the batch). The product: the CSR rows
     sp for layer 0 (whole rows only), inference_gemm outside training (float32: the own
-    kernel), else weight_gemm (bf16 models: the step's packed weights). gemm_only: the
+    kernel), in training step_forward_gemm (float32: the own kernel up to its measured
+    cut-over in rows), else weight_gemm (bf16 models: the step's packed weights). gemm_only: the
     product alone (the GEMM floor)."""
     cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1]
     cdef const floating* w = <const floating*>net.params + net.w_off[l]
@@ -303,7 +304,9 @@ cdef inline void layer_block(const Net* net, int l, const floating* inp, floatin
         inference_gemm(<int>(r_hi - r_lo), <int>(c_hi - c_lo), <int>n_in, inp + r_lo * n_in,
                        <int>n_in, w + c_lo, <int>n_out, out + r_lo * n_out + c_lo, <int>n_out,
                        <int>n_out)
-    else:
+    elif net.bf16 or not step_forward_gemm(<int>(r_hi - r_lo), <int>(c_hi - c_lo), <int>n_in,
+                                           inp + r_lo * n_in, <int>n_in, w + c_lo, <int>n_out,
+                                           out + r_lo * n_out + c_lo, <int>n_out, <int>n_out):
         weight_gemm(net, l, False, <int>(r_hi - r_lo), <int>(c_hi - c_lo), <int>n_in,
                     inp + r_lo * n_in, <int>n_in, 0, c_lo, out + r_lo * n_out + c_lo,
                     <int>n_out)

@@ -6,8 +6,9 @@
  * variant, and every block of rows or columns of a product, computes the same bits.
  *
  * fm_small_gemm returns 1 when it computed C, 0 when this CPU or build has no kernel (the
- * caller then calls BLAS). _blas.pxd's inference_gemm is the one caller, for float32 layers
- * of 32 or more units. docs/performance.md has the measurements (`fusedmlp bench isa`).
+ * caller then calls BLAS). _blas.pxd's inference_gemm (inference) and step_forward_gemm (the
+ * training step's forward product, up to fm_small_gemm_step_rows() rows) are the callers,
+ * for float32 layers of 32 or more units. docs/performance.md has the measurements (`fusedmlp bench isa`).
  */
 #ifndef FUSEDMLP_SMALL_GEMM_H
 #define FUSEDMLP_SMALL_GEMM_H
@@ -17,6 +18,9 @@ int fm_small_gemm_cpu(void);
 /* "avx512", "avx2", "neon" (the kernel that runs) or "blas" (none: BLAS computes every
  * product). */
 const char *fm_small_gemm_variant(void);
+/* The most rows of a training forward product the kernel takes (0: none; the measured
+ * cut-over against BLAS, small_gemm.c). */
+int fm_small_gemm_step_rows(void);
 int fm_small_gemm(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                   float *c, int ldc);
 

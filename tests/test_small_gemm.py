@@ -102,3 +102,32 @@ def test_every_kernel_variant_gives_the_same_bits(tmp_path):
     first = results[KERNEL_VARIANTS[0]]
     for variant in KERNEL_VARIANTS[1:]:
         np.testing.assert_array_equal(results[variant], first, err_msg=variant)
+
+
+#: the most rows of a training forward product each variant's kernel takes (small_gemm.c's
+#: step_rows, the measured cut-over against BLAS); NEON: none yet
+STEP_ROWS = {"avx512": 1 << 30, "avx2": 32}
+
+
+@needs_kernel
+@pytest.mark.parametrize("m", [1, 5, 32, 64])
+def test_the_steps_forward_product_is_the_kernels_up_to_its_cutover(m):
+    # The step's first hidden layer, as the training workspace holds it after train_step
+    # (ReLU(X W + b), the first m * width floats of the activations), against the same layer
+    # computed by inference (the own kernel at every row count): bit for bit where the step
+    # takes the kernel, BLAS's rounding (not asserted bit for bit) beyond.
+    variant = fusedmlp.show_config(as_dict=True)["kernels"]["small_gemm"]
+    X = np.random.default_rng(m).normal(size=(m, 50)).astype(np.float32)
+    y = np.arange(m) % 10
+    model = fusedmlp.MLP([50, 96, 10], seed=0, n_threads=1)
+    hidden = fusedmlp.MLP([50, 96], output="identity", seed=0, n_threads=1)
+    hidden.layers[0].W[...] = model.layers[0].W
+    hidden.layers[0].b[...] = model.layers[0].b
+    expected = np.maximum(hidden.forward(X), 0)
+    scale = (np.abs(X).astype(np.float64) @ np.abs(model.layers[0].W.astype(np.float64))
+             + np.abs(model.layers[0].b))
+    model.train_step(X, y, fusedmlp.SGD(1e-3))
+    got = model._workspace[0][:m * 96].reshape(m, 96)
+    assert np.all(np.abs(got - expected) <= 2 * gamma(51) * scale)
+    if m <= STEP_ROWS.get(variant, 0):
+        np.testing.assert_array_equal(got, expected)

@@ -27,22 +27,26 @@ typedef struct {
     const char *name;
     unsigned needs;                 /* cpu.h bits */
     fm_sgemm_nn_fn kernel;
+    int step_rows;                  /* the most rows of a training forward product it takes */
 } fm_small_gemm_variant_t;
 
-/* No cut-over by rows: `fusedmlp bench isa --cutover` (docs/performance.md) measured every
- * x86 kernel faster than OpenBLAS or within 5 % of it up to 256 rows, inference's chunk
- * (INFERENCE_ROWS), at 784x128, 128x64 and 64x32; the NEON kernel is not measured yet. */
+/* Inference has no cut-over by rows: `fusedmlp bench isa --cutover` (docs/performance.md,
+ * Zen 5, OpenBLAS on its Haswell kernels) measured every x86 kernel faster than OpenBLAS or
+ * within 5 % of it up to 1024 rows at 784x128, 128x64 and 64x32. The training step's forward
+ * product takes the kernel up to step_rows rows (a block's): AVX-512 at every row count
+ * (1.7-5x OpenBLAS up to 1024 rows), AVX2 up to 32 (from 64 rows at 784x128 it ties or
+ * loses by up to 5 %), NEON not at all (not timed on AArch64 hardware yet). */
 static const fm_small_gemm_variant_t fm_small_gemm_variants[] = {
 #if defined(FM_HAVE_SMALL_GEMM_AVX512)
-    {"avx512", FM_CPU_AVX512F, fm_sgemm_nn_avx512},
+    {"avx512", FM_CPU_AVX512F, fm_sgemm_nn_avx512, 1 << 30},
 #endif
 #if defined(FM_HAVE_SMALL_GEMM_AVX2)
-    {"avx2", FM_CPU_AVX2 | FM_CPU_FMA, fm_sgemm_nn_avx2},
+    {"avx2", FM_CPU_AVX2 | FM_CPU_FMA, fm_sgemm_nn_avx2, 32},
 #endif
 #if defined(FM_HAVE_SMALL_GEMM_NEON)
-    {"neon", FM_CPU_NEON, fm_sgemm_nn_neon},
+    {"neon", FM_CPU_NEON, fm_sgemm_nn_neon, 0},
 #endif
-    {"blas", 0, NULL},           /* none: the caller calls BLAS */
+    {"blas", 0, NULL, 0},        /* none: the caller calls BLAS */
 };
 
 static int fm_small_gemm_index = -1;        /* into fm_small_gemm_variants; -1: not chosen yet */
@@ -70,6 +74,8 @@ static const fm_small_gemm_variant_t *fm_small_gemm_chosen(void)
 int fm_small_gemm_cpu(void) { return fm_small_gemm_chosen()->kernel != NULL; }
 
 const char *fm_small_gemm_variant(void) { return fm_small_gemm_chosen()->name; }
+
+int fm_small_gemm_step_rows(void) { return fm_small_gemm_chosen()->step_rows; }
 
 int fm_small_gemm(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                   float *c, int ldc)
