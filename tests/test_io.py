@@ -12,6 +12,8 @@ import pytest
 import fusedmlp
 from fusedmlp import io as model_io
 
+import oracle
+
 
 def _trained(dtype, output="softmax", optimizer=None, seed=0):
     rng = np.random.default_rng(seed)
@@ -56,13 +58,13 @@ def test_save_load_identical_predictions(tmp_path, dtype, output):
     assert type(loaded) is fusedmlp.MLP
     assert loaded.layer_sizes == model.layer_sizes and loaded.activations == ["tanh", "elu"]
     assert loaded.output == output and loaded.dtype == dtype
-    np.testing.assert_array_equal(loaded.get_params_vector(), model.get_params_vector())
-    np.testing.assert_array_equal(loaded.forward(X), model.forward(X))
-    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    oracle.assert_same_bits(loaded.get_params_vector(), model.get_params_vector(), why=oracle.COPY)
+    oracle.assert_same_bits(loaded.forward(X), model.forward(X), why=oracle.SAME_CALL)
+    oracle.assert_same_bits(loaded.predict(X), model.predict(X), why=oracle.SAME_CALL)
     # a str path works as well as a pathlib.Path
     model.save(str(tmp_path / "again.npz"))
-    np.testing.assert_array_equal(fusedmlp.load(str(tmp_path / "again.npz")).forward(X),
-                                  model.forward(X))
+    oracle.assert_same_bits(fusedmlp.load(str(tmp_path / "again.npz")).forward(X),
+                            model.forward(X), why=oracle.SAME_CALL)
 
 
 @pytest.mark.parametrize("make", [lambda: fusedmlp.SGD(0.05, momentum=0.9, nesterov=True),
@@ -82,7 +84,7 @@ def test_save_load_with_optimizer_state_continues_identically(tmp_path, dtype, m
     assert loaded_opt.steps == opt.steps > 0 and loaded_opt.clip_norm == 5.0
     for _ in range(3):                           # training goes on exactly as it would have
         assert loaded.train_step(X[:16], y[:16], loaded_opt) == model.train_step(X[:16], y[:16], opt)
-    np.testing.assert_array_equal(loaded.get_params_vector(), model.get_params_vector())
+    oracle.assert_same_bits(loaded.get_params_vector(), model.get_params_vector(), why=oracle.COPY)
 
 
 def test_load_with_optimizer_when_the_file_has_none(tmp_path):
@@ -90,7 +92,7 @@ def test_load_with_optimizer_when_the_file_has_none(tmp_path):
     model.save(tmp_path / "m.npz")
     loaded, opt = fusedmlp.load(tmp_path / "m.npz", with_optimizer=True)
     assert opt is None
-    np.testing.assert_array_equal(loaded.forward(X), model.forward(X))
+    oracle.assert_same_bits(loaded.forward(X), model.forward(X), why=oracle.SAME_CALL)
     assert _header(tmp_path / "m.npz")["optimizer"] is None
 
 
@@ -102,7 +104,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     old_bytes = path.read_bytes()
     new.save(path)                               # replaced, and no temporary file left over
     assert os.listdir(tmp_path) == ["model.npz"]
-    np.testing.assert_array_equal(fusedmlp.load(path).forward(X), new.forward(X))
+    oracle.assert_same_bits(fusedmlp.load(path).forward(X), new.forward(X), why=oracle.SAME_CALL)
     new_bytes = path.read_bytes()
 
     def fail_midway(file, **arrays):
@@ -127,7 +129,7 @@ def test_save_with_an_unused_or_a_foreign_optimizer(tmp_path):
     assert opt.steps == 0 and opt.momentum == 0.9
     loaded.train_step(X, y, opt)
     model.train_step(X, y, unused)
-    np.testing.assert_array_equal(loaded.get_params_vector(), model.get_params_vector())
+    oracle.assert_same_bits(loaded.get_params_vector(), model.get_params_vector(), why=oracle.COPY)
     other, _, _ = _trained(np.float64, seed=1)
     with pytest.raises(ValueError, match="already in use with another model"):
         other.save(tmp_path / "other.npz", optimizer=unused)
@@ -263,8 +265,8 @@ def test_pickle_round_trip_is_small_and_identical(dtype, output):
     assert len(data) < params_bytes + 1500, (len(data), params_bytes)
     clone = pickle.loads(data)
     assert repr(clone) == repr(model)
-    np.testing.assert_array_equal(clone.get_params_vector(), model.get_params_vector())
-    np.testing.assert_array_equal(clone.forward(X), model.forward(X))
+    oracle.assert_same_bits(clone.get_params_vector(), model.get_params_vector(), why=oracle.COPY)
+    oracle.assert_same_bits(clone.forward(X), model.forward(X), why=oracle.SAME_CALL)
     # the clone's layers are views into its own buffer, not into the original's
     clone.layers[0].W[...] = 0
     assert model.layers[0].W.any()
@@ -272,7 +274,8 @@ def test_pickle_round_trip_is_small_and_identical(dtype, output):
     model.fit(X, y, epochs=2, batch_size=8)
     restored = pickle.loads(data)
     restored.fit(X, y, epochs=2, batch_size=8)
-    np.testing.assert_array_equal(restored.get_params_vector(), model.get_params_vector())
+    oracle.assert_same_bits(restored.get_params_vector(), model.get_params_vector(),
+                            why=oracle.COPY)
 
 
 def test_pickle_through_a_file_object():
@@ -280,7 +283,8 @@ def test_pickle_through_a_file_object():
     buffer = io.BytesIO()
     pickle.dump(model, buffer, protocol=pickle.HIGHEST_PROTOCOL)
     buffer.seek(0)
-    np.testing.assert_array_equal(pickle.load(buffer).predict_proba(X), model.predict_proba(X))
+    oracle.assert_same_bits(pickle.load(buffer).predict_proba(X), model.predict_proba(X),
+                            why=oracle.SAME_CALL)
 
 
 # --------------------------------------------------------------------------- issue 14: files
@@ -400,7 +404,7 @@ def test_a_deflated_file_still_loads(saved, tmp_path):
     """np.savez_compressed writes the same members deflated: a valid file."""
     path = _zip(tmp_path / "deflated.npz", _npy_members(saved), zipfile.ZIP_DEFLATED)
     model, opt = fusedmlp.load(path, with_optimizer=True)
-    np.testing.assert_array_equal(model.get_params_vector(), _members(saved)["params"])
+    oracle.assert_same_bits(model.get_params_vector(), _members(saved)["params"], why=oracle.COPY)
     assert isinstance(opt, fusedmlp.Adam)
 
 
@@ -489,7 +493,7 @@ def test_an_unreadable_file_is_an_os_error(tmp_path):
 def test_load_from_a_file_object(saved):
     with open(saved, "rb") as f:
         model = fusedmlp.load(f)
-    np.testing.assert_array_equal(model.get_params_vector(), _members(saved)["params"])
+    oracle.assert_same_bits(model.get_params_vector(), _members(saved)["params"], why=oracle.COPY)
     model, opt = fusedmlp.load(io.BytesIO(saved.read_bytes()), with_optimizer=True)
     assert isinstance(opt, fusedmlp.Adam)
 
@@ -655,8 +659,8 @@ def test_a_replaced_file_keeps_its_mode(tmp_path, umask, mode):
     os.chmod(path, mode)
     _small_model(seed=1).save(path)
     assert stat_mode(path) == mode
-    np.testing.assert_array_equal(fusedmlp.load(path).get_params_vector(),
-                                  _small_model(seed=1).get_params_vector())
+    oracle.assert_same_bits(fusedmlp.load(path).get_params_vector(),
+                            _small_model(seed=1).get_params_vector(), why=oracle.SAME_CALL)
 
 
 def test_a_symlink_is_followed_and_kept(tmp_path):
@@ -671,8 +675,8 @@ def test_a_symlink_is_followed_and_kept(tmp_path):
     new.save(second)
     assert second.is_symlink() and link.is_symlink()
     assert os.readlink(link) == os.path.join("runs", "run42.npz")
-    np.testing.assert_array_equal(fusedmlp.load(runs / "run42.npz").get_params_vector(),
-                                  new.get_params_vector())
+    oracle.assert_same_bits(fusedmlp.load(runs / "run42.npz").get_params_vector(),
+                            new.get_params_vector(), why=oracle.COPY)
     assert sorted(os.listdir(runs)) == ["run42.npz"]          # the temporary was in runs/
     dangling = tmp_path / "next.npz"
     dangling.symlink_to("runs/run43.npz")                     # a link to a file not yet there
@@ -797,7 +801,7 @@ def test_save_and_load_take_str_bytes_and_pathlike(tmp_path, kind):
     opt = fusedmlp.Adam(0.01)
     model.save(path, optimizer=opt)
     loaded, loaded_opt = fusedmlp.load(path, with_optimizer=True)
-    np.testing.assert_array_equal(loaded.get_params_vector(), model.get_params_vector())
+    oracle.assert_same_bits(loaded.get_params_vector(), model.get_params_vector(), why=oracle.COPY)
     assert isinstance(loaded_opt, fusedmlp.Adam)
     model.save(path)                             # and replacing through the same kind of path
     assert os.listdir(tmp_path) == ["m.npz"]
@@ -819,9 +823,10 @@ def test_a_model_and_its_optimizer_copy_as_a_pair(make, copy_with):
     assert opt2 is not opt and model2 is not model
     assert opt2._model() is model2               # bound to the copy, not to the original
     assert opt2.steps == opt.steps > 0 and repr(opt2) == repr(opt)
-    for _ in range(3):                           # and both continue identically
+    for _ in range(3):            # and both continue identically (the same calls: SAME_CALL)
         assert model2.train_step(X[:16], y[:16], opt2) == model.train_step(X[:16], y[:16], opt)
-    np.testing.assert_array_equal(model2.get_params_vector(), model.get_params_vector())
+    oracle.assert_same_bits(model2.get_params_vector(), model.get_params_vector(),
+                            why=oracle.SAME_CALL)
     with pytest.raises(ValueError, match="already in use with another model"):
         model.train_step(X[:16], y[:16], opt2)   # the copy's optimiser is the copy's
 
