@@ -9,6 +9,8 @@ import pytest
 import fusedmlp
 from fusedmlp._validation import SOFT_TARGET_TOLERANCE
 
+import oracle
+
 
 def _data(n=48, n_features=4, n_classes=3, seed=0):
     rng = np.random.default_rng(seed)
@@ -21,45 +23,60 @@ def _model(dtype=np.float64, output="softmax", n_out=3, seed=0):
 
 
 # ------------------------------------------------------------------------- sample weights
+def _assert_unweighted(model, X, y, loss, grads=()):
+    """Equal weights are no weights: ``loss`` (and ``grads``) within the bounds derived for
+    the unweighted mean (which count the weights' rounding and their sum too)."""
+    expected, loss_bound, exp_grads, bounds = oracle.loss_and_gradients_bound(
+        oracle.parameters_of(model), oracle.activations_of(model), model.output,
+        X.astype(model.dtype), y, model.dtype)
+    oracle.assert_within(loss, expected, loss_bound)
+    for (dW, db), (eW, eb), (bW, bb) in zip(grads, exp_grads, bounds):
+        oracle.assert_within(dW, eW, bW)
+        oracle.assert_within(db, eb, bb)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("scale", [1e308, 1e300, 1e-300, 2.0**-1070])
 def test_huge_and_tiny_sample_weights_weigh_like_equal_weights(dtype, scale):
     X, y = _data()
-    loss, grads = _model(dtype).loss_and_gradients(X, y)
-    weighted, weighted_grads = _model(dtype).loss_and_gradients(
-        X, y, sample_weight=np.full(len(X), scale))
-    rtol = 1e-5 if dtype == np.float32 else 1e-12
-    assert weighted == pytest.approx(loss, rel=rtol) and weighted > 0
-    for (dW, db), (wdW, wdb) in zip(grads, weighted_grads):
-        np.testing.assert_allclose(wdW, dW, rtol=rtol, atol=1e-7)
-        np.testing.assert_allclose(wdb, db, rtol=rtol, atol=1e-7)
+    model = _model(dtype)
+    weighted, weighted_grads = model.loss_and_gradients(X, y,
+                                                        sample_weight=np.full(len(X), scale))
+    assert weighted > 0
+    _assert_unweighted(model, X, y, weighted, weighted_grads)
 
 
 def test_huge_sample_weights_in_fit_and_regression():
+    # plain SGD (an update linear in the gradient): within the chain of the 6 steps' sums
     X, y = _data()
+    k = oracle.step_chain([4, 5, 3], 16, 6)
     for output, target in [("softmax", y), ("identity", X[:, :3])]:
         plain, weighted = _model(output=output), _model(output=output)
-        h1 = plain.fit(X, target, epochs=2, batch_size=16)
-        h2 = weighted.fit(X, target, epochs=2, batch_size=16,
+        h1 = plain.fit(X, target, epochs=2, batch_size=16, optimizer=fusedmlp.SGD(0.1))
+        h2 = weighted.fit(X, target, epochs=2, batch_size=16, optimizer=fusedmlp.SGD(0.1),
                           sample_weight=np.full(len(X), 1e308))
-        np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-12)
-        np.testing.assert_allclose(weighted.get_params_vector(), plain.get_params_vector(),
-                                   rtol=1e-10, atol=1e-12)
+        oracle.assert_rounding_close(h2["loss"], h1["loss"], np.float64, k + 4)
+        oracle.assert_rounding_close(weighted.get_params_vector(), plain.get_params_vector(),
+                                     np.float64, k)
 
 
 def test_relative_weights_survive_the_normalisation():
     X, y = _data()
     w = np.full(len(X), 1e307)
     w[::2] *= 3                                      # 3e307: the sum overflows float64
-    loss = _model().loss_and_gradients(X, y, sample_weight=w)[0]
-    reference = _model().loss_and_gradients(X, y, sample_weight=w / 1e307)[0]
-    assert loss == pytest.approx(reference, rel=1e-13)
+    model = _model()
+    loss = model.loss_and_gradients(X, y, sample_weight=w)[0]
+    expected, loss_bound, _, _ = oracle.loss_and_gradients_bound(
+        oracle.parameters_of(model), oracle.activations_of(model), "softmax", X, y,
+        np.float64, sample_weight=w / 1e307)
+    oracle.assert_within(loss, expected, loss_bound)
 
 
 def test_float64_weights_too_large_for_float32_are_scaled_before_the_cast():
     X, y = _data()
-    loss = _model(np.float32).loss_and_gradients(X, y, sample_weight=np.full(len(X), 1e300))[0]
-    assert loss == pytest.approx(_model(np.float32).loss_and_gradients(X, y)[0], rel=1e-6)
+    model = _model(np.float32)
+    loss = model.loss_and_gradients(X, y, sample_weight=np.full(len(X), 1e300))[0]
+    _assert_unweighted(model, X, y, loss)
 
 
 @pytest.mark.parametrize("weights, message", [
@@ -81,15 +98,17 @@ def test_huge_sample_weights_through_the_classifier():
     from fusedmlp.sklearn import MLPClassifier
     X, y = _data(n=60)
     kwargs = dict(hidden_layer_sizes=(5,), alpha=0.0, max_iter=3, random_state=0,
-                  batch_size=20)
+                  batch_size=20, solver="sgd")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")              # (not converged after 3 epochs)
         plain = MLPClassifier(**kwargs).fit(X, y)
         huge = MLPClassifier(**kwargs).fit(X, y, sample_weight=np.full(len(X), 1e308))
-    np.testing.assert_allclose(huge.loss_curve_, plain.loss_curve_, rtol=1e-10)
+    # SGD with momentum 0.9 (each gradient in ten steps' updates): the chain of 9 steps' sums
+    k = 10 * oracle.step_chain([4, 5, 3], 20, 9)
+    oracle.assert_rounding_close(huge.loss_curve_, plain.loss_curve_, np.float64, k + 4)
     assert min(huge.loss_curve_) > 0
     for a, b in zip(huge.coefs_, plain.coefs_):
-        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
+        oracle.assert_rounding_close(a, b, np.float64, k)
 
 
 # ------------------------------------------------------------------------- soft targets
@@ -111,7 +130,7 @@ def test_soft_targets_must_be_distributions(targets, message):
         before = model.get_params_vector()
         with pytest.raises(ValueError, match=message):
             call(model)
-        np.testing.assert_array_equal(model.get_params_vector(), before)
+        oracle.assert_same_bits(model.get_params_vector(), before, why=oracle.UNTOUCHED)
     with pytest.raises(ValueError, match=message):
         fusedmlp.SoftmaxCrossEntropy().forward(np.zeros((len(X), 3)), bad)
 
@@ -160,7 +179,7 @@ def test_every_fit_keyword_is_validated(kwargs, error, message):
     before = model.get_params_vector()
     with pytest.raises(error, match=message):
         model.fit(X, y, epochs=kwargs.pop("epochs", 2), optimizer=opt, **kwargs)
-    np.testing.assert_array_equal(model.get_params_vector(), before)
+    oracle.assert_same_bits(model.get_params_vector(), before, why=oracle.UNTOUCHED)
     if isinstance(opt, fusedmlp.Adam):
         assert opt.weight_decay == 0.0 and opt.clip_norm == 0.0   # nothing half-applied
 
@@ -210,7 +229,7 @@ def test_fit_refuses_to_start_from_non_finite_parameters(bad):
     before = model.get_params_vector()
     with pytest.raises(ValueError, match="parameters .*NaN or infinity"):
         model.fit(X, y, epochs=2)
-    np.testing.assert_array_equal(model.get_params_vector(), before)
+    oracle.assert_same_bits(model.get_params_vector(), before, why=oracle.UNTOUCHED)
 
 
 # ------------------------------------------------------------------------- labels
@@ -247,7 +266,7 @@ def test_set_params_vector_refuses_non_real_vectors(vector, error):
     before = model.get_params_vector()
     with pytest.raises(error, match="vector"):
         model.set_params_vector(vector(before.size))
-    np.testing.assert_array_equal(model.get_params_vector(), before)
+    oracle.assert_same_bits(model.get_params_vector(), before, why=oracle.UNTOUCHED)
 
 
 def test_set_params_vector_accepts_real_vectors():
@@ -255,4 +274,5 @@ def test_set_params_vector_accepts_real_vectors():
     n = model.n_parameters
     model.set_params_vector(np.arange(n))            # integers become the model's dtype
     model.set_params_vector(list(np.linspace(0, 1, n)))
-    np.testing.assert_array_equal(model.get_params_vector(), np.linspace(0, 1, n, dtype=np.float32))
+    oracle.assert_same_bits(model.get_params_vector(), np.linspace(0, 1, n, dtype=np.float32),
+                            why=oracle.COPY)
