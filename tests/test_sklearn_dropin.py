@@ -20,6 +20,8 @@ from sklearn.exceptions import ConvergenceWarning                     # noqa: E4
 
 from fusedmlp.sklearn import MLPClassifier, MLPRegressor              # noqa: E402
 
+import oracle                                                         # noqa: E402
+
 ESTIMATORS = [MLPClassifier, MLPRegressor]
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -171,8 +173,10 @@ def test_learning_rate_state_is_scikit_learns(Estimator, schedule):
     ours = Estimator(**kwargs).fit(X, y)
     theirs = getattr(neural_network, Estimator.__name__)(**kwargs).fit(X, y)
     assert ours.n_iter_ == theirs.n_iter_
-    assert ours._optimizer.learning_rate == pytest.approx(theirs._optimizer.learning_rate,
-                                                          rel=1e-12)
+    # the same few float64 operations on the same counts (a power, a product, a quotient)
+    rate = theirs._optimizer.learning_rate
+    oracle.assert_within(ours._optimizer.learning_rate, rate,
+                         oracle.rounding_tolerance(np.float64, 8) * abs(rate))
 
 
 def test_learning_rate_survives_pickling_and_partial_fit():
@@ -211,14 +215,21 @@ def test_assigned_weights_warm_start_as_scikit_learn(Estimator):
     for estimator in (theirs, ours):
         estimator.coefs_ = [W.copy() for W in coefs]
         estimator.intercepts_ = [b.copy() for b in intercepts]
-    assert ours.coefs_[0] is not coefs[0] and np.array_equal(ours.coefs_[0], coefs[0])
+    assert ours.coefs_[0] is not coefs[0]
+    oracle.assert_same_bits(ours.coefs_[0], coefs[0], why=oracle.COPY)
     for _ in range(3):
         theirs.partial_fit(X, y)
         ours.partial_fit(X, y)
+    # three full-batch SGD steps (an update linear in the gradient, plus the L2 term) from
+    # the same weights, NumPy's products against fusedmlp's: the chain of their sums; the
+    # losses one forward and the penalty's sum over the weights more
+    sizes = [4, 5, n_outputs]
+    k = oracle.step_chain(sizes, len(X), 3)
     for mine, reference in zip(ours.coefs_ + ours.intercepts_,
                                theirs.coefs_ + theirs.intercepts_):
-        np.testing.assert_allclose(mine, reference, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(ours.loss_curve_[-3:], theirs.loss_curve_[-3:], rtol=1e-12)
+        oracle.assert_rounding_close(mine, reference, np.float64, k)
+    oracle.assert_rounding_close(ours.loss_curve_[-3:], theirs.loss_curve_[-3:], np.float64,
+                                 k + sum(sizes) + ours.model_.n_parameters)
 
 
 @pytest.mark.parametrize("Estimator", ESTIMATORS)
@@ -235,8 +246,9 @@ def test_assigned_weights_build_a_network_on_a_new_estimator(Estimator):
     fitted = Estimator(**kwargs).fit(X, y)
     fitted.coefs_, fitted.intercepts_ = list(coefs), list(intercepts)
     fitted.partial_fit(X, y)
+    # the same weights, data and step: the same calls
     for a, b in zip(fresh.coefs_ + fresh.intercepts_, fitted.coefs_ + fitted.intercepts_):
-        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+        oracle.assert_same_bits(a, b, why=oracle.SAME_CALL)
     assert fresh.n_features_in_ == 4 and fresh.n_outputs_ == n_outputs and fresh.t_ == len(X)
     # after use the attributes are views of the network again
     fresh.coefs_[0][...] = 0.0
@@ -248,8 +260,9 @@ def test_assigned_weights_predict_without_fitting():
     coefs, intercepts = _known_weights([4, 3, 1])
     reg = MLPRegressor(hidden_layer_sizes=(3,), activation="tanh")
     reg.coefs_, reg.intercepts_ = coefs, intercepts
-    expected = (np.tanh(X @ coefs[0] + intercepts[0]) @ coefs[1] + intercepts[1])[:, 0]
-    np.testing.assert_allclose(reg.predict(X), expected, rtol=1e-13)
+    predicted = reg.predict(X)
+    oracle.Outputs(list(zip(coefs, intercepts)), ["tanh", "identity"], "identity", X,
+                   np.float64).check("predict", predicted)
 
 
 def test_a_classifier_needs_data_before_using_assigned_weights():
@@ -276,7 +289,7 @@ def test_fit_without_warm_start_ignores_assigned_weights():
     clf.coefs_, clf.intercepts_ = _known_weights([4, 3, 2])
     clf.fit(X, y)
     for a, b in zip(clf.coefs_, reference.coefs_):
-        np.testing.assert_array_equal(a, b)
+        oracle.assert_same_bits(a, b, why=oracle.SAME_CALL)
 
 
 def test_assigning_only_intercepts_keeps_the_fitted_weights():
@@ -285,7 +298,8 @@ def test_assigning_only_intercepts_keeps_the_fitted_weights():
     weights = [W.copy() for W in clf.coefs_]
     clf.intercepts_ = [np.zeros_like(b) for b in clf.intercepts_]
     clf.predict(X)
-    assert all(np.array_equal(W, V) for W, V in zip(clf.coefs_, weights))
+    for W, V in zip(clf.coefs_, weights):
+        oracle.assert_same_bits(W, V, why=oracle.UNTOUCHED)
     assert all(np.all(b == 0) for b in clf.intercepts_)
 
 
@@ -294,7 +308,7 @@ def test_assigned_weights_survive_pickling():
     reg = MLPRegressor(hidden_layer_sizes=(5,), solver="sgd", random_state=0)
     reg.coefs_, reg.intercepts_ = _known_weights([4, 5, 2])
     copy = pickle.loads(pickle.dumps(reg))
-    np.testing.assert_array_equal(copy.predict(X), reg.predict(X))
+    oracle.assert_same_bits(copy.predict(X), reg.predict(X), why=oracle.SAME_CALL)
 
 
 @pytest.mark.parametrize("coefs, intercepts, error, match", [
