@@ -24,6 +24,7 @@ import fusedmlp
 from fusedmlp import _network
 from fusedmlp.threads import usable_cores
 
+import oracle
 from oracle import assert_rounding_close, step_chain
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity", "leaky_relu", "elu", "softplus", "step"]
@@ -178,7 +179,7 @@ def test_update_fused_into_the_backward_gives_the_bits_of_its_own_region(sizes, 
         losses = [model.train_step(X, y, optimizer) for _ in range(3)]
         params.append((losses, model._params.copy()))
     assert params[0][0] == params[1][0]
-    np.testing.assert_array_equal(params[0][1], params[1][1])
+    oracle.assert_same_bits(params[0][1], params[1][1], why=oracle.FIXED_SPLIT)
 
 
 @pytest.mark.parametrize("sizes, batch", FUSED_CASES)
@@ -194,7 +195,7 @@ def test_split_step_refuses_nan_in_any_part_of_x(sizes, batch):
             model.train_step(bad, y, fusedmlp.Adam(0.01))
         with pytest.raises(ValueError, match="X contains NaN or infinity"):
             model.train_step(bad, np.full_like(y, 99), fusedmlp.Adam(0.01))
-    np.testing.assert_array_equal(model._params, before)
+    oracle.assert_same_bits(model._params, before, why=oracle.UNTOUCHED)
     model.train_step(X, y, fusedmlp.Adam(0.01))
 
 
@@ -253,7 +254,7 @@ def test_every_optimizer_update_is_bit_identical_across_threads_when_the_sums_ar
         results.append(model._params.copy())
     assert not np.array_equal(results[0], start)
     for params in results[1:]:
-        np.testing.assert_array_equal(params, results[0])
+        oracle.assert_same_bits(params, results[0], why=oracle.EXACT)
 
 
 def test_clipped_training_agrees_across_threads():
@@ -275,8 +276,8 @@ def test_clipped_training_agrees_across_threads():
 def test_same_thread_count_is_bit_identical_run_to_run(dtype):
     first, X = train(2, dtype, sizes=(40, 64, 6), batch_size=100)
     second, _ = train(2, dtype, sizes=(40, 64, 6), batch_size=100)
-    np.testing.assert_array_equal(first._params, second._params)
-    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+    oracle.assert_same_bits(first._params, second._params, why=oracle.SAME_CALL)
+    oracle.assert_same_bits(first.predict_proba(X), second.predict_proba(X), why=oracle.SAME_CALL)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -400,7 +401,7 @@ def test_two_models_in_two_python_threads_share_the_pool():
         thread.join()
     expected = train(2, np.float32, sizes=(40, 96, 6), epochs=4)[0]._params
     for got in results:
-        np.testing.assert_array_equal(got, expected)   # same n_threads: same bits
+        oracle.assert_same_bits(got, expected, why=oracle.SAME_CALL)   # same n_threads: same bits
 
 
 def test_threads_bench_table_runs():
@@ -445,4 +446,4 @@ def test_refused_split_bf16_step_leaves_no_stale_packed_weights():
     model.layers[0].W[...] *= 0.5
     fresh = fusedmlp.MLP([300, 64, 10], seed=0, n_threads=2, compute_dtype="bfloat16")
     fresh.set_params_vector(model.get_params_vector())
-    np.testing.assert_array_equal(model.forward(X), fresh.forward(X))
+    oracle.assert_same_bits(model.forward(X), fresh.forward(X), why=oracle.SAME_CALL)
