@@ -550,15 +550,19 @@ def softmax_bound(scores, score_bound, dtype):
     """``(proba, proba_bound, log_proba, log_bound)`` of the row-wise softmax of scores known
     to within ``score_bound``: softmax moves by at most the largest score error of its row
     (its Jacobian's rows sum to ``2 p (1 - p) <= 1/2`` in absolute value) and log-softmax by
-    at most twice it (``2 (1 - p)``), plus their own rounding: the exponentials, the row's sum
-    of ``n`` terms, the division or the log."""
+    at most twice it (``2 (1 - p)``), plus their own rounding: the subtraction of the row's
+    maximum (relative to the shifted score, in the exponential), the exponentials, the row's
+    sum of ``n`` terms, the division or the log."""
     scores = _f64(scores)
     n = scores.shape[1]
     row = np.max(score_bound, axis=1, keepdims=True)
     proba, log_proba = softmax(scores), log_softmax(scores)
     own = rounding_tolerance(dtype, 2 * ELEMENTWISE + n)
     shifted = np.abs(scores - scores.max(axis=1, keepdims=True))
-    return (proba, row + own * proba, log_proba,
+    # z - max(z) rounds to within u |z - max(z)|: the exponential moves by that relatively,
+    # and the row's sum by at most its largest such term
+    moved = rounding_tolerance(dtype, 1) * (shifted + shifted.max(axis=1, keepdims=True))
+    return (proba, row + (own + moved) * proba, log_proba,
             2 * row + own * (np.abs(log_proba) + shifted + 1))
 
 

@@ -22,6 +22,8 @@ from hypothesis.extra import numpy as hnp
 
 import fusedmlp
 
+import oracle
+
 FLOATS = (np.float32, np.float64)
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])
@@ -29,7 +31,6 @@ SLOW_SETTINGS = settings(max_examples=60, deadline=None,
                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 #: Relative tolerance of softmax sums / comparisons per dtype (a few ulps times the width).
-SUM_TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-13}
 
 
 def float_arrays(dtype, shape, min_value=None, max_value=None, allow_infinity=False):
@@ -59,11 +60,15 @@ def test_softmax_is_a_probability_distribution(case):
     # Any finite logits (up to +-3.4e38 in float32): subtracting the row max keeps it finite.
     assert np.all(np.isfinite(p))
     assert np.all((p >= 0) & (p <= 1))
+    # each probability within the softmax's own rounding (oracle.softmax_bound: the exponential,
+    # the slice's sum of n terms, the division) of its share: the sum within that of 1
     sums = p.sum(axis=axis, dtype=np.float64)
-    np.testing.assert_allclose(sums, 1.0, rtol=0, atol=SUM_TOL[x.dtype] * x.shape[axis])
-    # exp is monotone: the largest logit of a slice gets the largest probability.
+    own = oracle.rounding_tolerance(x.dtype, 2 * oracle.ELEMENTWISE + x.shape[axis])
+    oracle.assert_within(sums, np.ones_like(sums), own * sums + own)
+    # exp is monotone: the largest logit of a slice gets the largest probability (the same
+    # kernel on the larger input never gives a smaller result).
     at_max_logit = np.take_along_axis(p, np.expand_dims(np.argmax(x, axis=axis), axis), axis)
-    np.testing.assert_array_equal(at_max_logit, p.max(axis=axis, keepdims=True))
+    oracle.assert_same_bits(at_max_logit, p.max(axis=axis, keepdims=True), why=oracle.OWN_KERNEL)
 
 
 @PROPERTY_SETTINGS
@@ -73,12 +78,24 @@ def test_softmax_is_invariant_to_a_constant_per_row(case, data):
     shift_shape = tuple(1 if i == axis % x.ndim else n for i, n in enumerate(x.shape))
     shift = data.draw(float_arrays(x.dtype, shift_shape, -100, 100), label="shift")
     shifted = (x + shift).astype(x.dtype)
-    # float32 rounds x + c to ~6e-6 absolute at |c| = 100, a relative change of ~1e-5 in p.
-    rtol, atol = (1e-4, 1e-6) if x.dtype == np.float32 else (1e-9, 1e-13)
-    np.testing.assert_allclose(fusedmlp.softmax(shifted, axis=axis),
-                               fusedmlp.softmax(x, axis=axis), rtol=rtol, atol=atol)
-    np.testing.assert_allclose(fusedmlp.log_softmax(shifted, axis=axis),
-                               fusedmlp.log_softmax(x, axis=axis), rtol=rtol, atol=10 * rtol)
+    # x + c rounds to within u |x + c| (u: the unit roundoff), an error in the scores that
+    # oracle.softmax_bound carries through; both results within their bounds of softmax(x)
+    u = float(np.finfo(x.dtype).eps) / 2
+    moved = np.moveaxis(x.astype(np.float64), axis, -1)
+    rows = moved.reshape(-1, moved.shape[-1])
+    error = u * np.abs(np.moveaxis((x.astype(np.float64) + shift), axis, -1)).reshape(rows.shape)
+    p, p_bound, log_p, log_bound = oracle.softmax_bound(rows, error, x.dtype)
+    p0, p0_bound, log_p0, log0_bound = oracle.softmax_bound(rows, np.zeros_like(rows), x.dtype)
+
+    def back(a):
+        return np.moveaxis(a.reshape(moved.shape), -1, axis)
+
+    for got, bound in ((fusedmlp.softmax(shifted, axis=axis), p_bound),
+                       (fusedmlp.softmax(x, axis=axis), p0_bound)):
+        oracle.assert_within(got, back(p), back(bound))
+    for got, bound in ((fusedmlp.log_softmax(shifted, axis=axis), log_bound),
+                       (fusedmlp.log_softmax(x, axis=axis), log0_bound)):
+        oracle.assert_within(got, back(log_p), back(bound), vacuous=np.inf)
 
 
 @PROPERTY_SETTINGS
@@ -94,13 +111,19 @@ def test_log_softmax_equals_log_of_softmax_where_finite(case):
     all_minus_inf = np.broadcast_to(np.all(np.isneginf(x), axis=axis, keepdims=True), x.shape)
     normal = (p > np.finfo(x.dtype).tiny * 1e3) & ~all_minus_inf
     reference = np.log(p.astype(np.float64), where=normal, out=np.full(p.shape, np.nan))
-    tol = 1e-5 if x.dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(log_p[normal], reference[normal], rtol=tol, atol=tol)
+    # log_softmax within its own rounding of the exact log-probability (|log p|, the shifted
+    # scores' magnitude and 1, times the rounding of the exponential, the sum and the log);
+    # log(p) within p's relative rounding of it
+    own = oracle.rounding_tolerance(x.dtype, 2 * oracle.ELEMENTWISE + x.shape[axis])
+    with np.errstate(invalid="ignore"):          # (-inf - -inf in slices left out above)
+        shifted = np.abs(x.astype(np.float64) - np.max(x, axis=axis, keepdims=True))
+    bound = own * (np.abs(reference) + np.where(np.isfinite(shifted), shifted, 0) + 2)
+    oracle.assert_within(log_p[normal], reference[normal], bound[normal], vacuous=np.inf)
     # Where the softmax underflowed, log_softmax stays finite or is -inf for -inf logits.
     underflowed = ~normal & ~all_minus_inf
     assert np.all(log_p[underflowed] <= np.log(np.finfo(x.dtype).tiny * 1e3) + 1)
     assert np.all(np.isneginf(log_p[np.isneginf(x) & ~all_minus_inf]))
-    assert np.all(log_p[~all_minus_inf] <= tol)       # log of a probability
+    assert np.all(log_p[~all_minus_inf] <= own)       # log of a probability, to its rounding
 
 
 # --------------------------------------------------------------------------- gradients
@@ -210,7 +233,7 @@ def test_array_functions_never_crash(name, x, data):
         return
     result = np.asarray(result)
     assert result.shape == x.shape and result.dtype == x.dtype
-    np.testing.assert_array_equal(x, before)           # the input is never written
+    oracle.assert_same_bits(x, before, why=oracle.UNTOUCHED)   # the input is never written
     if name in ("softmax", "log_softmax", "one_hot_encoding"):
         return
     # Elementwise functions keep NaN where it came in and make none from non-NaN inputs.
