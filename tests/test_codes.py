@@ -12,6 +12,8 @@ import fusedmlp
 from fusedmlp import _codes, optim
 from fusedmlp.model import OUTPUTS, STATUS_ERRORS
 
+import oracle
+
 
 def test_activation_names_and_codes_are_one_to_one():
     declared = {code.name[len("ACT_"):].lower(): code.value for code in _codes.Activation}
@@ -30,11 +32,13 @@ def test_each_activation_code_runs_its_own_kernel(name):
     layer = fusedmlp.Dense(1, 1, activation=name, dtype=np.float64)
     layer.W[...], layer.b[...] = 1.0, 0.0
     function = getattr(fusedmlp.functional, name)
-    np.testing.assert_array_equal(layer.forward(x[:, None])[:, 0], function(x))
+    # x * 1 + 0 is x exactly: the same elementwise kernel on the same values
+    oracle.assert_same_bits(layer.forward(x[:, None])[:, 0], function(x), why=oracle.OWN_KERNEL)
 
 
 def test_leaky_relu_slope_is_the_kernels():
-    assert fusedmlp.leaky_relu(-1.0) == pytest.approx(-_codes.LEAKY_RELU_SLOPE, rel=1e-15)
+    # -1 times the slope: one exact product
+    oracle.assert_same_bits(fusedmlp.leaky_relu(-1.0), -_codes.LEAKY_RELU_SLOPE, why=oracle.EXACT)
 
 
 def test_estimator_activation_names_map_to_kernel_activations():
@@ -92,9 +96,14 @@ def test_inference_outputs():
     model = fusedmlp.MLP([3, 4], dtype=np.float64, seed=0)
     X = np.random.default_rng(0).normal(size=(5, 3))
     scores = model.forward(X)
-    np.testing.assert_allclose(model.predict_proba(X), fusedmlp.softmax(scores), rtol=1e-12)
-    np.testing.assert_allclose(model.predict_log_proba(X), fusedmlp.log_softmax(scores),
-                               rtol=1e-12)
+    # the same scores through the inference path's softmax and the functional one: each
+    # within its own rounding of the exact softmax of those scores (oracle.softmax_bound)
+    p, p_bound, log_p, log_bound = oracle.softmax_bound(scores, np.zeros_like(scores),
+                                                        np.float64)
+    for got in (model.predict_proba(X), fusedmlp.softmax(scores)):
+        oracle.assert_within(got, p, p_bound)
+    for got in (model.predict_log_proba(X), fusedmlp.log_softmax(scores)):
+        oracle.assert_within(got, log_p, log_bound)
 
 
 def test_schedule_kinds_and_slots():
