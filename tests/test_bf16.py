@@ -38,7 +38,8 @@ def test_bf16_round_reference():
     # 1 + 2^-8 is halfway between two bf16 neighbours: ties go to the even one (1.0);
     # 1 + 3 * 2^-8 goes up to 1 + 2^-6 (even), 1 + 2^-8 + 2^-20 goes up
     x = np.array([1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -2.5, 0.0], np.float32)
-    np.testing.assert_array_equal(bf16_round(x), [1.0, 1 + 2**-6, 1 + 2**-7, -2.5, 0.0])
+    oracle.assert_same_bits(bf16_round(x), [1.0, 1 + 2**-6, 1 + 2**-7, -2.5, 0.0],
+                            why=oracle.EXACT)
 
 
 # Shapes around the kernel's blocks: micro-tiles of 8 x 32, 128 pairs (256) along k, 96 rows
@@ -84,7 +85,7 @@ def test_product_is_not_float32():
     B = np.ones((6, 40), np.float32)
     C = np.empty((4, 40), np.float32)
     _kernels.matmul_bf16(A, B, C, False, False)
-    np.testing.assert_array_equal(C, 6.0)
+    oracle.assert_same_bits(C, np.full_like(C, 6.0), why=oracle.EXACT)
 
 
 @needs_own
@@ -99,13 +100,13 @@ def test_product_rows_and_columns_blocks_agree_bitwise():
     _kernels.matmul_bf16(np.ascontiguousarray(A[37:]), B, rows, False, False)
     cols = np.empty((70, 41), np.float32)
     _kernels.matmul_bf16(A, np.ascontiguousarray(B[:, 49:]), cols, False, False)
-    np.testing.assert_array_equal(rows, whole[37:])
-    np.testing.assert_array_equal(cols, whole[:, 49:])
+    oracle.assert_same_bits(rows, whole[37:], why=oracle.OWN_KERNEL)
+    oracle.assert_same_bits(cols, whole[:, 49:], why=oracle.OWN_KERNEL)
     # single rows take a path of their own (no packing): the same numbers
     for i in (0, 37, 69):
         row = np.empty((1, 90), np.float32)
         _kernels.matmul_bf16(np.ascontiguousarray(A[i:i + 1]), B, row, False, False)
-        np.testing.assert_array_equal(row[0], whole[i])
+        oracle.assert_same_bits(row[0], whole[i], why=oracle.OWN_KERNEL)
 
 
 def test_why_not_is_a_reason_or_empty():
@@ -199,7 +200,7 @@ def test_training_reaches_float32_accuracy_and_reruns_bitwise():
         scores.setdefault(compute, model.score(X[test], y[test]))
         params.setdefault(compute, []).append(model.get_params_vector())
     assert abs(scores["bfloat16"] - scores[None]) <= 0.005 + 1e-12
-    np.testing.assert_array_equal(params["bfloat16"][0], params["bfloat16"][1])
+    oracle.assert_same_bits(params["bfloat16"][0], params["bfloat16"][1], why=oracle.SAME_CALL)
     assert not np.array_equal(params["bfloat16"][0], params[None][0])
 
 
@@ -213,8 +214,8 @@ def test_results_do_not_depend_on_n_threads():
         model.fit(X, y, epochs=2, batch_size=256, optimizer=fusedmlp.Adam(1e-3), shuffle=False)
         runs.append((model.get_params_vector(), model.predict_proba(X)))
     for params, proba in runs[1:]:
-        np.testing.assert_array_equal(params, runs[0][0])
-        np.testing.assert_array_equal(proba, runs[0][1])
+        oracle.assert_same_bits(params, runs[0][0], why=oracle.OWN_KERNEL)
+        oracle.assert_same_bits(proba, runs[0][1], why=oracle.OWN_KERNEL)
 
 
 @needs_bf16
@@ -227,16 +228,16 @@ def test_inference_uses_bf16_and_the_setting_switches(tmp_path):
     assert not np.array_equal(bf16_scores, f32_scores)
     np.testing.assert_allclose(bf16_scores, f32_scores, rtol=0.05, atol=0.05)
     model.compute_dtype = "bfloat16"
-    np.testing.assert_array_equal(model.forward(X), bf16_scores)
+    oracle.assert_same_bits(model.forward(X), bf16_scores, why=oracle.SAME_CALL)
     # save/load and pickling keep float32 parameters and the compute dtype
     model.save(tmp_path / "m.npz")
     loaded = fusedmlp.load(tmp_path / "m.npz")
     assert loaded.compute_dtype == "bfloat16" and loaded.dtype == np.float32
     assert "compute_dtype='bfloat16'" in repr(loaded)
-    np.testing.assert_array_equal(loaded.forward(X), bf16_scores)
+    oracle.assert_same_bits(loaded.forward(X), bf16_scores, why=oracle.SAME_CALL)
     unpickled = pickle.loads(pickle.dumps(model))
     assert unpickled.compute_dtype == "bfloat16"
-    np.testing.assert_array_equal(unpickled.forward(X), bf16_scores)
+    oracle.assert_same_bits(unpickled.forward(X), bf16_scores, why=oracle.SAME_CALL)
 
 
 def test_files_without_compute_dtype_and_bad_ones(tmp_path):
@@ -337,9 +338,11 @@ def test_a_row_scores_the_same_alone_or_in_a_batch():
     model = fusedmlp.MLP([64, 40, 10], seed=0, compute_dtype="bfloat16", n_threads=2)
     whole = model.predict_proba(X)
     for i in (0, 7, 299):
-        np.testing.assert_array_equal(model.predict_proba(X[i:i + 1])[0], whole[i])
+        oracle.assert_same_bits(model.predict_proba(X[i:i + 1])[0], whole[i],
+                                why=oracle.OWN_KERNEL)
     for rows in (2, 3, 4, 5):           # the few-rows path (<= 4) and the packed one agree
-        np.testing.assert_array_equal(model.predict_proba(X[5:5 + rows]), whole[5:5 + rows])
+        oracle.assert_same_bits(model.predict_proba(X[5:5 + rows]), whole[5:5 + rows],
+                                why=oracle.OWN_KERNEL)
 
 
 @needs_own
@@ -350,7 +353,7 @@ def test_prepacked_operand_gives_the_same_bits(m, n, k, trans_a, trans_b):
     direct, packed = np.zeros((m, n), np.float32), np.full((m, n), np.nan, np.float32)
     _kernels.matmul_bf16(A, B, direct, trans_a, trans_b)
     _kernels.matmul_bf16(A, B, packed, trans_a, trans_b, True)
-    np.testing.assert_array_equal(packed, direct)
+    oracle.assert_same_bits(packed, direct, why=oracle.OWN_KERNEL)
 
 
 def _change_in_place(model, est):
@@ -395,15 +398,16 @@ def test_packed_weights_are_never_stale(change):
     # fresh: the same split (its packing is new), so that the bits agree with either backend
     fresh = fusedmlp.MLP([64, 96, 64, 10], n_threads=2, compute_dtype="bfloat16")
     fresh.set_params_vector(model.get_params_vector())
-    np.testing.assert_array_equal(model.predict_proba(X), fresh.predict_proba(X))
+    oracle.assert_same_bits(model.predict_proba(X), fresh.predict_proba(X), why=oracle.FIXED_SPLIT)
     opt, fresh_opt = fusedmlp.Adam(1e-3), fusedmlp.Adam(1e-3)
     for _ in range(2):
         model.train_step(X, y, opt)
         fresh.train_step(X, y, fresh_opt)
-        np.testing.assert_array_equal(model.get_params_vector(), fresh.get_params_vector())
+        oracle.assert_same_bits(model.get_params_vector(), fresh.get_params_vector(),
+                                why=oracle.FIXED_SPLIT)
     model.layers[0].W[:] = 0                 # after a packed step, inference sees the write
     fresh.layers[0].W[:] = 0
-    np.testing.assert_array_equal(model.predict_proba(X), fresh.predict_proba(X))
+    oracle.assert_same_bits(model.predict_proba(X), fresh.predict_proba(X), why=oracle.FIXED_SPLIT)
 
 
 @needs_bf16
@@ -416,12 +420,14 @@ def test_copies_and_files_compute_the_same_bits(tmp_path):
               fusedmlp.MLP.from_state_dict(model.state_dict()), model.astype(np.float32)]
     for copy in copies:
         copy.n_threads = 2
-        np.testing.assert_array_equal(copy.predict_proba(X), model.predict_proba(X))
+        oracle.assert_same_bits(copy.predict_proba(X), model.predict_proba(X),
+                                why=oracle.SAME_CALL)
     opt = fusedmlp.Adam(1e-3)
     model.train_step(X, y, opt)
     for copy in copies:
         copy.train_step(X, y, fusedmlp.Adam(1e-3))
-        np.testing.assert_array_equal(copy.get_params_vector(), model.get_params_vector())
+        oracle.assert_same_bits(copy.get_params_vector(), model.get_params_vector(),
+                                why=oracle.SAME_CALL)
 
 
 # ------------------------------------------------------- MKL's product (FUSEDMLP_BF16_GEMM)
@@ -496,7 +502,7 @@ def test_mkl_product_forced_matches_the_rounded_reference_and_the_own_kernel(tmp
             assert np.all(np.abs(out["C" + case] - op_a @ op_b) <= bound), case
     # reruns at one thread count give the same bits; MKL's sums are in its own order, so
     # against fusedmlp's kernel (and across thread counts) only at bf16 tolerances
-    np.testing.assert_array_equal(out["run0"], out["run1"])
+    oracle.assert_same_bits(out["run0"], out["run1"], why=oracle.SAME_CALL)
     np.testing.assert_allclose(out["run2"], out["run0"], atol=1e-3)
     if fusedmlp.show_config(as_dict=True)["bfloat16"]["backend"] == "own":
         model = fusedmlp.MLP([64, 96, 64, 10], seed=1, n_threads=1, compute_dtype="bfloat16")
