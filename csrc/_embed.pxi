@@ -151,7 +151,11 @@ def infer_into(Network network, X, out, int output):
         shape[0], shape[1] = m, n_out
         out = cnp.PyArray_EMPTY(2, shape, type_num, 0)
     o = native(out, type_num, cnp.NPY_ARRAY_CARRAY, m, n_out)
-    if x == NULL or o == NULL or overlap(x, m * n_in * itemsize, o, m * n_out * itemsize):
+    # out must overlap nothing the call reads: X, the parameters (the scratch is this
+    # thread's own); the Python layer says which one it overlaps
+    if (x == NULL or o == NULL or overlap(x, m * n_in * itemsize, o, m * n_out * itemsize)
+            or overlap(<const char*>net.params, net.n_params * itemsize, o,
+                       m * n_out * itemsize)):
         return None
     if m == 0:
         return out
@@ -353,7 +357,16 @@ cdef int capi_infer(const fusedmlp_model* model, const floating* X, Py_ssize_t m
         return OK
     if (X == NULL or out == NULL
             or overlap(<const char*>X, m * n_in * sizeof(floating),
+                       <const char*>out, m * n_out * sizeof(floating))
+            or overlap(<const char*>net.params, net.n_params * sizeof(floating),
                        <const char*>out, m * n_out * sizeof(floating))):
+        return FUSEDMLP_BAD_ARGUMENT
+    # the caller's scratch is written while X is read and before out is complete
+    if scratch != NULL and (
+            overlap(<const char*>scratch, scratch_bytes(net, m, sizeof(floating)),
+                    <const char*>out, m * n_out * sizeof(floating))
+            or overlap(<const char*>scratch, scratch_bytes(net, m, sizeof(floating)),
+                       <const char*>X, m * n_in * sizeof(floating))):
         return FUSEDMLP_BAD_ARGUMENT
     if scratch == NULL:
         if scratch_bytes(net, m, sizeof(floating)) <= sizeof(stack):

@@ -81,8 +81,9 @@ enum {
                                       optimiser's step count past 2**53 or the model's
                                       dropout_step past 2**63 - 1; nothing was updated */
     FUSEDMLP_WRONG_DTYPE = -1,     /* an f32 function on a float64 model, or the reverse */
-    FUSEDMLP_BAD_ARGUMENT = -2,    /* NULL array, m < 0, unknown output, out overlapping X,
-                                      labels with targets, probabilities of an identity
+    FUSEDMLP_BAD_ARGUMENT = -2,    /* NULL array, m < 0, unknown output, out overlapping X
+                                      or the model's parameters, scratch overlapping X or
+                                      out, labels with targets, probabilities of an identity
                                       (regression) output, log-probabilities of an
                                       exp output */
     FUSEDMLP_TOO_MANY_ROWS = -3,   /* a training batch larger than the trainer's max_batch */

@@ -389,3 +389,128 @@ def test_partial_fit_blocks_skips_empty_blocks(kind):
             assert not hasattr(untouched, "model_")
         else:
             assert np.array_equal(parameters(untouched), before)
+
+
+# ---------------------------------------------------------------- class 3: out= aliasing
+_INFER = ["forward", "predict_proba", "predict_log_proba"]
+
+
+def _wide_model(dtype):
+    # 600 x 3 outputs fit inside its 4 x 512 + 512 + 512 x 3 + 3 parameters
+    return fusedmlp.MLP([4, 512, 3], dtype=dtype, seed=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("method", _INFER)
+def test_out_overlapping_the_parameters_is_refused(method, dtype):
+    """Class 3 (out= aliasing): an out that is a view of the model's own parameters was
+    accepted, and rows past the first chunk were computed from weights the call had already
+    overwritten (probabilities 0.98 off). It is refused, naming out and the parameters, on
+    the compiled fast path (native X) and on the checked one (X converted), nothing
+    written."""
+    model = _wide_model(dtype)
+    X = np.random.default_rng(0).normal(size=(600, 4)).astype(dtype)
+    before = model.parameters.copy()
+    for start in (0, 7, model.n_parameters - 1800):
+        out = model.parameters[start:start + 1800].reshape(600, 3)
+        for rows in (X, X.astype(np.float64 if dtype == np.float32 else np.float32)):
+            with pytest.raises(ValueError,
+                               match=r"out must not overlap the model's parameters"):
+                getattr(model, method)(rows, out=out)
+    assert np.array_equal(model.parameters, before)
+    disjoint = np.empty((600, 3), dtype)                # the same call with its own out works
+    assert getattr(model, method)(X, out=disjoint) is disjoint
+
+
+def _shared_buffer_csr(X, dtype, which):
+    """A CSR copy of X whose array `which` ("data", "indices", "indptr") lies inside one
+    byte buffer, and an out (600 x 3, dtype) that overlaps it there."""
+    sparse = pytest.importorskip("scipy.sparse")
+    csr = sparse.csr_matrix(X)
+    arrays = {"data": csr.data.astype(dtype), "indices": csr.indices.astype(np.int32),
+              "indptr": csr.indptr.astype(np.int64)}          # the types used as they are
+    itemsize = np.dtype(dtype).itemsize
+    target = arrays[which]
+    buffer = np.zeros(target.nbytes + 600 * 3 * itemsize + 64, np.uint8)
+    offset = (target.nbytes // 2) // 64 * 64             # out starts inside the array
+    placed = buffer[:target.nbytes].view(target.dtype)
+    placed[...] = target
+    arrays[which] = placed
+    out = buffer[offset:offset + 600 * 3 * itemsize].view(dtype).reshape(600, 3)
+    matrix = sparse.csr_matrix(X.shape, dtype=dtype)
+    # set as they are (the constructor may copy): the types fusedmlp uses without a copy
+    matrix.data, matrix.indices, matrix.indptr = (arrays["data"], arrays["indices"],
+                                                   arrays["indptr"])
+    matrix.has_canonical_format = True                    # (it is: sorted, no duplicates)
+    assert np.shares_memory(getattr(matrix, which), out)
+    return matrix, out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("which", ["data", "indices", "indptr"])
+def test_out_overlapping_a_sparse_x_is_refused(which, dtype):
+    """Class 3 (out= aliasing): with a sparse X, an out overlapping X's stored values (or its
+    indices, or its row pointers) was accepted and returned wrong probabilities (0.84 off);
+    it is refused, naming out and the array it overlaps."""
+    model = _wide_model(dtype)
+    X = np.random.default_rng(1).normal(size=(600, 4))
+    X[X < 0] = 0
+    matrix, out = _shared_buffer_csr(X, dtype, which)
+    for method in _INFER:
+        with pytest.raises(ValueError, match=rf"out must not overlap X\.{which}"):
+            getattr(model, method)(matrix, out=out)
+    expected = model.predict_proba(X.astype(dtype))
+    np.testing.assert_allclose(model.predict_proba(matrix, out=np.empty((600, 3), dtype)),
+                               expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_c_infer_refuses_out_or_scratch_overlapping_what_it_reads(c_client, dtype):
+    """Class 3 (out= aliasing), the C API: fusedmlp_infer refused only an out overlapping X.
+    It refuses (FUSEDMLP_BAD_ARGUMENT, nothing written) an out overlapping the model's
+    parameters and a caller's scratch overlapping X or out."""
+    codes = c_client.constants()
+    model = _wide_model(dtype)
+    handle = c_client.model_new(model)
+    code = codes["FLOAT32" if dtype == np.float32 else "FLOAT64"]
+    X = np.random.default_rng(2).normal(size=(600, 4)).astype(dtype)
+    before = model.parameters.copy()
+    out = model.parameters[7:7 + 1800].reshape(600, 3)
+    for scratch in (False, True):
+        assert (c_client.infer(handle, X, out, codes["PROBABILITIES"], 600, scratch, code)
+                == codes["BAD_ARGUMENT"])
+    assert np.array_equal(model.parameters, before)
+    size = c_client.scratch_bytes(handle, 600)
+    own_out = np.empty((600, 3), dtype)
+    joint = np.zeros(size + X.nbytes, np.uint8)          # scratch, then X inside its end
+    X_in = joint[size - 64:size - 64 + X.nbytes].view(dtype).reshape(X.shape)
+    X_in[...] = X
+    assert (c_client.infer_into_scratch(handle, X_in, own_out, codes["PROBABILITIES"],
+                                        joint[:size], code) == codes["BAD_ARGUMENT"])
+    joint = np.zeros(size + own_out.nbytes, np.uint8)    # scratch, then out inside its end
+    out_in = joint[size - 64:size - 64 + own_out.nbytes].view(dtype).reshape(600, 3)
+    assert (c_client.infer_into_scratch(handle, X, out_in, codes["PROBABILITIES"],
+                                        joint[:size], code) == codes["BAD_ARGUMENT"])
+    assert (c_client.infer_into_scratch(handle, X, own_out, codes["PROBABILITIES"],
+                                        np.zeros(size, np.uint8), code) == codes["OK"])
+    np.testing.assert_allclose(own_out, model.predict_proba(X),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "sigmoid", "relu"])
+def test_array_function_out_partly_overlapping_x_is_refused(name):
+    """Class 3 (out= aliasing), the array functions: out may be x itself (in place), but an
+    out that overlaps x shifted by a row or an element was accepted and returned wrong values
+    (0.6 off); it is refused, naming out and x."""
+    function = getattr(fusedmlp, name)
+    base = np.random.default_rng(3).normal(size=(6, 4))
+    for x, out in ((base[:5], base[1:]), (base.reshape(-1)[:23], base.reshape(-1)[1:])):
+        if name.endswith("softmax") and x.ndim == 1:
+            x, out = x[:20].reshape(5, 4), base.reshape(-1)[2:22].reshape(5, 4)
+        before = base.copy()
+        with pytest.raises(ValueError, match=r"out must not overlap x"):
+            function(x, out=out)
+        assert np.array_equal(base, before)
+    x = base.copy()
+    expected = function(x)
+    assert function(x, out=x) is x and np.allclose(x, expected)

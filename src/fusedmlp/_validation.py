@@ -110,6 +110,45 @@ def check_out(out, shape, dtype, name: str = "out") -> np.ndarray:
     return out
 
 
+def _overlap(out: np.ndarray, array: np.ndarray) -> bool:
+    """Whether `array` shares memory with the C-contiguous `out`.
+
+    Bounds first (np.may_share_memory: two address comparisons). When the bounds overlap and
+    `array` is contiguous too, both cover their whole address ranges, so the bounds are the
+    answer. A strided `array` whose bounds overlap gets NumPy's exact test within a small work
+    budget; past it the overlap is assumed (refused, never trusted)."""
+    if not np.may_share_memory(out, array):
+        return False
+    if array.flags.c_contiguous or array.flags.f_contiguous:
+        return True
+    try:
+        return bool(np.shares_memory(out, array, max_work=10_000))
+    except np.exceptions.TooHardError:
+        return True
+
+
+def check_out_disjoint(out: np.ndarray, operands, name: str = "out") -> None:
+    """Refuse an `out=` that overlaps any array the call reads while it writes `out`.
+
+    operands: (description, array) pairs, e.g. ``("X", X)``, ``("X.data", X.data)``,
+    ``("the model's parameters", parameters)``. An overlapping `out` would be written while
+    those are still being read, and the call would return wrong values."""
+    for what, array in operands:
+        if array is not None and _overlap(out, array):
+            raise ValueError(f"{name} must not overlap {what} (it is read while {name} is "
+                             "written)")
+
+
+def check_out_in_place(out: np.ndarray, x: np.ndarray, name: str = "out") -> None:
+    """For the elementwise and row-wise array functions: `out` may be `x` itself (the same
+    memory, shape and strides: in place, like ``np.exp(x, out=x)``), or memory disjoint from
+    it; any other overlap would be written while still being read."""
+    same = (out.shape == x.shape and out.strides == x.strides and out.dtype == x.dtype
+            and out.__array_interface__["data"][0] == x.__array_interface__["data"][0])
+    if not same:
+        check_out_disjoint(out, (("x", x),), name)
+
+
 def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {describe(axis)}")

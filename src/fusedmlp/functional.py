@@ -3,7 +3,8 @@
 Conventions (NumPy's): data positional-only, options keyword-only; float32 stays float32,
 float64 stays float64, integers and bools become float64; float16, complex, object and string
 arrays are refused; ``out=`` must be a writable C-contiguous array of the result's exact shape
-and dtype, or the call raises.
+and dtype, and either ``x`` itself (in place) or memory disjoint from ``x``, or the call
+raises.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from . import _codes, _kernels
-from ._validation import as_float_array, as_labels, as_positive_int, check_out, normalize_axis
+from ._validation import (as_float_array, as_labels, as_positive_int, check_out,
+                          check_out_in_place, normalize_axis)
 
 __all__ = [
     "softmax", "log_softmax", "one_hot", "one_hot_encoding",
@@ -36,6 +38,7 @@ def _rowwise(x, axis, out, log: bool):
     axis = normalize_axis(axis, x.ndim)
     if out is not None:
         check_out(out, x.shape, x.dtype)
+        check_out_in_place(out, x)
     moved = np.moveaxis(x, axis, -1)
     # The row count is explicit: reshape(-1, 0) is ambiguous when the axis has length 0.
     n_rows, n_columns = math.prod(moved.shape[:-1]), moved.shape[-1]
@@ -163,6 +166,7 @@ def _activation(name: str) -> Callable[..., np.ndarray]:
                 out_array = source = np.array(x, order="C")   # a private copy: work in place
         else:
             out_array = check_out(out, x.shape, x.dtype)
+            check_out_in_place(out_array, x)
             source = np.ascontiguousarray(x)
         _kernels.activation(source.reshape(-1), out_array.reshape(-1), kind)
         if out is None and out_array.ndim == 0:

@@ -11,7 +11,7 @@ from .dropout import KEY_LIMIT, check_dropout, check_dropout_key, layer_rates
 from ._codes import H_SIZE, H_T, SOFT_TARGET_TOLERANCE, Inference, Status
 from ._validation import (
     BLAS_INT_MAX, as_float_array, as_labels, as_matrix, as_model_dtype, as_positive_int,
-    as_sample_weight, check_distribution, check_finite, check_out, describe,
+    as_sample_weight, check_distribution, check_finite, check_out, check_out_disjoint, describe,
 )
 from .functional import ACTIVATIONS
 from .layers import OUTPUTS, Dense, MeanSquaredError, SoftmaxCrossEntropy, check_activation
@@ -509,8 +509,13 @@ class MLP:
             out = np.empty((m, self.n_outputs), self.dtype)
         else:
             check_out(out, (m, self.n_outputs), self.dtype)
-            if not sparse.is_sparse(X) and np.may_share_memory(out, X):
-                raise ValueError("out must not overlap X (X is read while out is written)")
+            # Everything the compiled call reads while it writes out: X (a sparse X's three
+            # arrays) and the parameters. Its scratch is its own (fresh, or the thread's).
+            if sparse.is_sparse(X):
+                inputs = (("X.data", X.data), ("X.indices", X.indices), ("X.indptr", X.indptr))
+            else:
+                inputs = (("X", X),)
+            check_out_disjoint(out, (*inputs, ("the model's parameters", self.parameters)))
         chunk = m if 0 < m < _network.INFERENCE_CHUNK else _network.INFERENCE_CHUNK
         # per-call scratch (two ping-pong blocks): what makes concurrent predicts safe
         buffers = np.empty(2 * chunk * self._max_width, self.dtype)
@@ -524,7 +529,8 @@ class MLP:
         (logits for ``output="softmax"`` and ``"sigmoid"``, log-means for ``"exp"``).
 
         `out`, if given, receives the result: a writable C-contiguous array of the model's
-        dtype and shape ``(n_samples, n_outputs)``, not overlapping X. With it a call on a
+        dtype and shape ``(n_samples, n_outputs)``, overlapping neither X (a sparse X's
+        data, indices, indptr) nor the model's parameters. With it a call on a
         warm model allocates nothing (scratch comes from a per-thread cache).
         """
         return self._infer(X, _SCORES, out)

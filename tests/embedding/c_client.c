@@ -7,6 +7,9 @@
  * infer_guarded(model, X, out, output, scratch_size, dtype) -> (status, guard intact)
  *     one call over all of X with scratch_size bytes of scratch followed by guard bytes
  *     that the call must leave as they were
+ * infer_into_scratch(model, X, out, output, scratch, dtype) -> status
+ *     one call over all of X with the caller's writable buffer `scratch` as the scratch (it
+ *     may overlap X or out: the call must refuse that)
  * scratch_bytes(model, m) -> fusedmlp_scratch_bytes
  * train_step(trainer, X, labels or None, targets or None) -> (status, loss)
  * constants() -> {name: value}; table() -> (version, size, header's size)
@@ -95,6 +98,43 @@ static PyObject* infer(PyObject* self, PyObject* args) {
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x_view);
     PyBuffer_Release(&out_view);
+    return PyLong_FromLong(status);
+}
+
+static PyObject* infer_into_scratch(PyObject* self, PyObject* args) {
+    PyObject *capsule, *X, *out, *scratch;
+    int output, dtype, status;
+    Py_buffer views[3];
+    fusedmlp_model* model;
+    if (!PyArg_ParseTuple(args, "OOOiOi", &capsule, &X, &out, &output, &scratch, &dtype))
+        return NULL;
+    model = (fusedmlp_model*)PyCapsule_GetPointer(capsule, "fusedmlp_model");
+    if (model == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(X, &views[0], PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(out, &views[1], PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&views[0]);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(scratch, &views[2], PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&views[0]);
+        PyBuffer_Release(&views[1]);
+        return NULL;
+    }
+    {
+        Py_ssize_t m = views[0].len / ((dtype == FUSEDMLP_FLOAT32 ? 4 : 8)
+                                       * fusedmlp_model_n_inputs(model));
+        if (dtype == FUSEDMLP_FLOAT32)
+            status = fusedmlp_infer_f32(model, (const float*)views[0].buf, m,
+                                        (float*)views[1].buf, output, views[2].buf);
+        else
+            status = fusedmlp_infer_f64(model, (const double*)views[0].buf, m,
+                                        (double*)views[1].buf, output, views[2].buf);
+    }
+    PyBuffer_Release(&views[0]);
+    PyBuffer_Release(&views[1]);
+    PyBuffer_Release(&views[2]);
     return PyLong_FromLong(status);
 }
 
@@ -218,6 +258,7 @@ static PyMethodDef methods[] = {
     {"trainer_new", trainer_new, METH_VARARGS, NULL},
     {"infer", infer, METH_VARARGS, NULL},
     {"infer_guarded", infer_guarded, METH_VARARGS, NULL},
+    {"infer_into_scratch", infer_into_scratch, METH_VARARGS, NULL},
     {"scratch_bytes", scratch_bytes, METH_VARARGS, NULL},
     {"train_step", train_step, METH_VARARGS, NULL},
     {"constants", constants, METH_NOARGS, NULL},
