@@ -115,14 +115,15 @@ def _overlap(out: np.ndarray, array: np.ndarray) -> bool:
 
     Bounds first (np.may_share_memory: two address comparisons). When the bounds overlap and
     `array` is contiguous too, both cover their whole address ranges, so the bounds are the
-    answer. A strided `array` whose bounds overlap gets NumPy's exact test within a small work
-    budget; past it the overlap is assumed (refused, never trusted)."""
+    answer. A strided `array` whose bounds overlap gets NumPy's exact test (one strided
+    array against a contiguous one is a small problem for it); should NumPy give up, the
+    overlap is assumed (refused, never trusted)."""
     if not np.may_share_memory(out, array):
         return False
     if array.flags.c_contiguous or array.flags.f_contiguous:
         return True
     try:
-        return bool(np.shares_memory(out, array, max_work=10_000))
+        return bool(np.shares_memory(out, array))
     except np.exceptions.TooHardError:
         return True
 
