@@ -70,9 +70,11 @@ cdef extern from *:
     #include <stdint.h>
     #include <string.h>
     #include "fm_compiler.h"        /* FM_EXPORT */
-    /* "auto" uses at most this many threads: the usable cores, lowered by a threadpoolctl
-     * limit (fusedmlp.threads registers a controller that calls these two). */
-    static int fm_cores = 1, fm_thread_limit = 1;
+    /* "auto" uses at most this many threads: the usable cores (fm_cores.h: the affinity as
+     * it is now), lowered by a threadpoolctl limit (fusedmlp.threads registers a controller
+     * that calls these two). */
+    #include "fm_cores.h"
+    static int fm_thread_limit = 1;
     FM_EXPORT int fusedmlp_get_num_threads(void) { return fm_thread_limit; }
     FM_EXPORT void fusedmlp_set_num_threads(int n) { fm_thread_limit = n < 1 ? 1 : n; }
 
@@ -106,7 +108,8 @@ cdef extern from *:
     }
 
     """
-    int fm_cores
+    int fm_cores() nogil
+    void fm_set_cores(int n) nogil
     int fm_thread_limit
     void fm_gather(char* dest, Py_ssize_t dest_stride, const char* source, Py_ssize_t stride,
                    const int64_t* rows, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t bytes) nogil
@@ -141,14 +144,14 @@ fm_pool_init()
 
 def set_cores(int cores):
     """The cores "auto" may use (fusedmlp.threads sets it from the process's CPU affinity)."""
-    global fm_cores, fm_thread_limit
-    fm_cores = max(cores, 1)
-    fm_thread_limit = fm_cores
+    global fm_thread_limit
+    fm_set_cores(cores)
+    fm_thread_limit = max(cores, 1)
 
 
 def thread_limit():
     """The most threads "auto" uses now (cores, or a threadpoolctl limit)."""
-    return min(fm_cores, fm_thread_limit)
+    return min(fm_cores(), fm_thread_limit)
 
 
 def trace_parts(on=None):
@@ -214,7 +217,9 @@ cdef inline int n_parts_for(const Net* net, double work, int regions) noexcept n
         n = 1
     else:
         n = <int>(work / (AUTO_WORK_PER_PART * regions))
-        n = max(1, min(n, fm_cores, fm_thread_limit))
+        n = max(1, min(n, fm_thread_limit))
+        if n > 1:                       # the affinity matters only to a split call
+            n = min(n, fm_cores())
     return min(n, net.max_parts)
 
 

@@ -2,10 +2,14 @@
 misbehaviour, each named in its docstring. Every test here failed on the main of the day
 the issue was filed."""
 
+import os
+import sys
+import time
 import warnings
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 import fusedmlp
 from fusedmlp._validation import SOFT_TARGET_TOLERANCE
@@ -514,3 +518,48 @@ def test_array_function_out_partly_overlapping_x_is_refused(name):
     x = base.copy()
     expected = function(x)
     assert function(x, out=x) is x and np.allclose(x, expected)
+
+
+# ---------------------------------------------------------------- class 2: CPU affinity
+def _parts_of_a_real_step(model, X, y):
+    """How many parts one training step really ran in (the pool's trace of its parts)."""
+    from fusedmlp import _network
+
+    _network.trace_parts(True)
+    try:
+        model.train_step(X, y, fusedmlp.SGD(0.01))
+    finally:
+        runs = _network.trace_parts(False)
+    return max((len(run) for run in runs), default=1)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not sys.platform.startswith("linux"),
+                    reason="the CPU affinity is re-read on Linux only")
+def test_auto_follows_the_affinity_changed_after_import():
+    """Class 2 (CPU affinity changed after import): after os.sched_setaffinity(0, {cpu})
+    show_config() said one usable core but n_threads="auto" still split into 2 parts. The
+    compiled core re-reads the affinity (at most every 10 ms, on Linux): every split of a
+    step, of inference and a real step stay within the usable cores, and follow the mask
+    back when it widens again."""
+    from fusedmlp import _network
+
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        pytest.skip("needs a process allowed on at least 2 CPUs")
+    model = fusedmlp.MLP([784, 128, 10], seed=0)          # "auto": 2 parts at batch 256
+    X = np.random.default_rng(0).normal(size=(256, 784)).astype(np.float32)
+    y = np.arange(256) % 10
+    # (tests/conftest.py holds threadpool_limits(1), which caps "auto" too: lifted here)
+    with threadpool_limits({"fusedmlp": len(cpus)}):
+        assert model._net.step_parts(256) >= 2 and model._net.inference_parts(1024) >= 2
+        try:
+            os.sched_setaffinity(0, {min(cpus)})
+            time.sleep(0.03)
+            assert _network.thread_limit() == 1
+            assert model._net.step_parts(256) == 1 and model._net.inference_parts(1024) == 1
+            assert _parts_of_a_real_step(model, X, y) == 1
+            assert fusedmlp.show_config(as_dict=True)["threads"]["auto_limit"] == 1
+        finally:
+            os.sched_setaffinity(0, cpus)
+        time.sleep(0.03)
+        assert model._net.step_parts(256) >= 2 and _parts_of_a_real_step(model, X, y) >= 2

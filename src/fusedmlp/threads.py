@@ -5,6 +5,8 @@ The pool itself is C (csrc/pool.h): persistent worker threads, started lazily, s
 model in the process. A model's ``n_threads`` says into how many parts each training step and
 inference call is split; ``"auto"`` chooses from the work of the call (one thread for small
 ones) and never more than the usable cores, lowered by ``threadpoolctl.threadpool_limits``.
+The cores are given to the compiled core here at import; on Linux it re-reads the affinity
+itself (csrc/fm_cores.h), so a mask changed later is obeyed.
 """
 
 from __future__ import annotations
