@@ -557,6 +557,9 @@ cdef void gather(const char* source, const int64_t* rows, Py_ssize_t count, Py_s
         memcpy(out + i * row_bytes, source + rows[i] * row_bytes, row_bytes)
 
 
+include "_signals.pxi"
+
+
 cdef struct EpochData:
     const void* X                  # n x n_0 training rows
     const int64_t* labels          # n, or NULL
@@ -571,6 +574,7 @@ cdef struct EpochData:
     Py_ssize_t rule_size
     double* schedule               # a per-step learning-rate schedule, or NULL (_schedule.pxd)
     const SparseRows* sparse       # X as CSR rows (X and X_batch NULL), or NULL
+    Signals* signals               # where the epoch looks for signals (_signals.pxi), or NULL
 
 
 cdef inline double rule_before(const Net* net, const EpochData* data, Py_ssize_t k,
@@ -687,6 +691,9 @@ cdef int epoch(Net* net, const EpochData* data, Py_ssize_t first, Py_ssize_t sto
         elif net.loss == BINARY_CROSS_ENTROPY:
             correct[0] += count_correct_logistic(out_block, targets, m, n_out)
         lo += m
+        if lo < stop and signals_stop(data.signals):  # Ctrl-C: stop between two steps
+            failed_row[0] = lo
+            return INTERRUPTED
     return OK
 
 
@@ -969,6 +976,7 @@ cdef class Network:
         cdef fm_fpenv saved
         cdef int blas_saved
         cdef EpochData data
+        cdef Signals signals
         loss_sum = results[0]            # continued: an epoch may run as several calls
         correct = <Py_ssize_t>results[1]
         cdef const int64_t* rows
@@ -1032,6 +1040,8 @@ cdef class Network:
             if (m_val == 0 or chunk < 1 or len(buffers) < 2 * chunk * self.net.max_width
                     or (v_y == NULL) == (v_t == NULL)):
                 raise ValueError("validation: rows, labels or targets, and buffers are needed")
+        signals_start(&signals)
+        data.signals = &signals
         with nogil:
             fusedmlp_enter()
             saved = fm_fpenv_enter()
@@ -1060,6 +1070,7 @@ cdef class Network:
         results[2] = failed
         results[3] = val_loss
         results[4] = val_correct
+        signals_raise(&signals)        # an interrupted epoch: results hold the steps done
         return status
 
     def predict(self, X, out, buffers, Py_ssize_t chunk, int output):
