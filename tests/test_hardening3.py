@@ -615,3 +615,45 @@ def test_ctrl_c_stops_a_long_compiled_epoch(dtype):
     # within 10 ms of looking plus the step under way (and a loaded machine's slack)
     assert report["elapsed"] < 0.3 + 20 * report["step"] + 0.5, report
     assert report["steps_after"] == report["steps"] + 2
+
+
+# ---------------------------------------------------------------- review: one soft-target check
+_BAD_SOFT_TARGETS = [
+    [[0.5, 0.5, np.nan]],                         # not finite
+    [[1.5, -0.5, 0.0]],                           # negative
+    [[0.2, 0.2, 0.2], [1.0, 0.0, 0.0]],           # row 0 sums to 0.6
+    [[1.0, 0.0, 0.0], [0.5, 0.5, 0.001]],         # row 1 sums to 1.001
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_soft_targets_are_checked_once_per_step_with_the_same_messages(monkeypatch, dtype):
+    """Review item (the soft-target check ran twice per step on the Python path, in
+    _validation.check_distribution and in the compiled step): train_step and
+    loss_and_gradients leave it to the compiled step, and a refusal is explained by
+    check_distribution in the words users saw before, the model unchanged."""
+    from fusedmlp import _validation
+    from fusedmlp import model as model_module
+
+    model = fusedmlp.MLP([4, 5, 3], dtype=dtype, seed=0)
+    before = model.parameters.copy()
+    for rows in _BAD_SOFT_TARGETS:
+        targets = np.array(rows, dtype)
+        with pytest.raises(ValueError) as expected:
+            _validation.check_distribution(targets, "y")
+        X = np.ones((len(targets), 4), dtype)
+        for call in (lambda: model.train_step(X, targets, fusedmlp.SGD(0.1)),
+                     lambda: model.loss_and_gradients(X, targets)):
+            with pytest.raises(type(expected.value), match=None) as raised:
+                call()
+            assert str(raised.value) == str(expected.value)
+    assert np.array_equal(model.parameters, before)
+
+    calls = []
+    real = model_module.check_distribution
+    monkeypatch.setattr(model_module, "check_distribution",
+                        lambda *args: calls.append(args) or real(*args))
+    targets = np.full((8, 3), 1 / 3, dtype)
+    model.train_step(np.ones((8, 4), dtype), targets, fusedmlp.SGD(0.1))
+    model.loss_and_gradients(np.ones((8, 4), dtype), targets)
+    assert calls == []                                   # the compiled step's check alone

@@ -328,16 +328,18 @@ class MLP:
             return sparse.as_csr(X, name, self.dtype, self.layer_sizes[0])
         return as_matrix(X, "X", self.dtype, self.layer_sizes[0])
 
-    def _targets(self, y, m, name="y"):
+    def _targets(self, y, m, name="y", distribution=True):
         """(labels or None, targets or None) for m rows, checked against the output: labels
-        in [0, n_classes), soft targets class probabilities (``check_distribution``)."""
+        in [0, n_classes), soft targets class probabilities (``check_distribution``; not with
+        distribution=False, for a compiled step, which checks them itself)."""
         n_out = self.layer_sizes[-1]
         if self.output == "softmax":
             if np.ndim(y) == 2:
                 targets = as_matrix(y, name, self.dtype, n_out)
                 if len(targets) != m:
                     raise ValueError(f"{name} must have {m} rows like X, got shape {targets.shape}")
-                check_distribution(targets, name)
+                if distribution:
+                    check_distribution(targets, name)
                 return None, targets
             labels = as_labels(y, name, n_out)
             if labels.shape != (m,):
@@ -418,7 +420,9 @@ class MLP:
         m = X.shape[0]
         if m == 0:
             raise ValueError("X is empty: a training step needs at least one sample")
-        labels, targets = self._targets(y, m)
+        # Soft targets are checked once, by the compiled step (before it writes anything);
+        # a refusal is then explained by check_distribution, in the words it always used.
+        labels, targets = self._targets(y, m, distribution=False)
         if sample_weight is None:
             weights, total = None, float(m)
         else:
@@ -429,10 +433,13 @@ class MLP:
                                           state_a, state_b)
             loss = self._net.loss
         if status:
-            self._raise_step_status(status, labels, hyper)
+            self._raise_step_status(status, labels, hyper, targets)
         return loss
 
-    def _raise_step_status(self, status, labels, hyper):
+    def _raise_step_status(self, status, labels, hyper, targets=None):
+        if (status in (Status.BAD_TARGET, Status.BAD_RANGE) and self.output == "softmax"
+                and targets is not None):
+            check_distribution(targets, "y")            # raises, showing the bad row or value
         if status == Status.BAD_LABEL:
             as_labels(labels, "y", self.n_outputs)      # raises, showing the bad values
         if status == Status.BAD_COUNTER:                # raises, naming the counter
