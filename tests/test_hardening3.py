@@ -569,6 +569,8 @@ def test_auto_follows_the_affinity_changed_after_import():
 _INTERRUPTED_FIT = r"""
 import json, os, signal, sys, threading, time
 import numpy as np, fusedmlp
+# a shell's background job inherits SIGINT ignored, and Python then installs no handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
 rng = np.random.default_rng(0)
 X = rng.normal(size=(40000, 256)).astype(np.float32); y = rng.integers(0, 10, len(X))
 model = fusedmlp.MLP([256, 1024, 1024, 10], seed=0, n_threads=1, dtype=np.DTYPE)
