@@ -562,7 +562,10 @@ def softmax_bound(scores, score_bound, dtype):
     # z - max(z) rounds to within u |z - max(z)|: the exponential moves by that relatively,
     # and the row's sum by at most its largest such term
     moved = rounding_tolerance(dtype, 1) * (shifted + shifted.max(axis=1, keepdims=True))
-    return (proba, row + (own + moved) * proba, log_proba,
+    # below the smallest normal number the roundings are absolute: the exponential within
+    # ELEMENTWISE ulps of the subnormal spacing, the division within half of it
+    underflow = (ELEMENTWISE + 1) * float(np.finfo(dtype).smallest_subnormal)
+    return (proba, row + (own + moved) * proba + underflow, log_proba,
             2 * row + own * (np.abs(log_proba) + shifted + 1))
 
 
