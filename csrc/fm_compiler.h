@@ -3,6 +3,10 @@
  *
  *   FM_FORCE_INLINE  static, always inlined
  *   FM_UNROLL(n)     unroll the next loop n times where the compiler takes the hint
+ *   FM_UNROLL_FULL   unroll the next loop completely (its trip count a constant once inlined,
+ *                    at most 16): a register tile's loops, so that its accumulators stay in
+ *                    registers (clang needs its own pragma for that: `GCC unroll n` leaves
+ *                    a tile of the small products partly rolled under clang 14)
  *   FM_EXPORT        a symbol the extension module exports
  *   FM_PAUSE()       the spin-wait hint
  *
@@ -24,6 +28,13 @@
 #define FM_UNROLL(n) FM_PRAGMA(GCC unroll n)
 #else
 #define FM_UNROLL(n)                  /* MSVC: a hint only; its own heuristics decide */
+#endif
+#if defined(__clang__)
+#define FM_UNROLL_FULL FM_PRAGMA(clang loop unroll(full))
+#elif defined(__GNUC__) && __GNUC__ >= 8
+#define FM_UNROLL_FULL FM_PRAGMA(GCC unroll 16)
+#else
+#define FM_UNROLL_FULL
 #endif
 
 #if defined(_WIN32)

@@ -7,7 +7,6 @@
  * (small_gemm_avx2.c, needs AVX2 and FMA) on x86-64 with GCC or Clang, neon
  * (small_gemm_neon.c) on AArch64. The first that cpu.h allows runs (FUSEDMLP_ISA caps it);
  * FUSEDMLP_OWN_GEMM=0 in the environment turns every variant off (BLAS for every product).
- * FM_HAVE_SMALL_GEMM (the older name) means avx512.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -15,10 +14,6 @@
 #include "cpu.h"
 #include "fm_atomic.h"
 #include "small_gemm.h"
-
-#if defined(FM_HAVE_SMALL_GEMM) && !defined(FM_HAVE_SMALL_GEMM_AVX512)
-#define FM_HAVE_SMALL_GEMM_AVX512 1
-#endif
 
 typedef void (*fm_sgemm_nn_fn)(int m, int n, int k, const float *a, int lda, const float *b,
                                int ldb, float *c, int ldc);

@@ -14,64 +14,50 @@
 #include <immintrin.h>
 
 #include "small_gemm.h"
-
-#if defined(_MSC_VER)
-#define FM_TILE_INLINE static __forceinline
-#else
-#define FM_TILE_INLINE static inline __attribute__((always_inline))
-#endif
-/* the tile's loops unrolled (their bounds are constants once fm_tile is inlined), so that the
- * accumulators live in registers */
-#if defined(__clang__)
-#define FM_UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define FM_UNROLL _Pragma("GCC unroll 8")
-#else
-#define FM_UNROLL
-#endif
+#include "fm_compiler.h"       /* FM_FORCE_INLINE, FM_UNROLL_FULL (the tile's loops) */
 
 /* lanes [8 - r, 16 - r) of this table: the first r lanes set (r = 1..8) */
 static const int fm_lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
-FM_TILE_INLINE __m256 fm_load(const float *p, int masked, __m256i last)
+FM_FORCE_INLINE __m256 fm_load(const float *p, int masked, __m256i last)
 {
     return masked ? _mm256_maskload_ps(p, last) : _mm256_loadu_ps(p);
 }
 
 /* rows x vectors accumulators; masked: the last vector holds fewer than 8 columns (`last`) */
-FM_TILE_INLINE void fm_tile(int rows, int vectors, int masked, __m256i last, int k, const float *a, int lda,
+FM_FORCE_INLINE void fm_tile(int rows, int vectors, int masked, __m256i last, int k, const float *a, int lda,
                             const float *b, int ldb, float *c, int ldc)
 {
     __m256 acc[4][8];
     int r, q, p;
-    FM_UNROLL
+    FM_UNROLL_FULL
     for (r = 0; r < rows; r++)
-        FM_UNROLL
+        FM_UNROLL_FULL
         for (q = 0; q < vectors; q++) acc[r][q] = _mm256_setzero_ps();
     for (p = 0; p < k; p++) {
         const float *bp = b + (long)p * ldb;
         if (rows == 1) {
             __m256 av = _mm256_broadcast_ss(a + p);
-            FM_UNROLL
+            FM_UNROLL_FULL
             for (q = 0; q < vectors; q++)
                 acc[0][q] = _mm256_fmadd_ps(av, fm_load(bp + 8 * q, masked && q == vectors - 1, last),
                                             acc[0][q]);
         } else {
             __m256 bv[3];
-            FM_UNROLL
+            FM_UNROLL_FULL
             for (q = 0; q < vectors; q++)
                 bv[q] = fm_load(bp + 8 * q, masked && q == vectors - 1, last);
-            FM_UNROLL
+            FM_UNROLL_FULL
             for (r = 0; r < rows; r++) {
                 __m256 av = _mm256_broadcast_ss(a + (long)r * lda + p);
-                FM_UNROLL
+                FM_UNROLL_FULL
                 for (q = 0; q < vectors; q++) acc[r][q] = _mm256_fmadd_ps(av, bv[q], acc[r][q]);
             }
         }
     }
-    FM_UNROLL
+    FM_UNROLL_FULL
     for (r = 0; r < rows; r++)
-        FM_UNROLL
+        FM_UNROLL_FULL
         for (q = 0; q < vectors; q++) {
             if (masked && q == vectors - 1)
                 _mm256_maskstore_ps(c + (long)r * ldc + 8 * q, last, acc[r][q]);

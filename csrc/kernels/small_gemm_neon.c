@@ -15,23 +15,9 @@
 #include <string.h>
 
 #include "small_gemm.h"
+#include "fm_compiler.h"       /* FM_FORCE_INLINE, FM_UNROLL_FULL (the tile's loops) */
 
-#if defined(_MSC_VER)
-#define FM_TILE_INLINE static __forceinline
-#else
-#define FM_TILE_INLINE static inline __attribute__((always_inline))
-#endif
-/* the tile's loops unrolled (their bounds are constants once fm_tile is inlined), so that the
- * accumulators live in registers */
-#if defined(__clang__)
-#define FM_UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define FM_UNROLL _Pragma("GCC unroll 8")
-#else
-#define FM_UNROLL
-#endif
-
-FM_TILE_INLINE float32x4_t fm_load(const float *p, int lanes)
+FM_FORCE_INLINE float32x4_t fm_load(const float *p, int lanes)
 {
     float tail[4] = {0, 0, 0, 0};
     if (lanes == 4) return vld1q_f32(p);
@@ -39,7 +25,7 @@ FM_TILE_INLINE float32x4_t fm_load(const float *p, int lanes)
     return vld1q_f32(tail);
 }
 
-FM_TILE_INLINE void fm_store(float *p, float32x4_t v, int lanes)
+FM_FORCE_INLINE void fm_store(float *p, float32x4_t v, int lanes)
 {
     float tail[4];
     if (lanes == 4) {
@@ -51,30 +37,30 @@ FM_TILE_INLINE void fm_store(float *p, float32x4_t v, int lanes)
 }
 
 /* rows x vectors accumulators; `lanes` (1..4) columns in the last vector */
-FM_TILE_INLINE void fm_tile(int rows, int vectors, int lanes, int k, const float *a, int lda,
+FM_FORCE_INLINE void fm_tile(int rows, int vectors, int lanes, int k, const float *a, int lda,
                             const float *b, int ldb, float *c, int ldc)
 {
     float32x4_t acc[4][8];
     int r, q, p;
-    FM_UNROLL
+    FM_UNROLL_FULL
     for (r = 0; r < rows; r++)
-        FM_UNROLL
+        FM_UNROLL_FULL
         for (q = 0; q < vectors; q++) acc[r][q] = vdupq_n_f32(0.0f);
     for (p = 0; p < k; p++) {
         const float *bp = b + (long)p * ldb;
         float32x4_t bv[8];
-        FM_UNROLL
+        FM_UNROLL_FULL
         for (q = 0; q < vectors; q++) bv[q] = fm_load(bp + 4 * q, q == vectors - 1 ? lanes : 4);
-        FM_UNROLL
+        FM_UNROLL_FULL
         for (r = 0; r < rows; r++) {
             float32x4_t av = vdupq_n_f32(a[(long)r * lda + p]);
-            FM_UNROLL
+            FM_UNROLL_FULL
             for (q = 0; q < vectors; q++) acc[r][q] = vfmaq_f32(acc[r][q], av, bv[q]);
         }
     }
-    FM_UNROLL
+    FM_UNROLL_FULL
     for (r = 0; r < rows; r++)
-        FM_UNROLL
+        FM_UNROLL_FULL
         for (q = 0; q < vectors; q++)
             fm_store(c + (long)r * ldc + 4 * q, acc[r][q], q == vectors - 1 ? lanes : 4);
 }
