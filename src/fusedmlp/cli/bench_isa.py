@@ -32,6 +32,7 @@ import sys
 
 from ._harness import (CommandParser, Worker, WorkerError, header, interleave, markdown,
                        medians, seconds_per_call, split_list)
+from ._peers import mlp_flops, numpy_predict_proba, onnxruntime_predict_proba
 
 __all__ = ["main", "serve", "INFERENCE", "STEPS", "CUTOVER_SHAPES", "CUTOVER_ROWS"]
 
@@ -46,14 +47,6 @@ LABELS = {"numpy_x_w0": "NumPy x @ W0", "numpy_forward": "NumPy forward",
 
 def _key(kind, sizes, rows):
     return f"{kind} {'-'.join(map(str, sizes))} x{rows}"
-
-
-def _flops(kind, sizes, rows):
-    products = sum(2 * rows * a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    if kind == "infer":
-        return products
-    # forward, dW of every layer, dA of every layer but the first
-    return 2 * products + sum(2 * rows * a * b for a, b in zip(sizes[1:-1], sizes[2:]))
 
 
 def _parameter_bytes(sizes):
@@ -105,41 +98,14 @@ def _peer_calls(cases):
             continue
         model = fusedmlp.MLP(list(sizes), dtype=np.float32, seed=0, n_threads=1)
         X = rng.normal(size=(rows, sizes[0])).astype(np.float32)
-        params = [(layer.W.copy(), layer.b.copy()) for layer in model.layers]
         key = _key(kind, sizes, rows)
-        calls[f"numpy_x_w0 {key}"] = lambda X=X, W=params[0][0]: X @ W
-
-        def forward(X=X, params=params):
-            a = X
-            for W, b in params[:-1]:
-                a = np.maximum(a @ W + b, 0)
-            z = a @ params[-1][0] + params[-1][1]
-            e = np.exp(z - z.max(axis=1, keepdims=True))
-            return e / e.sum(axis=1, keepdims=True)
-
-        calls[f"numpy_forward {key}"] = forward
+        calls[f"numpy_x_w0 {key}"] = lambda X=X, W=model.layers[0].W.copy(): X @ W
+        calls[f"numpy_forward {key}"] = numpy_predict_proba(model, X)
         try:
-            calls[f"onnxruntime {key}"] = _onnxruntime(model, X)
+            calls[f"onnxruntime {key}"] = onnxruntime_predict_proba(model, X)
         except ImportError as exc:
             skipped["onnxruntime"] = f"not installed ({exc.name or 'onnxruntime'})"
     return calls, skipped
-
-
-def _onnxruntime(model, X):
-    import os
-    import tempfile
-
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "model.onnx")
-        model.to_onnx(path)
-        session = onnxruntime.InferenceSession(path, options,
-                                               providers=["CPUExecutionProvider"])
-    feed, wanted = {"X": X}, ["probabilities"]
-    return lambda: session.run(wanted, feed)[0]
 
 
 def _hardware(target_time, rounds):
@@ -231,7 +197,7 @@ def isa_table(results, labels, peak, bandwidths, cases):
         key = _key(kind, sizes, rows_)
         if key not in results:
             continue
-        compute = _flops(kind, sizes, rows_) / peak
+        compute = mlp_flops(sizes, rows_, step=kind != "infer") / peak
         touched = _parameter_bytes(sizes) * (1 if kind == "infer" else 9)
         memory = touched / bandwidths[key] if rows_ == 1 else 0.0
         floor, which = (memory, "mem") if memory > compute else (compute, "FLOPs")

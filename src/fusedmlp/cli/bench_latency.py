@@ -39,6 +39,7 @@ import numpy as np
 
 from ._harness import (Case, CommandParser, Repeat, machine, markdown, measure_case,
                        medians, pinned)
+from ._peers import numpy_predict_proba, onnxruntime_predict_proba
 
 __all__ = ["main", "NETWORKS", "ROWS"]
 
@@ -141,31 +142,11 @@ def _export_c(model, X):
 
 
 def _onnxruntime(model, X):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "model.onnx")
-        model.to_onnx(path)
-        session = onnxruntime.InferenceSession(path, options,
-                                               providers=["CPUExecutionProvider"])
-    feed, wanted = {"X": X}, ["probabilities"]
-    return {"onnxruntime": lambda: session.run(wanted, feed)[0]}
+    return {"onnxruntime": onnxruntime_predict_proba(model, X)}
 
 
 def _numpy(model, X):
-    params = [(layer.W.copy(), layer.b.copy()) for layer in model.layers]
-
-    def predict_proba():
-        a = X
-        for W, b in params[:-1]:
-            a = np.maximum(a @ W + b, 0)
-        z = a @ params[-1][0] + params[-1][1]
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    return {"numpy": predict_proba}
+    return {"numpy": numpy_predict_proba(model, X)}
 
 
 def _torch(model, X):

@@ -21,24 +21,18 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 from ._harness import (CommandParser, Worker, concurrent_seconds, fastest, interleave,
                        markdown, medians, one_call, pinned, seconds_per_call)
-from ._peers import jax_adam, jax_mlp, torch_mlp
+from ._peers import jax_adam, jax_mlp, mlp_flops, onnxruntime_predict_proba, torch_mlp
 
 __all__ = ["main", "CONFIGS"]
 
 CONFIGS = [((64, 32, 10), 32), ((784, 128, 10), 1), ((784, 128, 10), 32),
            ((784, 128, 10), 256), ((784, 256, 10), 128), ((784, 512, 512, 10), 64),
            ((784, 512, 512, 10), 1024)]
-
-
-def _step_flops(sizes, batch):
-    weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    return 2.0 * batch * (3 * weights - sizes[0] * sizes[1])
 
 
 def _data(sizes, batch):
@@ -156,21 +150,6 @@ def start_peers(names, configs, skipped):
     return peers
 
 
-def _onnxruntime_call(model, X):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "model.onnx")
-        model.to_onnx(path)
-        session = onnxruntime.InferenceSession(path, options,
-                                               providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda: session.run(["probabilities"], {name: X})
-
-
 # ----------------------------------------------------------------------------- fusedmlp
 
 def measure(configs=CONFIGS, rounds=5, target_time=0.1, peers=("torch", "jax", "onnxruntime")):
@@ -207,7 +186,7 @@ def _measure_config(fusedmlp, index, sizes, batch, rounds, target_time, peers, o
             two = calls["step 2"], calls["infer 2"]
     if "onnxruntime" in peers:
         try:
-            calls["onnxruntime 1"] = _onnxruntime_call(model, X)
+            calls["onnxruntime 1"] = onnxruntime_predict_proba(model, X)
         except Exception as exc:        # not installed, or failed: reported
             skipped["onnxruntime"] = f"{type(exc).__name__}: {exc}"
     measures = {name: (lambda call=call: seconds_per_call(call, target_time))
@@ -221,7 +200,7 @@ def _measure_config(fusedmlp, index, sizes, batch, rounds, target_time, peers, o
     for kind, single, split in (("step", one[0], two[0]), ("infer", one[1], two[1])):
         row[f"{kind} 1 fastest"] = fastest(single, 3 * target_time)
         row[f"{kind} 2 critical"] = critical_path(split, 3 * target_time)[1]
-    flops = _step_flops(sizes, batch)
+    flops = mlp_flops(sizes, batch)
     row["hardware floor 1"] = flops / (peaks[1] * 1e9)
     row["hardware floor 2"] = flops / (peaks[2] * 1e9)
     return {"sizes": sizes, "batch": batch, "times": row,
