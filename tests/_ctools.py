@@ -1,8 +1,10 @@
-"""What the tests that build and run C programs share (tests/c/ and the tools/*.sh scripts):
-imported by name, as oracle.py is (conftest.py puts tests/ on sys.path)."""
+"""What the tests that build and run C programs share (tests/c/ and the tools/*.sh scripts),
+and the run of one Python script under each forced FUSEDMLP_ISA variant: imported by name,
+as oracle.py is (conftest.py puts tests/ on sys.path)."""
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -35,3 +37,22 @@ def run_script(script, *args, timeout=1800):
         missing(result.stderr.strip())
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+def results_per_variant(script, directory, variants, **env):
+    """{variant: the array `script` saved}: the Python source `script` run in a fresh
+    process per variant with FUSEDMLP_ISA=variant (and `env`); it takes the path of an .npy
+    file to write as its argument and prints the variant it ran last (checked)."""
+    import numpy as np
+
+    path = directory / "per_variant.py"
+    path.write_text(script)
+    results = {}
+    for variant in variants:
+        saved = directory / f"{variant}.npy"
+        proc = subprocess.run([sys.executable, str(path), str(saved)], capture_output=True,
+                              text=True, env=dict(os.environ, FUSEDMLP_ISA=variant, **env))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split()[-1] == variant
+        results[variant] = np.load(saved)
+    return results

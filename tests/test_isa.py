@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _ctools import results_per_variant
 
 from fusedmlp import _kernels
 
@@ -86,17 +87,7 @@ print(_kernels.isa())
 def test_every_variant_gives_identical_results(tmp_path):
     if len(VARIANTS) < 2:
         pytest.skip(f"this CPU runs one variant only ({VARIANTS[0]})")
-    script = tmp_path / "results.py"
-    script.write_text(_RESULTS)
-    results = {}
-    for variant in VARIANTS:
-        path = tmp_path / f"{variant}.npy"
-        proc = subprocess.run([sys.executable, str(script), str(path)], capture_output=True,
-                              text=True, env=dict(os.environ, FUSEDMLP_ISA=variant,
-                                                  OPENBLAS_NUM_THREADS="1"))
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.split()[-1] == variant
-        results[variant] = np.load(path)
+    results = results_per_variant(_RESULTS, tmp_path, VARIANTS, OPENBLAS_NUM_THREADS="1")
     first = results[VARIANTS[0]]
     for variant in VARIANTS[1:]:
         np.testing.assert_array_equal(results[variant], first, err_msg=variant)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _ctools import results_per_variant
 
 import fusedmlp
 from fusedmlp import _kernels, _network
@@ -89,16 +90,7 @@ def test_every_kernel_variant_gives_the_same_bits(tmp_path):
     variant: AVX2 and AVX-512 (and NEON) predict the same bits."""
     if len(KERNEL_VARIANTS) < 2:
         pytest.skip(f"this CPU runs one kernel variant only ({KERNEL_VARIANTS})")
-    script = tmp_path / "predict.py"
-    script.write_text(_PREDICT)
-    results = {}
-    for variant in KERNEL_VARIANTS:
-        path = tmp_path / f"{variant}.npy"
-        proc = subprocess.run([sys.executable, str(script), str(path)], capture_output=True,
-                              text=True, env=dict(os.environ, FUSEDMLP_ISA=variant))
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.split()[-1] == variant
-        results[variant] = np.load(path)
+    results = results_per_variant(_PREDICT, tmp_path, KERNEL_VARIANTS)
     first = results[KERNEL_VARIANTS[0]]
     for variant in KERNEL_VARIANTS[1:]:
         np.testing.assert_array_equal(results[variant], first, err_msg=variant)
