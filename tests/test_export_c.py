@@ -75,6 +75,16 @@ def output_bound(model, X):
     return np.full(scores.shape, tol * scale)
 
 
+def exported_and_model(model, X, tmp_path, name):
+    """(the exported code's outputs, the model's) for X: predict_proba for a classifier,
+    predict for a regressor."""
+    lib = build(model, tmp_path, name)
+    entry = "predict_proba" if model.is_classifier else "predict"
+    out = np.empty((len(X), model.n_outputs), X.dtype)
+    assert call(getattr(lib, f"{name}_{entry}"), X, out) == 0
+    return out, getattr(model, entry)(X)
+
+
 def assert_within(got, expected, bound):
     got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
     bound = bound.reshape(expected.shape)
@@ -478,12 +488,7 @@ def test_bf16_models_export_their_numerics(tmp_path, output):
     X = rng.normal(size=(50, 20)).astype(np.float32)
     model = fusedmlp.MLP([20, 5], output=output, dtype=np.float32, seed=0,
                          compute_dtype="bfloat16")
-    lib = build(model, tmp_path, f"one_{output}")
-    fn = getattr(lib, f"one_{output}_predict_proba" if output == "softmax" else
-                 f"one_{output}_predict")
-    out = np.empty((50, 5), np.float32)
-    assert call(fn, X, out) == 0
-    expected = model.predict_proba(X) if output == "softmax" else model.predict(X)
+    out, expected = exported_and_model(model, X, tmp_path, f"one_{output}")
     bound = output_bound(model, X)
     assert_within(out, expected, bound)
     model.compute_dtype = None
@@ -495,12 +500,7 @@ def test_bf16_models_export_their_numerics(tmp_path, output):
     model = fusedmlp.MLP([3, 9, 5, 6, 7, 11, 13, 10, 4], activation=EVERY_ACTIVATION,
                          output=output, dtype=np.float32, seed=1, compute_dtype="bfloat16")
     X = rng.normal(size=(19, 3)).astype(np.float32)
-    lib = build(model, tmp_path, f"deep_{output}")
-    fn = getattr(lib, f"deep_{output}_predict_proba" if output == "softmax" else
-                 f"deep_{output}_predict")
-    out = np.empty((19, 4), np.float32)
-    assert call(fn, X, out) == 0
-    expected = model.predict_proba(X) if output == "softmax" else model.predict(X)
+    out, expected = exported_and_model(model, X, tmp_path, f"deep_{output}")
     scores = np.asarray(model.forward(X), np.float64)
     flips = 2.0 ** -7 * (len(model.layers) - 1) * max(1.0, float(np.max(np.abs(scores))))
     assert_within(out, expected, output_bound(model, X) + flips)
